@@ -1,0 +1,63 @@
+// How vsctl declares a command: its usage line, its help text, its options, and what it does.
+// Every command gets --help and --json from here.
+
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { UsageError } from './terminal.js';
+
+type OptionSpec = NonNullable<ParseArgsConfig['options']>[string] & { description: string; valueName?: string };
+
+export interface Command {
+  name: string;
+  usage: string;
+  summary: string;
+  details?: string;
+  positionals: { min: number; max: number };
+  options: Record<string, OptionSpec>;
+  run(args: ParsedArgs): Promise<number>;
+}
+
+export interface ParsedArgs {
+  positionals: string[];
+  values: Record<string, string | boolean | undefined>;
+  json: boolean;
+}
+
+const COMMON: Record<string, OptionSpec> = {
+  json: { type: 'boolean', description: 'print the result as JSON, for scripts' },
+  help: { type: 'boolean', short: 'h', description: 'show this help' },
+};
+
+export function helpText(group: string, command: Command): string {
+  const options = { ...command.options, ...COMMON };
+  const rows = Object.entries(options).map(([name, spec]) => {
+    const flag = `--${name}${spec.type === 'string' ? ` ${spec.valueName ?? 'VALUE'}` : ''}`;
+    return `  ${flag.padEnd(26)} ${spec.description}`;
+  });
+  return [`usage: vsctl ${group} ${command.usage}`, '', command.summary, ...(command.details ? ['', command.details] : []), '', 'options:', ...rows].join('\n');
+}
+
+/** Parses argv for one command; prints help and returns null when --help was asked for. */
+export function parseCommand(group: string, command: Command, argv: string[]): ParsedArgs | null {
+  const options = Object.fromEntries(
+    Object.entries({ ...command.options, ...COMMON }).map(([name, { description: _d, valueName: _v, ...spec }]) => [name, spec]),
+  );
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (parsed.values.help) {
+    console.log(helpText(group, command));
+    return null;
+  }
+  const { min, max } = command.positionals;
+  if (parsed.positionals.length < min || parsed.positionals.length > max) {
+    throw new UsageError(`usage: vsctl ${group} ${command.usage}`);
+  }
+  return {
+    positionals: parsed.positionals,
+    values: parsed.values as ParsedArgs['values'],
+    json: parsed.values.json === true,
+  };
+}

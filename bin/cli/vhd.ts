@@ -1,0 +1,186 @@
+// "vsctl vhd ...": the VHD engine from the command line.
+
+import {
+  type CheckReport, type DiskInfo, IMAGE_TYPES, type ImageType, checkDisk, compactDisk, convertDisk, createDifferencing,
+  createDynamic, createFixed, expandDisk, inspectDisk, mergeIntoParent, mergeToNewDisk,
+} from '../../storage/vhd/index.js';
+import type { Command, ParsedArgs } from './command.js';
+import { UsageError, formatBytes, formatSize, parseSize, printRows, progressBar } from './terminal.js';
+
+function print(args: ParsedArgs, json: unknown, text: () => void): void {
+  if (args.json) console.log(JSON.stringify(json, null, 2));
+  else text();
+}
+
+async function withProgress<T>(label: string, args: ParsedArgs, work: (onProgress: (d: number, t: number) => void) => Promise<T>): Promise<T> {
+  const bar = progressBar(label, !args.json);
+  try {
+    return await work((done, total) => bar.update(done, total));
+  } finally {
+    bar.end();
+  }
+}
+
+function showInfo(info: DiskInfo): void {
+  const g = info.geometry;
+  const rows: Array<[string, string]> = [
+    ['File', info.file],
+    ['Type', info.type],
+    ['Size in guest', formatSize(info.sizeInGuest)],
+    ['Requested size', formatSize(info.requestedSize)],
+    ['Current size', formatSize(info.currentSize)],
+    ['Geometry', `${g.cylinders}/${g.heads}/${g.sectorsPerTrack} (C/H/S), addresses ${formatSize(info.addressableSize)}`],
+    ['Size taken from', info.sizeRule === 'chs' ? 'CHS geometry' : 'current size'],
+    ['Size on host', `${formatSize(info.sizeOnHost)} (file ${formatSize(info.fileSize)})`],
+  ];
+  if (info.blocks) rows.push(['Blocks', `${info.blocks.allocated} of ${info.blocks.total} allocated, ${formatBytes(info.blockSize!)} each`]);
+  rows.push(
+    ['Creator', `"${info.creator.application}" ${info.creator.version} on ${info.creator.hostOs}`],
+    ['Unique id', info.uniqueId],
+    ['Created', info.created],
+    ['Modified', info.modified],
+  );
+  if (info.savedState) rows.push(['Saved state', 'yes (a machine was saved while using this disk)']);
+  if (info.parent) rows.push(['Parent', `${info.parent.file} (unique id ${info.parent.uniqueId})`]);
+  if (info.chain.length > 1) rows.push(['Chain', info.chain.map((c) => `${c.file} [${c.type}]`).join(' -> ')]);
+  for (const w of info.warnings) rows.push(['Warning', w]);
+  printRows(rows);
+}
+
+function showCheck(report: CheckReport): void {
+  for (const e of report.errors) console.log(`error: ${e.message}`);
+  for (const w of report.warnings) console.log(`warning: ${w.message}`);
+  console.log(report.valid
+    ? `${report.file}: valid${report.checked.length > 1 ? ` (chain of ${report.checked.length} disks checked)` : ''}`
+    : `${report.file}: NOT valid (${report.errors.length} error${report.errors.length === 1 ? '' : 's'})`);
+}
+
+function imageType(value: unknown, allowed: readonly ImageType[]): ImageType {
+  const type = (value ?? 'dynamic') as ImageType;
+  if (!allowed.includes(type)) throw new UsageError(`--type must be one of ${allowed.join(', ')}, not "${String(value)}"`);
+  return type;
+}
+
+export const vhdCommands: Command[] = [
+  {
+    name: 'create',
+    usage: 'create FILE [--size N(M|G|T)] [--type dynamic|fixed] [--parent PARENT]',
+    summary: 'Create a virtual hard disk: dynamic (the default, 127 GiB), fixed (all space written now), or a differencing child of PARENT.',
+    details: 'Sizes are rounded up to the next size CHS geometry expresses exactly, so every VHD reader sees the same disk. Maximum 2040 GiB.',
+    positionals: { min: 1, max: 1 },
+    options: {
+      size: { type: 'string', valueName: 'N(M|G|T)', description: 'size of the disk (default 127G; not with --parent)' },
+      type: { type: 'string', valueName: 'dynamic|fixed', description: 'disk type (default dynamic)' },
+      parent: { type: 'string', valueName: 'PARENT', description: 'make a differencing disk over PARENT' },
+    },
+    async run(args) {
+      const [file] = args.positionals;
+      const type = imageType(args.values.type, ['dynamic', 'fixed']);
+      if (args.values.parent) {
+        if (args.values.size || args.values.type) throw new UsageError('--parent makes a differencing disk; it takes neither --size nor --type');
+        await createDifferencing(file, String(args.values.parent));
+      } else {
+        const size = args.values.size ? parseSize(String(args.values.size), '--size') : undefined;
+        if (type === 'fixed') {
+          if (size === undefined) throw new UsageError('a fixed disk needs --size');
+          await withProgress('creating', args, (onProgress) => createFixed(file, size, { onProgress }));
+        } else {
+          await createDynamic(file, { size });
+        }
+      }
+      const info = inspectDisk(file);
+      print(args, info, () => console.log(`created ${info.type} disk ${info.file}, ${formatSize(info.sizeInGuest)} in the guest`));
+      return 0;
+    },
+  },
+  {
+    name: 'info',
+    usage: 'info FILE',
+    summary: 'Inspect a disk: type, size in the guest and on the host, geometry, parent chain, creator, unique id, timestamps, allocated blocks.',
+    positionals: { min: 1, max: 1 },
+    options: {},
+    async run(args) {
+      const info = inspectDisk(args.positionals[0]);
+      print(args, info, () => showInfo(info));
+      return 0;
+    },
+  },
+  {
+    name: 'check',
+    usage: 'check FILE',
+    summary: 'Verify every structure of the disk and its parents. Exit status 0: valid; 1: not valid.',
+    positionals: { min: 1, max: 1 },
+    options: {},
+    async run(args) {
+      const report = await withProgress('checking', args, (onProgress) => checkDisk(args.positionals[0], { onProgress }));
+      print(args, report, () => showCheck(report));
+      return report.valid ? 0 : 1;
+    },
+  },
+  {
+    name: 'convert',
+    usage: 'convert SRC DST [--type dynamic|fixed|raw]',
+    summary: 'Copy SRC (a VHD of any type, or a raw image) into a new DST of the given type. A differencing chain is flattened.',
+    positionals: { min: 2, max: 2 },
+    options: { type: { type: 'string', valueName: 'dynamic|fixed|raw', description: 'type of DST (default dynamic)' } },
+    async run(args) {
+      const [source, target] = args.positionals;
+      const type = imageType(args.values.type, IMAGE_TYPES);
+      await withProgress('converting', args, (onProgress) => convertDisk(source, target, { type, onProgress }));
+      print(args, { source, target, type }, () => console.log(`converted ${source} to ${type} ${target}`));
+      return 0;
+    },
+  },
+  {
+    name: 'compact',
+    usage: 'compact FILE',
+    summary: 'Drop the all-zero blocks of a dynamic disk and shrink the file, in place. Safe to interrupt; run again to finish.',
+    positionals: { min: 1, max: 1 },
+    options: {},
+    async run(args) {
+      const result = await withProgress('compacting', args, (onProgress) => compactDisk(args.positionals[0], { onProgress }));
+      print(args, result, () => console.log(
+        `dropped ${result.blocksDropped} empty blocks, moved ${result.blocksMoved}; file ${formatBytes(result.bytesBefore)} -> ${formatBytes(result.bytesAfter)}`));
+      return 0;
+    },
+  },
+  {
+    name: 'merge',
+    usage: 'merge FILE [--to NEWFILE] [--type dynamic|fixed]',
+    summary: 'Merge a differencing disk into its parent (FILE is then deleted), or with --to, its whole chain into a new standalone disk.',
+    details: 'An interrupted merge leaves FILE in place; running the same command again completes it.',
+    positionals: { min: 1, max: 1 },
+    options: {
+      to: { type: 'string', valueName: 'NEWFILE', description: 'write the flattened chain to NEWFILE instead' },
+      type: { type: 'string', valueName: 'dynamic|fixed', description: 'type of NEWFILE (default dynamic)' },
+    },
+    async run(args) {
+      const [file] = args.positionals;
+      if (args.values.to) {
+        const target = String(args.values.to);
+        const type = imageType(args.values.type, ['dynamic', 'fixed']);
+        await withProgress('merging', args, (onProgress) => mergeToNewDisk(file, target, { type, onProgress }));
+        print(args, { file, target, type }, () => console.log(`merged the chain of ${file} into ${type} ${target}`));
+      } else {
+        if (args.values.type) throw new UsageError('--type goes with --to');
+        const result = await withProgress('merging', args, (onProgress) => mergeIntoParent(file, { onProgress }));
+        print(args, { file, ...result }, () => console.log(`merged ${formatBytes(result.bytesMerged)} of ${file} into ${result.parent}; ${file} removed`));
+      }
+      return 0;
+    },
+  },
+  {
+    name: 'expand',
+    usage: 'expand FILE --size N(M|G|T)',
+    summary: 'Grow a fixed or dynamic disk to a larger size (the guest must then grow its partitions).',
+    positionals: { min: 1, max: 1 },
+    options: { size: { type: 'string', valueName: 'N(M|G|T)', description: 'the new size' } },
+    async run(args) {
+      if (!args.values.size) throw new UsageError('expand needs --size');
+      const size = parseSize(String(args.values.size), '--size');
+      const result = await withProgress('expanding', args, (onProgress) => expandDisk(args.positionals[0], size, { onProgress }));
+      print(args, result, () => console.log(`${args.positionals[0]} is now ${formatSize(result.size)}`));
+      return 0;
+    },
+  },
+];

@@ -1,0 +1,269 @@
+// A virtual hard disk as a guest sees it: one VHD file and, for a differencing disk, its chain
+// of read-only parents. Reads and writes take any 512-byte-aligned offset and length; a
+// differencing disk copies on write at sector granularity (the bitmap says which sectors it
+// holds). All I/O is synchronous: the engine runs in its own process per disk user, and
+// page-cache I/O costs less than a hop through libuv's thread pool.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { VhdError } from './errors.js';
+import { DiskType, SECTOR_SIZE, toVhdTime } from './format.js';
+import { type FileOpenOptions, VhdFile } from './file.js';
+import { parentCandidates } from './locators.js';
+
+export interface DiskOpenOptions extends FileOpenOptions {}
+
+/** Deeper chains are refused: they only arise from a loop or from damage. */
+export const MAX_CHAIN_DEPTH = 1000;
+
+export class VhdDisk {
+  private closed = false;
+
+  private constructor(
+    readonly file: VhdFile,
+    readonly parent: VhdDisk | null,
+    /** Bytes the guest sees; a differencing disk has its parent's size. */
+    readonly size: number,
+    /** Non-fatal findings about the chain (a parent timestamp that moved, a size that differs). */
+    readonly chainWarnings: string[],
+  ) {}
+
+  static open(filePath: string, options: DiskOpenOptions = {}): VhdDisk {
+    return VhdDisk.openLevel(path.resolve(filePath), options, new Set());
+  }
+
+  private static openLevel(filePath: string, options: DiskOpenOptions, seen: Set<string>): VhdDisk {
+    if (seen.size >= MAX_CHAIN_DEPTH) {
+      throw new VhdError('VHD_E_CHAIN_TOO_DEEP', `${filePath}: differencing chain is deeper than ${MAX_CHAIN_DEPTH} disks`, filePath);
+    }
+    const file = VhdFile.open(filePath, options);
+    if (file.type !== DiskType.Differencing) return new VhdDisk(file, null, file.layout.ownSize, []);
+    try {
+      seen.add(realPath(filePath));
+      const { parent, warnings } = VhdDisk.openParent(file, seen);
+      if (parent.size !== file.layout.footer.currentSize) {
+        warnings.push(`its size (${file.layout.footer.currentSize} bytes) differs from its parent's (${parent.size}); the parent's is used`);
+      }
+      return new VhdDisk(file, parent, parent.size, warnings);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+  }
+
+  /** Tries each candidate location; the first whose unique id matches the child's record wins. */
+  private static openParent(child: VhdFile, seen: Set<string>): { parent: VhdDisk; warnings: string[] } {
+    const header = child.layout.header!;
+    const candidates = parentCandidates(child.fd, child.path, header);
+    const mismatched: string[] = [];
+    for (const candidate of candidates) {
+      if (!fs.existsSync(candidate.path)) continue;
+      if (seen.has(realPath(candidate.path))) {
+        throw new VhdError('VHD_E_PARENT_MISMATCH', `${child.path}: its parent ${candidate.path} is already in the chain (a loop)`, child.path);
+      }
+      const parent = VhdDisk.openLevel(candidate.path, { writable: false }, seen);
+      if (parent.file.layout.footer.uniqueId.equals(header.parentUniqueId)) {
+        const warnings: string[] = [];
+        const mtime = toVhdTime(fs.statSync(candidate.path).mtime);
+        if (header.parentTimestamp !== mtime && header.parentTimestamp !== parent.file.layout.footer.timestamp) {
+          warnings.push(`its parent ${candidate.path} was modified after this disk was created (the parent timestamp differs)`);
+        }
+        return { parent, warnings };
+      }
+      mismatched.push(`${candidate.path} (${candidate.source}) has unique id ${formatUuid(parent.file.layout.footer.uniqueId)}`);
+      parent.close();
+    }
+    const expected = formatUuid(header.parentUniqueId);
+    if (mismatched.length) {
+      throw new VhdError('VHD_E_PARENT_MISMATCH',
+        `${child.path}: parent must have unique id ${expected}, but ${mismatched.join('; ')}`, child.path);
+    }
+    const tried = candidates.map((c) => `${c.path} (${c.source})`).join(', ') || 'none recorded';
+    throw new VhdError('VHD_E_PARENT_NOT_FOUND',
+      `${child.path}: parent disk ${header.parentName || ''} (unique id ${expected}) not found; looked at ${tried}`, child.path);
+  }
+
+  get path(): string {
+    return this.file.path;
+  }
+
+  get type(): DiskType {
+    return this.file.type;
+  }
+
+  get writable(): boolean {
+    return this.file.writable;
+  }
+
+  /** The chain from this disk down to its base, this disk first. */
+  chain(): VhdDisk[] {
+    const levels: VhdDisk[] = [];
+    for (let d: VhdDisk | null = this; d; d = d.parent) levels.push(d);
+    return levels;
+  }
+
+  read(offset: number, length: number): Buffer {
+    const buf = Buffer.allocUnsafe(length);
+    this.readInto(buf, offset);
+    return buf;
+  }
+
+  readInto(target: Buffer, offset: number): void {
+    this.checkRange(offset, target.length, 'read');
+    this.readRange(target, offset);
+  }
+
+  write(data: Buffer, offset: number): void {
+    this.checkRange(offset, data.length, 'write');
+    if (!this.file.writable) throw new VhdError('VHD_E_READ_ONLY', `${this.path} is open read-only`, this.path);
+    if (this.type === DiskType.Fixed) {
+      this.file.writeFully(data, offset);
+      return;
+    }
+    const blockSize = this.file.blockSize;
+    let done = 0;
+    while (done < data.length) {
+      const position = offset + done;
+      const block = Math.floor(position / blockSize);
+      const within = position - block * blockSize;
+      const n = Math.min(blockSize - within, data.length - done);
+      const blockOffset = this.file.blockOffset(block) ?? this.file.allocateBlock(block);
+      this.file.writeFully(data.subarray(done, done + n), this.file.dataOffset(blockOffset, within));
+      this.file.markPresent(block, blockOffset, within / SECTOR_SIZE, n / SECTOR_SIZE);
+      done += n;
+    }
+  }
+
+  /** Durable and reachable: every write before this call survives a crash after it returns. */
+  flush(): void {
+    this.file.flush();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.file.close();
+    } finally {
+      this.parent?.close();
+    }
+  }
+
+  /** True when some level of the chain holds data in the range; false means it reads as zeros. */
+  isAllocated(offset: number, length: number): boolean {
+    if (this.type === DiskType.Fixed) return true;
+    const blockSize = this.file.blockSize;
+    const first = Math.floor(offset / blockSize);
+    const last = Math.floor((offset + length - 1) / blockSize);
+    for (let block = first; block <= last; block++) {
+      if (this.file.blockOffset(block) !== null) return true;
+    }
+    return this.parent ? this.parent.isAllocated(offset, length) : false;
+  }
+
+  /** The ranges whose data this file itself holds (not its parents), in ascending order. */
+  *ownExtents(): Generator<{ offset: number; length: number }> {
+    if (this.type === DiskType.Fixed) {
+      yield { offset: 0, length: this.size };
+      return;
+    }
+    const { blockSize, sectorsPerBlock } = this.file;
+    const blocks = Math.ceil(this.size / blockSize);
+    for (let block = 0; block < blocks; block++) {
+      const blockOffset = this.file.blockOffset(block);
+      if (blockOffset === null) continue;
+      const base = block * blockSize;
+      const limit = Math.min(sectorsPerBlock, (this.size - base) / SECTOR_SIZE);
+      if (this.type === DiskType.Dynamic) {
+        yield { offset: base, length: limit * SECTOR_SIZE };
+        continue;
+      }
+      const bitmap = this.file.readBitmap(block, blockOffset);
+      let runStart = -1;
+      for (let s = 0; s <= limit; s++) {
+        const present = s < limit && (bitmap[s >> 3] & (0x80 >> (s & 7))) !== 0;
+        if (present && runStart < 0) runStart = s;
+        if (!present && runStart >= 0) {
+          yield { offset: base + runStart * SECTOR_SIZE, length: (s - runStart) * SECTOR_SIZE };
+          runStart = -1;
+        }
+      }
+    }
+  }
+
+  private readRange(target: Buffer, offset: number): void {
+    if (this.type === DiskType.Fixed) {
+      this.file.readFully(target, offset);
+      return;
+    }
+    const blockSize = this.file.blockSize;
+    let done = 0;
+    while (done < target.length) {
+      const position = offset + done;
+      const block = Math.floor(position / blockSize);
+      const within = position - block * blockSize;
+      const n = Math.min(blockSize - within, target.length - done);
+      const piece = target.subarray(done, done + n);
+      const blockOffset = this.file.blockOffset(block);
+      if (blockOffset === null) {
+        if (this.parent) this.parent.readRange(piece, position);
+        else piece.fill(0);
+      } else if (this.type === DiskType.Dynamic) {
+        // As QEMU does, an allocated block of a dynamic disk is read whole: every writer
+        // zero-fills new blocks, and check() reports data hidden behind clear bitmap bits.
+        this.file.readFully(piece, this.file.dataOffset(blockOffset, within));
+      } else {
+        this.readDifferencingBlock(piece, block, blockOffset, within, position);
+      }
+      done += n;
+    }
+  }
+
+  /** Reads runs of sectors from this file where the bitmap says so, from the parent elsewhere. */
+  private readDifferencingBlock(piece: Buffer, block: number, blockOffset: number, within: number, position: number): void {
+    const bitmap = this.file.readBitmap(block, blockOffset);
+    const firstSector = within / SECTOR_SIZE;
+    const sectors = piece.length / SECTOR_SIZE;
+    let runStart = 0;
+    let runPresent = isSet(bitmap, firstSector);
+    for (let i = 1; i <= sectors; i++) {
+      const present = i < sectors ? isSet(bitmap, firstSector + i) : !runPresent;
+      if (present === runPresent) continue;
+      const run = piece.subarray(runStart * SECTOR_SIZE, i * SECTOR_SIZE);
+      if (runPresent) this.file.readFully(run, this.file.dataOffset(blockOffset, within + runStart * SECTOR_SIZE));
+      else this.parent!.readRange(run, position + runStart * SECTOR_SIZE);
+      runStart = i;
+      runPresent = present;
+    }
+  }
+
+  private checkRange(offset: number, length: number, what: 'read' | 'write'): void {
+    if (this.closed) throw new VhdError('VHD_E_CLOSED', `${this.path} is closed`, this.path);
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 ||
+        offset % SECTOR_SIZE !== 0 || length % SECTOR_SIZE !== 0) {
+      throw new VhdError('VHD_E_UNALIGNED',
+        `${this.path}: ${what} of ${length} bytes at offset ${offset} is not aligned to 512-byte sectors`, this.path, offset);
+    }
+    if (offset + length > this.size) {
+      throw new VhdError('VHD_E_OUT_OF_RANGE',
+        `${this.path}: ${what} of ${length} bytes at offset ${offset} runs past the end of the disk (${this.size} bytes)`, this.path, offset);
+    }
+  }
+}
+
+function isSet(bitmap: Buffer, sector: number): boolean {
+  return (bitmap[sector >> 3] & (0x80 >> (sector & 7))) !== 0;
+}
+
+function realPath(p: string): string {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return p;
+  }
+}
+
+export function formatUuid(bytes: Buffer): string {
+  const h = bytes.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}

@@ -1,0 +1,109 @@
+// One writer per disk: a writer holds "<file>.lock", created exclusively and naming its
+// holder. A lock whose process is gone (same host, pid no longer running the same process)
+// is stale and taken over, so a kill -9 never leaves a disk locked forever.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import { VhdError } from './errors.js';
+
+export interface LockOwner {
+  holder: string;
+  pid: number;
+  host: string;
+  /** The process's start time in clock ticks since boot, to tell a reused pid apart. */
+  processStart: string;
+  since: string;
+}
+
+const held = new Map<string, LockOwner>();
+let exitHookInstalled = false;
+
+function processStartOf(pid: number): string | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // Field 22 (starttime) follows the parenthesised command name, which may hold spaces.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function isAlive(owner: LockOwner): boolean {
+  if (owner.host !== os.hostname()) return true; // another host's lock cannot be judged from here
+  const start = processStartOf(owner.pid);
+  return start !== null && start === owner.processStart;
+}
+
+export function lockPath(file: string): string {
+  return `${file}.lock`;
+}
+
+/** Reads who holds a file's write lock, or null when nobody living does. */
+export function lockHolder(file: string): LockOwner | null {
+  try {
+    const owner = JSON.parse(fs.readFileSync(lockPath(file), 'utf8')) as LockOwner;
+    return isAlive(owner) ? owner : null;
+  } catch {
+    return null;
+  }
+}
+
+export function acquireWriteLock(file: string, holder: string): void {
+  const path = lockPath(file);
+  const owner: LockOwner = {
+    holder,
+    pid: process.pid,
+    host: os.hostname(),
+    processStart: processStartOf(process.pid) ?? '',
+    since: new Date().toISOString(),
+  };
+  for (let attempt = 0; attempt < 3; attempt++) {
+    // Written whole to a private name, then linked into place: link() fails atomically when the
+    // lock exists, and nobody ever reads a half-written lock.
+    const draft = `${path}.${process.pid}.tmp`;
+    try {
+      fs.writeFileSync(draft, JSON.stringify(owner), { mode: 0o644 });
+      fs.linkSync(draft, path);
+      held.set(path, owner);
+      installExitHook();
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new VhdError('VHD_E_IO', `${file}: cannot create the write lock ${path}: ${(e as Error).message}`, file);
+      }
+    } finally {
+      fs.rmSync(draft, { force: true });
+    }
+    const current = readOwner(path);
+    if (current && isAlive(current)) {
+      const who = held.has(path) ? 'this process' : `pid ${current.pid} on ${current.host}`;
+      throw new VhdError('VHD_E_LOCKED',
+        `${file} is open for writing by ${current.holder} (${who}, since ${current.since}); a disk has one writer at a time`, file);
+    }
+    // Stale or unreadable (a writer killed mid-write of the lock itself): remove and retry.
+    fs.rmSync(path, { force: true });
+  }
+  throw new VhdError('VHD_E_LOCKED', `${file}: could not take the write lock ${path}`, file);
+}
+
+export function releaseWriteLock(file: string): void {
+  const path = lockPath(file);
+  if (!held.delete(path)) return;
+  fs.rmSync(path, { force: true });
+}
+
+function readOwner(path: string): LockOwner | null {
+  try {
+    return JSON.parse(fs.readFileSync(path, 'utf8')) as LockOwner;
+  } catch {
+    return null;
+  }
+}
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const path of held.keys()) fs.rmSync(path, { force: true });
+  });
+}
