@@ -1,13 +1,11 @@
 // vsctl: vserver's command line. "vsctl GROUP COMMAND [args]"; every command has --help and --json.
 
 import { VhdError } from '../storage/vhd/index.js';
-import { type Command, helpText, parseCommand } from './cli/command.js';
+import { type Command, parseCommand } from './cli/command.js';
+import { commandGroups } from './cli/reference.js';
 import { UsageError } from './cli/terminal.js';
-import { vhdCommands } from './cli/vhd.js';
 
-const groups: Record<string, { summary: string; commands: Command[] }> = {
-  vhd: { summary: 'virtual hard disks: create, info, check, convert, compact, merge, expand', commands: vhdCommands },
-};
+const groups = Object.fromEntries(commandGroups.map((g) => [g.name, g]));
 
 function usage(): string {
   const lines = ['usage: vsctl GROUP COMMAND [options]   (vsctl GROUP --help lists the commands)', '', 'groups:'];
@@ -55,5 +53,3 @@ main(process.argv.slice(2)).then(
     }
   },
 );
-
-export { helpText };

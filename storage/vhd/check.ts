@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type LongOperationOptions, step } from '../progress.js';
-import { type Problem, VhdError } from './errors.js';
+import { type Problem, VhdError, ioError } from './errors.js';
 import { DiskType } from './format.js';
 import { readLayout } from './layout.js';
 import { VhdDisk } from './disk.js';
@@ -27,7 +27,12 @@ export async function checkDisk(filePath: string, options: LongOperationOptions 
   };
   let disk: VhdDisk;
   try {
-    const fd = fs.openSync(file, 'r');
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch (e) {
+      throw ioError(file, 'opening', e);
+    }
     try {
       for (const p of readLayout(fd).problems) add(p, file);
     } finally {

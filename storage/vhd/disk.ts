@@ -11,7 +11,7 @@ import { DiskType, SECTOR_SIZE, toVhdTime } from './format.js';
 import { type FileOpenOptions, VhdFile } from './file.js';
 import { parentCandidates } from './locators.js';
 
-export interface DiskOpenOptions extends FileOpenOptions {}
+export type DiskOpenOptions = FileOpenOptions;
 
 /** Deeper chains are refused: they only arise from a loop or from damage. */
 export const MAX_CHAIN_DEPTH = 1000;
@@ -97,9 +97,7 @@ export class VhdDisk {
 
   /** The chain from this disk down to its base, this disk first. */
   chain(): VhdDisk[] {
-    const levels: VhdDisk[] = [];
-    for (let d: VhdDisk | null = this; d; d = d.parent) levels.push(d);
-    return levels;
+    return this.parent ? [this, ...this.parent.chain()] : [this];
   }
 
   read(offset: number, length: number): Buffer {

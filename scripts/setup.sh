@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs what vserver needs and is missing, then returns; safe to run any number of times.
+#   scripts/setup.sh start   what the service needs (npm packages)
+#   scripts/setup.sh test    that, plus the tools the tests and benchmarks drive (qemu-img, qemu-io)
+# It says what it installs, and what to do when it cannot (not root, no apt, no network).
+set -euo pipefail
+mode=${1:-test}
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+say() { echo "setup: $*" >&2; }
+die() { echo "setup: $*" >&2; exit 1; }
+
+# --- Node.js -------------------------------------------------------------------------------
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+[ "$node_major" -ge 20 ] || die "vserver needs Node.js 20 or later (found: $(node --version 2>/dev/null || echo none)). On Debian: apt-get install nodejs npm, or use NodeSource's Node 20."
+
+# --- Debian packages -----------------------------------------------------------------------
+# command -> package that provides it
+declare -A wanted=()
+case "$mode" in
+  start) ;;
+  test) wanted=([qemu-img]=qemu-utils [qemu-io]=qemu-utils) ;;
+  *) die "unknown mode '$mode' (use start or test)" ;;
+esac
+
+missing=()
+for cmd in "${!wanted[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  if ! command -v apt-get >/dev/null 2>&1; then
+    die "missing Debian packages: $packages; this machine has no apt-get. Install the equivalents with your package manager and run again."
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    die "missing Debian packages: $packages; installing them needs root. Run: sudo apt-get install -y $packages  (or run this command as root)"
+  fi
+  say "installing Debian packages: $packages"
+  export DEBIAN_FRONTEND=noninteractive
+  # shellcheck disable=SC2086
+  if ! apt-get install -y -q --no-install-recommends $packages >/tmp/vserver-apt.log 2>&1; then
+    say "package lists may be stale; running apt-get update"
+    apt-get update -q >>/tmp/vserver-apt.log 2>&1 || die "apt-get update failed (no network or no mirror?); see /tmp/vserver-apt.log"
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $packages >>/tmp/vserver-apt.log 2>&1 \
+      || die "apt-get install $packages failed; see /tmp/vserver-apt.log"
+  fi
+  say "installed $packages"
+fi
+
+# --- npm packages --------------------------------------------------------------------------
+# Reinstall when node_modules is missing or older than the lock file.
+stamp=node_modules/.package-lock.json
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ]; then
+  say "installing npm packages (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error >&2 || die "npm ci failed; check that the npm registry is reachable, then run again"
+  touch "$stamp"
+fi

@@ -1,0 +1,19 @@
+// The manuals that are generated from code must match the code.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { cliReference } from '../bin/cli/reference.js';
+
+const root = path.resolve(import.meta.dirname, '..', '..');
+
+test('docs/cli.md is the reference generated from the command declarations', () => {
+  const written = fs.readFileSync(path.join(root, 'docs', 'cli.md'), 'utf8');
+  assert.equal(written, cliReference(), 'docs/cli.md is stale: run "node dist/bin/cli/reference.js > docs/cli.md"');
+});
+
+test('the README gives the two commands: npm start and npm test', () => {
+  const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+  assert.match(readme, /^npm start\b/m);
+  assert.match(readme, /^npm test\b/m);
+});
