@@ -22,7 +22,7 @@ export class VhdDisk {
   private constructor(
     readonly file: VhdFile,
     readonly parent: VhdDisk | null,
-    /** Bytes the guest sees; a differencing disk has its parent's size. */
+    /** Bytes the guest sees. */
     readonly size: number,
     /** Non-fatal findings about the chain (a parent timestamp that moved, a size that differs). */
     readonly chainWarnings: string[],
@@ -41,10 +41,10 @@ export class VhdDisk {
     try {
       seen.add(realPath(filePath));
       const { parent, warnings } = VhdDisk.openParent(file, seen);
-      if (parent.size !== file.layout.footer.currentSize) {
-        warnings.push(`its size (${file.layout.footer.currentSize} bytes) differs from its parent's (${parent.size}); the parent's is used`);
+      if (parent.size !== file.layout.ownSize) {
+        warnings.push(`its size (${file.layout.ownSize} bytes) differs from its parent's (${parent.size}); past the parent's end it reads zeros`);
       }
-      return new VhdDisk(file, parent, parent.size, warnings);
+      return new VhdDisk(file, parent, file.layout.ownSize, warnings);
     } catch (e) {
       file.close();
       throw e;
@@ -204,8 +204,7 @@ export class VhdDisk {
       const piece = target.subarray(done, done + n);
       const blockOffset = this.file.blockOffset(block);
       if (blockOffset === null) {
-        if (this.parent) this.parent.readRange(piece, position);
-        else piece.fill(0);
+        this.readBelow(piece, position);
       } else if (this.type === DiskType.Dynamic) {
         // As QEMU does, an allocated block of a dynamic disk is read whole: every writer
         // zero-fills new blocks, and check() reports data hidden behind clear bitmap bits.
@@ -215,6 +214,13 @@ export class VhdDisk {
       }
       done += n;
     }
+  }
+
+  /** What lies under this level: the parent's data, and zeros past its end (or with no parent). */
+  private readBelow(target: Buffer, position: number): void {
+    const inParent = this.parent ? Math.max(0, Math.min(target.length, this.parent.size - position)) : 0;
+    if (inParent > 0) this.parent!.readRange(target.subarray(0, inParent), position);
+    target.fill(0, inParent);
   }
 
   /** Reads runs of sectors from this file where the bitmap says so, from the parent elsewhere. */
@@ -229,7 +235,7 @@ export class VhdDisk {
       if (present === runPresent) continue;
       const run = piece.subarray(runStart * SECTOR_SIZE, i * SECTOR_SIZE);
       if (runPresent) this.file.readFully(run, this.file.dataOffset(blockOffset, within + runStart * SECTOR_SIZE));
-      else this.parent!.readRange(run, position + runStart * SECTOR_SIZE);
+      else this.readBelow(run, position + runStart * SECTOR_SIZE);
       runStart = i;
       runPresent = present;
     }

@@ -165,6 +165,7 @@ export class VhdFile {
     this.layout.bat![block] = entry;
     this.pendingEntries.add(block);
     this.bitmaps.delete(block);
+    this.dirtyBitmaps.delete(block);
     this.fullBlocks.delete(block);
   }
 
@@ -204,6 +205,7 @@ export class VhdFile {
   relocateBlock(block: number, target?: number): void {
     const from = this.blockOffset(block);
     if (from === null) return;
+    this.flush(); // the copy must carry the block's current bitmap
     const span = this.layout.bitmapBytes + this.layout.blockSize;
     let to = target;
     if (to === undefined) {

@@ -69,9 +69,10 @@ export type SizeRule = 'chs' | 'current-size';
  * Which field gives the size in the guest. Files follow the reading of the product that wrote
  * them: Virtual PC, Virtual Server and QEMU's default writer by CHS (QEMU reads them that way
  * too), Hyper-V ("win "), VirtualBox ("vbox"), Disk2vhd, XenServer, "qem2" by current size; a
- * saturated geometry always means current size.
+ * saturated geometry always means current size. A differencing disk always by current size,
+ * which its creator copies from the parent's size (QEMU does not read differencing disks).
  */
-export function sizeRule(creatorApplication: string, geometry: Geometry): SizeRule {
-  if (isSaturatedGeometry(geometry)) return 'current-size';
+export function sizeRule(creatorApplication: string, geometry: Geometry, differencing: boolean): SizeRule {
+  if (differencing || isSaturatedGeometry(geometry)) return 'current-size';
   return CHS_CREATORS.has(creatorApplication) ? 'chs' : 'current-size';
 }

@@ -19,7 +19,7 @@ export interface Layout {
   footerOffset: number;
   type: DiskType;
   sizeRule: SizeRule;
-  /** The size a guest sees from this file's own footer (a differencing disk takes its parent's). */
+  /** The size a guest sees, from the footer by the size rule. */
   ownSize: number;
   header: DynamicHeader | null;
   bat: Uint32Array | null;
@@ -91,7 +91,7 @@ export function readLayout(fd: number): LayoutResult {
     return fail('VHD_E_BAD_FOOTER', 'footer', footerOffset + 48,
       `footer ${at}: current size ${footer.currentSize} is not a whole number of sectors between 512 bytes and 2040 GiB`);
   }
-  const rule = sizeRule(footer.creatorApplication, footer.geometry);
+  const rule = sizeRule(footer.creatorApplication, footer.geometry, footer.diskType === DiskType.Differencing);
   const chsBytes = geometrySectors(footer.geometry) * SECTOR_SIZE;
   if (rule === 'chs' && (chsBytes === 0 || chsBytes > footer.currentSize)) {
     return fail('VHD_E_BAD_FOOTER', 'footer', footerOffset + 56,
