@@ -21,13 +21,13 @@ function groupUsage(name: string, commands: Command[]): string {
 async function main(argv: string[]): Promise<number> {
   const [groupName, commandName, ...rest] = argv;
   if (!groupName || groupName === '--help' || groupName === '-h' || groupName === 'help') {
-    console.log(usage());
+    (groupName ? console.log : console.error)(usage());
     return groupName ? 0 : 2;
   }
   const group = groups[groupName];
   if (!group) throw new UsageError(`unknown group "${groupName}"\n${usage()}`);
   if (!commandName || commandName === '--help' || commandName === '-h') {
-    console.log(groupUsage(groupName, group.commands));
+    (commandName ? console.log : console.error)(groupUsage(groupName, group.commands));
     return commandName ? 0 : 2;
   }
   const command = group.commands.find((c) => c.name === commandName);

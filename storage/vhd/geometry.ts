@@ -56,7 +56,10 @@ export function sizeForRequest(requestedBytes: number): { size: number; geometry
   }
   for (let candidate = sectors; ; candidate++) {
     const geometry = geometryForSectors(candidate);
-    if (geometrySectors(geometry) >= sectors) return { size: geometrySectors(geometry) * SECTOR_SIZE, geometry };
+    if (geometrySectors(geometry) < sectors) continue;
+    // Rounding that reaches the saturated geometry keeps the exact size: readers then use the current size.
+    const size = isSaturatedGeometry(geometry) ? sectors : geometrySectors(geometry);
+    return { size: size * SECTOR_SIZE, geometry };
   }
 }
 
