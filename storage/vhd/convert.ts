@@ -88,16 +88,19 @@ async function toDynamic(source: SourceImage, targetPath: string, options: LongO
   await buildFile(targetPath, async (fd, draft) => {
     writeDynamicDisk(fd, { size: source.size });
     const target = VhdDisk.open(draft, { writable: true, fastAllocation: true, holder: 'vhd convert' });
+    const writeback = new Writeback(fd);
     try {
       const chunk = Buffer.alloc(CHUNK);
       for (let offset = 0; offset < source.size; offset += CHUNK) {
         const piece = chunk.subarray(0, Math.min(CHUNK, source.size - offset));
         if (source.isAllocated(offset, piece.length)) {
           source.readInto(piece, offset);
-          if (!isZero(piece)) target.write(piece, offset);
+          for (const run of dataRuns(piece)) target.write(piece.subarray(run.start, run.end), offset + run.start);
+          await writeback.wrote(piece.length);
         }
         await step(options, offset + piece.length, source.size);
       }
+      await writeback.finished();
       target.flush();
     } finally {
       target.close();
@@ -110,20 +113,68 @@ async function toFlat(source: SourceImage, targetPath: string, type: 'fixed' | '
   const { size, geometry } = type === 'fixed' ? sizeForRequest(source.size) : { size: source.size, geometry: null };
   await buildFile(targetPath, async (fd) => {
     fs.ftruncateSync(fd, size);
+    const writeback = new Writeback(fd);
     const chunk = Buffer.alloc(CHUNK);
     for (let offset = 0; offset < size; offset += CHUNK) {
       const piece = chunk.subarray(0, Math.min(CHUNK, size - offset));
       const inSource = Math.max(0, Math.min(piece.length, source.size - offset));
       piece.fill(0);
       if (inSource && source.isAllocated(offset, inSource)) source.readInto(piece.subarray(0, inSource), offset);
-      if (type === 'fixed' || !isZero(piece)) writeAll(fd, piece, offset);
+      if (type === 'fixed') writeAll(fd, piece, offset);
+      else for (const run of dataRuns(piece)) writeAll(fd, piece.subarray(run.start, run.end), offset + run.start);
+      await writeback.wrote(piece.length);
       await step(options, offset + piece.length, size);
     }
+    await writeback.finished();
     if (geometry) writeAll(fd, encodeFooter(newFooter(DiskType.Fixed, source.size, size, geometry)), size);
   });
 }
 
+/**
+ * Starts writing the new file's dirty pages back to disk in the background every so often,
+ * so that the sync that makes the finished file durable has little left to do and the disk
+ * works while the copy goes on.
+ */
+class Writeback {
+  private pending: Promise<void> | null = null;
+  private sinceLast = 0;
+
+  constructor(private readonly fd: number, private readonly every = 64 * 1024 * 1024) {}
+
+  async wrote(bytes: number): Promise<void> {
+    this.sinceLast += bytes;
+    if (this.sinceLast < this.every) return;
+    this.sinceLast = 0;
+    await this.pending;
+    this.pending = new Promise((resolve, reject) => fs.fdatasync(this.fd, (e) => (e ? reject(e) : resolve())));
+  }
+
+  async finished(): Promise<void> {
+    await this.pending;
+  }
+}
+
 const ZEROS = Buffer.alloc(CHUNK);
+const PAGE = 4096;
+
+/**
+ * The runs of a chunk that are not all zeros, at 4 KiB granularity: only those are written,
+ * so zeros stay holes in the new file (which reads them as zeros) as qemu-img leaves them.
+ */
+export function* dataRuns(chunk: Buffer): Generator<{ start: number; end: number }> {
+  if (isZero(chunk)) return;
+  let start = -1;
+  for (let at = 0; at < chunk.length; at += PAGE) {
+    const end = Math.min(chunk.length, at + PAGE);
+    const zero = chunk.subarray(at, end).equals(ZEROS.subarray(0, end - at));
+    if (!zero && start < 0) start = at;
+    if (zero && start >= 0) {
+      yield { start, end: at };
+      start = -1;
+    }
+  }
+  if (start >= 0) yield { start, end: chunk.length };
+}
 
 export function isZero(buf: Buffer): boolean {
   for (let at = 0; at < buf.length; at += ZEROS.length) {

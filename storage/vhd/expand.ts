@@ -2,7 +2,6 @@
 // copies) is the last thing written, so until then the disk is its old size and valid, and
 // new space always reads as zeros.
 
-import fs from 'node:fs';
 import { type LongOperationOptions, step } from '../progress.js';
 import { VhdError } from './errors.js';
 import { DiskType, FOOTER_SIZE, SECTOR_SIZE, decodeFooter, encodeFooter, encodeHeader, roundUp } from './format.js';
@@ -38,16 +37,16 @@ async function expandFixed(file: VhdFile, size: number, footerBytes: Buffer, opt
   const oldDataEnd = file.layout.footer.currentSize;
   const oldFooterEnd = file.layout.footerOffset + FOOTER_SIZE;
   file.writeFully(footerBytes, size);
-  fs.fsyncSync(file.fd);
+  file.sync();
   // The old footer now lies inside the guest's new space: clear it before anything else.
   file.writeFully(Buffer.alloc(oldFooterEnd - oldDataEnd), oldDataEnd);
-  fs.fsyncSync(file.fd);
+  file.sync();
   const zeros = Buffer.alloc(4 * 1024 * 1024);
   for (let at = oldFooterEnd; at < size; at += zeros.length) {
     file.writeFully(zeros.subarray(0, Math.min(zeros.length, size - at)), at);
     await step(options, at - oldFooterEnd, size - oldFooterEnd);
   }
-  fs.fsyncSync(file.fd);
+  file.sync();
   file.layout.footerOffset = size;
   file.layout.footerBytes = footerBytes;
 }
@@ -66,10 +65,10 @@ function expandDynamic(file: VhdFile, size: number, footerBytes: Buffer): void {
       const padStart = header.tableOffset + header.maxTableEntries * 4;
       file.writeFully(Buffer.alloc(oldTableEnd - padStart, 0xff), padStart);
     }
-    fs.fsyncSync(file.fd);
+    file.sync();
     header.maxTableEntries = entries;
     file.writeFully(encodeHeader(header), file.layout.footer.dataOffset!);
-    fs.fsyncSync(file.fd);
+    file.sync();
   }
   file.rewriteFooter(footerBytes);
 }

@@ -3,11 +3,11 @@
 // disk.ts; this module only knows one file.
 //
 // Crash safety. A new block goes where the footer is: the footer is first rewritten past the
-// new block (the file grows and always ends in a valid footer), then the block's bitmap
-// overwrites the old footer, and the file is synced. The block table entry that makes the
-// block reachable is written only at the next flush, after another sync of the data, along
-// with bitmap bits set since. So at any instant the table points only at durable blocks, and
-// a flush returns only once everything written before it is reachable and durable.
+// new block and synced (the file grows and always ends in a valid footer), then the block's
+// bitmap overwrites the old footer. The block table entry that makes the block reachable is
+// written only at the next flush, after a sync of the data, along with bitmap bits set since.
+// So at any instant the table points only at durable blocks, and a flush returns only once
+// everything written before it is reachable and durable.
 
 import fs from 'node:fs';
 import { type Problem, VhdError, ioError, problemToError } from './errors.js';
@@ -32,6 +32,8 @@ export class VhdFile {
   /** Blocks whose every bitmap bit is set, so writes need not look at the bitmap again. */
   private readonly fullBlocks = new Set<number>();
   private readonly pendingEntries = new Set<number>();
+  /** Whether anything was written since the last sync, so an idle flush costs no fsync. */
+  private unsynced = false;
   private closed = false;
 
   private constructor(
@@ -99,8 +101,9 @@ export class VhdFile {
   }
 
   allocatedBlocks(): number {
+    const bat = this.layout.bat;
     let count = 0;
-    for (const entry of this.layout.bat ?? []) if (entry !== UNALLOCATED) count++;
+    if (bat) for (let i = 0; i < bat.length; i++) if (bat[i] !== UNALLOCATED) count++;
     return count;
   }
 
@@ -117,6 +120,12 @@ export class VhdFile {
     this.assertWritable();
     let done = 0;
     while (done < buf.length) done += fs.writeSync(this.fd, buf, done, buf.length - done, position + done);
+    this.unsynced = true;
+  }
+
+  sync(): void {
+    fs.fsyncSync(this.fd);
+    this.unsynced = false;
   }
 
   /**
@@ -130,10 +139,13 @@ export class VhdFile {
     const offset = layout.footerOffset;
     const newFooterOffset = offset + layout.bitmapBytes + layout.blockSize;
     this.writeFully(layout.footerBytes, newFooterOffset);
+    // The new footer must be durable before the old one is overwritten, or a power cut could
+    // leave a file ending in no footer. The bitmap need not be: flush syncs before the table
+    // entry that makes it reachable is written.
+    if (!this.fastAllocation) this.sync();
     const full = layout.type === DiskType.Dynamic;
     const bitmap = Buffer.alloc(layout.bitmapBytes, full ? 0xff : 0);
     this.writeFully(bitmap, offset);
-    if (!this.fastAllocation) fs.fsyncSync(this.fd);
     layout.footerOffset = newFooterOffset;
     layout.fileSize = newFooterOffset + FOOTER_SIZE;
     layout.bat![block] = offset / SECTOR_SIZE;
@@ -172,14 +184,14 @@ export class VhdFile {
   /** Makes every write so far durable and reachable. */
   flush(): void {
     if (!this.writable || this.closed) return;
-    fs.fsyncSync(this.fd);
+    if (this.unsynced) this.sync();
     if (this.pendingEntries.size === 0 && this.dirtyBitmaps.size === 0) return;
     for (const block of this.dirtyBitmaps) {
       const offset = this.blockOffset(block);
       if (offset !== null) this.writeFully(this.bitmaps.get(block)!, offset);
     }
     this.writePendingEntries();
-    fs.fsyncSync(this.fd);
+    this.sync();
     this.dirtyBitmaps.clear();
     this.pendingEntries.clear();
   }
@@ -220,7 +232,7 @@ export class VhdFile {
       this.readFully(piece, from + done);
       this.writeFully(piece, to + done);
     }
-    fs.fsyncSync(this.fd);
+    this.sync();
     this.setBlockEntry(block, to / SECTOR_SIZE);
     this.flush();
   }
@@ -232,10 +244,10 @@ export class VhdFile {
   moveFooter(offset: number): void {
     this.assertWritable();
     this.writeFully(this.layout.footerBytes, offset);
-    fs.fsyncSync(this.fd);
+    this.sync();
     if (offset + FOOTER_SIZE < this.layout.fileSize) {
       fs.ftruncateSync(this.fd, offset + FOOTER_SIZE);
-      fs.fsyncSync(this.fd);
+      this.sync();
     }
     this.layout.footerOffset = offset;
     this.layout.fileSize = offset + FOOTER_SIZE;
@@ -245,10 +257,10 @@ export class VhdFile {
   rewriteFooter(footerBytes: Buffer): void {
     this.assertWritable();
     this.writeFully(footerBytes, this.layout.footerOffset);
-    fs.fsyncSync(this.fd);
+    this.sync();
     if (this.layout.type !== DiskType.Fixed) {
       this.writeFully(footerBytes, 0);
-      fs.fsyncSync(this.fd);
+      this.sync();
     }
     this.layout.footerBytes = footerBytes;
   }
@@ -258,7 +270,7 @@ export class VhdFile {
     if (this.layout.type === DiskType.Fixed) return;
     if (readAt(this.fd, FOOTER_SIZE, 0).equals(this.layout.footerBytes)) return;
     this.writeFully(this.layout.footerBytes, 0);
-    fs.fsyncSync(this.fd);
+    this.sync();
   }
 
   close(): void {

@@ -3,6 +3,7 @@
 // It reports every fault as a Problem naming the structure and its byte offset; it never writes.
 
 import fs from 'node:fs';
+import os from 'node:os';
 import { type Problem } from './errors.js';
 import {
   DiskType, type DynamicHeader, type Footer, type ParentLocator, FOOTER_COOKIE, FOOTER_SIZE, HEADER_COOKIE,
@@ -180,9 +181,7 @@ function readDynamicStructures(fd: number, base: Layout, problems: Problem[], fa
   }
   if (header.dataOffset !== null) warn('VHD_E_BAD_HEADER', 'dynamic header', headerOffset + 8, `${hat}: data offset field is not all ones`);
 
-  const batBytes = readAt(fd, header.maxTableEntries * 4, header.tableOffset);
-  const bat = new Uint32Array(header.maxTableEntries);
-  for (let i = 0; i < bat.length; i++) bat[i] = batBytes.readUInt32BE(i * 4);
+  const bat = readBat(fd, header.tableOffset, header.maxTableEntries);
   const bitmapBytes = bitmapSize(blockSize);
   const metadataEnd = Math.max(...ranges.map((r) => r[1]));
   const batProblem = validateBat(bat, needed, blockSize + bitmapBytes, ranges, footerOffset, header.tableOffset);
@@ -197,6 +196,15 @@ function readDynamicStructures(fd: number, base: Layout, problems: Problem[], fa
     layout: { ...base, header, bat, blockSize, bitmapBytes, metadataEnd, metadataRanges: ranges },
     problems,
   };
+}
+
+/** The block table as host-order numbers: read big-endian in one piece and byte-swapped in place. */
+function readBat(fd: number, tableOffset: number, entries: number): Uint32Array {
+  const bat = new Uint32Array(entries);
+  const bytes = Buffer.from(bat.buffer, bat.byteOffset, bat.byteLength);
+  readAt(fd, entries * 4, tableOffset).copy(bytes);
+  if (os.endianness() === 'LE') bytes.swap32();
+  return bat;
 }
 
 /** Checks each used locator's data area lies inside the file and clear of other metadata, and records it. */
