@@ -13,6 +13,7 @@ import {
 import {
   BLOCK, ContentModel, MiB, assertSameContent, expectVhdError, lastBlockStart, makeTempDir, patternBytes, qemuCompare,
   qemuToRaw, qemuVirtualSize, rawFileReader, removeDir, sha256File,
+  sizeOf,
 } from './helpers/vhd-fixtures.js';
 
 const dir = makeTempDir('chain');
@@ -68,14 +69,6 @@ interface Chain {
   models: ContentModel[];
 }
 
-function sizeOf(file: string): number {
-  const disk = VhdDisk.open(file);
-  try {
-    return disk.size;
-  } finally {
-    disk.close();
-  }
-}
 
 function assertLevelReads(file: string, model: ContentModel, what: string): void {
   const disk = VhdDisk.open(file);

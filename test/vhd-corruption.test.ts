@@ -19,23 +19,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { type TestContext, after, before, describe, it } from 'node:test';
 import { VhdDisk, VhdError, checkDisk, createDifferencing, createDynamic, createFixed } from '../storage/vhd/index.js';
+import { sizeOf } from './helpers/vhd-fixtures.js';
+import { prng } from './helpers/random.js';
 
 const SECTOR = 512;
 const BASE_SEED = Number(process.env.VHD_CORRUPTION_SEED ?? 0x5e55);
 const BLOCK_SIZE = 512 * 1024;
 const SECTORS_PER_BLOCK = BLOCK_SIZE / SECTOR;
 
-/** mulberry32: a small deterministic PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomBytes(length: number, seed: number): Buffer {
   const r = prng(seed);
@@ -315,14 +306,6 @@ describe('VHD files with damaged structures', { timeout: 120_000 }, () => {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  function sizeOf(file: string): number {
-    const disk = VhdDisk.open(file);
-    try {
-      return disk.size;
-    } finally {
-      disk.close();
-    }
-  }
 
   /** Damages copies of a fixture for `count` seeds and judges each. */
   async function campaign(t: TestContext, kind: Kind, count: number): Promise<void> {

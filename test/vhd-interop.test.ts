@@ -13,6 +13,7 @@ import {
   BLOCK, ContentModel, FULL_COMPARE_LIMIT, GiB, KiB, MiB, type PatternWrite, assertSameContent, lastBlockStart, makeTempDir, modelSpans,
   patternBytes, qemuCompare, qemuCreate, qemuDataRanges, qemuIoVerify, qemuIoWrite, qemuToRaw, qemuVirtualSize,
   rawFileReader, removeDir,
+  sizeOf,
 } from './helpers/vhd-fixtures.js';
 
 const dir = makeTempDir('interop');
@@ -136,14 +137,6 @@ function writeOurs(file: string, model: ContentModel): PatternWrite[] {
   }
 }
 
-function sizeOf(file: string): number {
-  const disk = VhdDisk.open(file);
-  try {
-    return disk.size;
-  } finally {
-    disk.close();
-  }
-}
 
 describe('disks made and written here are read by qemu-img and qemu-io', () => {
   const cases: Array<{ name: string; make: (file: string) => Promise<ContentModel> }> = [

@@ -16,6 +16,7 @@ import {
   BLOCK, ContentModel, ENGINE_MODULE, GiB, KiB, MiB, type PatternWrite, assertSameContent, constBytes, expectVhdError,
   expectVhdErrorAsync, lastBlockStart, makeTempDir, modelSpans, patternBytes, qemuCompare, qemuCreate, qemuDataRanges,
   qemuIoVerify, qemuIoWrite, qemuToRaw, qemuVirtualSize, rawFileReader, removeDir, run, sha256File,
+  sizeOf,
 } from './helpers/vhd-fixtures.js';
 
 const dir = makeTempDir('ops');
@@ -26,14 +27,6 @@ function fresh(name: string): string {
   return path.join(dir, `${++counter}-${name}`);
 }
 
-function sizeOf(file: string): number {
-  const disk = VhdDisk.open(file);
-  try {
-    return disk.size;
-  } finally {
-    disk.close();
-  }
-}
 
 function writeAll(file: string, writes: Array<{ offset: number; data: Buffer }>, model?: ContentModel): void {
   const disk = VhdDisk.open(file, { writable: true, holder: 'vhd-operations test' });

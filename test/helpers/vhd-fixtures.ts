@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { VhdError } from '../../storage/vhd/index.js';
+import { VhdDisk, VhdError } from '../../storage/vhd/index.js';
 
 export const KiB = 1024;
 export const MiB = 1024 ** 2;
@@ -337,4 +337,14 @@ export function flipByte(file: string, offset: number, mask = 0xff): void {
 /** Where the last (possibly partial) block of a disk of this size starts. */
 export function lastBlockStart(size: number, blockSize = BLOCK): number {
   return Math.floor((size - 1) / blockSize) * blockSize;
+}
+
+/** The size a guest sees of a disk, as this engine reads it. */
+export function sizeOf(file: string): number {
+  const disk = VhdDisk.open(file);
+  try {
+    return disk.size;
+  } finally {
+    disk.close();
+  }
 }

@@ -1,0 +1,13 @@
+// Deterministic randomness for tests: the same seed gives the same plan on every run.
+
+/** A small fast PRNG (mulberry32): deterministic from its seed, good enough for test plans. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
