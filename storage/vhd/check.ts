@@ -40,8 +40,8 @@ export async function checkDisk(filePath: string, options: LongOperationOptions 
     }
     if (report.errors.length) return report;
     disk = VhdDisk.open(file);
-  } catch (e) {
-    if (!(e instanceof VhdError)) throw e;
+  } catch (caught) {
+    const e = caught instanceof VhdError ? caught : ioError(file, 'reading', caught);
     report.errors.push({ severity: 'error', code: e.code, structure: 'file', offset: e.offset ?? null, message: e.message });
     return report;
   }

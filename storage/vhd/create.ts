@@ -83,6 +83,9 @@ function checkBlockSize(blockSize: number): void {
 /** Writes a new file under a temporary name, then links it into place (never over an existing file). */
 export async function buildFile(target: string, build: (fd: number, draft: string) => Promise<void> | void): Promise<void> {
   if (fs.existsSync(target)) throw new VhdError('VHD_E_EXISTS', `${target} already exists`, target);
+  if (!fs.existsSync(path.dirname(target))) {
+    throw new VhdError('VHD_E_NOT_FOUND', `cannot create ${target}: folder ${path.dirname(target)} does not exist`, target);
+  }
   const draft = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.partial`);
   let fd: number;
   try {

@@ -50,5 +50,7 @@ export function problemToError(file: string, problem: Problem): VhdError {
 export function ioError(file: string, doing: string, cause: unknown): VhdError {
   const e = cause as NodeJS.ErrnoException;
   if (e?.code === 'ENOENT') return new VhdError('VHD_E_NOT_FOUND', `${file}: no such file`, file);
+  if (e?.code === 'EISDIR') return new VhdError('VHD_E_BAD_ARGUMENT', `${file} is a folder, not a disk file`, file);
+  if (e?.code === 'EACCES' || e?.code === 'EPERM') return new VhdError('VHD_E_IO', `${file}: permission denied ${doing} it`, file);
   return new VhdError('VHD_E_IO', `${file}: ${doing} failed: ${e?.message ?? String(cause)}`, file);
 }

@@ -110,7 +110,12 @@ export class VhdFile {
   readFully(buf: Buffer, position: number): void {
     let done = 0;
     while (done < buf.length) {
-      const n = fs.readSync(this.fd, buf, done, buf.length - done, position + done);
+      let n: number;
+      try {
+        n = fs.readSync(this.fd, buf, done, buf.length - done, position + done);
+      } catch (e) {
+        throw ioError(this.path, `reading ${buf.length} bytes at offset ${position}`, e);
+      }
       if (n === 0) throw new VhdError('VHD_E_IO', `${this.path}: unexpected end of file at offset ${position + done}`, this.path, position + done);
       done += n;
     }
@@ -119,12 +124,20 @@ export class VhdFile {
   writeFully(buf: Buffer, position: number): void {
     this.assertWritable();
     let done = 0;
-    while (done < buf.length) done += fs.writeSync(this.fd, buf, done, buf.length - done, position + done);
+    try {
+      while (done < buf.length) done += fs.writeSync(this.fd, buf, done, buf.length - done, position + done);
+    } catch (e) {
+      throw ioError(this.path, `writing ${buf.length} bytes at offset ${position}`, e);
+    }
     this.unsynced = true;
   }
 
   sync(): void {
-    fs.fsyncSync(this.fd);
+    try {
+      fs.fsyncSync(this.fd);
+    } catch (e) {
+      throw ioError(this.path, 'syncing to disk', e);
+    }
     this.unsynced = false;
   }
 
