@@ -1,0 +1,191 @@
+// Long operations interrupted by SIGKILL at random points: compact, merge and expand each leave
+// a valid disk with every byte of the guest's data, and running the same command again
+// completes the job.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { VhdDisk, checkDisk, createDifferencing, createDynamic } from '../storage/vhd/index.js';
+import { KiB, MiB, VSCTL, makeTempDir, patternBytes, removeDir, sha256File, vsctl } from './helpers/vhd-fixtures.js';
+import { prng } from './helpers/random.js';
+
+const BLOCK = 64 * KiB;
+const SIZE = 32 * MiB;
+const KILLS = 8;
+
+/** Runs vsctl and kills it with SIGKILL after `delayMs` (or lets it finish first). */
+function runKilledAfter(args: string[], delayMs: number): Promise<'killed' | 'finished'> {
+  return new Promise((resolve) => {
+    const child = spawn(VSCTL, args, { stdio: 'ignore' });
+    const timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
+    child.on('exit', (_code, signal) => {
+      clearTimeout(timer);
+      resolve(signal === 'SIGKILL' ? 'killed' : 'finished');
+    });
+  });
+}
+
+function readAll(file: string): Buffer {
+  const disk = VhdDisk.open(file);
+  try {
+    return disk.read(0, disk.size);
+  } finally {
+    disk.close();
+  }
+}
+
+function writeBlocks(file: string, blocks: number[], seed: number): void {
+  const disk = VhdDisk.open(file, { writable: true });
+  try {
+    for (const block of blocks) disk.write(patternBytes(seed + block, BLOCK), block * BLOCK);
+  } finally {
+    disk.close();
+  }
+}
+
+/** What a disk's structure is at a moment: its file size and where each block lies. */
+function layoutState(file: string): string {
+  const disk = VhdDisk.open(file);
+  try {
+    const bat = disk.file.layout.bat!;
+    return `${fs.statSync(file).size}:${crypto.createHash('sha1').update(Buffer.from(bat.buffer, bat.byteOffset, bat.byteLength)).digest('hex').slice(0, 8)}`;
+  } finally {
+    disk.close();
+  }
+}
+
+/**
+ * The kills must land inside the operation, not only before it starts or after it ends: at
+ * least two kills must leave the disk in a state other than the one a finished run leaves,
+ * and they must not all leave the same state.
+ */
+function assertSomeKilledMidway(outcomes: Array<{ outcome: string; state: string }>): void {
+  const finished = new Set(outcomes.filter((o) => o.outcome === 'finished').map((o) => o.state));
+  const killed = outcomes.filter((o) => o.outcome === 'killed');
+  const unfinished = killed.filter((o) => !finished.has(o.state));
+  assert.ok(killed.length >= KILLS / 2 && unfinished.length >= 2 && new Set(killed.map((o) => o.state)).size >= 2,
+    `kills did not land inside the operation: ${outcomes.map((o) => `${o.outcome} ${o.state}`).join(', ')}`);
+}
+
+async function assertValid(file: string, what: string): Promise<void> {
+  const report = await checkDisk(file);
+  assert.deepEqual(report.errors.map((e) => e.message), [], `${what}: ${file} is not valid`);
+}
+
+describe('interrupted long operations', () => {
+  let dir: string;
+  const random = prng(20261127);
+  /**
+   * Kill points spread over the later part of a full run's duration (the first part is the
+   * process starting), measured on this machine by running the operation once uninterrupted.
+   */
+  async function killDelays(prepare: (file: string) => Promise<void>, args: (file: string) => string[]): Promise<number[]> {
+    const file = path.join(dir, `calibrate-child-${Math.floor(random() * 1e9)}.vhd`);
+    await prepare(file);
+    const start = Date.now();
+    assert.equal(await runKilledAfter(args(file), 60_000), 'finished');
+    const duration = Date.now() - start;
+    return Array.from({ length: KILLS }, (_, i) => Math.floor(duration * (0.3 + 0.68 * ((i + random()) / KILLS))));
+  }
+
+  before(() => { dir = makeTempDir('interrupt'); });
+  after(() => removeDir(dir));
+
+  test('a compact killed at any point keeps every byte, and running it again finishes it', async () => {
+    const prepare = async (file: string): Promise<void> => {
+      await createDynamic(file, { size: SIZE, blockSize: BLOCK });
+      const all = Array.from({ length: SIZE / BLOCK }, (_, b) => b);
+      writeBlocks(file, all, 1);
+      // Zero every other block so that compact drops half and moves most of the rest.
+      const disk = VhdDisk.open(file, { writable: true });
+      for (const block of all.filter((b) => b % 2 === 0)) disk.write(Buffer.alloc(BLOCK), block * BLOCK);
+      disk.close();
+    };
+    const args = (file: string): string[] => ['vhd', 'compact', file];
+    const outcomes: Array<{ outcome: string; state: string }> = [];
+    for (const delay of await killDelays(prepare, args)) {
+      const file = path.join(dir, `compact-${delay}.vhd`);
+      await prepare(file);
+      const expected = readAll(file);
+      const outcome = await runKilledAfter(args(file), delay);
+      outcomes.push({ outcome, state: layoutState(file) });
+      await assertValid(file, `compact killed after ${delay} ms (${outcome})`);
+      assert.ok(readAll(file).equals(expected), `compact killed after ${delay} ms changed the data`);
+      const again = vsctl(['vhd', 'compact', file, '--json']);
+      assert.equal(again.status, 0, again.stderr);
+      assert.ok(readAll(file).equals(expected));
+      await assertValid(file, 'compact run again');
+      const blocksLeft = SIZE / BLOCK / 2;
+      assert.ok(fs.statSync(file).size < 1536 + 4 * (SIZE / BLOCK) + blocksLeft * (BLOCK + 512) + 4096,
+        `after the second compact the file holds only the ${blocksLeft} data blocks`);
+    }
+    assertSomeKilledMidway(outcomes);
+  });
+
+  test('a merge killed at any point leaves both disks valid, and running it again completes it', async () => {
+    const prepare = async (child: string): Promise<void> => {
+      const parent = child.replace(/child/, 'parent');
+      await createDynamic(parent, { size: SIZE, blockSize: BLOCK });
+      writeBlocks(parent, [0, 5, 100, 200], 7);
+      await createDifferencing(child, parent);
+      writeBlocks(child, Array.from({ length: 300 }, (_, b) => b + 50), 9);
+    };
+    const args = (child: string): string[] => ['vhd', 'merge', child];
+    const outcomes: Array<{ outcome: string; state: string }> = [];
+    for (const delay of await killDelays(prepare, args)) {
+      const child = path.join(dir, `child-${delay}.vhd`);
+      const parent = path.join(dir, `parent-${delay}.vhd`);
+      await prepare(child);
+      const expected = readAll(child);
+      const outcome = await runKilledAfter(args(child), delay);
+      outcomes.push({ outcome, state: layoutState(parent) });
+      await assertValid(parent, `merge killed after ${delay} ms (${outcome})`);
+      if (fs.existsSync(child)) {
+        await assertValid(child, `merge killed after ${delay} ms`);
+        assert.ok(readAll(child).equals(expected), 'the child still reads as before the merge');
+        const again = vsctl(['vhd', 'merge', child]);
+        assert.equal(again.status, 0, again.stderr);
+      }
+      assert.equal(fs.existsSync(child), false, 'the merged child is removed');
+      assert.ok(readAll(parent).equals(expected), `after merge (killed after ${delay} ms) the parent holds the overlay`);
+    }
+    assertSomeKilledMidway(outcomes);
+  });
+
+  test('an expand killed at any point leaves the old data and a valid disk of the old or the new size', async () => {
+    const prepare = async (file: string): Promise<void> => {
+      await createDynamic(file, { size: SIZE, blockSize: BLOCK });
+      writeBlocks(file, Array.from({ length: 64 }, (_, b) => b), 3);
+    };
+    const args = (file: string): string[] => ['vhd', 'expand', file, '--size', '40G'];
+    const outcomes: Array<{ outcome: string; state: string }> = [];
+    for (const delay of await killDelays(prepare, args)) {
+      const file = path.join(dir, `expand-${delay}.vhd`);
+      await prepare(file);
+      const before = readAll(file);
+      const beforeHash = sha256File(file);
+      const outcome = await runKilledAfter(args(file), delay);
+      outcomes.push({ outcome, state: layoutState(file) });
+      await assertValid(file, `expand killed after ${delay} ms (${outcome})`);
+      const disk = VhdDisk.open(file);
+      const size = disk.size;
+      const old = disk.read(0, before.length);
+      disk.close();
+      assert.ok(old.equals(before), `expand killed after ${delay} ms changed the data`);
+      if (size === before.length) {
+        const again = vsctl(['vhd', 'expand', file, '--size', '40G']);
+        assert.equal(again.status, 0, again.stderr);
+      } else {
+        assert.notEqual(sha256File(file), beforeHash);
+      }
+      const grown = VhdDisk.open(file);
+      assert.ok(grown.size >= 40 * 1024 ** 3 && grown.size < 40 * 1024 ** 3 + 8 * MiB, `the disk is 40 GiB (rounded up to its geometry), not ${grown.size}`);
+      assert.ok(grown.read(0, before.length).equals(before));
+      assert.ok(grown.read(grown.size - 512, 512).equals(Buffer.alloc(512)));
+      grown.close();
+    }
+    assertSomeKilledMidway(outcomes);
+  });
+});
