@@ -56,12 +56,21 @@ export class VhdDisk {
     const header = child.layout.header!;
     const candidates = parentCandidates(child.fd, child.path, header);
     const mismatched: string[] = [];
+    let unopenable: VhdError | null = null;
     for (const candidate of candidates) {
       if (!fs.existsSync(candidate.path)) continue;
       if (seen.has(realPath(candidate.path))) {
         throw new VhdError('VHD_E_PARENT_MISMATCH', `${child.path}: its parent ${candidate.path} is already in the chain (a loop)`, child.path);
       }
-      const parent = VhdDisk.openLevel(candidate.path, { writable: false }, seen);
+      let parent: VhdDisk;
+      try {
+        // A copy: a candidate that turns out wrong must not leave its chain marked as seen.
+        parent = VhdDisk.openLevel(candidate.path, { writable: false }, new Set(seen));
+      } catch (e) {
+        if (!(e instanceof VhdError)) throw e;
+        unopenable ??= e;
+        continue;
+      }
       if (parent.file.layout.footer.uniqueId.equals(header.parentUniqueId)) {
         const warnings: string[] = [];
         const mtime = toVhdTime(fs.statSync(candidate.path).mtime);
@@ -73,6 +82,8 @@ export class VhdDisk {
       mismatched.push(`${candidate.path} (${candidate.source}) has unique id ${formatUuid(parent.file.layout.footer.uniqueId)}`);
       parent.close();
     }
+    // The parent's own fault (damage, a missing grandparent) says more than "not found".
+    if (unopenable) throw unopenable;
     const expected = formatUuid(header.parentUniqueId);
     if (mismatched.length) {
       throw new VhdError('VHD_E_PARENT_MISMATCH',
@@ -101,8 +112,9 @@ export class VhdDisk {
   }
 
   read(offset: number, length: number): Buffer {
+    this.checkRange(offset, length, 'read');
     const buf = Buffer.allocUnsafe(length);
-    this.readInto(buf, offset);
+    this.readRange(buf, offset);
     return buf;
   }
 
