@@ -53,33 +53,33 @@ async function dropZeroBlocks(disk: VhdDisk, options: LongOperationOptions): Pro
   return dropped;
 }
 
-/** Moves the highest block into the lowest hole that holds it, until none does; then cuts the file. */
+/**
+ * Moves the highest block into the lowest hole that holds it, until no hole lies below the
+ * highest block; then cuts the file after the last block. One pass up from the bottom (holes
+ * only ever fill) and down from the top.
+ */
 function packBlocks(disk: VhdDisk): number {
   const file = disk.file;
   const span = file.layout.bitmapBytes + file.blockSize;
-  const dataStart = Math.ceil(file.layout.metadataEnd / SECTOR_SIZE) * SECTOR_SIZE;
-  const byOffset = (): Array<[number, number]> => {
-    const placed: Array<[number, number]> = [];
-    file.layout.bat!.forEach((entry, block) => { if (entry !== UNALLOCATED) placed.push([entry * SECTOR_SIZE, block]); });
-    return placed.sort((a, b) => a[0] - b[0]);
-  };
+  const placed: Array<[number, number]> = [];
+  file.layout.bat!.forEach((entry, block) => { if (entry !== UNALLOCATED) placed.push([entry * SECTOR_SIZE, block]); });
+  placed.sort((a, b) => a[0] - b[0]);
+  let cursor = Math.ceil(file.layout.metadataEnd / SECTOR_SIZE) * SECTOR_SIZE;
+  let lowest = 0;
+  let highest = placed.length - 1;
   let moved = 0;
-  for (;;) {
-    const placed = byOffset();
-    if (!placed.length) break;
-    const [lastOffset, lastBlock] = placed[placed.length - 1];
-    let hole = -1;
-    let cursor = dataStart;
-    for (const [offset] of placed) {
-      if (offset - cursor >= span) { hole = cursor; break; }
-      cursor = offset + span;
+  while (lowest <= highest) {
+    const [offset] = placed[lowest];
+    if (offset - cursor < span) {
+      cursor = Math.max(cursor, offset + span);
+      lowest++;
+      continue;
     }
-    if (hole < 0 || hole >= lastOffset) break;
-    file.relocateBlock(lastBlock, hole);
+    file.relocateBlock(placed[highest][1], cursor);
+    cursor += span;
+    highest--;
     moved++;
   }
-  const placed = byOffset();
-  const end = placed.length ? placed[placed.length - 1][0] + span : dataStart;
-  if (end < file.layout.footerOffset) file.moveFooter(end);
+  if (cursor < file.layout.footerOffset) file.moveFooter(cursor);
   return moved;
 }
