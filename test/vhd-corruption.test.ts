@@ -19,7 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { type TestContext, after, before, describe, it } from 'node:test';
 import { VhdDisk, VhdError, checkDisk, createDifferencing, createDynamic, createFixed } from '../storage/vhd/index.js';
-import { sizeOf } from './helpers/vhd-fixtures.js';
+import { flipByte, sizeOf } from './helpers/vhd-fixtures.js';
 import { prng } from './helpers/random.js';
 
 const SECTOR = 512;
@@ -163,17 +163,7 @@ function pickFlips(target: Target, r: () => number): Flip[] {
 }
 
 function applyFlips(file: string, flips: Flip[]): void {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    for (const { offset, xor } of flips) {
-      const b = Buffer.alloc(1);
-      fs.readSync(fd, b, 0, 1, offset);
-      b[0] ^= xor;
-      fs.writeSync(fd, b, 0, 1, offset);
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
+  for (const { offset, xor } of flips) flipByte(file, offset, xor);
 }
 
 function readAt(file: string, offset: number, length: number): Buffer {
