@@ -2,7 +2,7 @@
 
 import { VhdError } from '../storage/vhd/index.js';
 import { type Command, parseCommand } from './cli/command.js';
-import { commandGroups } from './cli/reference.js';
+import { commandGroups } from './cli/groups.js';
 import { UsageError } from './cli/terminal.js';
 
 const groups = Object.fromEntries(commandGroups.map((g) => [g.name, g]));

@@ -2,12 +2,8 @@
 // disagree: "node dist/bin/cli/reference.js > docs/cli.md" rewrites it, and a test checks it.
 
 import { fileURLToPath } from 'node:url';
-import { type Command, helpText } from './command.js';
-import { vhdCommands } from './vhd.js';
-
-export const commandGroups: Array<{ name: string; summary: string; commands: Command[] }> = [
-  { name: 'vhd', summary: 'virtual hard disks: create, info, check, convert, compact, merge, expand', commands: vhdCommands },
-];
+import { helpText } from './command.js';
+import { commandGroups } from './groups.js';
 
 export function cliReference(): string {
   const out = [

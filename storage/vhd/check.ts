@@ -27,12 +27,7 @@ export async function checkDisk(filePath: string, options: LongOperationOptions 
   };
   let disk: VhdDisk;
   try {
-    let fd: number;
-    try {
-      fd = fs.openSync(file, 'r');
-    } catch (e) {
-      throw ioError(file, 'opening', e);
-    }
+    const fd = fs.openSync(file, 'r');
     try {
       for (const p of readLayout(fd).problems) add(p, file);
     } finally {

@@ -41,14 +41,18 @@ export interface LayoutResult {
 const MAX_BLOCK_SIZE = 256 * 1024 * 1024;
 
 function readAt(fd: number, length: number, position: number): Buffer {
-  const buf = Buffer.alloc(length);
+  return readAtInto(fd, Buffer.alloc(length), position);
+}
+
+/** Fills `target` from `position`; past the end of the file it stays as it was (zeros when fresh). */
+function readAtInto(fd: number, target: Buffer, position: number): Buffer {
   let done = 0;
-  while (done < length) {
-    const n = fs.readSync(fd, buf, done, length - done, position + done);
+  while (done < target.length) {
+    const n = fs.readSync(fd, target, done, target.length - done, position + done);
     if (n === 0) break;
     done += n;
   }
-  return buf;
+  return target;
 }
 
 export function readLayout(fd: number): LayoutResult {
@@ -201,8 +205,7 @@ function readDynamicStructures(fd: number, base: Layout, problems: Problem[], fa
 /** The block table as host-order numbers: read big-endian in one piece and byte-swapped in place. */
 function readBat(fd: number, tableOffset: number, entries: number): Uint32Array {
   const bat = new Uint32Array(entries);
-  const bytes = Buffer.from(bat.buffer, bat.byteOffset, bat.byteLength);
-  readAt(fd, entries * 4, tableOffset).copy(bytes);
+  const bytes = readAtInto(fd, Buffer.from(bat.buffer, bat.byteOffset, bat.byteLength), tableOffset);
   if (os.endianness() === 'LE') bytes.swap32();
   return bat;
 }
