@@ -78,16 +78,40 @@ describe('interrupted long operations', () => {
   let dir: string;
   const random = prng(20261127);
   /**
-   * Kill points spread over the later part of a full run's duration (the first part is the
-   * process starting), measured on this machine by running the operation once uninterrupted.
+   * Kill points spread over the later part of a full run (the first part is the process
+   * starting), from the faster of two uninterrupted runs on this machine. A run that finishes
+   * before its kill shortens the estimate, and further attempts are made until KILLS kills
+   * have landed (at most three times as many attempts).
    */
-  async function killDelays(prepare: (file: string) => Promise<void>, args: (file: string) => string[]): Promise<number[]> {
-    const file = path.join(dir, `calibrate-child-${Math.floor(random() * 1e9)}.vhd`);
-    await prepare(file);
-    const start = Date.now();
-    assert.equal(await runKilledAfter(args(file), 60_000), 'finished');
-    const duration = Date.now() - start;
-    return Array.from({ length: KILLS }, (_, i) => Math.floor(duration * (0.3 + 0.68 * ((i + random()) / KILLS))));
+  async function killSchedule(prepare: (file: string) => Promise<void>, args: (file: string) => string[]) {
+    let duration = Infinity;
+    for (let i = 0; i < 2; i++) {
+      const file = path.join(dir, `calibrate-child-${Math.floor(random() * 1e9)}.vhd`);
+      await prepare(file);
+      const start = Date.now();
+      assert.equal(await runKilledAfter(args(file), 60_000), 'finished');
+      duration = Math.min(duration, Date.now() - start);
+    }
+    let kills = 0;
+    let attempts = 0;
+    return {
+      /** The next kill delay in ms, or null when enough kills have landed. */
+      next(): number | null {
+        if (kills >= KILLS || attempts >= KILLS * 3) return null;
+        attempts++;
+        return Math.floor(duration * (0.25 + 0.7 * ((kills + random()) / KILLS)));
+      },
+      get attempt(): number {
+        return attempts;
+      },
+      async run(argv: string[], delay: number): Promise<'killed' | 'finished'> {
+        const start = Date.now();
+        const outcome = await runKilledAfter(argv, delay);
+        if (outcome === 'killed') kills++;
+        else duration = Math.min(duration, Date.now() - start);
+        return outcome;
+      },
+    };
   }
 
   before(() => { dir = makeTempDir('interrupt'); });
@@ -105,11 +129,12 @@ describe('interrupted long operations', () => {
     };
     const args = (file: string): string[] => ['vhd', 'compact', file];
     const outcomes: Array<{ outcome: string; state: string }> = [];
-    for (const delay of await killDelays(prepare, args)) {
-      const file = path.join(dir, `compact-${delay}.vhd`);
+    const schedule = await killSchedule(prepare, args);
+    for (let delay = schedule.next(); delay !== null; delay = schedule.next()) {
+      const file = path.join(dir, `compact-${schedule.attempt}.vhd`);
       await prepare(file);
       const expected = readAll(file);
-      const outcome = await runKilledAfter(args(file), delay);
+      const outcome = await schedule.run(args(file), delay);
       outcomes.push({ outcome, state: layoutState(file) });
       await assertValid(file, `compact killed after ${delay} ms (${outcome})`);
       assert.ok(readAll(file).equals(expected), `compact killed after ${delay} ms changed the data`);
@@ -134,12 +159,13 @@ describe('interrupted long operations', () => {
     };
     const args = (child: string): string[] => ['vhd', 'merge', child];
     const outcomes: Array<{ outcome: string; state: string }> = [];
-    for (const delay of await killDelays(prepare, args)) {
-      const child = path.join(dir, `child-${delay}.vhd`);
-      const parent = path.join(dir, `parent-${delay}.vhd`);
+    const schedule = await killSchedule(prepare, args);
+    for (let delay = schedule.next(); delay !== null; delay = schedule.next()) {
+      const child = path.join(dir, `child-${schedule.attempt}.vhd`);
+      const parent = path.join(dir, `parent-${schedule.attempt}.vhd`);
       await prepare(child);
       const expected = readAll(child);
-      const outcome = await runKilledAfter(args(child), delay);
+      const outcome = await schedule.run(args(child), delay);
       outcomes.push({ outcome, state: layoutState(parent) });
       await assertValid(parent, `merge killed after ${delay} ms (${outcome})`);
       if (fs.existsSync(child)) {
@@ -161,12 +187,13 @@ describe('interrupted long operations', () => {
     };
     const args = (file: string): string[] => ['vhd', 'expand', file, '--size', '40G'];
     const outcomes: Array<{ outcome: string; state: string }> = [];
-    for (const delay of await killDelays(prepare, args)) {
-      const file = path.join(dir, `expand-${delay}.vhd`);
+    const schedule = await killSchedule(prepare, args);
+    for (let delay = schedule.next(); delay !== null; delay = schedule.next()) {
+      const file = path.join(dir, `expand-${schedule.attempt}.vhd`);
       await prepare(file);
       const before = readAll(file);
       const beforeHash = sha256File(file);
-      const outcome = await runKilledAfter(args(file), delay);
+      const outcome = await schedule.run(args(file), delay);
       outcomes.push({ outcome, state: layoutState(file) });
       await assertValid(file, `expand killed after ${delay} ms (${outcome})`);
       const disk = VhdDisk.open(file);
