@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what vserver needs and is missing, then returns; safe to run any number of times.
 #   scripts/setup.sh start   what the service needs (npm packages)
-#   scripts/setup.sh test    that, plus the tools the tests and benchmarks drive (qemu-img, qemu-io)
+#   scripts/setup.sh test    that, plus the tools the tests drive (qemu-img/io/nbd, libnbd's tools,
+#                            FUSE, sfdisk, mkfs.ext4, losetup)
+#   scripts/setup.sh bench   that, plus fio (the benchmarks' NBD client)
 # It says what it installs, and what to do when it cannot (not root, no apt, no network).
 set -euo pipefail
 mode=${1:-test}
@@ -20,8 +22,12 @@ node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0
 declare -A wanted=()
 case "$mode" in
   start) ;;
-  test) wanted=([qemu-img]=qemu-utils [qemu-io]=qemu-utils) ;;
-  *) die "unknown mode '$mode' (use start or test)" ;;
+  test|bench)
+    wanted=([qemu-img]=qemu-utils [qemu-io]=qemu-utils [qemu-nbd]=qemu-utils [nbdinfo]=libnbd-bin [nbdfuse]=libnbd-bin
+      [fusermount3]=fuse3 [sfdisk]=fdisk [mkfs.ext4]=e2fsprogs [losetup]=mount)
+    [ "$mode" = bench ] && wanted[fio]=fio
+    ;;
+  *) die "unknown mode '$mode' (use start, test or bench)" ;;
 esac
 
 missing=()

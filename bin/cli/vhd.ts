@@ -2,8 +2,9 @@
 
 import {
   type CheckReport, type DiskInfo, IMAGE_TYPES, type ImageType, checkDisk, compactDisk, convertDisk, createDifferencing,
-  createDynamic, createFixed, expandDisk, inspectDisk, mergeIntoParent, mergeToNewDisk,
+  createDynamic, createFixed, expandDisk, inspectDisk, mergeIntoParent, mergeToNewDisk, VhdDisk,
 } from '../../storage/vhd/index.js';
+import { serveFile } from '../../storage/nbd/index.js';
 import type { Command, ParsedArgs } from './command.js';
 import { UsageError, formatBytes, formatSize, parseSize, printRows, progressBar } from './terminal.js';
 
@@ -166,6 +167,63 @@ export const vhdCommands: Command[] = [
         const result = await withProgress('merging', args, (onProgress) => mergeIntoParent(file, { onProgress }));
         print(args, { file, ...result }, () => console.log(`merged ${formatBytes(result.bytesMerged)} of ${file} into ${result.parent}; ${file} removed`));
       }
+      return 0;
+    },
+  },
+  {
+    name: 'map',
+    usage: 'map FILE',
+    summary: 'Show which ranges of the disk hold data (in this file or a parent) and which read as zeros, like qemu-img map.',
+    positionals: { min: 1, max: 1 },
+    options: {},
+    async run(args) {
+      const disk = VhdDisk.open(args.positionals[0]);
+      try {
+        const runs = disk.allocationMap(0, disk.size);
+        print(args, runs, () => {
+          console.log(`${'offset'.padStart(16)} ${'length'.padStart(16)}  contents`);
+          for (const r of runs) console.log(`${String(r.offset).padStart(16)} ${String(r.length).padStart(16)}  ${r.allocated ? 'data' : 'zero (unallocated)'}`);
+        });
+      } finally {
+        disk.close();
+      }
+      return 0;
+    },
+  },
+  {
+    name: 'serve',
+    usage: 'serve FILE (--socket PATH | --tcp PORT) [--read-only] [--export NAME] [--lock-chain]',
+    summary: 'Serve the disk over NBD until interrupted (Ctrl-C, SIGTERM), then flush it and release it.',
+    details: 'The unix socket is created with mode 0600; TCP listens on 127.0.0.1 only. With --json, one line of JSON is printed once the server is ready.',
+    positionals: { min: 1, max: 1 },
+    options: {
+      socket: { type: 'string', valueName: 'PATH', description: 'listen on this unix socket (mode 0600)' },
+      tcp: { type: 'string', valueName: 'PORT', description: 'listen on 127.0.0.1:PORT instead (0 picks a free port)' },
+      'read-only': { type: 'boolean', description: 'refuse writes; the file is not locked for writing' },
+      export: { type: 'string', valueName: 'NAME', description: "the export's name (default: the file's name; \"\" also reaches it)" },
+      'lock-chain': { type: 'boolean', description: "also hold the parents' write locks while serving a differencing disk" },
+    },
+    async run(args) {
+      const [file] = args.positionals;
+      const socket = args.values.socket === undefined ? undefined : String(args.values.socket);
+      const tcp = args.values.tcp === undefined ? undefined : String(args.values.tcp);
+      if ((socket === undefined) === (tcp === undefined)) throw new UsageError('give exactly one of --socket PATH and --tcp PORT');
+      const tcpPort = tcp === undefined ? undefined : Number(tcp);
+      if (tcpPort !== undefined && !(Number.isInteger(tcpPort) && tcpPort >= 0 && tcpPort < 65536)) throw new UsageError(`--tcp must be a port number, not "${tcp}"`);
+      const served = await serveFile(file, {
+        socket, tcpPort, readOnly: args.values['read-only'] === true, lockChain: args.values['lock-chain'] === true,
+        exportName: args.values.export === undefined ? undefined : String(args.values.export),
+        holder: `vsctl vhd serve (pid ${process.pid})`,
+        log: (line) => console.error(`vsctl vhd serve: ${line}`),
+      });
+      const ready = { file: served.file, export: served.exportName, uri: served.uri, socket: served.socket, port: served.port, readOnly: served.readOnly, pid: process.pid };
+      if (args.json) console.log(JSON.stringify(ready));
+      else console.log(`serving ${served.file}${served.readOnly ? ' read-only' : ''} at ${served.uri}\nCtrl-C stops the server; the disk is then flushed and released.`);
+      const signal = await new Promise<NodeJS.Signals>((resolve) => {
+        for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(s, () => resolve(s));
+      });
+      await served.stop();
+      if (!args.json) console.error(`vsctl vhd serve: ${signal}: stopped; ${served.file} flushed and released`);
       return 0;
     },
   },

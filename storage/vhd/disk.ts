@@ -7,11 +7,18 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { VhdError } from './errors.js';
-import { DiskType, SECTOR_SIZE, toVhdTime } from './format.js';
+import { DiskType, SECTOR_SIZE, UNALLOCATED, toVhdTime } from './format.js';
 import { type FileOpenOptions, VhdFile } from './file.js';
 import { parentCandidates } from './locators.js';
 
 export type DiskOpenOptions = FileOpenOptions;
+
+/** A run of bytes that the chain either holds or reads as zeros. */
+export interface AllocationRun {
+  offset: number;
+  length: number;
+  allocated: boolean;
+}
 
 /** Deeper chains are refused: they only arise from a loop or from damage. */
 export const MAX_CHAIN_DEPTH = 1000;
@@ -123,6 +130,18 @@ export class VhdDisk {
     this.readRange(target, offset);
   }
 
+  /**
+   * Like readInto, but the file reads run in libuv's thread pool, so a large read overlaps
+   * other work (sending the previous reply, say). The mapping is decided at the call; a write
+   * that lands on the same range before the reads finish may or may not be seen.
+   */
+  async readIntoAsync(target: Buffer, offset: number): Promise<void> {
+    this.checkRange(offset, target.length, 'read');
+    const reads: Array<Promise<void>> = [];
+    this.readRange(target, offset, (file, piece, position) => { reads.push(file.readFullyAsync(piece, position)); });
+    await Promise.all(reads);
+  }
+
   write(data: Buffer, offset: number): void {
     this.checkRange(offset, data.length, 'write');
     if (!this.file.writable) throw new VhdError('VHD_E_READ_ONLY', `${this.path} is open read-only`, this.path);
@@ -171,6 +190,75 @@ export class VhdDisk {
     return this.parent ? this.parent.isAllocated(offset, length) : false;
   }
 
+  /**
+   * Which parts of [offset, offset + length) some level of the chain holds (allocated) and which
+   * read as zeros because no level does, as contiguous runs in order, stopping after
+   * `maxRuns` runs. Differencing disks answer per sector from their bitmaps.
+   */
+  allocationMap(offset: number, length: number, maxRuns = Infinity): AllocationRun[] {
+    this.checkRange(offset, length, 'map');
+    const runs: AllocationRun[] = [];
+    this.mapRange(offset, length, runs, maxRuns);
+    return runs;
+  }
+
+  private mapRange(offset: number, length: number, runs: AllocationRun[], maxRuns: number): void {
+    const add = (start: number, n: number, allocated: boolean): void => {
+      const last = runs[runs.length - 1];
+      if (last && last.allocated === allocated && last.offset + last.length === start) last.length += n;
+      else runs.push({ offset: start, length: n, allocated });
+    };
+    const below = (start: number, n: number): void => {
+      const inParent = this.parent ? Math.max(0, Math.min(n, this.parent.size - start)) : 0;
+      if (inParent > 0) this.parent!.mapRange(start, inParent, runs, maxRuns);
+      if (n > inParent) add(start + inParent, n - inParent, false);
+    };
+    if (this.type === DiskType.Fixed) {
+      add(offset, length, true);
+      return;
+    }
+    const blockSize = this.file.blockSize;
+    let done = 0;
+    while (done < length && runs.length <= maxRuns) {
+      const position = offset + done;
+      const block = Math.floor(position / blockSize);
+      const within = position - block * blockSize;
+      const n = Math.min(blockSize - within, length - done);
+      const blockOffset = this.file.blockOffset(block);
+      if (blockOffset === null) {
+        below(position, n);
+      } else if (this.type === DiskType.Dynamic) {
+        add(position, n, true);
+      } else {
+        const bitmap = this.file.readBitmap(block, blockOffset);
+        const first = within / SECTOR_SIZE;
+        const sectors = Math.ceil(n / SECTOR_SIZE);
+        let runStart = 0;
+        for (let i = 1; i <= sectors; i++) {
+          const present = isSet(bitmap, first + runStart);
+          if (i < sectors && isSet(bitmap, first + i) === present) continue;
+          const start = position + runStart * SECTOR_SIZE;
+          const end = Math.min(position + i * SECTOR_SIZE, position + n);
+          if (present) add(start, end - start, true);
+          else below(start, end - start);
+          runStart = i;
+        }
+      }
+      done += n;
+    }
+    if (runs.length > maxRuns) runs.length = maxRuns;
+  }
+
+  /**
+   * Drops block `block` from this file, so it reads from the parent (or as zeros) again. The
+   * table entry changes at the next flush; the block's space stays in the file until compact.
+   */
+  deallocateBlock(block: number): void {
+    if (!this.file.writable) throw new VhdError('VHD_E_READ_ONLY', `${this.path} is open read-only`, this.path);
+    if (this.type === DiskType.Fixed || this.file.blockOffset(block) === null) return;
+    this.file.setBlockEntry(block, UNALLOCATED);
+  }
+
   /** The ranges whose data this file itself holds (not its parents), in ascending order. */
   *ownExtents(): Generator<{ offset: number; length: number }> {
     if (this.type === DiskType.Fixed) {
@@ -201,9 +289,9 @@ export class VhdDisk {
     }
   }
 
-  private readRange(target: Buffer, offset: number): void {
+  private readRange(target: Buffer, offset: number, read: FileRead = readNow): void {
     if (this.type === DiskType.Fixed) {
-      this.file.readFully(target, offset);
+      read(this.file, target, offset);
       return;
     }
     const blockSize = this.file.blockSize;
@@ -216,27 +304,27 @@ export class VhdDisk {
       const piece = target.subarray(done, done + n);
       const blockOffset = this.file.blockOffset(block);
       if (blockOffset === null) {
-        this.readBelow(piece, position);
+        this.readBelow(piece, position, read);
       } else if (this.type === DiskType.Dynamic) {
         // As QEMU does, an allocated block of a dynamic disk is read whole: every writer
         // zero-fills new blocks, and check() reports data hidden behind clear bitmap bits.
-        this.file.readFully(piece, this.file.dataOffset(blockOffset, within));
+        read(this.file, piece, this.file.dataOffset(blockOffset, within));
       } else {
-        this.readDifferencingBlock(piece, block, blockOffset, within, position);
+        this.readDifferencingBlock(piece, block, blockOffset, within, position, read);
       }
       done += n;
     }
   }
 
   /** What lies under this level: the parent's data, and zeros past its end (or with no parent). */
-  private readBelow(target: Buffer, position: number): void {
+  private readBelow(target: Buffer, position: number, read: FileRead): void {
     const inParent = this.parent ? Math.max(0, Math.min(target.length, this.parent.size - position)) : 0;
-    if (inParent > 0) this.parent!.readRange(target.subarray(0, inParent), position);
+    if (inParent > 0) this.parent!.readRange(target.subarray(0, inParent), position, read);
     target.fill(0, inParent);
   }
 
   /** Reads runs of sectors from this file where the bitmap says so, from the parent elsewhere. */
-  private readDifferencingBlock(piece: Buffer, block: number, blockOffset: number, within: number, position: number): void {
+  private readDifferencingBlock(piece: Buffer, block: number, blockOffset: number, within: number, position: number, read: FileRead): void {
     const bitmap = this.file.readBitmap(block, blockOffset);
     const firstSector = within / SECTOR_SIZE;
     const sectors = piece.length / SECTOR_SIZE;
@@ -246,14 +334,14 @@ export class VhdDisk {
       const present = i < sectors ? isSet(bitmap, firstSector + i) : !runPresent;
       if (present === runPresent) continue;
       const run = piece.subarray(runStart * SECTOR_SIZE, i * SECTOR_SIZE);
-      if (runPresent) this.file.readFully(run, this.file.dataOffset(blockOffset, within + runStart * SECTOR_SIZE));
-      else this.readBelow(run, position + runStart * SECTOR_SIZE);
+      if (runPresent) read(this.file, run, this.file.dataOffset(blockOffset, within + runStart * SECTOR_SIZE));
+      else this.readBelow(run, position + runStart * SECTOR_SIZE, read);
       runStart = i;
       runPresent = present;
     }
   }
 
-  private checkRange(offset: number, length: number, what: 'read' | 'write'): void {
+  private checkRange(offset: number, length: number, what: 'read' | 'write' | 'map'): void {
     if (this.closed) throw new VhdError('VHD_E_CLOSED', `${this.path} is closed`, this.path);
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 ||
         offset % SECTOR_SIZE !== 0 || length % SECTOR_SIZE !== 0) {
@@ -266,6 +354,11 @@ export class VhdDisk {
     }
   }
 }
+
+/** How readRange fetches a piece of one file: at once, or by queueing an asynchronous read. */
+type FileRead = (file: VhdFile, target: Buffer, position: number) => void;
+
+const readNow: FileRead = (file, target, position) => file.readFully(target, position);
 
 function isSet(bitmap: Buffer, sector: number): boolean {
   return (bitmap[sector >> 3] & (0x80 >> (sector & 7))) !== 0;

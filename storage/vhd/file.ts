@@ -121,6 +121,22 @@ export class VhdFile {
     }
   }
 
+  async readFullyAsync(buf: Buffer, position: number): Promise<void> {
+    let done = 0;
+    while (done < buf.length) {
+      let n: number;
+      try {
+        n = await new Promise<number>((resolve, reject) => {
+          fs.read(this.fd, buf, done, buf.length - done, position + done, (e, bytes) => (e ? reject(e) : resolve(bytes)));
+        });
+      } catch (e) {
+        throw ioError(this.path, `reading ${buf.length} bytes at offset ${position}`, e);
+      }
+      if (n === 0) throw new VhdError('VHD_E_IO', `${this.path}: unexpected end of file at offset ${position + done}`, this.path, position + done);
+      done += n;
+    }
+  }
+
   writeFully(buf: Buffer, position: number): void {
     this.assertWritable();
     let done = 0;

@@ -194,7 +194,7 @@ function readDynamicStructures(fd: number, base: Layout, problems: Problem[], fa
   const referencedEnd = Math.max(metadataEnd, batProblem.blocksEnd);
   if (footerOffset > referencedEnd) {
     warn('VHD_E_BAD_BAT', 'unreferenced space', referencedEnd,
-      `${footerOffset - referencedEnd} bytes between the last block and the footer belong to no block (left by an interrupted allocation; compact reclaims them)`);
+      `${footerOffset - referencedEnd} bytes between the last block and the footer belong to no block (left by an interrupted allocation or by blocks a trim gave back; compact reclaims them)`);
   }
   return {
     layout: { ...base, header, bat, blockSize, bitmapBytes, metadataEnd, metadataRanges: ranges },

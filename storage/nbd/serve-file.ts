@@ -1,0 +1,90 @@
+// Serving one VHD file over NBD until told to stop: what "vsctl vhd serve" and vhdmount run.
+
+import path from 'node:path';
+import { VhdDisk, VhdError } from '../vhd/index.js';
+import { acquireWriteLock, lockHolder, releaseWriteLock } from '../vhd/lock.js';
+import { NbdExport } from './export.js';
+import { NbdServer } from './server.js';
+
+export interface ServeFileOptions {
+  socket?: string;
+  /** Loopback TCP port (0: any free port). */
+  tcpPort?: number;
+  readOnly?: boolean;
+  /** Export name; the file's name by default. */
+  exportName?: string;
+  /** Also hold the parents' write locks, so nobody changes them while this disk is served. */
+  lockChain?: boolean;
+  holder?: string;
+  log?: (line: string) => void;
+}
+
+export interface ServedFile {
+  file: string;
+  exportName: string;
+  readOnly: boolean;
+  socket?: string;
+  port?: number;
+  uri: string;
+  server: NbdServer;
+  /** Stops listening, disconnects clients, flushes and closes the disk, releases its locks. */
+  stop(): Promise<void>;
+}
+
+export async function serveFile(file: string, options: ServeFileOptions): Promise<ServedFile> {
+  if (!options.socket && options.tcpPort === undefined) throw new Error('serving needs a unix socket path or a TCP port');
+  const readOnly = options.readOnly ?? false;
+  const holder = options.holder ?? `NBD server (pid ${process.pid})`;
+  const disk = VhdDisk.open(file, { writable: !readOnly, holder });
+  const locked: string[] = [];
+  let server: NbdServer | null = null;
+  try {
+    // A disk that another process writes cannot be served consistently, nor can a chain whose parent changes.
+    for (const level of disk.chain()) {
+      if (level === disk && !readOnly) continue;
+      const owner = lockHolder(level.path);
+      if (owner) {
+        throw new VhdError('VHD_E_LOCKED', `${level.path} is open for writing by ${owner.holder} (pid ${owner.pid}); it cannot be served while it changes`, level.path);
+      }
+      if (options.lockChain && level !== disk) {
+        acquireWriteLock(level.path, holder);
+        locked.push(level.path);
+      }
+    }
+    const exportName = options.exportName ?? path.basename(file);
+    server = new NbdServer({ log: options.log });
+    server.addExport(new NbdExport(disk, { name: exportName, readOnly, description: path.resolve(file) }));
+    let uri: string;
+    let port: number | undefined;
+    if (options.socket) {
+      await server.listenUnix(options.socket);
+      uri = `nbd+unix:///${encodeURIComponent(exportName)}?socket=${options.socket}`;
+    } else {
+      port = await server.listenTcp(options.tcpPort!);
+      uri = `nbd://127.0.0.1:${port}/${encodeURIComponent(exportName)}`;
+    }
+    const running = server;
+    let stopped = false;
+    return {
+      file: path.resolve(file), exportName, readOnly, socket: options.socket, port, uri, server: running,
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        await running.close();
+        release(disk, locked);
+      },
+    };
+  } catch (e) {
+    await server?.close();
+    release(disk, locked);
+    throw e;
+  }
+}
+
+function release(disk: VhdDisk, locked: string[]): void {
+  try {
+    disk.close();
+  } finally {
+    for (const p of locked) releaseWriteLock(p);
+  }
+}
