@@ -83,8 +83,10 @@ export class NbdServer {
 
   /** Stops listening and disconnects every client. Exports stay open: their disks are the caller's. */
   async close(): Promise<void> {
-    await Promise.all(this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve()))));
+    // A listener's close completes only once its connections are gone, so they are cut first.
+    const closed = this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
     for (const socket of this.sockets) socket.destroy();
+    await Promise.all(closed);
     for (const p of this.socketPaths) fs.rmSync(p, { force: true });
     await Promise.all([...this.exports.values()].map((e) => e.idle()));
     this.listeners.length = 0;
