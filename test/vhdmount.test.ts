@@ -271,3 +271,34 @@ describe('vhdmount', { skip: unavailable() }, () => {
   });
 });
 
+
+describe('vhdmount usage', () => {
+  const cases: Array<[string, string[], RegExp]> = [
+    ['no arguments', [], /usage: vhdmount FILE MOUNTPOINT/],
+    ['--commit without --unmount', ['a.vhd', '/mnt', '--commit'], /--commit and --discard go with --unmount/],
+    ['--read-only with --direct', ['a.vhd', '/mnt', '--read-only', '--direct'], /--read-only or --direct, not both/],
+    ['--commit with --discard', ['--unmount', '/mnt', '--commit', '--discard'], /--commit or --discard, not both/],
+    ['a partition that is not a number', ['a.vhd', '/mnt', '--partition', 'two'], /--partition must be a partition number/],
+    ['--list with --unmount', ['--list', '--unmount', '/mnt'], /one of --unmount, --list and --partitions/],
+    ['an unknown option', ['--frob'], /--frob/],
+  ];
+  for (const [what, args, message] of cases) {
+    it(`${what}: exit 2 and says why`, () => {
+      const r = run(VHDMOUNT, args);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, message);
+    });
+  }
+
+  it('--help prints the modes', () => {
+    const help = run(VHDMOUNT, ['--help']);
+    assert.equal(help.status, 0);
+    assert.match(help.stdout, /--direct .*\n.*--read-only/s);
+  });
+
+  it('without root, mounting says that it needs root', { skip: process.geteuid?.() !== 0 ? 'already not root' : false }, () => {
+    const r = run('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, path.join(PROJECT_ROOT, 'dist', 'bin', 'vhdmount.js'), '/nonexistent.vhd', '/tmp']);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /vhdmount needs root/);
+  });
+});

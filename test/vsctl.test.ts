@@ -33,7 +33,7 @@ function json<T = Record<string, unknown>>(args: string[], status = 0): T {
   }
 }
 
-const COMMANDS = ['create', 'info', 'check', 'convert', 'compact', 'merge', 'expand'];
+const COMMANDS = ['create', 'info', 'check', 'convert', 'compact', 'merge', 'map', 'serve', 'expand'];
 
 describe('vsctl --help', () => {
   for (const command of COMMANDS) {
@@ -245,6 +245,9 @@ describe('vsctl usage errors exit 2 with a clear message', () => {
     ['a fixed disk without --size', ['vhd', 'create', 'x.vhd', '--type', 'fixed'], /a fixed disk needs --size/],
     ['--parent with --size', ['vhd', 'create', 'x.vhd', '--parent', 'p.vhd', '--size', '1G'], /--parent makes a differencing disk/],
     ['merge --type without --to', ['vhd', 'merge', 'a.vhd', '--type', 'fixed'], /--type goes with --to/],
+    ['serve with neither --socket nor --tcp', ['vhd', 'serve', 'a.vhd'], /exactly one of --socket PATH and --tcp PORT/],
+    ['serve with both --socket and --tcp', ['vhd', 'serve', 'a.vhd', '--socket', 's', '--tcp', '0'], /exactly one of --socket PATH and --tcp PORT/],
+    ['serve --tcp that is not a port', ['vhd', 'serve', 'a.vhd', '--tcp', '70000'], /--tcp must be a port number/],
     ['--size without a value', ['vhd', 'create', 'x.vhd', '--size'], /--size/],
     ['a negative size', ['vhd', 'create', 'x.vhd', '--size=-5'], /--size: "-5" is not a size/],
   ];
