@@ -210,6 +210,10 @@ export const vhdCommands: Command[] = [
       if ((socket === undefined) === (tcp === undefined)) throw new UsageError('give exactly one of --socket PATH and --tcp PORT');
       const tcpPort = tcp === undefined ? undefined : Number(tcp);
       if (tcpPort !== undefined && !(Number.isInteger(tcpPort) && tcpPort >= 0 && tcpPort < 65536)) throw new UsageError(`--tcp must be a port number, not "${tcp}"`);
+      // Listening for the stop signals before the ready line: a supervisor may send one the instant it reads it.
+      const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
+        for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(s, () => resolve(s));
+      });
       const served = await serveFile(file, {
         socket, tcpPort, readOnly: args.values['read-only'] === true, lockChain: args.values['lock-chain'] === true,
         exportName: args.values.export === undefined ? undefined : String(args.values.export),
@@ -219,9 +223,7 @@ export const vhdCommands: Command[] = [
       const ready = { file: served.file, export: served.exportName, uri: served.uri, socket: served.socket, port: served.port, readOnly: served.readOnly, pid: process.pid };
       if (args.json) console.log(JSON.stringify(ready));
       else console.log(`serving ${served.file}${served.readOnly ? ' read-only' : ''} at ${served.uri}\nCtrl-C stops the server; the disk is then flushed and released.`);
-      const signal = await new Promise<NodeJS.Signals>((resolve) => {
-        for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(s, () => resolve(s));
-      });
+      const signal = await stopSignal;
       await served.stop();
       if (!args.json) console.error(`vsctl vhd serve: ${signal}: stopped; ${served.file} flushed and released`);
       return 0;

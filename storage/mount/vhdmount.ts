@@ -69,7 +69,7 @@ export async function mountVhd(file: string, mountPoint: string, options: MountO
     if (r.mountPoint === target) throw new HostError(`${target} is in use by vhdmount for ${r.file} (vhdmount --list)`);
   }
   const writer = lockHolder(vhd);
-  if (writer) throw new HostError(`${vhd} is open for writing by ${writer.holder} (pid ${writer.pid}); it cannot be mounted while it changes`);
+  if (writer) throw new HostError(`${vhd} is open for writing by ${writer.holder}; it cannot be mounted while it changes`);
   const undoFile = options.mode === 'undo' ? undoFileFor(vhd) : undefined;
   if (undoFile && fs.existsSync(undoFile)) {
     throw new HostError(`${undoFile} exists: an undo disk left by an earlier mount. Merge it (vsctl vhd merge ${undoFile}) or delete it, then mount again`);

@@ -1,7 +1,9 @@
 // One client connection: the fixed newstyle handshake, option haggling, then transmission.
-// Requests are served one at a time in arrival order (the engine is synchronous), so every
-// reply is sent after all earlier requests took effect; pipelined requests are read and
-// answered in batches without waiting for the client. A client that breaks the protocol in a
+// Writes, flushes, trims, zeroing and small reads take effect one at a time in arrival order
+// (the engine is synchronous). Reads of ASYNC_READ_MIN or more do their file I/O in the
+// thread pool and may be answered later, so they can see a write sent after them, as the
+// protocol allows for requests in flight together. Pipelined requests are read and answered
+// in batches without waiting for the client. A client that breaks the protocol in a
 // way that leaves the stream unparseable is disconnected; anything else gets its error reply.
 
 import type { Socket } from 'node:net';
@@ -33,6 +35,8 @@ const HANDSHAKE_TIMEOUT_MS = 30_000;
 /** Buffered input past which the socket is paused, and unsent output past which serving waits. */
 const INPUT_HIGH_WATER = MAX_REQUEST + 4 * 1024 * 1024;
 const OUTPUT_HIGH_WATER = 64 * 1024 * 1024;
+/** Replies queued between sends: a small reply costs far more memory queued than its bytes. */
+const MAX_QUEUED_REPLIES = 4096;
 const MAX_EXTENTS = 16 * 1024;
 /** Reads this large run in the thread pool, overlapping the sending of earlier replies; smaller ones cost less done at once. */
 const ASYNC_READ_MIN = 128 * 1024;
@@ -94,6 +98,9 @@ export class NbdConnection {
     if (clientFlags & ~(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)) throw new ProtocolViolation(`unknown client flags 0x${clientFlags.toString(16)}`);
     this.noZeroes = (clientFlags & FLAG_NO_ZEROES) !== 0;
     for (;;) {
+      // A client that sends options without reading the replies must not make them pile up here.
+      if (this.socket.writableNeedDrain) await this.sendPending();
+      if (!this.socket.writable) throw new ConnectionClosed();
       const head = await this.reader.read(16);
       if (head.readBigUInt64BE(0) !== IHAVEOPT) throw new ProtocolViolation('option without the IHAVEOPT magic');
       const option = head.readUInt32BE(8);
@@ -106,7 +113,10 @@ export class NbdConnection {
       }
       const data = length ? await this.reader.read(length) : Buffer.alloc(0);
       const outcome = this.option(option, data);
-      if (outcome === 'abort') return false;
+      if (outcome === 'abort') {
+        await this.endGracefully();
+        return false;
+      }
       if (outcome === 'go') return true;
     }
   }
@@ -116,7 +126,6 @@ export class NbdConnection {
     switch (option) {
       case Option.ABORT:
         this.optionReply(option, OptionReply.ACK);
-        this.socket.end();
         return 'abort';
       case Option.LIST:
         if (data.length) return this.refuse(option, OptionReply.ERR_INVALID, 'LIST takes no data');
@@ -219,11 +228,15 @@ export class NbdConnection {
   private async transmission(): Promise<void> {
     const exp = this.export!;
     this.socket.cork();
+    let queued = 0;
     try {
       for (;;) {
+        // Requests still buffered from a client that has gone would only keep the disk busy for nobody.
+        if (!this.socket.writable) throw new ConnectionClosed();
         let header = this.reader.tryRead(REQUEST_HEADER_SIZE);
         if (!header) {
           await this.sendPending();
+          queued = 0;
           header = await this.reader.read(REQUEST_HEADER_SIZE);
           this.socket.cork();
         }
@@ -246,6 +259,8 @@ export class NbdConnection {
         if (type === Command.DISC) {
           await Promise.allSettled([...this.asyncReads]);
           this.flushQuietly(exp);
+          // The replies to the requests before DISC must reach the client before the close.
+          await this.endGracefully();
           return;
         }
         try {
@@ -253,10 +268,17 @@ export class NbdConnection {
         } catch (e) {
           this.replyError(type, handle, e);
         }
-        if (this.socket.writableLength > OUTPUT_HIGH_WATER) await this.sendPending();
-        if (this.asyncReads.size >= MAX_ASYNC_READS) {
+        if (++queued >= MAX_QUEUED_REPLIES || this.socket.writableLength > OUTPUT_HIGH_WATER) {
           await this.sendPending();
-          await Promise.race(this.asyncReads);
+          queued = 0;
+          this.socket.cork();
+        }
+        if (this.asyncReads.size >= MAX_ASYNC_READS) {
+          // Taken before waiting for the socket: by then every read may have finished and left the set.
+          const oneDone = Promise.race(this.asyncReads);
+          await this.sendPending();
+          queued = 0;
+          await oneDone;
           this.socket.cork();
         }
       }
@@ -382,6 +404,16 @@ export class NbdConnection {
         this.socket.on('close', done);
       });
     }
+  }
+
+  /** Closes once everything queued is sent: destroy() would drop replies still in the socket's buffer. */
+  private async endGracefully(): Promise<void> {
+    this.socket.uncork();
+    if (this.socket.destroyed) return;
+    await new Promise<void>((resolve) => {
+      this.socket.once('close', resolve);
+      this.socket.end(resolve);
+    });
   }
 
   private flushQuietly(exp: NbdExport): void {

@@ -38,6 +38,8 @@ export class SocketReader {
   /** The next `n` bytes if they have all arrived, else null. */
   tryRead(n: number): Buffer | null {
     if (this.buffered < n) return null;
+    // EXPORT_NAME "" and a zero-length WRITE ask for nothing, possibly with nothing buffered.
+    if (n === 0) return Buffer.alloc(0);
     let out: Buffer;
     const first = this.chunks[0];
     if (first.length >= n) {

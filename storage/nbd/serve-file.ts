@@ -44,7 +44,7 @@ export async function serveFile(file: string, options: ServeFileOptions): Promis
       if (level === disk && !readOnly) continue;
       const owner = lockHolder(level.path);
       if (owner) {
-        throw new VhdError('VHD_E_LOCKED', `${level.path} is open for writing by ${owner.holder} (pid ${owner.pid}); it cannot be served while it changes`, level.path);
+        throw new VhdError('VHD_E_LOCKED', `${level.path} is open for writing by ${owner.holder}; it cannot be served while it changes`, level.path);
       }
       if (options.lockChain && level !== disk) {
         acquireWriteLock(level.path, holder);
