@@ -204,6 +204,10 @@ describe('vhdmount', { skip: unavailable() }, () => {
     assertNothingLeft(vhd, mnt);
 
     mustVhdmount(vhd, mnt, '--read-only');
+    // Even a read-only mount keeps writers (a machine starting on the disk, say) away.
+    const writer = vsctl(['vhd', 'serve', vhd, '--socket', path.join(work, 'late.sock')]);
+    assert.equal(writer.status, 1);
+    assert.match(writer.stderr, new RegExp(`open for writing by vhdmount \\(${mnt}\\) .*\\[VHD_E_LOCKED\\]`));
     const again = vhdmount(vhd, folder('refuse-other'), '--read-only');
     assert.equal(again.status, 1);
     assert.match(again.stderr, /already mounted at/);

@@ -192,7 +192,7 @@ export const vhdCommands: Command[] = [
   },
   {
     name: 'serve',
-    usage: 'serve FILE (--socket PATH | --tcp PORT) [--read-only] [--export NAME] [--lock-chain]',
+    usage: 'serve FILE (--socket PATH | --tcp PORT) [--read-only] [--export NAME] [--lock-chain] [--holder TEXT]',
     summary: 'Serve the disk over NBD until interrupted (Ctrl-C, SIGTERM), then flush it and release it.',
     details: 'The unix socket is created with mode 0600; TCP listens on 127.0.0.1 only. With --json, one line of JSON is printed once the server is ready.',
     positionals: { min: 1, max: 1 },
@@ -201,7 +201,8 @@ export const vhdCommands: Command[] = [
       tcp: { type: 'string', valueName: 'PORT', description: 'listen on 127.0.0.1:PORT instead (0 picks a free port)' },
       'read-only': { type: 'boolean', description: 'refuse writes; the file is not locked for writing' },
       export: { type: 'string', valueName: 'NAME', description: "the export's name (default: the file's name; \"\" also reaches it)" },
-      'lock-chain': { type: 'boolean', description: "also hold the parents' write locks while serving a differencing disk" },
+      holder: { type: 'string', valueName: 'TEXT', description: 'who holds the disk, as told to anyone refused it (default: vsctl vhd serve (pid N))' },
+      'lock-chain': { type: 'boolean', description: 'hold the write locks of the whole chain (parents; with --read-only the file too)' },
     },
     async run(args) {
       const [file] = args.positionals;
@@ -217,7 +218,7 @@ export const vhdCommands: Command[] = [
       const served = await serveFile(file, {
         socket, tcpPort, readOnly: args.values['read-only'] === true, lockChain: args.values['lock-chain'] === true,
         exportName: args.values.export === undefined ? undefined : String(args.values.export),
-        holder: `vsctl vhd serve (pid ${process.pid})`,
+        holder: args.values.holder === undefined ? `vsctl vhd serve (pid ${process.pid})` : `${String(args.values.holder)} (pid ${process.pid})`,
         log: (line) => console.error(`vsctl vhd serve: ${line}`),
       });
       const ready = { file: served.file, export: served.exportName, uri: served.uri, socket: served.socket, port: served.port, readOnly: served.readOnly, pid: process.pid };

@@ -181,9 +181,10 @@ async function teardown(record: MountRecord, action: UnmountAction, options: Lon
 
 async function startServer(record: MountRecord, served: string, signal?: AbortSignal): Promise<void> {
   const log = fs.openSync(path.join(recordDir(record), 'server.log'), 'a');
-  const args = [VSCTL, 'vhd', 'serve', served, '--socket', record.socket, '--export', EXPORT_NAME, '--json'];
+  const args = [VSCTL, 'vhd', 'serve', served, '--socket', record.socket, '--export', EXPORT_NAME, '--json', '--holder', `vhdmount (${record.mountPoint})`];
   if (record.mode === 'read-only') args.push('--read-only');
-  if (record.mode === 'undo') args.push('--lock-chain');
+  // Nobody may write what is mounted: not the VHD under a read-only mount, nor the parents of whatever is served.
+  args.push('--lock-chain');
   // Its own session: a Ctrl-C meant for vhdmount must not reach the server of a finished mount.
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'pipe', log] });
   fs.closeSync(log);

@@ -13,7 +13,10 @@ export interface ServeFileOptions {
   readOnly?: boolean;
   /** Export name; the file's name by default. */
   exportName?: string;
-  /** Also hold the parents' write locks, so nobody changes them while this disk is served. */
+  /**
+   * Hold the write lock of every disk in the chain (the parents, and with readOnly the disk
+   * itself), so that nobody changes what is served while it is served.
+   */
   lockChain?: boolean;
   holder?: string;
   log?: (line: string) => void;
@@ -46,7 +49,7 @@ export async function serveFile(file: string, options: ServeFileOptions): Promis
       if (owner) {
         throw new VhdError('VHD_E_LOCKED', `${level.path} is open for writing by ${owner.holder}; it cannot be served while it changes`, level.path);
       }
-      if (options.lockChain && level !== disk) {
+      if (options.lockChain && (level !== disk || readOnly)) {
         acquireWriteLock(level.path, holder);
         locked.push(level.path);
       }
