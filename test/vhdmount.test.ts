@@ -45,7 +45,7 @@ function assertNothingLeft(file: string, mountPoint: string): void {
   assert.ok(!mountinfo.includes(env.VHDMOUNT_STATE_DIR!), 'a FUSE mount under the state folder is left');
   assert.ok(!mustRun('losetup', ['--list', '--noheadings', '-O', 'BACK-FILE']).includes(env.VHDMOUNT_STATE_DIR!), 'a loop device is left attached');
   assert.ok(!fs.existsSync(file.replace(/\.vhd$/, '.vhdmount-undo.vhd')), 'the undo disk is left behind');
-  assert.ok(!fs.existsSync(`${file}.lock`), 'the VHD is still locked');
+  assert.ok(!fs.existsSync(`${file}.lock`), `the VHD is still locked: ${fs.existsSync(`${file}.lock`) ? fs.readFileSync(`${file}.lock`, 'utf8') : ''}`);
   assert.deepEqual(JSON.parse(mustVhdmount('--list', '--json')), []);
 }
 

@@ -100,6 +100,14 @@ export function commandLine(pid: number): string[] {
   }
 }
 
+/** Processes (other than this one) whose command line has an argument containing `text`. */
+export function processesMentioning(text: string): number[] {
+  return fs.readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name) && Number(name) !== process.pid)
+    .map(Number)
+    .filter((pid) => isAlive(pid) && commandLine(pid).some((arg) => arg.includes(text)));
+}
+
 export async function waitFor(what: string, test: () => boolean, timeoutMs: number, signal?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!test()) {

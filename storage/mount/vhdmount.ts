@@ -18,7 +18,7 @@ import type { LongOperationOptions } from '../progress.js';
 import { createDifferencing, lockHolder, mergeIntoParent } from '../vhd/index.js';
 import {
   HostError, attachLoop, commandLine, detachLoop, filesystemType, freeNbdDevice, fuseAvailable, isAlive, kernelNbdAvailable,
-  loopBackingFile, mountAt, runTool, waitFor,
+  loopBackingFile, mountAt, processesMentioning, runTool, waitFor,
 } from './host.js';
 import { type Partition, type PartitionTable, readPartitionTable } from './partitions.js';
 import { type MountMethod, type MountMode, type MountRecord, allRecords, newRecord, recordDir, removeRecord, saveRecord } from './records.js';
@@ -40,6 +40,8 @@ export type UnmountAction = 'commit' | 'discard';
 const EXPORT_NAME = 'disk';
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 120_000;
+/** How long nbdfuse gets to exit by itself after its FUSE mount is gone. */
+const HELPER_GRACE_MS = 5_000;
 const VSCTL = fileURLToPath(new URL('../../bin/vsctl.js', import.meta.url));
 
 /** Where undo mode keeps the writes: beside the VHD, so it has the VHD's space and survives reboots. */
@@ -165,13 +167,13 @@ async function teardown(record: MountRecord, action: UnmountAction, options: Lon
   saveRecord(record);
   if (record.loopDevice && record.diskPath && loopBackingFile(record.loopDevice) === record.diskPath) detachLoop(record.loopDevice);
   if (record.fuseDir && mountAt(record.fuseDir)) runTool('fusermount3', ['-u', record.fuseDir]);
-  if (record.fusePid) await waitForExit(record.fusePid, 'nbdfuse');
   if (record.nbdDevice) disconnectKernel(record.nbdDevice);
-  if (record.serverPid && isOurs(record.serverPid, record.socket)) {
-    // The server flushes the disk and releases its locks when told to stop.
-    process.kill(record.serverPid, 'SIGTERM');
-    await waitForExit(record.serverPid, 'vhd serve');
-  }
+  // The helper processes are found by their command lines, which name this mount's socket:
+  // a mount killed before it noted their pids still finds them. nbdfuse leaves by itself
+  // once unmounted; one that never got as far is told to. The server flushes the disk and
+  // releases its locks when told to stop.
+  await stopProcesses(processesMentioning(record.socket).filter((pid) => commandLine(pid)[0]?.endsWith('nbdfuse')), HELPER_GRACE_MS);
+  await stopProcesses(processesMentioning(record.socket), 0);
   if (record.undoFile && fs.existsSync(record.undoFile)) {
     if (action === 'commit') await mergeIntoParent(record.undoFile, options);
     else fs.rmSync(record.undoFile);
@@ -287,14 +289,19 @@ function mountFilesystem(record: MountRecord): void {
   }
 }
 
-async function waitForExit(pid: number, name: string): Promise<void> {
-  if (!isAlive(pid) || !commandLine(pid).some((a) => a.includes(name.split(' ')[0]))) return;
-  await waitFor(`${name} (pid ${pid}) to exit`, () => !isAlive(pid), STOP_TIMEOUT_MS);
-}
-
-/** Whether `pid` is still the server vhdmount started (a pid can be reused after a reboot or crash). */
-function isOurs(pid: number, socket: string): boolean {
-  return isAlive(pid) && commandLine(pid).includes(socket);
+/** Waits up to `graceMs` for the processes to leave by themselves, then sends SIGTERM and waits for them. */
+async function stopProcesses(pids: number[], graceMs: number): Promise<void> {
+  const running = (): number[] => pids.filter(isAlive);
+  const names = pids.map((pid) => `${commandLine(pid)[0] ?? 'process'} (pid ${pid})`).join(', ');
+  if (graceMs > 0) {
+    try {
+      await waitFor('helper processes to exit', () => running().length === 0, graceMs);
+    } catch {
+      // still running: they are told to stop below
+    }
+  }
+  for (const pid of running()) process.kill(pid, 'SIGTERM');
+  await waitFor(`${names} to exit`, () => running().length === 0, STOP_TIMEOUT_MS);
 }
 
 function existingFolder(p: string): string {
