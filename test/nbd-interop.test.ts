@@ -13,8 +13,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { VhdDisk, createDifferencing, createDynamic, createFixed } from '../storage/vhd/index.js';
+import { Cmd, Err, NbdClient, TFlag } from './helpers/nbd-client.js';
 import {
-  NBD_CMD, type ServedVhd, nbdTcpUri, nbdUnixUri, rawNbdConnect, runAsync, serveVhd, serveVhdFailure, stopAllServers, stopServer,
+  type ServedVhd, nbdTcpUri, nbdUnixUri, runAsync, serveVhd, serveVhdFailure, stopAllServers, stopServer,
 } from './helpers/nbd-fixtures.js';
 import {
   BLOCK, ContentModel, KiB, MiB, SECTOR, assertSameContent, constBytes, flipByte, lastBlockStart, makeTempDir, mergeRanges, patternBytes,
@@ -614,18 +615,20 @@ describe('read-only exports and write locks', () => {
     qemuIo(served.uri, ['read 0 65536', `read ${5 * MiB + 100} 1000`], { readOnly: true });
 
     // A client that ignores the READ_ONLY flag gets EPERM (1) for every kind of write, and can still read and flush.
-    const raw = await rawNbdConnect(socketFor(file), path.basename(file));
-    assert.equal(raw.size, model.size);
-    assert.ok(raw.transmissionFlags & 2, 'NBD_FLAG_READ_ONLY is set');
-    assert.equal((await raw.request(NBD_CMD.WRITE, 0, 4096, Buffer.alloc(4096, 0xee))).errno, 1, 'WRITE');
-    assert.equal((await raw.request(NBD_CMD.WRITE, 100, 10, Buffer.alloc(10, 0xee))).errno, 1, 'unaligned WRITE');
-    assert.equal((await raw.request(NBD_CMD.WRITE_ZEROES, 0, BLOCK)).errno, 1, 'WRITE_ZEROES');
-    assert.equal((await raw.request(NBD_CMD.TRIM, 0, BLOCK)).errno, 1, 'TRIM');
-    assert.equal((await raw.request(NBD_CMD.FLUSH, 0, 0)).errno, 0, 'FLUSH');
-    const read = await raw.request(NBD_CMD.READ, 100, 1000);
-    assert.equal(read.errno, 0);
-    assert.ok(read.data.equals(model.read(100, 1000)), 'an unaligned raw READ returns the data');
-    await raw.close();
+    const raw = await NbdClient.connect(socketFor(file));
+    raw.sendClientFlags();
+    const info = await raw.go(path.basename(file));
+    assert.equal(info.size, model.size);
+    assert.ok(info.flags & TFlag.READ_ONLY, 'NBD_FLAG_READ_ONLY is set');
+    assert.equal((await raw.request(Cmd.WRITE, 0, 4096, Buffer.alloc(4096, 0xee))).error, Err.EPERM, 'WRITE');
+    assert.equal((await raw.request(Cmd.WRITE, 100, 10, Buffer.alloc(10, 0xee))).error, Err.EPERM, 'unaligned WRITE');
+    assert.equal((await raw.request(Cmd.WRITE_ZEROES, 0, BLOCK)).error, Err.EPERM, 'WRITE_ZEROES');
+    assert.equal((await raw.request(Cmd.TRIM, 0, BLOCK)).error, Err.EPERM, 'TRIM');
+    assert.equal((await raw.request(Cmd.FLUSH, 0, 0)).error, 0, 'FLUSH');
+    const read = await raw.request(Cmd.READ, 100, 1000);
+    assert.equal(read.error, 0);
+    assert.ok(read.data!.equals(model.read(100, 1000)), 'an unaligned raw READ returns the data');
+    assert.ok(await raw.disconnect(), 'the server closes after DISC');
 
     assert.equal(await stopServer(served), '', 'the server logged no failure');
     assert.equal(sha256File(file), hash, 'the file changed under a read-only export');

@@ -1,11 +1,10 @@
 // Shared fixtures for the NBD tests: "vsctl vhd serve --json" started as a child process and
 // awaited until it prints its ready line, stopped with SIGTERM and awaited until it exits;
-// NBD URIs; commands run without blocking (so several clients can run at once); and a minimal
-// raw NBD client for requests real clients never send.
+// NBD URIs; commands run without blocking (so several clients can run at once). Requests real
+// clients never send go through test/helpers/nbd-client.ts.
 
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import net from 'node:net';
 import { VSCTL } from './vhd-fixtures.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -221,113 +220,4 @@ export function runAsync(command: string, args: string[], timeoutMs = 60_000): P
       resolve({ status, signal, stdout, stderr });
     });
   });
-}
-
-// ---------------------------------------------------------------------------------------------
-// A minimal raw NBD client: fixed newstyle, NBD_OPT_GO, simple replies only. For requests that
-// well-behaved clients never send (a write to a read-only export, say), to see the server's answer.
-
-const NBD_MAGIC = 0x4e42444d41474943n;
-const IHAVEOPT = 0x49484156454f5054n;
-const OPT_GO = 7;
-const REPLY_ACK = 1;
-const REPLY_INFO = 3;
-const REQUEST_MAGIC = 0x25609513;
-const SIMPLE_REPLY_MAGIC = 0x67446698;
-export const NBD_CMD = { READ: 0, WRITE: 1, DISC: 2, FLUSH: 3, TRIM: 4, WRITE_ZEROES: 6 } as const;
-
-export interface RawNbdClient {
-  size: number;
-  transmissionFlags: number;
-  /** Sends one request and resolves with the reply's error number (0: success) and any read data. */
-  request(type: number, offset: number, length: number, payload?: Buffer, flags?: number): Promise<{ errno: number; data: Buffer }>;
-  /** NBD_CMD_DISC, then closes. */
-  close(): Promise<void>;
-}
-
-/** Connects to a unix socket, or a {host, port}, and selects the export with NBD_OPT_GO. */
-export async function rawNbdConnect(target: string | { host: string; port: number }, exportName: string): Promise<RawNbdClient> {
-  const socket = typeof target === 'string' ? net.connect(target) : net.connect(target.port, target.host);
-  let buffered = Buffer.alloc(0);
-  let ended = false;
-  let wake: (() => void) | null = null;
-  socket.on('data', (chunk: Buffer) => {
-    buffered = Buffer.concat([buffered, chunk]);
-    wake?.();
-  });
-  socket.on('close', () => {
-    ended = true;
-    wake?.();
-  });
-  socket.on('error', () => { /* seen as the close */ });
-  const read = async (n: number): Promise<Buffer> => {
-    while (buffered.length < n) {
-      if (ended) throw new Error(`NBD server closed the connection (wanted ${n} bytes, have ${buffered.length})`);
-      await new Promise<void>((resolve) => { wake = resolve; });
-      wake = null;
-    }
-    const out = buffered.subarray(0, n);
-    buffered = buffered.subarray(n);
-    return out;
-  };
-
-  const hello = await read(18);
-  assert.equal(hello.readBigUInt64BE(0), NBD_MAGIC, 'NBDMAGIC');
-  assert.equal(hello.readBigUInt64BE(8), IHAVEOPT, 'IHAVEOPT');
-  const clientFlags = Buffer.alloc(4);
-  clientFlags.writeUInt32BE(hello.readUInt16BE(16) & 0b11); // fixed newstyle, no zeroes: as offered
-  socket.write(clientFlags);
-  const name = Buffer.from(exportName);
-  const go = Buffer.alloc(16 + 4 + name.length + 2);
-  go.writeBigUInt64BE(IHAVEOPT, 0);
-  go.writeUInt32BE(OPT_GO, 8);
-  go.writeUInt32BE(4 + name.length + 2, 12);
-  go.writeUInt32BE(name.length, 16);
-  name.copy(go, 20);
-  go.writeUInt16BE(0, 20 + name.length);
-  socket.write(go);
-  let size = -1;
-  let transmissionFlags = 0;
-  for (;;) {
-    const head = await read(20);
-    const type = head.readUInt32BE(12);
-    const data = await read(head.readUInt32BE(16));
-    if (type === REPLY_INFO && data.readUInt16BE(0) === 0) {
-      size = Number(data.readBigUInt64BE(2));
-      transmissionFlags = data.readUInt16BE(10);
-    } else if (type === REPLY_ACK) {
-      break;
-    } else if (type >= 2 ** 31) {
-      socket.destroy();
-      throw new Error(`NBD_OPT_GO refused (reply type ${type}): ${data.toString()}`);
-    }
-  }
-  let handle = 0n;
-  return {
-    size,
-    transmissionFlags,
-    async request(type, offset, length, payload, flags = 0) {
-      const header = Buffer.alloc(28);
-      header.writeUInt32BE(REQUEST_MAGIC, 0);
-      header.writeUInt16BE(flags, 4);
-      header.writeUInt16BE(type, 6);
-      header.writeBigUInt64BE(++handle, 8);
-      header.writeBigUInt64BE(BigInt(offset), 16);
-      header.writeUInt32BE(length, 24);
-      socket.write(payload ? Buffer.concat([header, payload]) : header);
-      const reply = await read(16);
-      assert.equal(reply.readUInt32BE(0), SIMPLE_REPLY_MAGIC, 'simple reply magic');
-      assert.equal(reply.readBigUInt64BE(8), handle, 'reply handle');
-      const errno = reply.readUInt32BE(4);
-      const data = type === NBD_CMD.READ && errno === 0 ? Buffer.from(await read(length)) : Buffer.alloc(0);
-      return { errno, data };
-    },
-    async close() {
-      const header = Buffer.alloc(28);
-      header.writeUInt32BE(REQUEST_MAGIC, 0);
-      header.writeUInt16BE(NBD_CMD.DISC, 6);
-      socket.end(header);
-      if (!ended) await new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    },
-  };
 }
