@@ -16,20 +16,20 @@
 // instants are times and so only approximately reproducible.
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { type TestContext, after, before, describe, it } from 'node:test';
 import { VhdDisk, checkDisk, createDifferencing, createDynamic } from '../storage/vhd/index.js';
 import {
-  type Found, PARENT_CHUNK_SECTORS, PARENT_SEED, type PlannedWrite, SECTOR, classifySector, describeFound, fillSector, mix,
-  parentHolds, planWrite, prng, writeData,
+  PARENT_CHUNK_SECTORS, PARENT_SEED, type PlannedWrite, SECTOR, fillSector, mix, parentHolds, planWrite, prng, writeData,
 } from './fixtures/crash-workload.js';
+import { assertFlushedWritesPresent } from './helpers/crash-check.js';
 import { NbdClient, NbdClosedError } from './helpers/nbd-client.js';
-import { MiB, VSCTL, makeTempDir, removeDir } from './helpers/vhd-fixtures.js';
+import { serveVhd } from './helpers/nbd-fixtures.js';
+import { MiB, makeTempDir, removeDir } from './helpers/vhd-fixtures.js';
 
 const DISK_BYTES = 32 * MiB;
 /** Writes per run: about a third of a second of work here, long enough for allocations throughout. */
@@ -63,28 +63,6 @@ interface Progress {
   lastFlush: number;
   flushes: number;
   done: boolean;
-}
-
-interface Served {
-  child: ChildProcess;
-  socket: string;
-  pid: number;
-  stderr: () => string;
-}
-
-async function serve(file: string, socket: string): Promise<Served> {
-  const child = spawn(VSCTL, ['vhd', 'serve', file, '--socket', socket, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (chunk: string) => { stderr += chunk; });
-  const lines = readline.createInterface({ input: child.stdout! });
-  const line = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vsctl vhd serve printed no ready line in 15 s: ${stderr}`)), 15_000);
-    lines.once('line', (l) => { clearTimeout(timer); resolve(l); });
-    child.once('exit', (code, signal) => { clearTimeout(timer); reject(new Error(`vsctl vhd serve exited (${code ?? signal}): ${stderr}`)); });
-  });
-  const ready = JSON.parse(line) as { socket: string; pid: number };
-  return { child, socket: ready.socket, pid: ready.pid, stderr: () => stderr };
 }
 
 function exited(child: ChildProcess): Promise<[number | null, NodeJS.Signals | null]> {
@@ -123,11 +101,6 @@ async function writeWorkload(client: NbdClient, seed: number, totalSectors: numb
 
 function sha256(file: string): string {
   return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-}
-
-function sameFound(a: Found, b: Found): boolean {
-  if (a.kind === 'zero' || b.kind === 'zero') return a.kind === b.kind;
-  return a.kind === 'write' && b.kind === 'write' && a.seed === b.seed && a.index === b.index;
 }
 
 interface RunOutcome {
@@ -178,7 +151,7 @@ describe('NBD server crash safety (kill -9 of "vsctl vhd serve" while a client w
     else await createDifferencing(diskPath, parentPath, { blockSize });
     const socket = path.join(dir, `${kind}-${seed}.sock`);
 
-    const served = await serve(diskPath, socket);
+    const served = await serveVhd(diskPath, { socket });
     const progress: Progress = { sent: 0, lastFlush: 0, flushes: 0, done: false };
     let killed = false;
     let timer: NodeJS.Timeout | undefined;
@@ -239,7 +212,7 @@ describe('NBD server crash safety (kill -9 of "vsctl vhd serve" while a client w
       `checkDisk finds the disk invalid:\n  ${context}\n  errors: ${report.errors.map((e) => e.message).join('; ')}`);
 
     // 2. Every sector holds its value as of the last acknowledged FLUSH, or a later write's data.
-    verifyContent(diskPath, kind, seed, progress, context);
+    assertFlushedWritesPresent(diskPath, kind, seed, progress.lastFlush, progress.sent, context);
 
     // 3. A differencing disk never touches its parent.
     if (kind === 'differencing') assert.equal(sha256(parentPath), parentSha, `the parent file changed:\n  ${context}`);
@@ -259,7 +232,7 @@ describe('NBD server crash safety (kill -9 of "vsctl vhd serve" while a client w
     const expected = direct.read(0, direct.size);
     const totalSectors = direct.size / SECTOR;
     direct.close();
-    const served = await serve(diskPath, socket);
+    const served = await serveVhd(diskPath, { socket });
     const probe: PlannedWrite = { index: WRITES + 1, lba: mix(seed, 0x9e) % (totalSectors - 8), sectors: 8, flushAfter: true };
     try {
       const client = await NbdClient.open(socket, '', { structured: true });
@@ -284,55 +257,6 @@ describe('NBD server crash safety (kill -9 of "vsctl vhd serve" while a client w
         `a write flushed through NBD after the kill does not read back:\n  ${context}`);
     } finally {
       readBack.close();
-    }
-  }
-
-  function verifyContent(diskPath: string, kind: Kind, seed: number, progress: Progress, context: string): void {
-    const { lastFlush, sent } = progress;
-    const disk = VhdDisk.open(diskPath);
-    try {
-      const totalSectors = disk.size / SECTOR;
-      const blockSize = disk.file.blockSize;
-      // Each sector's value as of the last flush: the index of the last flushed write covering
-      // it, 0 for "never written" (the parent's data, or zeros).
-      const state = new Uint32Array(totalSectors);
-      for (let i = 1; i <= lastFlush; i++) {
-        const w = planWrite(seed, i, totalSectors, blockSize);
-        state.fill(i, w.lba, w.lba + w.sectors);
-      }
-      const later = new Map<number, PlannedWrite>();
-      const laterWrite = (index: number): PlannedWrite => {
-        let w = later.get(index);
-        if (!w) later.set(index, (w = planWrite(seed, index, totalSectors, blockSize)));
-        return w;
-      };
-      const baseline = (lba: number): Found =>
-        kind === 'differencing' && parentHolds(lba) ? { kind: 'write', seed: PARENT_SEED, index: 0 } : { kind: 'zero' };
-      const problems: string[] = [];
-      let bad = 0;
-      const chunk = Buffer.alloc(4 * MiB);
-      for (let offset = 0; offset < disk.size; offset += chunk.length) {
-        const piece = chunk.subarray(0, Math.min(chunk.length, disk.size - offset));
-        disk.readInto(piece, offset);
-        for (let at = 0; at < piece.length; at += SECTOR) {
-          const lba = (offset + at) / SECTOR;
-          const found = classifySector(piece, at, lba);
-          const expected: Found = state[lba] ? { kind: 'write', seed, index: state[lba] } : baseline(lba);
-          if (sameFound(found, expected)) continue;
-          if (found.kind === 'write' && found.seed === seed && found.index > lastFlush && found.index <= sent) {
-            const w = laterWrite(found.index);
-            if (w.lba <= lba && lba < w.lba + w.sectors) continue;
-          }
-          bad++;
-          if (problems.length < 8) {
-            problems.push(`sector ${lba} (byte offset ${lba * SECTOR}): expected ${describeFound(expected)}` +
-              ` or data of a write after #${lastFlush} covering it, found ${describeFound(found)}`);
-          }
-        }
-      }
-      assert.equal(bad, 0, `${bad} sectors do not hold what the flushed writes put there:\n  ${context}\n  ${problems.join('\n  ')}`);
-    } finally {
-      disk.close();
     }
   }
 

@@ -11,11 +11,9 @@
 // Not tested: a client that connects and never speaks (closed after a 30 s handshake timeout).
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { NbdExport, NbdServer } from '../storage/nbd/index.js';
 import { VhdDisk, checkDisk, createDynamic } from '../storage/vhd/index.js';
@@ -23,7 +21,8 @@ import {
   CHUNK_DONE, Chunk, Cmd, CmdFlag, Err, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, InfoType, NbdClient, NbdOptionError, Opt,
   REQUEST_MAGIC, Rep, type Reply, STATE_HOLE, STATE_ZERO, STRUCTURED_REPLY_MAGIC, TFlag, errnoName, infoData, metaContextData, replyName,
 } from './helpers/nbd-client.js';
-import { ContentModel, KiB, MiB, VSCTL, assertSameBytes, makeTempDir, patternBytes, removeDir } from './helpers/vhd-fixtures.js';
+import { type ServedVhd, serveVhd } from './helpers/nbd-fixtures.js';
+import { ContentModel, KiB, MiB, assertSameBytes, makeTempDir, patternBytes, removeDir } from './helpers/vhd-fixtures.js';
 
 const MAX_REQUEST = 32 * MiB;
 const MAX_OPTION = 64 * KiB;
@@ -76,27 +75,7 @@ async function assertValid(file: string, what: string): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // A spawned "vsctl vhd serve"
 
-interface Served {
-  child: ChildProcess;
-  ready: { file: string; export: string; uri: string; socket?: string; port?: number; readOnly: boolean; pid: number };
-  stderr: () => string;
-}
-
-async function serve(file: string, args: string[]): Promise<Served> {
-  const child = spawn(VSCTL, ['vhd', 'serve', file, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (chunk: string) => { stderr += chunk; });
-  const lines = readline.createInterface({ input: child.stdout! });
-  const line = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`vsctl vhd serve printed no ready line in 15 s: ${stderr}`)), 15_000);
-    lines.once('line', (l) => { clearTimeout(timer); resolve(l); });
-    child.once('exit', (code, signal) => { clearTimeout(timer); reject(new Error(`vsctl vhd serve exited (${code ?? signal}): ${stderr}`)); });
-  });
-  return { child, ready: JSON.parse(line) as Served['ready'], stderr: () => stderr };
-}
-
-function assertAlive(served: Served, what: string): void {
+function assertAlive(served: ServedVhd, what: string): void {
   assert.equal(served.child.exitCode, null, `${what}: the server exited with ${served.child.exitCode}: ${served.stderr()}`);
   assert.equal(served.child.signalCode, null, `${what}: the server died of ${served.child.signalCode}: ${served.stderr()}`);
   assert.doesNotThrow(() => process.kill(served.ready.pid, 0), `${what}: the server process ${served.ready.pid} is gone`);
@@ -781,8 +760,8 @@ describe('NBD server against bad and abusive clients', { timeout: 120_000 }, () 
      * an observer connection; then the server must still serve the observer, stop cleanly on
      * SIGTERM, and leave a valid disk that holds what it held.
      */
-    async function withServer(what: string, abuse: (served: Served, observe: (when: string) => Promise<void>) => Promise<void>): Promise<void> {
-      const served = await serve(floodPath, ['--socket', path.join(dir, 'flood.sock'), '--export', 'flood']);
+    async function withServer(what: string, abuse: (served: ServedVhd, observe: (when: string) => Promise<void>) => Promise<void>): Promise<void> {
+      const served = await serveVhd(floodPath, { socket: path.join(dir, 'flood.sock'), exportName: 'flood' });
       try {
         assert.equal(fs.statSync(served.ready.socket!).mode & 0o777, 0o600, 'the socket is not mode 0600');
         const observer = await NbdClient.open(served.ready.socket!, 'flood', { structured: true });

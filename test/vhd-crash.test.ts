@@ -22,9 +22,10 @@ import { type TestContext, after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { VhdDisk, checkDisk, createDifferencing, createDynamic } from '../storage/vhd/index.js';
 import {
-  type Found, PARENT_CHUNK_SECTORS, PARENT_SEED, type PlannedWrite, SECTOR, classifySector, describeFound, fillSector, mix,
-  parentHolds, planWrite, prng, writeData,
+  PARENT_CHUNK_SECTORS, PARENT_SEED, type PlannedWrite, SECTOR, classifySector, describeFound, fillSector, mix,
+  parentHolds, prng, writeData,
 } from './fixtures/crash-workload.js';
+import { assertFlushedWritesPresent } from './helpers/crash-check.js';
 
 const WRITER = fileURLToPath(new URL('./fixtures/crash-writer.js', import.meta.url));
 const DISK_BYTES = 64 * 1024 * 1024;
@@ -182,7 +183,7 @@ describe('VHD crash safety (kill -9 of a writing process)', () => {
       `checkDisk finds the killed writer's disk invalid:\n  ${context}\n  errors: ${report.errors.map((e) => e.message).join('; ')}`);
 
     // 2. Every sector holds its value as of the last reported flush, or a later write's data.
-    verifyContent(diskPath, kind, seed, lastFlush, context);
+    assertFlushedWritesPresent(diskPath, kind, seed, lastFlush, WRITES, context);
     if (crossCheck && kind === 'dynamic' && HAVE_QEMU_IMG) qemuAgrees(diskPath, context);
 
     // 3. The disk is usable: a writable open takes over the dead writer's lock; a write and
@@ -238,60 +239,6 @@ describe('VHD crash safety (kill -9 of a writing process)', () => {
     assert.equal(result.status, 0, `qemu-img reads the killed writer's disk differently from the engine:\n  ${context}\n  ${result.stdout}${result.stderr}`);
   }
 
-  function verifyContent(diskPath: string, kind: Kind, seed: number, lastFlush: number, context: string): void {
-    const disk = VhdDisk.open(diskPath);
-    try {
-      const totalSectors = disk.size / SECTOR;
-      const blockSize = disk.file.blockSize;
-      // The value of each sector as of the last flush: the index of the last flushed write
-      // covering it, 0 for "never written" (the parent's data, or zeros).
-      const state = new Uint32Array(totalSectors);
-      for (let i = 1; i <= lastFlush; i++) {
-        const w = planWrite(seed, i, totalSectors, blockSize);
-        state.fill(i, w.lba, w.lba + w.sectors);
-      }
-      const later = new Map<number, PlannedWrite>();
-      const laterWrite = (index: number): PlannedWrite => {
-        let w = later.get(index);
-        if (!w) later.set(index, (w = planWrite(seed, index, totalSectors, blockSize)));
-        return w;
-      };
-      const baseline = (lba: number): Found =>
-        kind === 'differencing' && parentHolds(lba) ? { kind: 'write', seed: PARENT_SEED, index: 0 } : { kind: 'zero' };
-      const problems: string[] = [];
-      let bad = 0;
-      const chunk = Buffer.alloc(4 * 1024 * 1024);
-      for (let offset = 0; offset < disk.size; offset += chunk.length) {
-        const piece = chunk.subarray(0, Math.min(chunk.length, disk.size - offset));
-        disk.readInto(piece, offset);
-        for (let at = 0; at < piece.length; at += SECTOR) {
-          const lba = (offset + at) / SECTOR;
-          const found = classifySector(piece, at, lba);
-          const expected: Found = state[lba] ? { kind: 'write', seed, index: state[lba] } : baseline(lba);
-          if (sameFound(found, expected)) continue;
-          if (found.kind === 'write' && found.seed === seed && found.index > lastFlush && found.index <= WRITES) {
-            const w = laterWrite(found.index);
-            if (w.lba <= lba && lba < w.lba + w.sectors) continue;
-          }
-          bad++;
-          if (problems.length < 8) {
-            const allowed: string[] = [];
-            for (let i = lastFlush + 1; i <= WRITES && allowed.length < 6; i++) {
-              const w = laterWrite(i);
-              if (w.lba <= lba && lba < w.lba + w.sectors) allowed.push(`#${i}`);
-            }
-            problems.push(`sector ${lba} (byte offset ${lba * SECTOR}): expected ${describeFound(expected)}` +
-              `${allowed.length ? ` or data of a later write (${allowed.join(', ')}${allowed.length === 6 ? ', ...' : ''})` : ''}` +
-              `, found ${describeFound(found)}`);
-          }
-        }
-      }
-      assert.equal(bad, 0, `${bad} sectors do not hold what the flushed writes put there:\n  ${context}\n  ${problems.join('\n  ')}`);
-    } finally {
-      disk.close();
-    }
-  }
-
   /** Runs one disk type: a run left to finish (which times the writer), then the kills. */
   async function campaign(kind: Kind, t: TestContext): Promise<void> {
     const rng = prng(mix(BASE_SEED, kind === 'dynamic' ? 1 : 2));
@@ -345,8 +292,3 @@ describe('VHD crash safety (kill -9 of a writing process)', () => {
     assert.ok(totalKills >= 30, `only ${totalKills} kills happened`);
   });
 });
-
-function sameFound(a: Found, b: Found): boolean {
-  if (a.kind === 'zero' || b.kind === 'zero') return a.kind === b.kind;
-  return a.kind === 'write' && b.kind === 'write' && a.seed === b.seed && a.index === b.index;
-}

@@ -57,6 +57,8 @@ export interface ServedVhd {
   ready: ReadyLine;
   uri: string;
   pid: number;
+  /** The server process itself, for tests that kill it or watch it exit. */
+  child: ChildProcess;
   /** What the server printed to stderr so far (its log of closed connections and failed requests). */
   stderr(): string;
   /** SIGTERM, then waits for the process to exit; resolves with how it exited. */
@@ -135,6 +137,7 @@ export function serveVhd(file: string, options: ServeOptions): Promise<ServedVhd
         ready,
         uri: ready.uri,
         pid: child.pid!,
+        child,
         stderr: () => stderr,
         async stop() {
           if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');

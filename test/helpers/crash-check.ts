@@ -1,0 +1,74 @@
+// After a kill: does every sector of a disk hold what the flushed writes put there? Shared by
+// the engine's crash test (a writer process killed) and the NBD server's (a server killed).
+
+import assert from 'node:assert/strict';
+import { VhdDisk } from '../../storage/vhd/index.js';
+import {
+  type Found, PARENT_SEED, type PlannedWrite, SECTOR, classifySector, describeFound, parentHolds, planWrite,
+} from '../fixtures/crash-workload.js';
+
+export type CrashedKind = 'dynamic' | 'differencing';
+
+/**
+ * Each sector must hold its value as of the last flush (write `lastFlush`; the parent's
+ * pattern or zeros before any write), or the data of a later write, up to `lastSent`, that
+ * covers it: a write after the last flush may or may not have landed.
+ */
+export function assertFlushedWritesPresent(diskPath: string, kind: CrashedKind, seed: number, lastFlush: number, lastSent: number, context: string): void {
+  const disk = VhdDisk.open(diskPath);
+  try {
+    const totalSectors = disk.size / SECTOR;
+    const blockSize = disk.file.blockSize;
+    // The value of each sector as of the last flush: the index of the last flushed write
+    // covering it, 0 for "never written" (the parent's data, or zeros).
+    const state = new Uint32Array(totalSectors);
+    for (let i = 1; i <= lastFlush; i++) {
+      const w = planWrite(seed, i, totalSectors, blockSize);
+      state.fill(i, w.lba, w.lba + w.sectors);
+    }
+    const later = new Map<number, PlannedWrite>();
+    const laterWrite = (index: number): PlannedWrite => {
+      let w = later.get(index);
+      if (!w) later.set(index, (w = planWrite(seed, index, totalSectors, blockSize)));
+      return w;
+    };
+    const baseline = (lba: number): Found =>
+      kind === 'differencing' && parentHolds(lba) ? { kind: 'write', seed: PARENT_SEED, index: 0 } : { kind: 'zero' };
+    const problems: string[] = [];
+    let bad = 0;
+    const chunk = Buffer.alloc(4 * 1024 * 1024);
+    for (let offset = 0; offset < disk.size; offset += chunk.length) {
+      const piece = chunk.subarray(0, Math.min(chunk.length, disk.size - offset));
+      disk.readInto(piece, offset);
+      for (let at = 0; at < piece.length; at += SECTOR) {
+        const lba = (offset + at) / SECTOR;
+        const found = classifySector(piece, at, lba);
+        const expected: Found = state[lba] ? { kind: 'write', seed, index: state[lba] } : baseline(lba);
+        if (sameFound(found, expected)) continue;
+        if (found.kind === 'write' && found.seed === seed && found.index > lastFlush && found.index <= lastSent) {
+          const w = laterWrite(found.index);
+          if (w.lba <= lba && lba < w.lba + w.sectors) continue;
+        }
+        bad++;
+        if (problems.length < 8) {
+          const allowed: string[] = [];
+          for (let i = lastFlush + 1; i <= lastSent && allowed.length < 6; i++) {
+            const w = laterWrite(i);
+            if (w.lba <= lba && lba < w.lba + w.sectors) allowed.push(`#${i}`);
+          }
+          problems.push(`sector ${lba} (byte offset ${lba * SECTOR}): expected ${describeFound(expected)}` +
+            `${allowed.length ? ` or data of a later write (${allowed.join(', ')}${allowed.length === 6 ? ', ...' : ''})` : ''}` +
+            `, found ${describeFound(found)}`);
+        }
+      }
+    }
+    assert.equal(bad, 0, `${bad} sectors do not hold what the flushed writes put there:\n  ${context}\n  ${problems.join('\n  ')}`);
+  } finally {
+    disk.close();
+  }
+}
+
+function sameFound(a: Found, b: Found): boolean {
+  if (a.kind === 'zero' || b.kind === 'zero') return a.kind === b.kind;
+  return a.kind === 'write' && b.kind === 'write' && a.seed === b.seed && a.index === b.index;
+}
