@@ -24,9 +24,9 @@ import path from 'node:path';
 import { type TestContext, after, before, describe, it } from 'node:test';
 import { VhdDisk, checkDisk, createDifferencing, createDynamic } from '../storage/vhd/index.js';
 import {
-  PARENT_CHUNK_SECTORS, PARENT_SEED, type PlannedWrite, SECTOR, fillSector, mix, parentHolds, planWrite, prng, writeData,
+  type PlannedWrite, SECTOR, mix, planWrite, prng, writeData,
 } from './fixtures/crash-workload.js';
-import { assertFlushedWritesPresent } from './helpers/crash-check.js';
+import { assertFlushedWritesPresent, createCrashParent } from './helpers/crash-check.js';
 import { NbdClient, NbdClosedError } from './helpers/nbd-client.js';
 import { serveVhd } from './helpers/nbd-fixtures.js';
 import { MiB, makeTempDir, removeDir } from './helpers/vhd-fixtures.js';
@@ -120,23 +120,9 @@ describe('NBD server crash safety (kill -9 of "vsctl vhd serve" while a client w
 
   before(async () => {
     dir = makeTempDir('nbd-crash');
-    // The differencing runs' parent: two of every three 768 KiB chunks hold known data (write
-    // index 0), the rest was never written, so a child reads both data and zeros through it.
+    // The differencing runs' parent: known data in two of every three chunks, never written elsewhere.
     parentPath = path.join(dir, 'parent.vhd');
-    await createDynamic(parentPath, { size: DISK_BYTES });
-    const parent = VhdDisk.open(parentPath, { writable: true });
-    try {
-      const total = parent.size / SECTOR;
-      const chunk = Buffer.alloc(PARENT_CHUNK_SECTORS * SECTOR);
-      for (let lba = 0; lba < total; lba += PARENT_CHUNK_SECTORS) {
-        if (!parentHolds(lba)) continue;
-        const sectors = Math.min(PARENT_CHUNK_SECTORS, total - lba);
-        for (let s = 0; s < sectors; s++) fillSector(chunk, s * SECTOR, PARENT_SEED, 0, lba + s);
-        parent.write(chunk.subarray(0, sectors * SECTOR), lba * SECTOR);
-      }
-    } finally {
-      parent.close();
-    }
+    await createCrashParent(parentPath, DISK_BYTES);
     parentSha = sha256(parentPath);
   });
 

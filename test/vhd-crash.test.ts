@@ -22,10 +22,10 @@ import { type TestContext, after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { VhdDisk, checkDisk, createDifferencing, createDynamic } from '../storage/vhd/index.js';
 import {
-  PARENT_CHUNK_SECTORS, PARENT_SEED, type PlannedWrite, SECTOR, classifySector, describeFound, fillSector, mix,
+  PARENT_CHUNK_SECTORS, type PlannedWrite, SECTOR, classifySector, describeFound, mix,
   parentHolds, prng, writeData,
 } from './fixtures/crash-workload.js';
-import { assertFlushedWritesPresent } from './helpers/crash-check.js';
+import { assertFlushedWritesPresent, createCrashParent } from './helpers/crash-check.js';
 
 const WRITER = fileURLToPath(new URL('./fixtures/crash-writer.js', import.meta.url));
 const DISK_BYTES = 64 * 1024 * 1024;
@@ -78,23 +78,9 @@ describe('VHD crash safety (kill -9 of a writing process)', () => {
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhd-crash-'));
-    // The differencing runs' parent: 2 of every 3 chunks of 768 KiB hold known data (write
-    // index 0), the rest was never written, so a child reads both data and zeros through it.
+    // The differencing runs' parent: known data in two of every three chunks, never written elsewhere.
     parentPath = path.join(dir, 'parent.vhd');
-    await createDynamic(parentPath, { size: DISK_BYTES });
-    const parent = VhdDisk.open(parentPath, { writable: true });
-    try {
-      const total = parent.size / SECTOR;
-      const chunk = Buffer.alloc(PARENT_CHUNK_SECTORS * SECTOR);
-      for (let lba = 0; lba < total; lba += PARENT_CHUNK_SECTORS) {
-        if (!parentHolds(lba)) continue;
-        const sectors = Math.min(PARENT_CHUNK_SECTORS, total - lba);
-        for (let s = 0; s < sectors; s++) fillSector(chunk, s * SECTOR, PARENT_SEED, 0, lba + s);
-        parent.write(chunk.subarray(0, sectors * SECTOR), lba * SECTOR);
-      }
-    } finally {
-      parent.close();
-    }
+    await createCrashParent(parentPath, DISK_BYTES);
     const check = VhdDisk.open(parentPath);
     try {
       const buf = Buffer.alloc(PARENT_CHUNK_SECTORS * SECTOR);

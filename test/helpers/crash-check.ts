@@ -1,13 +1,36 @@
-// After a kill: does every sector of a disk hold what the flushed writes put there? Shared by
-// the engine's crash test (a writer process killed) and the NBD server's (a server killed).
+// Shared by the engine's crash test (a writer process killed) and the NBD server's (a server
+// killed): the parent disk of the differencing runs, and the check, after a kill, that every
+// sector of a disk holds what the flushed writes put there.
 
 import assert from 'node:assert/strict';
-import { VhdDisk } from '../../storage/vhd/index.js';
+import { VhdDisk, createDynamic } from '../../storage/vhd/index.js';
 import {
-  type Found, PARENT_SEED, type PlannedWrite, SECTOR, classifySector, describeFound, parentHolds, planWrite,
+  type Found, PARENT_CHUNK_SECTORS, PARENT_SEED, type PlannedWrite, SECTOR, classifySector, describeFound, fillSector, parentHolds,
+  planWrite,
 } from '../fixtures/crash-workload.js';
 
 export type CrashedKind = 'dynamic' | 'differencing';
+
+/**
+ * The differencing runs' parent: two of every three chunks of PARENT_CHUNK_SECTORS hold known
+ * data (write index 0), the rest was never written, so a child reads both data and zeros through it.
+ */
+export async function createCrashParent(parentPath: string, size: number): Promise<void> {
+  await createDynamic(parentPath, { size });
+  const parent = VhdDisk.open(parentPath, { writable: true });
+  try {
+    const total = parent.size / SECTOR;
+    const chunk = Buffer.alloc(PARENT_CHUNK_SECTORS * SECTOR);
+    for (let lba = 0; lba < total; lba += PARENT_CHUNK_SECTORS) {
+      if (!parentHolds(lba)) continue;
+      const sectors = Math.min(PARENT_CHUNK_SECTORS, total - lba);
+      for (let s = 0; s < sectors; s++) fillSector(chunk, s * SECTOR, PARENT_SEED, 0, lba + s);
+      parent.write(chunk.subarray(0, sectors * SECTOR), lba * SECTOR);
+    }
+  } finally {
+    parent.close();
+  }
+}
 
 /**
  * Each sector must hold its value as of the last flush (write `lastFlush`; the parent's
