@@ -47,6 +47,10 @@ function assertNothingLeft(file: string, mountPoint: string): void {
   assert.ok(!fs.existsSync(file.replace(/\.vhd$/, '.vhdmount-undo.vhd')), 'the undo disk is left behind');
   assert.ok(!fs.existsSync(`${file}.lock`), `the VHD is still locked: ${fs.existsSync(`${file}.lock`) ? fs.readFileSync(`${file}.lock`, 'utf8') : ''}`);
   assert.deepEqual(JSON.parse(mustVhdmount('--list', '--json')), []);
+  // A server forked just as vhdmount was killed may still be starting; it must give up within moments.
+  const helpers = (): string[] => mustRun('ps', ['-eo', 'pid,args']).split('\n').filter((line) => line.includes(env.VHDMOUNT_STATE_DIR!));
+  for (let i = 0; i < 50 && helpers().length; i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+  assert.deepEqual(helpers(), [], 'a server or nbdfuse of the mount is still running');
 }
 
 const PARTITION_1 = { start: 2048, sectors: 49152 };

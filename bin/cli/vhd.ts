@@ -192,7 +192,7 @@ export const vhdCommands: Command[] = [
   },
   {
     name: 'serve',
-    usage: 'serve FILE (--socket PATH | --tcp PORT) [--read-only] [--export NAME] [--lock-chain] [--holder TEXT]',
+    usage: 'serve FILE (--socket PATH | --tcp PORT) [--read-only] [--export NAME] [--lock-chain] [--holder TEXT] [--supervisor PID]',
     summary: 'Serve the disk over NBD until interrupted (Ctrl-C, SIGTERM), then flush it and release it.',
     details: 'The unix socket is created with mode 0600; TCP listens on 127.0.0.1 only. With --json, one line of JSON is printed once the server is ready.',
     positionals: { min: 1, max: 1 },
@@ -201,6 +201,7 @@ export const vhdCommands: Command[] = [
       tcp: { type: 'string', valueName: 'PORT', description: 'listen on 127.0.0.1:PORT instead (0 picks a free port)' },
       'read-only': { type: 'boolean', description: 'refuse writes; the file is not locked for writing' },
       export: { type: 'string', valueName: 'NAME', description: "the export's name (default: the file's name; \"\" also reaches it)" },
+      supervisor: { type: 'string', valueName: 'PID', description: 'give up at once unless process PID (which started this server) is still its parent' },
       holder: { type: 'string', valueName: 'TEXT', description: 'who holds the disk, as told to anyone refused it (default: vsctl vhd serve (pid N))' },
       'lock-chain': { type: 'boolean', description: 'hold the write locks of the whole chain (parents; with --read-only the file too)' },
     },
@@ -211,6 +212,11 @@ export const vhdCommands: Command[] = [
       if ((socket === undefined) === (tcp === undefined)) throw new UsageError('give exactly one of --socket PATH and --tcp PORT');
       const tcpPort = tcp === undefined ? undefined : Number(tcp);
       if (tcpPort !== undefined && !(Number.isInteger(tcpPort) && tcpPort >= 0 && tcpPort < 65536)) throw new UsageError(`--tcp must be a port number, not "${tcp}"`);
+      // A supervisor killed while starting this server cannot take it down again, so it must not run.
+      if (args.values.supervisor !== undefined && process.ppid !== Number(args.values.supervisor)) {
+        console.error(`vsctl vhd serve: process ${String(args.values.supervisor)}, which started this server, is gone; not serving`);
+        return 1;
+      }
       // Listening for the stop signals before the ready line: a supervisor may send one the instant it reads it.
       const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
         for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(s, () => resolve(s));

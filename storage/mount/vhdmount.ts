@@ -183,7 +183,9 @@ async function teardown(record: MountRecord, action: UnmountAction, options: Lon
 
 async function startServer(record: MountRecord, served: string, signal?: AbortSignal): Promise<void> {
   const log = fs.openSync(path.join(recordDir(record), 'server.log'), 'a');
-  const args = [VSCTL, 'vhd', 'serve', served, '--socket', record.socket, '--export', EXPORT_NAME, '--json', '--holder', `vhdmount (${record.mountPoint})`];
+  const args = [VSCTL, 'vhd', 'serve', served, '--socket', record.socket, '--export', EXPORT_NAME, '--json', '--holder', `vhdmount (${record.mountPoint})`,
+    // A server forked just before vhdmount is killed may start after --unmount looked for it; it then gives up.
+    '--supervisor', String(process.pid)];
   if (record.mode === 'read-only') args.push('--read-only');
   // Nobody may write what is mounted: not the VHD under a read-only mount, nor the parents of whatever is served.
   args.push('--lock-chain');
