@@ -230,18 +230,11 @@ export class VhdDisk {
       } else if (this.type === DiskType.Dynamic) {
         add(position, n, true);
       } else {
-        const bitmap = this.file.readBitmap(block, blockOffset);
-        const first = within / SECTOR_SIZE;
-        const sectors = Math.ceil(n / SECTOR_SIZE);
-        let runStart = 0;
-        for (let i = 1; i <= sectors; i++) {
-          const present = isSet(bitmap, first + runStart);
-          if (i < sectors && isSet(bitmap, first + i) === present) continue;
-          const start = position + runStart * SECTOR_SIZE;
-          const end = Math.min(position + i * SECTOR_SIZE, position + n);
-          if (present) add(start, end - start, true);
-          else below(start, end - start);
-          runStart = i;
+        for (const run of bitmapRuns(this.file.readBitmap(block, blockOffset), within / SECTOR_SIZE, n / SECTOR_SIZE)) {
+          const start = position + run.start * SECTOR_SIZE;
+          const runLength = (run.end - run.start) * SECTOR_SIZE;
+          if (run.present) add(start, runLength, true);
+          else below(start, runLength);
         }
       }
       done += n;
@@ -276,15 +269,8 @@ export class VhdDisk {
         yield { offset: base, length: limit * SECTOR_SIZE };
         continue;
       }
-      const bitmap = this.file.readBitmap(block, blockOffset);
-      let runStart = -1;
-      for (let s = 0; s <= limit; s++) {
-        const present = s < limit && (bitmap[s >> 3] & (0x80 >> (s & 7))) !== 0;
-        if (present && runStart < 0) runStart = s;
-        if (!present && runStart >= 0) {
-          yield { offset: base + runStart * SECTOR_SIZE, length: (s - runStart) * SECTOR_SIZE };
-          runStart = -1;
-        }
+      for (const run of bitmapRuns(this.file.readBitmap(block, blockOffset), 0, limit)) {
+        if (run.present) yield { offset: base + run.start * SECTOR_SIZE, length: (run.end - run.start) * SECTOR_SIZE };
       }
     }
   }
@@ -326,18 +312,10 @@ export class VhdDisk {
   /** Reads runs of sectors from this file where the bitmap says so, from the parent elsewhere. */
   private readDifferencingBlock(piece: Buffer, block: number, blockOffset: number, within: number, position: number, read: FileRead): void {
     const bitmap = this.file.readBitmap(block, blockOffset);
-    const firstSector = within / SECTOR_SIZE;
-    const sectors = piece.length / SECTOR_SIZE;
-    let runStart = 0;
-    let runPresent = isSet(bitmap, firstSector);
-    for (let i = 1; i <= sectors; i++) {
-      const present = i < sectors ? isSet(bitmap, firstSector + i) : !runPresent;
-      if (present === runPresent) continue;
-      const run = piece.subarray(runStart * SECTOR_SIZE, i * SECTOR_SIZE);
-      if (runPresent) read(this.file, run, this.file.dataOffset(blockOffset, within + runStart * SECTOR_SIZE));
-      else this.readBelow(run, position + runStart * SECTOR_SIZE, read);
-      runStart = i;
-      runPresent = present;
+    for (const run of bitmapRuns(bitmap, within / SECTOR_SIZE, piece.length / SECTOR_SIZE)) {
+      const part = piece.subarray(run.start * SECTOR_SIZE, run.end * SECTOR_SIZE);
+      if (run.present) read(this.file, part, this.file.dataOffset(blockOffset, within + run.start * SECTOR_SIZE));
+      else this.readBelow(part, position + run.start * SECTOR_SIZE, read);
     }
   }
 
@@ -362,6 +340,21 @@ const readNow: FileRead = (file, target, position) => file.readFully(target, pos
 
 function isSet(bitmap: Buffer, sector: number): boolean {
   return (bitmap[sector >> 3] & (0x80 >> (sector & 7))) !== 0;
+}
+
+/**
+ * Sectors [first, first + count) of a block cut into runs whose bitmap bits agree: each run's
+ * [start, end) counts from `first`, and `present` says whether this file holds its sectors.
+ */
+function* bitmapRuns(bitmap: Buffer, first: number, count: number): Generator<{ start: number; end: number; present: boolean }> {
+  let start = 0;
+  while (start < count) {
+    const present = isSet(bitmap, first + start);
+    let end = start + 1;
+    while (end < count && isSet(bitmap, first + end) === present) end++;
+    yield { start, end, present };
+    start = end;
+  }
 }
 
 function realPath(p: string): string {
