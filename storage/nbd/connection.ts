@@ -359,7 +359,7 @@ export class NbdConnection {
   }
 
   private replyBlockStatus(exp: NbdExport, handle: Buffer, offset: number, length: number, maxExtents: number): void {
-    const extents = exp.blockStatus(offset, length, maxExtents).slice(0, maxExtents);
+    const extents = exp.blockStatus(offset, length, maxExtents);
     const payload = Buffer.allocUnsafe(4 + 8 * extents.length);
     payload.writeUInt32BE(BASE_ALLOCATION_ID, 0);
     extents.forEach((e, i) => {

@@ -51,23 +51,15 @@ export class NbdExport {
   }
 
   read(offset: number, target: Buffer): void {
-    const { start, end } = alignOut(offset, target.length);
-    if (start === offset && end === offset + target.length) {
-      this.disk.readInto(target, offset);
-      return;
-    }
-    const whole = this.disk.read(start, end - start);
-    whole.copy(target, 0, offset - start, offset - start + target.length);
+    const span = sectorSpan(offset, target);
+    this.disk.readInto(span.buffer, span.start);
+    span.deliver();
   }
 
   /** A read whose file I/O runs in the thread pool, overlapping other work; see VhdDisk.readIntoAsync. */
   readAsync(offset: number, target: Buffer): Promise<void> {
-    const { start, end } = alignOut(offset, target.length);
-    const aligned = start === offset && end === offset + target.length;
-    const whole = aligned ? target : Buffer.allocUnsafe(end - start);
-    const done = this.disk.readIntoAsync(whole, start).then(() => {
-      if (!aligned) whole.copy(target, 0, offset - start, offset - start + target.length);
-    });
+    const span = sectorSpan(offset, target);
+    const done = this.disk.readIntoAsync(span.buffer, span.start).then(() => span.deliver());
     const tracked = done.finally(() => this.inflight.delete(tracked));
     this.inflight.add(tracked);
     return tracked;
@@ -131,18 +123,11 @@ export class NbdExport {
   /** base:allocation extents from `offset`, each HOLE|ZERO or data, covering at most `length`. */
   blockStatus(offset: number, length: number, maxExtents: number): Extent[] {
     const { start, end } = alignOut(offset, length);
-    const runs = this.disk.allocationMap(start, end - start, maxExtents);
-    const extents: Extent[] = [];
-    let position = offset;
-    for (const run of runs) {
-      const from = Math.max(run.offset, offset);
-      const to = Math.min(run.offset + run.length, offset + length);
-      if (to <= from) continue;
-      extents.push({ length: to - from, flags: run.allocated ? 0 : STATE_HOLE | STATE_ZERO });
-      position = to;
-    }
-    if (extents.length === 0) extents.push({ length: Math.min(length, this.size - position), flags: 0 });
-    return extents;
+    // The runs are whole sectors covering the request, so each overlaps it: clipping keeps them all.
+    return this.disk.allocationMap(start, end - start, maxExtents).map((run) => ({
+      length: Math.min(run.offset + run.length, offset + length) - Math.max(run.offset, offset),
+      flags: run.allocated ? 0 : STATE_HOLE | STATE_ZERO,
+    }));
   }
 
   /** Whether dropping this file's block over the range would read zeros: nothing beneath it holds data. */
@@ -167,6 +152,17 @@ export class NbdExport {
       position = pieceEnd;
     }
   }
+}
+
+/**
+ * What a read of `target` at `offset` reads from the disk: the whole sectors around it, into
+ * `target` itself when it is aligned, else into a scratch buffer that deliver() copies from.
+ */
+function sectorSpan(offset: number, target: Buffer): { start: number; buffer: Buffer; deliver(): void } {
+  const { start, end } = alignOut(offset, target.length);
+  if (start === offset && end === offset + target.length) return { start, buffer: target, deliver() {} };
+  const buffer = Buffer.allocUnsafe(end - start);
+  return { start, buffer, deliver: () => { buffer.copy(target, 0, offset - start, offset - start + target.length); } };
 }
 
 function alignOut(offset: number, length: number): { start: number; end: number } {
