@@ -9,19 +9,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { checkDisk, createDynamic, inspectDisk } from '../storage/vhd/index.js';
 import {
-  type BenchTable, formatCount, formatMs, formatRatio, haveCommand, median, now, runCommand, withTempDir,
+  type BenchTable, GiB, KiB, MiB, REPO_ROOT, formatCount, formatMs, formatRatio, haveCommand, median, now, runCommand, withTempDir,
 } from './lib.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** What bin/vsctl execs (after building, which "npm run bench" has done). */
-const VSCTL_JS = path.join(repoRoot, 'dist', 'bin', 'vsctl.js');
-
-const KiB = 1024;
-const MiB = 1024 * KiB;
-const GiB = 1024 * MiB;
+const VSCTL_JS = path.join(REPO_ROOT, 'dist', 'bin', 'vsctl.js');
 
 const DISK_SIZE = 1 * GiB;
 /** Timed runs per cell and server; the median is reported. */

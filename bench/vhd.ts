@@ -6,18 +6,12 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { DiskType, VhdDisk, convertDisk, createDynamic } from '../storage/vhd/index.js';
 import {
-  type BenchTable, formatCount, formatMs, formatRatio, haveCommand, median, now, runCommand, withTempDir,
+  type BenchTable, GiB, KiB, MiB, REPO_ROOT, formatCount, formatMs, formatRatio, haveCommand, median, now, runCommand, withTempDir,
 } from './lib.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const VSCTL = path.join(repoRoot, 'bin', 'vsctl');
-
-const KiB = 1024;
-const MiB = 1024 * KiB;
-const GiB = 1024 * MiB;
+const VSCTL = path.join(REPO_ROOT, 'bin', 'vsctl');
 
 /** Timed repetitions per side (the median is reported); each side also gets one untimed warm-up where noted. */
 const CREATE_REPS = 9;
@@ -534,7 +528,7 @@ export async function run(): Promise<BenchTable> {
   for (const tool of ['qemu-img', 'qemu-io']) {
     if (!haveCommand(tool)) throw new Error(`${tool} not found; install qemu-utils (apt-get install qemu-utils)`);
   }
-  if (!fs.existsSync(path.join(repoRoot, 'dist', 'bin', 'vsctl.js'))) throw new Error('dist/bin/vsctl.js missing; run npm run build');
+  if (!fs.existsSync(path.join(REPO_ROOT, 'dist', 'bin', 'vsctl.js'))) throw new Error('dist/bin/vsctl.js missing; run npm run build');
   const version = qemuVersion();
   const newWrapRule = version.major > 10 || (version.major === 10 && version.minor >= 1);
   const started = now();
