@@ -21,10 +21,7 @@ import path from 'node:path';
 import { type TestContext, after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { VhdDisk, checkDisk, createDifferencing, createDynamic } from '../storage/vhd/index.js';
-import {
-  PARENT_CHUNK_SECTORS, type PlannedWrite, SECTOR, classifySector, describeFound, mix,
-  parentHolds, prng, writeData,
-} from './fixtures/crash-workload.js';
+import { type PlannedWrite, SECTOR, mix, prng, writeData } from './fixtures/crash-workload.js';
 import { assertFlushedWritesPresent, createCrashParent } from './helpers/crash-check.js';
 
 const WRITER = fileURLToPath(new URL('./fixtures/crash-writer.js', import.meta.url));
@@ -81,22 +78,6 @@ describe('VHD crash safety (kill -9 of a writing process)', () => {
     // The differencing runs' parent: known data in two of every three chunks, never written elsewhere.
     parentPath = path.join(dir, 'parent.vhd');
     await createCrashParent(parentPath, DISK_BYTES);
-    const check = VhdDisk.open(parentPath);
-    try {
-      const buf = Buffer.alloc(PARENT_CHUNK_SECTORS * SECTOR);
-      for (let offset = 0; offset < check.size; offset += buf.length) {
-        const piece = buf.subarray(0, Math.min(buf.length, check.size - offset));
-        check.readInto(piece, offset);
-        for (let at = 0; at < piece.length; at += SECTOR) {
-          const lba = (offset + at) / SECTOR;
-          const found = classifySector(piece, at, lba);
-          assert.ok(parentHolds(lba) ? found.kind === 'write' && found.index === 0 : found.kind === 'zero',
-            `the parent disk built for the differencing runs reads back wrong at sector ${lba}: ${describeFound(found)}`);
-        }
-      }
-    } finally {
-      check.close();
-    }
     parentSha = sha256(parentPath);
   });
 

@@ -13,7 +13,8 @@ export type CrashedKind = 'dynamic' | 'differencing';
 
 /**
  * The differencing runs' parent: two of every three chunks of PARENT_CHUNK_SECTORS hold known
- * data (write index 0), the rest was never written, so a child reads both data and zeros through it.
+ * data (write index 0), the rest was never written, so a child reads both data and zeros through
+ * it. It is read back and checked before any test relies on it.
  */
 export async function createCrashParent(parentPath: string, size: number): Promise<void> {
   await createDynamic(parentPath, { size });
@@ -29,6 +30,15 @@ export async function createCrashParent(parentPath: string, size: number): Promi
     }
   } finally {
     parent.close();
+  }
+  const check = VhdDisk.open(parentPath);
+  try {
+    forEachSector(check, (lba, found) => {
+      assert.ok(parentHolds(lba) ? found.kind === 'write' && found.index === 0 : found.kind === 'zero',
+        `the parent disk built for the differencing runs reads back wrong at sector ${lba}: ${describeFound(found)}`);
+    });
+  } finally {
+    check.close();
   }
 }
 
@@ -59,35 +69,38 @@ export function assertFlushedWritesPresent(diskPath: string, kind: CrashedKind, 
       kind === 'differencing' && parentHolds(lba) ? { kind: 'write', seed: PARENT_SEED, index: 0 } : { kind: 'zero' };
     const problems: string[] = [];
     let bad = 0;
-    const chunk = Buffer.alloc(4 * 1024 * 1024);
-    for (let offset = 0; offset < disk.size; offset += chunk.length) {
-      const piece = chunk.subarray(0, Math.min(chunk.length, disk.size - offset));
-      disk.readInto(piece, offset);
-      for (let at = 0; at < piece.length; at += SECTOR) {
-        const lba = (offset + at) / SECTOR;
-        const found = classifySector(piece, at, lba);
-        const expected: Found = state[lba] ? { kind: 'write', seed, index: state[lba] } : baseline(lba);
-        if (sameFound(found, expected)) continue;
-        if (found.kind === 'write' && found.seed === seed && found.index > lastFlush && found.index <= lastSent) {
-          const w = laterWrite(found.index);
-          if (w.lba <= lba && lba < w.lba + w.sectors) continue;
-        }
-        bad++;
-        if (problems.length < 8) {
-          const allowed: string[] = [];
-          for (let i = lastFlush + 1; i <= lastSent && allowed.length < 6; i++) {
-            const w = laterWrite(i);
-            if (w.lba <= lba && lba < w.lba + w.sectors) allowed.push(`#${i}`);
-          }
-          problems.push(`sector ${lba} (byte offset ${lba * SECTOR}): expected ${describeFound(expected)}` +
-            `${allowed.length ? ` or data of a later write (${allowed.join(', ')}${allowed.length === 6 ? ', ...' : ''})` : ''}` +
-            `, found ${describeFound(found)}`);
-        }
+    forEachSector(disk, (lba, found) => {
+      const expected: Found = state[lba] ? { kind: 'write', seed, index: state[lba] } : baseline(lba);
+      if (sameFound(found, expected)) return;
+      if (found.kind === 'write' && found.seed === seed && found.index > lastFlush && found.index <= lastSent) {
+        const w = laterWrite(found.index);
+        if (w.lba <= lba && lba < w.lba + w.sectors) return;
       }
-    }
+      bad++;
+      if (problems.length < 8) {
+        const allowed: string[] = [];
+        for (let i = lastFlush + 1; i <= lastSent && allowed.length < 6; i++) {
+          const w = laterWrite(i);
+          if (w.lba <= lba && lba < w.lba + w.sectors) allowed.push(`#${i}`);
+        }
+        problems.push(`sector ${lba} (byte offset ${lba * SECTOR}): expected ${describeFound(expected)}` +
+          `${allowed.length ? ` or data of a later write (${allowed.join(', ')}${allowed.length === 6 ? ', ...' : ''})` : ''}` +
+          `, found ${describeFound(found)}`);
+      }
+    });
     assert.equal(bad, 0, `${bad} sectors do not hold what the flushed writes put there:\n  ${context}\n  ${problems.join('\n  ')}`);
   } finally {
     disk.close();
+  }
+}
+
+/** Reads the whole disk and tells `visit` what each sector holds. */
+function forEachSector(disk: VhdDisk, visit: (lba: number, found: Found) => void): void {
+  const chunk = Buffer.alloc(4 * 1024 * 1024);
+  for (let offset = 0; offset < disk.size; offset += chunk.length) {
+    const piece = chunk.subarray(0, Math.min(chunk.length, disk.size - offset));
+    disk.readInto(piece, offset);
+    for (let at = 0; at < piece.length; at += SECTOR) visit((offset + at) / SECTOR, classifySector(piece, at, (offset + at) / SECTOR));
   }
 }
 
