@@ -78,17 +78,22 @@ describe('interrupted long operations', () => {
   let dir: string;
   const random = prng(20261127);
   /**
-   * Kill points spread over the later part of a full run (the first part is the process
-   * starting), from the faster of two uninterrupted runs on this machine. A run that finishes
-   * before its kill shortens the estimate, and further attempts are made until KILLS kills
-   * have landed (at most three times as many attempts).
+   * Kill points spread between the process's start-up (timed by a "vsctl vhd info" of the same
+   * file) and the end of a full run, from the faster of two runs of each on this machine. A run
+   * that finishes before its kill shortens the estimate of the whole; a kill that left the file
+   * untouched (when the caller can tell) lengthens the estimate of the start-up and does not
+   * count. Attempts go on until KILLS kills have landed (at most three times as many attempts).
    */
   async function killSchedule(prepare: (file: string) => Promise<void>, args: (file: string) => string[]) {
     let duration = Infinity;
+    let startup = Infinity;
     for (let i = 0; i < 2; i++) {
       const file = path.join(dir, `calibrate-child-${Math.floor(random() * 1e9)}.vhd`);
       await prepare(file);
-      const start = Date.now();
+      let start = Date.now();
+      assert.equal(await runKilledAfter(['vhd', 'info', file, '--json'], 60_000), 'finished');
+      startup = Math.min(startup, Date.now() - start);
+      start = Date.now();
       assert.equal(await runKilledAfter(args(file), 60_000), 'finished');
       duration = Math.min(duration, Date.now() - start);
     }
@@ -99,16 +104,18 @@ describe('interrupted long operations', () => {
       next(): number | null {
         if (kills >= KILLS || attempts >= KILLS * 3) return null;
         attempts++;
-        return Math.floor(duration * (0.25 + 0.7 * ((kills + random()) / KILLS)));
+        const from = Math.min(startup, duration * 0.9);
+        return Math.floor(from + (duration - from) * (0.1 + 0.85 * ((kills + random()) / KILLS)));
       },
       get attempt(): number {
         return attempts;
       },
-      async run(argv: string[], delay: number): Promise<'killed' | 'finished'> {
+      async run(argv: string[], delay: number, untouched?: () => boolean): Promise<'killed' | 'finished'> {
         const start = Date.now();
         const outcome = await runKilledAfter(argv, delay);
-        if (outcome === 'killed') kills++;
-        else duration = Math.min(duration, Date.now() - start);
+        if (outcome === 'finished') duration = Math.min(duration, Date.now() - start);
+        else if (untouched?.()) startup = Math.max(startup, delay);
+        else kills++;
         return outcome;
       },
     };
@@ -134,7 +141,8 @@ describe('interrupted long operations', () => {
       const file = path.join(dir, `compact-${schedule.attempt}.vhd`);
       await prepare(file);
       const expected = readAll(file);
-      const outcome = await schedule.run(args(file), delay);
+      const beforeHash = sha256File(file);
+      const outcome = await schedule.run(args(file), delay, () => sha256File(file) === beforeHash);
       outcomes.push({ outcome, state: layoutState(file) });
       await assertValid(file, `compact killed after ${delay} ms (${outcome})`);
       assert.ok(readAll(file).equals(expected), `compact killed after ${delay} ms changed the data`);
@@ -165,7 +173,8 @@ describe('interrupted long operations', () => {
       const parent = path.join(dir, `parent-${schedule.attempt}.vhd`);
       await prepare(child);
       const expected = readAll(child);
-      const outcome = await schedule.run(args(child), delay);
+      const parentHash = sha256File(parent);
+      const outcome = await schedule.run(args(child), delay, () => fs.existsSync(child) && sha256File(parent) === parentHash);
       outcomes.push({ outcome, state: layoutState(parent) });
       await assertValid(parent, `merge killed after ${delay} ms (${outcome})`);
       if (fs.existsSync(child)) {
@@ -193,7 +202,7 @@ describe('interrupted long operations', () => {
       await prepare(file);
       const before = readAll(file);
       const beforeHash = sha256File(file);
-      const outcome = await schedule.run(args(file), delay);
+      const outcome = await schedule.run(args(file), delay, () => sha256File(file) === beforeHash);
       outcomes.push({ outcome, state: layoutState(file) });
       await assertValid(file, `expand killed after ${delay} ms (${outcome})`);
       const disk = VhdDisk.open(file);
