@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what vserver needs and is missing, then returns; safe to run any number of times.
-#   scripts/setup.sh start   what the service needs (npm packages)
+#   scripts/setup.sh start   what the service needs: npm packages, QEMU with SeaBIOS, and (as root)
+#                            the unprivileged user vserver-qemu that QEMU runs as
 #   scripts/setup.sh test    that, plus the tools the tests drive (qemu-img/io/nbd, libnbd's tools,
-#                            FUSE, sfdisk, mkfs.ext4, losetup)
+#                            FUSE, sfdisk, mkfs.ext4, losetup) and the test guest (test/guest/build.sh,
+#                            with kmod, cpio, dosfstools, mtools and syslinux)
 #   scripts/setup.sh bench   that, plus fio (the benchmarks' NBD client)
 # It says what it installs, and what to do when it cannot (not root, no apt, no network).
 set -euo pipefail
@@ -18,13 +20,16 @@ node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0
 [ "$node_major" -ge 20 ] || die "vserver needs Node.js 20 or later (found: $(node --version 2>/dev/null || echo none)). On Debian: apt-get install nodejs npm, or use NodeSource's Node 20."
 
 # --- Debian packages -----------------------------------------------------------------------
-# command -> package that provides it
-declare -A wanted=()
+# command (or absolute file) -> package that provides it
+declare -A wanted=([qemu-system-x86_64]=qemu-system-x86 [/usr/share/seabios/bios.bin]=seabios)
 case "$mode" in
   start) ;;
   test|bench)
-    wanted=([qemu-img]=qemu-utils [qemu-io]=qemu-utils [qemu-nbd]=qemu-utils [nbdinfo]=libnbd-bin [nbdfuse]=libnbd-bin
-      [fusermount3]=fuse3 [sfdisk]=fdisk [mkfs.ext4]=e2fsprogs [losetup]=mount)
+    wanted+=([qemu-img]=qemu-utils [qemu-io]=qemu-utils [qemu-nbd]=qemu-utils [nbdinfo]=libnbd-bin [nbdfuse]=libnbd-bin
+      [fusermount3]=fuse3 [sfdisk]=fdisk [mkfs.ext4]=e2fsprogs [losetup]=mount
+      # what test/guest/build.sh builds the test guest with
+      [depmod]=kmod [cpio]=cpio [mkfs.fat]=dosfstools [mcopy]=mtools [syslinux]=syslinux
+      [/usr/lib/syslinux/mbr/mbr.bin]=syslinux-common)
     [ "$mode" = bench ] && wanted[fio]=fio
     ;;
   *) die "unknown mode '$mode' (use start, test or bench)" ;;
@@ -32,7 +37,10 @@ esac
 
 missing=()
 for cmd in "${!wanted[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")
+  case "$cmd" in
+    /*) [ -e "$cmd" ] || missing+=("${wanted[$cmd]}") ;;
+    *) command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}") ;;
+  esac
 done
 if [ ${#missing[@]} -gt 0 ]; then
   packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
@@ -62,4 +70,17 @@ if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt
   say "installing npm packages (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error >&2 || die "npm ci failed; check that the npm registry is reachable, then run again"
   touch "$stamp"
+fi
+
+# --- the account QEMU runs as --------------------------------------------------------------
+# When vserver runs as root, each VM's QEMU drops to this user (vmm/worker/user.ts).
+if [ "$(id -u)" -eq 0 ] && ! id -u vserver-qemu >/dev/null 2>&1; then
+  say "creating the system user vserver-qemu (QEMU runs as it)"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vserver-qemu \
+    || die "could not create the user vserver-qemu; create it by hand (useradd --system vserver-qemu) or QEMU will run as nobody"
+fi
+
+# --- the test guest ------------------------------------------------------------------------
+if [ "$mode" != start ]; then
+  bash test/guest/build.sh >/dev/null || die "building the test guest failed (see the messages above)"
 fi

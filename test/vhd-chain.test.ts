@@ -313,4 +313,21 @@ describe('a chain whose parent is wrong or missing is refused', () => {
     fs.renameSync(`${base}.away`, base);
     assertLevelReads(top, chain.models[3], 'the chain with its base back');
   });
+
+  test('a child named like its missing parent is not taken for its own parent: VHD_E_PARENT_NOT_FOUND, not a loop', async () => {
+    const baseDir = path.join(dir, 'same-name-base');
+    const childDir = path.join(dir, 'same-name-child');
+    fs.mkdirSync(baseDir);
+    fs.mkdirSync(childDir);
+    const parent = path.join(baseDir, 'disk.vhd');
+    const child = path.join(childDir, 'disk.vhd');
+    await createDynamic(parent, { size: REQUEST });
+    await createDifferencing(child, parent);
+    VhdDisk.open(child).close();
+    fs.renameSync(parent, `${parent}.away`);
+    const e = expectVhdError(() => VhdDisk.open(child), 'VHD_E_PARENT_NOT_FOUND', 'opening the child');
+    assert.match(e.message, /is this disk itself or below it in the chain/);
+    fs.renameSync(`${parent}.away`, parent);
+    VhdDisk.open(child).close();
+  });
 });

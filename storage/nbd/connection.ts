@@ -7,7 +7,7 @@
 // way that leaves the stream unparseable is disconnected; anything else gets its error reply.
 
 import type { Socket } from 'node:net';
-import { VhdError } from '../vhd/index.js';
+import { VhdError } from '../vhd/errors.js';
 import type { NbdExport } from './export.js';
 import {
   BASE_ALLOCATION, BASE_ALLOCATION_ID, Command, CommandFlag, Errno, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, Info,

@@ -2,7 +2,9 @@
 // partial sector is read, patched and written back), zeroing and trimming that drop whole
 // blocks where the chain allows, and the base:allocation map.
 
-import { type VhdDisk, DiskType, SECTOR_SIZE } from '../vhd/index.js';
+// The engine's modules one by one, not its index: a VM worker loads only what serving needs.
+import type { VhdDisk } from '../vhd/disk.js';
+import { DiskType, SECTOR_SIZE } from '../vhd/format.js';
 import { MAX_REQUEST, STATE_HOLE, STATE_ZERO, Transmission } from './protocol.js';
 
 export interface ExportOptions {

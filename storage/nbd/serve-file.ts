@@ -1,7 +1,8 @@
 // Serving one VHD file over NBD until told to stop: what "vsctl vhd serve" and vhdmount run.
 
 import path from 'node:path';
-import { VhdDisk, VhdError } from '../vhd/index.js';
+import { VhdDisk } from '../vhd/disk.js';
+import { VhdError } from '../vhd/errors.js';
 import { acquireWriteLock, lockHolder, releaseWriteLock } from '../vhd/lock.js';
 import { NbdExport } from './export.js';
 import { NbdServer } from './server.js';

@@ -63,11 +63,14 @@ export class VhdDisk {
     const header = child.layout.header!;
     const candidates = parentCandidates(child.fd, child.path, header);
     const mismatched: string[] = [];
+    const inChain: string[] = [];
     let unopenable: VhdError | null = null;
     for (const candidate of candidates) {
       if (!fs.existsSync(candidate.path)) continue;
+      // The child itself (a same-named parent looked for beside it) or a disk below it: never its parent.
       if (seen.has(realPath(candidate.path))) {
-        throw new VhdError('VHD_E_PARENT_MISMATCH', `${child.path}: its parent ${candidate.path} is already in the chain (a loop)`, child.path);
+        inChain.push(candidate.path);
+        continue;
       }
       let parent: VhdDisk;
       try {
@@ -96,7 +99,8 @@ export class VhdDisk {
       throw new VhdError('VHD_E_PARENT_MISMATCH',
         `${child.path}: parent must have unique id ${expected}, but ${mismatched.join('; ')}`, child.path);
     }
-    const tried = candidates.map((c) => `${c.path} (${c.source})`).join(', ') || 'none recorded';
+    const skipped = inChain.length ? `; ${inChain.join(', ')} is this disk itself or below it in the chain` : '';
+    const tried = (candidates.map((c) => `${c.path} (${c.source})`).join(', ') || 'none recorded') + skipped;
     throw new VhdError('VHD_E_PARENT_NOT_FOUND',
       `${child.path}: parent disk ${header.parentName || ''} (unique id ${expected}) not found; looked at ${tried}`, child.path);
   }

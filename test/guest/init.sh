@@ -1,0 +1,101 @@
+#!/bin/busybox sh
+# shellcheck shell=dash
+# /init of the vserver test guest (copied into the initramfs by test/guest/build.sh).
+#
+# Serial protocol on ttyS0 (COM1), one line each, printed once per boot after the devices settle:
+#   VSERVER-DISKS <names from /sys/block matching sd* sr* fd* vd*, space-separated; none: no names>
+#   VSERVER-NICS <name=mac/driver for every interface except lo, space-separated>
+#   VSERVER-GUEST-READY
+# Later, on an ACPI power-button press (QMP system_powerdown): VSERVER-POWER-BUTTON, then poweroff -f.
+# After the marker an interactive busybox shell (prompt "guest# ", job control) runs on ttyS0 and
+# is respawned whenever it exits. /bin/ticker prints "tick N" once a second.
+
+/bin/busybox --install -s /bin
+export PATH=/bin HOME=/ TERM=vt100 PS1='guest# '
+
+mkdir -p /proc /sys /dev /tmp /etc/acpi/PWRF /var/run /var/log
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts
+mount -t devpts devpts /dev/pts
+
+# Everything init prints goes to the first serial port.
+tty=/dev/ttyS0
+[ -c "$tty" ] || tty=/dev/console
+exec </dev/null >"$tty" 2>&1
+
+# Modules, in dependency order ("file.ko [params]" per line); failures (absent hardware,
+# duplicates) are expected and ignored.
+while read -r ko params; do
+  # shellcheck disable=SC2086 # params are word-split on purpose
+  insmod "/lib/modules/$ko" $params 2>/dev/null
+done </lib/modules/load-order
+
+# Devices appear asynchronously: wait (at most ~5 s) until /sys/block and /sys/class/net have
+# not changed for 0.6 s.
+snapshot() { echo /sys/block/* /sys/class/net/*; }
+prev=$(snapshot)
+stable=0
+tries=0
+while [ "$stable" -lt 6 ] && [ "$tries" -lt 50 ]; do
+  sleep 0.1
+  cur=$(snapshot)
+  if [ "$cur" = "$prev" ]; then
+    stable=$((stable + 1))
+  else
+    stable=0
+    prev=$cur
+  fi
+  tries=$((tries + 1))
+done
+
+disks=""
+for d in /sys/block/sd* /sys/block/sr* /sys/block/fd* /sys/block/vd*; do
+  [ -e "$d" ] && disks="$disks ${d##*/}"
+done
+nics=""
+for n in /sys/class/net/*; do
+  name=${n##*/}
+  [ "$name" = lo ] && continue
+  [ -e "$n" ] || continue
+  mac=$(cat "$n/address" 2>/dev/null)
+  driver=-
+  [ -e "$n/device/driver" ] && driver=$(basename "$(readlink "$n/device/driver")")
+  nics="$nics $name=$mac/$driver"
+done
+
+# The power button: busybox acpid reads /dev/input/event* (button + evdev modules) and runs
+# /etc/acpi/PWRF/00000080 for KEY_POWER.
+cat >/etc/acpi/PWRF/00000080 <<'SCRIPT'
+#!/bin/sh
+echo VSERVER-POWER-BUTTON >/dev/ttyS0
+sync
+poweroff -f
+SCRIPT
+chmod 755 /etc/acpi/PWRF/00000080
+acpid -c /etc/acpi -l /tmp/acpid.log -p /var/run/acpid.pid
+
+cat >/bin/ticker <<'SCRIPT'
+#!/bin/sh
+# Prints "tick N" (N = 1, 2, 3, ...) once a second, forever.
+n=0
+while :; do
+  n=$((n + 1))
+  echo "tick $n"
+  sleep 1
+done
+SCRIPT
+chmod 755 /bin/ticker
+
+echo "VSERVER-DISKS${disks}"
+echo "VSERVER-NICS${nics}"
+echo "VSERVER-GUEST-READY"
+
+# The interactive shell: each run is a new session with ttyS0 as its controlling terminal
+# (setsid -c takes stdin as the tty), so job control works; respawned whenever it exits.
+while :; do
+  # shellcheck disable=SC2094 # the terminal is read and written on purpose
+  setsid -c sh -i <"$tty" >"$tty" 2>&1
+  sleep 0.5
+done

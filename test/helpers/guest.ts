@@ -1,0 +1,356 @@
+// The tiny Linux test guest built by test/guest/build.sh (a Debian kernel, a busybox initramfs
+// and a bootable VHD holding both), its serial-console protocol, and a bare QEMU runner whose
+// serial port is the child's stdin/stdout, for tests that boot it.
+//
+// Serial protocol of the guest's /init (test/guest/init.sh), printed once per boot on COM1:
+//   VSERVER-DISKS sda sr0 ...            block devices matching sd* sr* fd* vd*
+//   VSERVER-NICS eth0=52:54:00:..:../e1000 ...   every interface but lo: name=mac/driver
+//   VSERVER-GUEST-READY                  the marker: devices settled, shell about to start
+// then an interactive shell ("guest# ", job control, respawned) on the same port; /bin/ticker
+// prints "tick N" once a second; an ACPI power-button press prints VSERVER-POWER-BUTTON and
+// powers off.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The checkout: this file runs as dist/test/helpers/guest.js. */
+const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const BUILDER_FILES = ['build.sh', 'init.sh'].map((f) => path.join(PROJECT_ROOT, 'test', 'guest', f));
+
+export const GUEST_BUILD_COMMAND = 'bash test/guest/build.sh';
+export const GUEST_READY_MARKER = 'VSERVER-GUEST-READY';
+export const GUEST_DISKS_PREFIX = 'VSERVER-DISKS';
+export const GUEST_NICS_PREFIX = 'VSERVER-NICS';
+export const GUEST_POWER_BUTTON_MARKER = 'VSERVER-POWER-BUTTON';
+export const GUEST_PROMPT = 'guest# ';
+/** Kernel command line for a direct (-kernel/-initrd) boot; the VHD's syslinux.cfg uses the same. */
+export const GUEST_APPEND = 'console=ttyS0,115200 loglevel=3';
+
+/** guest.json, written by test/guest/build.sh into the cache. */
+export interface Guest {
+  /** Absolute paths into the cache. */
+  kernel: string;
+  initrd: string;
+  /** Dynamic VHD: MBR, one bootable FAT partition with SYSLINUX, the kernel and the initrd. */
+  bootVhd: string;
+  /** e.g. "6.1.0-56-amd64". */
+  kernelVersion: string;
+  append: string;
+  marker: string;
+  /** sha256 of test/guest/build.sh + init.sh as they were when built. */
+  builderHash: string;
+}
+
+/** Where build.sh caches the guest: $VSERVER_GUEST_CACHE, else a root or per-user default. */
+export function guestCacheDir(): string {
+  const fromEnv = process.env.VSERVER_GUEST_CACHE;
+  if (fromEnv) return path.resolve(fromEnv);
+  if (process.geteuid?.() === 0) return '/var/cache/vserver/test-guest';
+  return path.join(os.homedir(), '.cache', 'vserver', 'test-guest');
+}
+
+/**
+ * The built test guest. Throws, saying how to build it, when it is missing or incomplete, or
+ * older than test/guest/build.sh and init.sh in this checkout.
+ */
+export function testGuest(): Guest {
+  const file = path.join(guestCacheDir(), 'guest.json');
+  const build = `build it with: ${GUEST_BUILD_COMMAND} (from the checkout; about 10 s, needs the Debian mirror)`;
+  let guest: Guest;
+  try {
+    guest = JSON.parse(fs.readFileSync(file, 'utf8')) as Guest;
+  } catch (e) {
+    const reason = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'is missing' : `is unreadable (${(e as Error).message})`;
+    throw new Error(`The test guest is not built: ${file} ${reason}; ${build}`, { cause: e });
+  }
+  for (const key of ['kernel', 'initrd', 'bootVhd'] as const) {
+    if (typeof guest[key] !== 'string' || !fs.existsSync(guest[key])) {
+      throw new Error(`The test guest in ${guestCacheDir()} is incomplete (${key}: ${guest[key]}); ${build}`);
+    }
+  }
+  if (BUILDER_FILES.every((f) => fs.existsSync(f))) {
+    const hash = crypto.createHash('sha256');
+    for (const f of BUILDER_FILES) hash.update(fs.readFileSync(f));
+    if (hash.digest('hex') !== guest.builderHash) {
+      throw new Error(`The test guest in ${guestCacheDir()} is out of date (test/guest/ changed since it was built); ${build}`);
+    }
+  }
+  return guest;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The serial protocol
+
+export interface GuestNic {
+  name: string;
+  mac: string;
+  driver: string;
+}
+
+export interface GuestReport {
+  disks: string[];
+  nics: GuestNic[];
+}
+
+/** Serial output with the CRs of the tty's CR-LF line ends removed. */
+export function serialLines(output: string): string[] {
+  return output.replace(/\r/g, '').split('\n');
+}
+
+/** The VSERVER-DISKS and VSERVER-NICS lines of the last boot in `output` that reached the marker. */
+export function parseGuestReport(output: string): GuestReport | null {
+  const lines = serialLines(output);
+  const ready = lines.lastIndexOf(GUEST_READY_MARKER);
+  if (ready < 0) return null;
+  const last = (prefix: string): string[] | null => {
+    for (let i = ready - 1; i >= 0; i--) {
+      const words = lines[i].trim().split(/\s+/);
+      if (words[0] === prefix) return words.slice(1);
+    }
+    return null;
+  };
+  const disks = last(GUEST_DISKS_PREFIX);
+  const nics = last(GUEST_NICS_PREFIX);
+  if (disks === null || nics === null) return null;
+  return {
+    disks,
+    nics: nics.map((word) => {
+      const match = /^([^=]+)=([^/]*)\/(.*)$/.exec(word);
+      if (!match) throw new Error(`bad ${GUEST_NICS_PREFIX} entry "${word}"`);
+      return { name: match[1], mac: match[2], driver: match[3] };
+    }),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bare QEMU with the serial port on stdio
+
+/** QEMU options every boot of the guest shares: no defaults, TCG (see docs: nested KVM hangs), COM1 on stdio. */
+export const QEMU_BASE_ARGS: readonly string[] = [
+  '-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'tcg', '-M', 'pc', '-m', '256',
+  '-serial', 'stdio', '-no-reboot',
+];
+
+export interface QemuExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface SerialQemu {
+  child: ChildProcess;
+  /** Everything the guest wrote to COM1 so far. */
+  output(): string;
+  /** What QEMU wrote to stderr so far. */
+  stderr(): string;
+  /**
+   * Resolves with the first match of `pattern` in the serial output at or after `from`; rejects
+   * when `timeoutMs` passes or QEMU exits first.
+   */
+  waitFor(pattern: string | RegExp, timeoutMs: number, from?: number): Promise<{ index: number; text: string }>;
+  /** Types into COM1. */
+  type(text: string): void;
+  /** Resolves once QEMU has exited. */
+  exited: Promise<QemuExit>;
+  /** SIGKILLs QEMU if it is still running and waits for it. */
+  kill(): Promise<QemuExit>;
+}
+
+const running = new Set<ChildProcess>();
+
+/**
+ * Spawns qemu-system-x86_64 with QEMU_BASE_ARGS + `args`. QEMU is SIGKILLed after
+ * `lifetimeMs` whatever happens; call kill() (or killAllQemu() in an after() hook) when done.
+ */
+export function startQemu(args: string[], lifetimeMs = 120_000): SerialQemu {
+  const child = spawn('qemu-system-x86_64', [...QEMU_BASE_ARGS, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  running.add(child);
+  let output = '';
+  let stderr = '';
+  let waiters: Array<() => void> = [];
+  const wake = (): void => {
+    const pending = waiters;
+    waiters = [];
+    for (const w of pending) w();
+  };
+  child.stdout!.setEncoding('utf8');
+  child.stderr!.setEncoding('utf8');
+  child.stdout!.on('data', (s: string) => {
+    output += s;
+    wake();
+  });
+  child.stderr!.on('data', (s: string) => { stderr += s; });
+  child.stdin!.on('error', () => { /* QEMU gone: typing is moot */ });
+  const lifetime = setTimeout(() => child.kill('SIGKILL'), lifetimeMs);
+  const exited = new Promise<QemuExit>((resolve) => {
+    const done = (code: number | null, signal: NodeJS.Signals | null): void => {
+      clearTimeout(lifetime);
+      running.delete(child);
+      resolve({ code, signal });
+      wake();
+    };
+    child.once('error', (e) => {
+      stderr += `spawn qemu-system-x86_64: ${e.message}\n`;
+      done(null, null);
+    });
+    child.once('close', done);
+  });
+  let hasExited = false;
+  void exited.then(() => { hasExited = true; });
+
+  const tail = (): string => `--- serial (last 2000 chars) ---\n${output.slice(-2000)}\n--- qemu stderr ---\n${stderr}`;
+  return {
+    child,
+    output: () => output,
+    stderr: () => stderr,
+    exited,
+    type(text: string) {
+      child.stdin!.write(text);
+    },
+    waitFor(pattern, timeoutMs, from = 0) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters = waiters.filter((w) => w !== check);
+          reject(new Error(`no ${String(pattern)} on the serial console within ${timeoutMs} ms\n${tail()}`));
+        }, timeoutMs);
+        const check = (): void => {
+          const rest = output.slice(from);
+          let found: { index: number; text: string } | null = null;
+          if (typeof pattern === 'string') {
+            const i = rest.indexOf(pattern);
+            if (i >= 0) found = { index: from + i, text: pattern };
+          } else {
+            const m = new RegExp(pattern.source, pattern.flags.replace('g', '')).exec(rest);
+            if (m) found = { index: from + m.index, text: m[0] };
+          }
+          if (found) {
+            clearTimeout(timer);
+            resolve(found);
+          } else if (hasExited || child.exitCode !== null || child.signalCode !== null) {
+            clearTimeout(timer);
+            reject(new Error(`QEMU exited before ${String(pattern)} appeared on the serial console\n${tail()}`));
+          } else {
+            waiters.push(check);
+          }
+        };
+        check();
+      });
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      return exited;
+    },
+  };
+}
+
+/** SIGKILLs every QEMU startQemu() started that still runs (for an after() hook). */
+export async function killAllQemu(): Promise<void> {
+  await Promise.all([...running].map((child) => new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve();
+      return;
+    }
+    child.once('close', () => resolve());
+    child.kill('SIGKILL');
+  })));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal QMP client (one command at a time, events collected)
+
+export interface QmpEvent {
+  event: string;
+  data?: Record<string, unknown>;
+}
+
+export interface Qmp {
+  command(execute: string, args?: Record<string, unknown>): Promise<unknown>;
+  /** Resolves with the first event named `name` (including ones already received). */
+  event(name: string, timeoutMs: number): Promise<QmpEvent>;
+  close(): void;
+}
+
+/** Connects to a QMP unix socket (retrying while QEMU creates it) and negotiates capabilities. */
+export async function connectQmp(socket: string, timeoutMs = 10_000): Promise<Qmp> {
+  const deadline = Date.now() + timeoutMs;
+  let conn: net.Socket;
+  for (;;) {
+    try {
+      conn = await new Promise<net.Socket>((resolve, reject) => {
+        const c = net.connect(socket);
+        c.once('connect', () => resolve(c));
+        c.once('error', reject);
+      });
+      break;
+    } catch (e) {
+      if (Date.now() > deadline) throw new Error(`cannot connect to QMP at ${socket}: ${(e as Error).message}`, { cause: e });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  conn.setEncoding('utf8');
+  const events: QmpEvent[] = [];
+  const replies: Array<Record<string, unknown>> = [];
+  let waiters: Array<() => void> = [];
+  let closed = false;
+  let buffer = '';
+  const wake = (): void => {
+    const pending = waiters;
+    waiters = [];
+    for (const w of pending) w();
+  };
+  conn.on('data', (s: string) => {
+    buffer += s;
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl).trim();
+      buffer = buffer.slice(nl + 1);
+      if (!line) continue;
+      const msg = JSON.parse(line) as Record<string, unknown>;
+      if (typeof msg.event === 'string') events.push(msg as unknown as QmpEvent);
+      else if ('return' in msg || 'error' in msg) replies.push(msg);
+    }
+    wake();
+  });
+  conn.on('error', () => { /* reported as close */ });
+  conn.on('close', () => {
+    closed = true;
+    wake();
+  });
+
+  const waitUntil = <T>(get: () => T | undefined, what: string, ms: number): Promise<T> => new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      waiters = waiters.filter((w) => w !== check);
+      reject(new Error(`QMP: no ${what} within ${ms} ms`));
+    }, ms);
+    const check = (): void => {
+      const value = get();
+      if (value !== undefined) {
+        clearTimeout(timer);
+        resolve(value);
+      } else if (closed) {
+        clearTimeout(timer);
+        reject(new Error(`QMP: connection closed before ${what}`));
+      } else {
+        waiters.push(check);
+      }
+    };
+    check();
+  });
+
+  const command = async (execute: string, args?: Record<string, unknown>): Promise<unknown> => {
+    conn.write(`${JSON.stringify(args ? { execute, arguments: args } : { execute })}\n`);
+    const reply = await waitUntil(() => replies.shift(), `reply to ${execute}`, 10_000);
+    if ('error' in reply) throw new Error(`QMP ${execute}: ${JSON.stringify(reply.error)}`);
+    return reply.return;
+  };
+  await command('qmp_capabilities');
+  return {
+    command,
+    event: (name, ms) => waitUntil(() => events.find((e) => e.event === name), `${name} event`, ms),
+    close: () => conn.destroy(),
+  };
+}

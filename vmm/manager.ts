@@ -1,0 +1,142 @@
+// Starts VM workers and finds them again. A worker is a detached process with a folder under the
+// run root; a new manager (after vserverd restarts) finds the running ones there and reattaches.
+// A worker that died while its VM ran makes that VM crashed, with the reason in its status.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { commandLine, isAlive } from '../storage/mount/host.js';
+import type { VmConfig } from './config.js';
+import { runRoot, VmPaths } from './paths.js';
+import { isActive, VmError, type VmStatus } from './state.js';
+import { WorkerClient } from './worker-client.js';
+
+const WORKER_MAIN = path.join(import.meta.dirname, 'worker', 'main.js');
+const WORKER_READY_MS = 15_000;
+/**
+ * A worker lives as long as its VM, one per VM: a 1 MiB young generation (instead of growing to
+ * 16) keeps its resident memory near 55 MiB instead of 65 (bench/vm-start.ts measures it).
+ */
+const WORKER_NODE_FLAGS = ['--max-semi-space-size=1'];
+
+export class VmManager {
+  constructor(readonly root = runRoot()) {}
+
+  /** Starts a worker for the VM and turns the VM on (restoring its saved state if it has one). */
+  async start(config: VmConfig): Promise<WorkerClient> {
+    const client = await this.launch(config);
+    await client.request('turnOn').catch((e: Error) => { client.close(); throw e; });
+    return client;
+  }
+
+  /**
+   * Starts a worker for the VM and connects to it; the VM is still off (or saved), so that the
+   * caller can follow every state of the turn on it asks for next.
+   */
+  async launch(config: VmConfig, options: { tiedTo?: number } = {}): Promise<WorkerClient> {
+    const paths = VmPaths.of(config.id, this.root);
+    const current = this.status(config.id);
+    if (current && current.workerPid && isActive(current.state)) {
+      throw new VmError('VM_E_VM_RUNNING', `${config.name} is already running (worker pid ${current.workerPid})`);
+    }
+    this.refuseMacsInUse(config);
+    // A worker whose VM has just stopped may still be closing; its sockets share these paths.
+    if (current?.workerPid) await waitForExit(current.workerPid, paths.dir);
+    // The root may be crossed (not listed) by QEMU's unprivileged user, to reach its own folder.
+    fs.mkdirSync(this.root, { recursive: true, mode: 0o711 });
+    fs.chmodSync(this.root, 0o711);
+    fs.rmSync(paths.dir, { recursive: true, force: true });
+    fs.mkdirSync(paths.dir, { mode: 0o700 });
+    fs.writeFileSync(paths.config, `${JSON.stringify(config, null, 2)}\n`);
+    const log = fs.openSync(paths.workerLog, 'a');
+    const worker = spawn(process.execPath, [...WORKER_NODE_FLAGS, WORKER_MAIN, paths.dir, ...(options.tiedTo ? ['--tied-to', String(options.tiedTo)] : [])], { detached: true, stdio: ['ignore', log, log] });
+    fs.closeSync(log);
+    worker.unref();
+    return this.waitForWorker(paths, worker.pid!);
+  }
+
+  /** Connects to the worker of a running VM. */
+  async attach(vmId: string): Promise<WorkerClient> {
+    const status = this.status(vmId);
+    if (!status?.workerPid || !isActive(status.state)) {
+      throw new VmError('VM_E_VM_NOT_RUNNING', `VM ${vmId} has no running worker${status ? ` (it is ${status.state})` : ''}`);
+    }
+    return WorkerClient.connect(VmPaths.of(vmId, this.root).control);
+  }
+
+  /** Every VM this host's run root knows, running or last seen. */
+  list(): VmStatus[] {
+    if (!fs.existsSync(this.root)) return [];
+    return fs.readdirSync(this.root).flatMap((id) => {
+      const status = this.status(id);
+      return status ? [status] : [];
+    });
+  }
+
+  /** A VM's status; a VM whose worker died while it ran is reported (and recorded) as crashed. */
+  status(vmId: string): VmStatus | null {
+    const paths = VmPaths.of(vmId, this.root);
+    const status = paths.readStatus();
+    if (!status) return null;
+    if (!isActive(status.state) || (status.workerPid && isWorker(status.workerPid, paths.dir))) return status;
+    if (status.qemuPid && isAlive(status.qemuPid) && commandLine(status.qemuPid).includes(status.id)) process.kill(status.qemuPid, 'SIGKILL');
+    const crashed: VmStatus = {
+      ...status, state: 'TurnedOff', qemuPid: undefined, since: new Date().toISOString(),
+      crashed: { reason: `its worker (pid ${status.workerPid}) died while the VM was ${status.state}`, at: new Date().toISOString() },
+    };
+    paths.writeStatus(crashed);
+    return crashed;
+  }
+
+  /** MAC addresses are unique per host: a running VM's addresses cannot be used by another. */
+  private refuseMacsInUse(config: VmConfig): void {
+    for (const other of this.list()) {
+      if (other.id === config.id || !isActive(other.state)) continue;
+      let otherConfig: VmConfig;
+      try {
+        otherConfig = JSON.parse(fs.readFileSync(VmPaths.of(other.id, this.root).config, 'utf8')) as VmConfig;
+      } catch {
+        continue;
+      }
+      const theirs = new Set(otherConfig.networkAdapters.map((n) => n.mac));
+      const clash = config.networkAdapters.find((n) => theirs.has(n.mac));
+      if (clash) throw new VmError('VM_E_MAC_IN_USE', `the MAC address ${clash.mac} is in use by the running VM ${other.name}`);
+    }
+  }
+
+  private async waitForWorker(paths: VmPaths, pid: number): Promise<WorkerClient> {
+    const deadline = Date.now() + WORKER_READY_MS;
+    for (;;) {
+      try {
+        return await WorkerClient.connect(paths.control);
+      } catch {
+        if (!isAlive(pid)) throw new VmError('VM_E_START_FAILED', `the VM worker exited at start: ${tail(paths.workerLog)}`);
+        if (Date.now() > deadline) throw new VmError('VM_E_START_FAILED', `the VM worker did not answer within ${WORKER_READY_MS / 1000} s: ${tail(paths.workerLog)}`);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+  }
+}
+
+async function waitForExit(pid: number, dir: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (isWorker(pid, dir)) {
+    if (Date.now() > deadline) {
+      process.kill(pid, 'SIGKILL');
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function isWorker(pid: number, dir: string): boolean {
+  return isAlive(pid) && commandLine(pid).includes(dir);
+}
+
+function tail(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8').trim().split('\n').slice(-3).join(' | ');
+  } catch {
+    return '(no log)';
+  }
+}

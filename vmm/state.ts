@@ -1,0 +1,33 @@
+// A VM's state as Virtual Server named it (VMVMState), and the status a worker reports. Each
+// operation moves through the same sequence of states Virtual Server announced for it.
+
+export const VM_STATES = ['TurnedOff', 'Saved', 'TurningOn', 'Restoring', 'Running', 'Paused', 'Saving', 'TurningOff'] as const;
+export type VmState = (typeof VM_STATES)[number];
+
+/** States in which QEMU is up; the others have no QEMU (and, once settled, no worker). */
+export function isActive(state: VmState): boolean {
+  return state !== 'TurnedOff' && state !== 'Saved';
+}
+
+export interface VmStatus {
+  id: string;
+  name: string;
+  state: VmState;
+  /** The execution engine in use ("kvm" or "tcg") and why it was chosen; set once the VM has been turned on. */
+  engine?: string;
+  engineReason?: string;
+  workerPid?: number;
+  qemuPid?: number;
+  /** Set when the VM stopped without being asked to: QEMU or its worker died. */
+  crashed?: { reason: string; at: string };
+  /** Why the VM last stopped, when it stopped normally ("turned off", "guest shut down", ...). */
+  stopReason?: string;
+  since: string;
+}
+
+export class VmError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'VmError';
+  }
+}

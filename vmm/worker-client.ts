@@ -1,0 +1,83 @@
+// The other end of a worker's control socket: requests with answers, and the VM's events.
+
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { VmError, type VmStatus } from './state.js';
+import type { Operation } from './worker/control.js';
+import type { Progress } from './worker/machine.js';
+
+interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void }
+
+export class WorkerClient extends EventEmitter<{ state: [VmStatus]; progress: [Progress]; close: [] }> {
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private buffer = '';
+  closed = false;
+
+  private constructor(private readonly socket: net.Socket) {
+    super();
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => this.receive(chunk));
+    socket.on('error', () => { /* reported through close */ });
+    socket.on('close', () => {
+      this.closed = true;
+      for (const p of this.pending.values()) p.reject(new VmError('VM_E_WORKER_GONE', 'the VM worker closed its control connection'));
+      this.pending.clear();
+      this.emit('close');
+    });
+  }
+
+  static connect(socketPath: string): Promise<WorkerClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(socketPath);
+      socket.once('connect', () => { socket.removeAllListeners('error'); resolve(new WorkerClient(socket)); });
+      socket.once('error', reject);
+    });
+  }
+
+  request<T = VmStatus>(op: Operation, args?: Record<string, unknown>): Promise<T> {
+    if (this.closed) return Promise.reject(new VmError('VM_E_WORKER_GONE', 'the VM worker is gone'));
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.socket.write(`${JSON.stringify({ id, op, args })}\n`);
+    });
+  }
+
+  /** Resolves with the first state event for which `match` holds. */
+  waitForState(match: (s: VmStatus) => boolean, timeoutMs = 60_000): Promise<VmStatus> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { cleanup(); reject(new Error(`no matching VM state within ${timeoutMs} ms`)); }, timeoutMs);
+      const onState = (s: VmStatus): void => { if (match(s)) { cleanup(); resolve(s); } };
+      const onClose = (): void => { cleanup(); reject(new VmError('VM_E_WORKER_GONE', 'the VM worker closed its control connection')); };
+      const cleanup = (): void => { clearTimeout(timer); this.off('state', onState); this.off('close', onClose); };
+      this.on('state', onState);
+      this.on('close', onClose);
+    });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private receive(chunk: string): void {
+    this.buffer += chunk;
+    let nl: number;
+    while ((nl = this.buffer.indexOf('\n')) >= 0) {
+      const message = JSON.parse(this.buffer.slice(0, nl)) as Record<string, unknown>;
+      this.buffer = this.buffer.slice(nl + 1);
+      if (message.event === 'state') this.emit('state', message.status as VmStatus);
+      else if (message.event === 'progress') this.emit('progress', message as unknown as Progress);
+      else this.settle(message);
+    }
+  }
+
+  private settle(message: Record<string, unknown>): void {
+    const waiting = this.pending.get(message.id as number);
+    if (!waiting) return;
+    this.pending.delete(message.id as number);
+    const error = message.error as { code: string; message: string } | undefined;
+    if (error) waiting.reject(new VmError(error.code, error.message));
+    else waiting.resolve(message.result);
+  }
+}

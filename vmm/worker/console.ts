@@ -1,0 +1,67 @@
+// The VM's COM1: QEMU's stdio in a pseudo-terminal. The console keeps a scrollback of what the
+// guest wrote, serves it on a unix socket (scrollback first, then live output; what a client
+// sends is typed into the guest), and lets the worker wait for text to appear.
+
+import fs from 'node:fs';
+import net from 'node:net';
+
+export interface Terminal {
+  write(data: string | Buffer): void;
+}
+
+export class SerialConsole {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  private terminal: Terminal | null = null;
+  private readonly clients = new Set<net.Socket>();
+  private server: net.Server | null = null;
+
+  constructor(private readonly scrollbackBytes = 256 * 1024) {}
+
+  attachTerminal(terminal: Terminal | null): void {
+    this.terminal = terminal;
+  }
+
+  /** Output from the guest. */
+  received(data: Buffer): void {
+    this.chunks.push(data);
+    this.size += data.length;
+    while (this.size - this.chunks[0].length >= this.scrollbackBytes) this.size -= this.chunks.shift()!.length;
+    for (const client of this.clients) client.write(data);
+  }
+
+  scrollback(): Buffer {
+    const all = Buffer.concat(this.chunks);
+    return all.subarray(Math.max(0, all.length - this.scrollbackBytes));
+  }
+
+  /** Input to the guest; dropped while no QEMU runs. */
+  type(data: string | Buffer): void {
+    this.terminal?.write(data);
+  }
+
+  async listen(socketPath: string): Promise<void> {
+    fs.rmSync(socketPath, { force: true });
+    this.server = net.createServer((client) => {
+      this.clients.add(client);
+      client.write(this.scrollback());
+      client.on('data', (d) => this.type(d));
+      client.on('close', () => this.clients.delete(client));
+      client.on('error', () => client.destroy());
+    });
+    const umask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.server!.once('error', reject);
+        this.server!.listen(socketPath, () => resolve());
+      });
+    } finally {
+      process.umask(umask);
+    }
+  }
+
+  close(): void {
+    for (const client of this.clients) client.end();
+    this.server?.close();
+  }
+}

@@ -1,0 +1,108 @@
+// The worker's control socket: one JSON object per line. A request {"id", "op", "args"} gets
+// {"id", "result"} or {"id", "error": {"code", "message"}}; every client also receives the
+// VM's events: {"event": "state", "status"} and {"event": "progress", "operation", "percent"}.
+
+import fs from 'node:fs';
+import net from 'node:net';
+import { QmpError } from '../qmp.js';
+import { VmError } from '../state.js';
+import type { VirtualMachine } from './machine.js';
+
+export const OPERATIONS = ['status', 'turnOn', 'turnOff', 'shutdown', 'save', 'pause', 'resume', 'reset', 'screenshot', 'type', 'scrollback'] as const;
+export type Operation = (typeof OPERATIONS)[number];
+
+export interface ControlRequest { id: number; op: Operation; args?: Record<string, unknown> }
+
+const MAX_LINE = 1024 * 1024;
+
+export class ControlServer {
+  private readonly clients = new Set<net.Socket>();
+  private server: net.Server | null = null;
+
+  constructor(private readonly vm: VirtualMachine) {
+    vm.on('state', (status) => this.broadcast({ event: 'state', status }));
+    vm.on('progress', (p) => this.broadcast({ event: 'progress', ...p }));
+  }
+
+  async listen(socketPath: string): Promise<void> {
+    fs.rmSync(socketPath, { force: true });
+    this.server = net.createServer((client) => this.serve(client));
+    const umask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.server!.once('error', reject);
+        this.server!.listen(socketPath, () => resolve());
+      });
+    } finally {
+      process.umask(umask);
+    }
+  }
+
+  /** Sends what is still queued, then closes. */
+  async close(): Promise<void> {
+    this.server?.close();
+    await Promise.all([...this.clients].map((c) => new Promise<void>((r) => c.end(r))));
+  }
+
+  private serve(client: net.Socket): void {
+    this.clients.add(client);
+    client.setEncoding('utf8');
+    let buffer = '';
+    client.on('data', (chunk: string) => {
+      buffer += chunk;
+      if (buffer.length > MAX_LINE) { client.destroy(); return; }
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        if (line.trim()) void this.answer(client, line);
+      }
+    });
+    client.on('close', () => this.clients.delete(client));
+    client.on('error', () => client.destroy());
+  }
+
+  private async answer(client: net.Socket, line: string): Promise<void> {
+    let request: ControlRequest;
+    try {
+      request = JSON.parse(line) as ControlRequest;
+    } catch {
+      send(client, { id: null, error: { code: 'VM_E_BAD_REQUEST', message: 'a request is one JSON object per line' } });
+      return;
+    }
+    try {
+      send(client, { id: request.id, result: await this.perform(request) });
+    } catch (e) {
+      const code = e instanceof VmError ? e.code : e instanceof QmpError ? 'VM_E_QEMU_REFUSED' : (e as { code?: string }).code ?? 'VM_E_FAILED';
+      send(client, { id: request.id, error: { code, message: (e as Error).message } });
+    }
+  }
+
+  private perform({ op, args = {} }: ControlRequest): Promise<unknown> | unknown {
+    const vm = this.vm;
+    switch (op) {
+      case 'status': return vm.status;
+      case 'turnOn': return vm.turnOn();
+      case 'turnOff': return vm.turnOff();
+      case 'shutdown': return vm.shutdown(typeof args.timeoutMs === 'number' ? args.timeoutMs : undefined);
+      case 'save': return vm.save();
+      case 'pause': return vm.pause();
+      case 'resume': return vm.resume();
+      case 'reset': return vm.reset();
+      case 'screenshot': return vm.screenshot().then((png) => ({ png: png.toString('base64') }));
+      case 'type':
+        vm.console.type(String(args.text ?? ''));
+        return {};
+      case 'scrollback': return { text: vm.console.scrollback().toString('utf8') };
+      default: throw new VmError('VM_E_BAD_REQUEST', `unknown operation "${String(op)}" (known: ${OPERATIONS.join(', ')})`);
+    }
+  }
+
+  private broadcast(message: object): void {
+    for (const client of this.clients) send(client, message);
+  }
+}
+
+function send(client: net.Socket, message: object): void {
+  if (!client.destroyed) client.write(`${JSON.stringify(message)}\n`);
+}

@@ -1,0 +1,460 @@
+// One virtual machine inside its worker: QEMU under a pseudo-terminal (COM1), its disks served
+// by this project's NBD server, QMP for control. Each operation is one recipe that reads top to
+// bottom and moves through Virtual Server's state sequence for it.
+
+import { execFileSync } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import * as pty from 'node-pty';
+import { serveFile, type ServedFile } from '../../storage/nbd/index.js';
+import { hardDisks, type VmConfig } from '../config.js';
+import { chooseEngine, type EngineProbe } from '../engine.js';
+import type { VmPaths } from '../paths.js';
+import { type DiskSource, qemuArgs } from '../qemu-args.js';
+import { QmpClient } from '../qmp.js';
+import { isActive, VmError, type VmState, type VmStatus } from '../state.js';
+import { SerialConsole } from './console.js';
+import { LoopbackSwitch } from './loopback-switch.js';
+
+export interface MachineOptions {
+  config: VmConfig;
+  paths: VmPaths;
+  /** The unprivileged user QEMU runs as when the worker is root; null to stay as we are. */
+  runAs: string | null;
+  log: (line: string) => void;
+}
+
+export interface Progress { operation: string; percent: number }
+
+interface Running {
+  terminal: pty.IPty;
+  qmp: QmpClient | null;
+  exited: Promise<void>;
+}
+
+const SAVE_POLL_MS = 100;
+
+export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: [Progress] }> {
+  readonly console = new SerialConsole();
+  status: VmStatus;
+  private readonly config: VmConfig;
+  private readonly paths: VmPaths;
+  private qemu: Running | null = null;
+  private disks: ServedFile[] = [];
+  private loopback: LoopbackSwitch | null = null;
+  private operation: string | null = null;
+  /** Why QEMU is expected to exit; unset, an exit is a crash (unless the guest powered off). */
+  private stopping: string | null = null;
+  private guestPoweredOff = false;
+  private savedStateWritten = false;
+
+  constructor(private readonly options: MachineOptions) {
+    super();
+    this.config = options.config;
+    this.paths = options.paths;
+    this.status = {
+      id: this.config.id, name: this.config.name, workerPid: process.pid, since: new Date().toISOString(),
+      state: fs.existsSync(this.config.savedState) ? 'Saved' : 'TurnedOff',
+    };
+  }
+
+  /** Virtual Server's Startup: boots, or restores when there is saved state. */
+  turnOn(): Promise<VmStatus> {
+    return this.exclusive('turn on', ['TurnedOff', 'Saved'], async () => {
+      const restoring = this.status.state === 'Saved';
+      this.setState('TurningOn', { crashed: undefined, stopReason: undefined });
+      try {
+        const engine = await chooseEngine(this.config.engine);
+        await this.serveDisks();
+        await this.startLoopbackSwitch();
+        await this.startQemu(engine, restoring);
+        if (restoring) await this.restoreSavedState();
+        await this.unplugDisconnectedAdapters();
+        // Keep this last: from here on the guest runs.
+        await this.qmp().execute('cont');
+        if (restoring) fs.rmSync(this.config.savedState, { force: true });
+        this.setState('Running');
+      } catch (e) {
+        await this.abandonStart(restoring ? 'Saved' : 'TurnedOff');
+        throw e;
+      }
+      return this.status;
+    });
+  }
+
+  /** Pulls the power: QEMU stops at once; what the guest had not written is lost. */
+  async turnOff(reason = 'turned off'): Promise<VmStatus> {
+    const running = this.qemu;
+    if (!running) throw new VmError('VM_E_VM_NOT_RUNNING', `${this.config.name} is not running (it is ${this.status.state})`);
+    this.stopping ??= reason;
+    if (this.status.state !== 'TurningOff') this.setState('TurningOff');
+    try {
+      await this.qmp().execute('quit');
+    } catch {
+      running.terminal.kill('SIGKILL');
+    }
+    await running.exited;
+    return this.status;
+  }
+
+  /** Presses the ACPI power button; if the guest has not powered off within the timeout, turns it off. */
+  shutdown(timeoutMs = 120_000): Promise<VmStatus> {
+    return this.exclusive('shut down', ['Running'], async () => {
+      const running = this.qemu!;
+      await this.qmp().execute('system_powerdown');
+      const timedOut = await Promise.race([running.exited.then(() => false), delay(timeoutMs).then(() => true)]);
+      if (timedOut && this.qemu === running) await this.turnOff(`turned off: the guest did not shut down within ${timeoutMs / 1000} s`);
+      return this.status;
+    });
+  }
+
+  /** Saves the VM's memory and device state to its .vsv and stops it: Saving, TurningOff, TurnedOff, Saved. */
+  save(): Promise<VmStatus> {
+    return this.exclusive('save', ['Running', 'Paused'], async () => {
+      const before = this.status.state;
+      this.setState('Saving');
+      const partial = `${this.config.savedState}.partial`;
+      try {
+        await this.qmp().execute('stop');
+        await this.writeSavedState(partial);
+        fs.renameSync(partial, this.config.savedState);
+      } catch (e) {
+        fs.rmSync(partial, { force: true });
+        if (this.qemu && before === 'Running') await this.qmp().execute('cont').catch(() => {});
+        if (this.qemu) this.setState(before);
+        throw e;
+      }
+      this.savedStateWritten = true;
+      this.stopping = 'saved';
+      this.setState('TurningOff');
+      await this.qmp().execute('quit').catch(() => this.qemu?.terminal.kill('SIGKILL'));
+      await this.qemu?.exited;
+      return this.status;
+    });
+  }
+
+  pause(): Promise<VmStatus> {
+    return this.exclusive('pause', ['Running'], async () => {
+      await this.qmp().execute('stop');
+      this.setState('Paused');
+      return this.status;
+    });
+  }
+
+  resume(): Promise<VmStatus> {
+    return this.exclusive('resume', ['Paused'], async () => {
+      await this.qmp().execute('cont');
+      this.setState('Running');
+      return this.status;
+    });
+  }
+
+  /** A hardware reset: TurningOff, TurningOn, Running; the guest boots again. */
+  reset(): Promise<VmStatus> {
+    return this.exclusive('reset', ['Running', 'Paused'], async () => {
+      this.setState('TurningOff');
+      await this.qmp().execute('system_reset');
+      this.setState('TurningOn');
+      await this.qmp().execute('cont');
+      this.setState('Running');
+      return this.status;
+    });
+  }
+
+  /** The screen as a PNG. */
+  async screenshot(): Promise<Buffer> {
+    if (!this.qemu) throw new VmError('VM_E_VM_NOT_RUNNING', `${this.config.name} is not running; there is no screen to show`);
+    const file = this.paths.screenshot;
+    await this.qmp().execute('screendump', { filename: file, format: 'png' });
+    try {
+      return fs.readFileSync(file);
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
+  }
+
+  /** Resolves once QEMU has gone (at once when it is not running). */
+  async stopped(): Promise<void> {
+    await this.qemu?.exited;
+  }
+
+  // --- the steps -----------------------------------------------------------------------------
+
+  private async serveDisks(): Promise<void> {
+    const holder = `VM "${this.config.name}" (worker pid ${process.pid})`;
+    for (const { slot, path } of hardDisks(this.config)) {
+      this.disks.push(await serveFile(path, { socket: this.paths.disk(slot), exportName: slot, holder, log: this.options.log }));
+    }
+  }
+
+  private async startLoopbackSwitch(): Promise<void> {
+    if (!this.config.networkAdapters.some((n) => n.network === 'loopback')) return;
+    this.loopback = new LoopbackSwitch();
+    await this.loopback.listen(this.paths.switch);
+  }
+
+  private async startQemu(engine: EngineProbe, incoming: boolean): Promise<void> {
+    for (const image of [...this.config.ide.map((d) => (d.type === 'DVD' ? d.image : null)), this.config.floppy?.image]) {
+      if (image && !fs.existsSync(image)) throw new VmError('VM_E_MEDIA_NOT_FOUND', `the image ${image} does not exist`);
+    }
+    for (const port of [this.config.com2, this.config.lpt1]) {
+      if (port && !fs.existsSync(path.dirname(port.file))) {
+        throw new VmError('VM_E_PORT_FILE', `the folder of ${port.file} (a serial or parallel port's output) does not exist`);
+      }
+    }
+    const disks = new Map<string, DiskSource>(this.disks.map((d) => [d.exportName, { kind: 'nbd', socket: d.socket!, export: d.exportName }]));
+    const args = qemuArgs({
+      config: this.config, engine: engine.engine, qmpSocket: this.paths.qmp, vncSocket: this.paths.vnc,
+      switchSocket: this.paths.switch, disks, incoming, runAs: this.options.runAs,
+    });
+    this.prepareQemuDir();
+    fs.writeFileSync(this.paths.qemuLog, `# ${new Date().toISOString()} qemu-system-x86_64 ${args.join(' ')}\n`, { flag: 'a' });
+    this.stopping = null;
+    this.guestPoweredOff = false;
+    this.savedStateWritten = false;
+    // sh only redirects QEMU's own messages to the log and then becomes QEMU (exec), so the pty's
+    // session leader is QEMU: when the worker dies the terminal hangs up and QEMU gets SIGHUP.
+    const terminal = pty.spawn('/bin/sh', ['-c', 'exec "$0" "$@" 2>>"$VSERVER_QEMU_LOG"', 'qemu-system-x86_64', ...args], {
+      name: 'vt100', cols: 80, rows: 25, cwd: this.paths.qemuDir,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', VSERVER_QEMU_LOG: this.paths.qemuLog },
+    });
+    let exited!: () => void;
+    const running: Running = { terminal, qmp: null, exited: new Promise((r) => { exited = r; }) };
+    this.qemu = running;
+    terminal.onData((data) => this.console.received(Buffer.from(data, 'utf8')));
+    terminal.onExit(({ exitCode, signal }) => void this.qemuExited(running, exitCode, signal).finally(exited));
+    this.console.attachTerminal(terminal);
+    this.status = { ...this.status, engine: engine.engine, engineReason: engine.reason, qemuPid: terminal.pid };
+    running.qmp = await this.connectQmp(running);
+    running.qmp.on('event', (e) => {
+      if (e.event === 'SHUTDOWN' && e.data?.guest === true) this.guestPoweredOff = true;
+    });
+  }
+
+  private async connectQmp(running: Running): Promise<QmpClient> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (this.qemu !== running) throw new VmError('VM_E_START_FAILED', `QEMU could not start: ${this.qemuLogTail()}`);
+      try {
+        return await QmpClient.connect(this.paths.qmp, 5_000);
+      } catch (e) {
+        if (Date.now() > deadline) throw new VmError('VM_E_START_FAILED', `QEMU did not answer on ${this.paths.qmp}: ${(e as Error).message}`);
+        await delay(50);
+      }
+    }
+  }
+
+  private async unplugDisconnectedAdapters(): Promise<void> {
+    for (const [i, nic] of this.config.networkAdapters.entries()) {
+      if (nic.network === 'none') await this.qmp().execute('set_link', { name: `nic${i}`, up: false });
+    }
+  }
+
+  /** QEMU connects to a socket of ours and streams its state, which goes to the file. */
+  private async writeSavedState(file: string): Promise<void> {
+    const socketPath = this.paths.migrationOut;
+    fs.rmSync(socketPath, { force: true });
+    let received!: Promise<void>;
+    const server = net.createServer();
+    const accepted = new Promise<void>((resolve, reject) => {
+      server.once('connection', (socket) => {
+        server.close();
+        const out = fs.createWriteStream(file);
+        received = new Promise((done, fail) => {
+          socket.pipe(out);
+          out.on('close', () => { syncFile(file); done(); });
+          out.on('error', fail);
+          socket.on('error', fail);
+        });
+        resolve();
+      });
+      server.once('error', reject);
+    });
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    this.giveToQemu(socketPath);
+    try {
+      await this.qmp().execute('migrate', { uri: `unix:${socketPath}` });
+      await this.followMigration('save');
+      await accepted;
+      await received;
+    } finally {
+      server.close();
+      fs.rmSync(socketPath, { force: true });
+    }
+  }
+
+  /** QEMU listens (it was started with -incoming defer); we connect and stream the saved state in. */
+  private async restoreSavedState(): Promise<void> {
+    this.setState('Restoring');
+    const socketPath = this.paths.migrationIn;
+    await this.qmp().execute('migrate-incoming', { uri: `unix:${socketPath}` });
+    const socket = net.connect(socketPath);
+    const total = fs.statSync(this.config.savedState).size;
+    let sent = 0;
+    const input = fs.createReadStream(this.config.savedState);
+    input.on('data', (chunk) => {
+      sent += chunk.length;
+      this.emit('progress', { operation: 'restore', percent: Math.floor((sent / total) * 100) });
+    });
+    const streamed = new Promise<void>((resolve, reject) => {
+      input.pipe(socket);
+      socket.on('finish', resolve);
+      socket.on('error', reject);
+      input.on('error', reject);
+    });
+    await streamed;
+    await this.followMigration('restore');
+  }
+
+  /** Polls QEMU's migration until it completes, reporting progress; throws when it fails. */
+  private async followMigration(operation: string): Promise<void> {
+    for (;;) {
+      const info = await this.qmp().execute<{ status?: string; ram?: { transferred: number; total: number }; 'error-desc'?: string }>('query-migrate');
+      if (info.status === 'completed') break;
+      if (info.status === 'failed' || info.status === 'cancelled') {
+        throw new VmError(operation === 'save' ? 'VM_E_SAVE_FAILED' : 'VM_E_RESTORE_FAILED',
+          `${operation} failed: ${info['error-desc'] ?? info.status}${operation === 'restore' ? `; ${this.qemuLogTail()}` : ''}`);
+      }
+      if (operation === 'save' && info.ram?.total) {
+        this.emit('progress', { operation, percent: Math.min(99, Math.floor((info.ram.transferred / info.ram.total) * 100)) });
+      }
+      await delay(SAVE_POLL_MS);
+    }
+    this.emit('progress', { operation, percent: 100 });
+  }
+
+  private async qemuExited(running: Running, exitCode: number, signal?: number): Promise<void> {
+    if (this.qemu === running) this.qemu = null;
+    running.qmp?.close();
+    this.console.attachTerminal(null);
+    const reason = this.stopping ?? (this.guestPoweredOff ? 'the guest shut down' : null);
+    const crashed = reason ? undefined : {
+      reason: `QEMU exited unexpectedly (${signal ? signalName(signal) : `status ${exitCode}`}): ${this.qemuLogTail()}`,
+      at: new Date().toISOString(),
+    };
+    if (crashed) this.options.log(crashed.reason);
+    if (this.status.state !== 'TurningOff' && this.status.state !== 'TurningOn' && this.status.state !== 'Restoring') this.setState('TurningOff');
+    await this.releaseResources();
+    if (this.status.state === 'TurningOn' || this.status.state === 'Restoring') return; // abandonStart settles the state
+    this.status = { ...this.status, qemuPid: undefined };
+    this.setState('TurnedOff', { stopReason: reason ?? undefined, crashed });
+    if (this.savedStateWritten) this.setState('Saved');
+  }
+
+  private async abandonStart(settle: VmState): Promise<void> {
+    const running = this.qemu;
+    if (running) {
+      this.stopping = 'start failed';
+      running.terminal.kill('SIGKILL');
+      await running.exited;
+    }
+    await this.releaseResources();
+    this.status = { ...this.status, qemuPid: undefined };
+    this.setState(settle);
+  }
+
+  private async releaseResources(): Promise<void> {
+    this.loopback?.close();
+    this.loopback = null;
+    const disks = this.disks.splice(0);
+    for (const disk of disks) {
+      try {
+        await disk.stop();
+      } catch (e) {
+        this.options.log(`closing ${disk.file} failed: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  // --- helpers -------------------------------------------------------------------------------
+
+  private async exclusive<T>(operation: string, allowed: VmState[], run: () => Promise<T>): Promise<T> {
+    if (this.operation) throw new VmError('VM_E_BUSY', `${this.config.name} is busy (${this.operation} in progress); try again when it has finished`);
+    if (!allowed.includes(this.status.state)) {
+      const code = isActive(this.status.state) ? 'VM_E_VM_RUNNING' : 'VM_E_VM_NOT_RUNNING';
+      throw new VmError(code, `cannot ${operation} ${this.config.name}: it is ${this.status.state} (${operation} needs ${allowed.join(' or ')})`);
+    }
+    this.operation = operation;
+    try {
+      return await run();
+    } finally {
+      this.operation = null;
+    }
+  }
+
+  private setState(state: VmState, extra: Partial<VmStatus> = {}): void {
+    this.status = { ...this.status, ...extra, state, since: new Date().toISOString() };
+    this.emit('state', this.status);
+  }
+
+  private qmp(): QmpClient {
+    const client = this.qemu?.qmp;
+    if (!client) throw new VmError('VM_E_VM_NOT_RUNNING', `${this.config.name} is not running`);
+    return client;
+  }
+
+  /** The run folder is root's; QEMU, after dropping privileges, writes only in its own subfolder. */
+  private prepareQemuDir(): void {
+    fs.mkdirSync(this.paths.qemuDir, { recursive: true, mode: 0o700 });
+    if (this.options.runAs) {
+      fs.chmodSync(this.paths.dir, 0o711);
+      const closed = unsearchableAncestor(this.paths.dir);
+      if (closed) {
+        throw new VmError('VM_E_START_FAILED', `QEMU runs as ${this.options.runAs} and must reach ${this.paths.qemuDir}, but ${closed} `
+          + 'is closed to other users; allow it (chmod o+x) or choose another run folder (VSERVER_RUN_DIR)');
+      }
+      const { uid, gid } = userIds(this.options.runAs);
+      fs.chownSync(this.paths.qemuDir, uid, gid);
+    }
+  }
+
+  private giveToQemu(file: string): void {
+    if (!this.options.runAs) return;
+    const { uid, gid } = userIds(this.options.runAs);
+    fs.chownSync(file, uid, gid);
+  }
+
+  private qemuLogTail(): string {
+    try {
+      const lines = fs.readFileSync(this.paths.qemuLog, 'utf8').trim().split('\n').filter((l) => !l.startsWith('#'));
+      return lines.slice(-3).join(' | ') || 'QEMU printed nothing';
+    } catch {
+      return 'QEMU printed nothing';
+    }
+  }
+}
+
+/** The first folder above `dir` that other users cannot pass through, if any. */
+function unsearchableAncestor(dir: string): string | null {
+  for (let at = path.dirname(dir); ; at = path.dirname(at)) {
+    if ((fs.statSync(at).mode & 0o001) === 0) return at;
+    if (at === path.dirname(at)) return null;
+  }
+}
+
+function syncFile(file: string): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function userIds(user: string): { uid: number; gid: number } {
+  const uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
+  const gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim());
+  return { uid, gid };
+}
+
+function signalName(signal: number): string {
+  const entry = Object.entries(os.constants.signals).find(([, n]) => n === signal);
+  return entry ? entry[0] : `signal ${signal}`;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}

@@ -1,0 +1,74 @@
+// The VM worker process: `node vmm/worker/main.js RUN_DIR`. It runs the VM whose configuration
+// the manager wrote to RUN_DIR/config.json, answers RUN_DIR/control.sock and console.sock, keeps
+// RUN_DIR/status.json current, and exits once the VM has stopped. It outlives whoever started it.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseVmConfig } from '../config.js';
+import { VmPaths } from '../paths.js';
+import { isAlive } from '../../storage/mount/host.js';
+import { isActive } from '../state.js';
+import { ControlServer } from './control.js';
+import { VirtualMachine } from './machine.js';
+import { qemuUser } from './user.js';
+
+function log(line: string): void {
+  process.stderr.write(`${new Date().toISOString()} worker ${process.pid}: ${line}\n`);
+}
+
+async function main(): Promise<void> {
+  const [dir, tiedFlag, tiedPid] = process.argv.slice(2);
+  if (!dir) throw new Error('usage: worker RUN_DIR [--tied-to PID]');
+  const paths = new VmPaths(path.resolve(dir));
+  const config = parseVmConfig(JSON.parse(fs.readFileSync(paths.config, 'utf8')), paths.dir);
+  const vm = new VirtualMachine({ config, paths, runAs: qemuUser(log), log });
+  const control = new ControlServer(vm);
+
+  let hasRun = false;
+  vm.on('state', (status) => {
+    paths.writeStatus(status);
+    log(`${config.name}: ${status.state}${status.crashed ? ` (crashed: ${status.crashed.reason})` : ''}`);
+    if (isActive(status.state)) hasRun = true;
+    else if (hasRun) scheduleExit();
+  });
+  paths.writeStatus(vm.status);
+
+  let exiting = false;
+  const scheduleExit = (): void => {
+    if (exiting) return;
+    exiting = true;
+    // Let the answer to the request that stopped the VM go out first.
+    setTimeout(() => {
+      vm.console.close();
+      void control.close().finally(() => process.exit(0));
+      setTimeout(() => process.exit(0), 2_000).unref();
+    }, 200);
+  };
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.on(signal, () => {
+      log(`${signal}: turning ${config.name} off`);
+      if (!isActive(vm.status.state)) scheduleExit();
+      else void vm.turnOff(`turned off: the worker received ${signal}`).catch(() => process.exit(1));
+    });
+  }
+
+  // A foreground "vsctl vm run" ties the VM to itself: if it is killed, the VM is turned off.
+  if (tiedFlag === '--tied-to') {
+    const owner = Number(tiedPid);
+    setInterval(() => {
+      if (isAlive(owner)) return;
+      log(`process ${owner}, which this VM is tied to, is gone; turning ${config.name} off`);
+      if (isActive(vm.status.state)) void vm.turnOff(`turned off: process ${owner} it was tied to is gone`).catch(() => process.exit(1));
+      else scheduleExit();
+    }, 1_000).unref();
+  }
+
+  await vm.console.listen(paths.console);
+  await control.listen(paths.control);
+  log(`ready for ${config.name} (${config.id})`);
+}
+
+main().catch((e: Error) => {
+  log(`failed: ${e.message}`);
+  process.exit(1);
+});
