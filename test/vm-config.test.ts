@@ -6,7 +6,6 @@
 
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -273,11 +272,14 @@ describe('MAC addresses and the published limits', () => {
   });
 
   test('randomMac draws again while the address it drew is taken', (t) => {
-    const draws = [Buffer.from([0x01, 0x02, 0x03]), Buffer.from([0x0a, 0x0b, 0x0c]), Buffer.from([0xab, 0xcd, 0xef])];
-    const randomBytes = t.mock.method(crypto, 'randomBytes', () => draws.shift());
+    const draws = [[0x01, 0x02, 0x03], [0x0a, 0x0b, 0x0c], [0xab, 0xcd, 0xef]];
+    const getRandomValues = t.mock.method(globalThis.crypto, 'getRandomValues', <T extends ArrayBufferView | null>(array: T): T => {
+      (array as unknown as Uint8Array).set(draws.shift()!);
+      return array;
+    });
     const mac = randomMac(new Set(['00:03:FF:01:02:03', '00:03:FF:0A:0B:0C']));
     assert.equal(mac, '00:03:FF:AB:CD:EF');
-    assert.equal(randomBytes.mock.callCount(), 3);
+    assert.equal(getRandomValues.mock.callCount(), 3);
   });
 
   test('VIRTUAL_SERVER_LIMITS gives the profile under Virtual Server\'s property names', () => {
