@@ -3,6 +3,7 @@
 
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { onJsonObjects } from './json-lines.js';
 
 export interface QmpEvent {
   event: string;
@@ -20,14 +21,12 @@ export class QmpError extends Error {
 interface Pending { command: string; resolve: (v: unknown) => void; reject: (e: Error) => void }
 
 export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
-  private buffer = '';
   private readonly pending: Pending[] = [];
   private closed = false;
 
   private constructor(private readonly socket: net.Socket) {
     super();
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => this.receive(chunk));
+    onJsonObjects(socket, (message) => this.dispatch(message));
     socket.on('close', () => this.onClose());
     socket.on('error', () => { /* reported through close */ });
   }
@@ -65,32 +64,8 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
     });
   }
 
-  /** Resolves with the first event of that name for which `match` holds. */
-  waitForEvent(name: string, match: (e: QmpEvent) => boolean = () => true, timeoutMs = 30_000): Promise<QmpEvent> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { cleanup(); reject(new Error(`QEMU sent no ${name} event within ${timeoutMs} ms`)); }, timeoutMs);
-      const onEvent = (e: QmpEvent): void => {
-        if (e.event === name && match(e)) { cleanup(); resolve(e); }
-      };
-      const onClose = (): void => { cleanup(); reject(new Error(`QEMU closed its control connection before ${name}`)); };
-      const cleanup = (): void => { clearTimeout(timer); this.off('event', onEvent); this.off('close', onClose); };
-      this.on('event', onEvent);
-      this.on('close', onClose);
-    });
-  }
-
   close(): void {
     this.socket.destroy();
-  }
-
-  private receive(chunk: string): void {
-    this.buffer += chunk;
-    let nl: number;
-    while ((nl = this.buffer.indexOf('\n')) >= 0) {
-      const line = this.buffer.slice(0, nl).trim();
-      this.buffer = this.buffer.slice(nl + 1);
-      if (line) this.dispatch(JSON.parse(line) as Record<string, unknown>);
-    }
   }
 
   private dispatch(message: Record<string, unknown>): void {

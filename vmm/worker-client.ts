@@ -2,6 +2,7 @@
 
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { onJsonObjects } from './json-lines.js';
 import { VmError, type VmStatus } from './state.js';
 import type { Operation } from './worker/control.js';
 import type { Progress } from './worker/machine.js';
@@ -11,13 +12,11 @@ interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void }
 export class WorkerClient extends EventEmitter<{ state: [VmStatus]; progress: [Progress]; close: [] }> {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
-  private buffer = '';
   closed = false;
 
   private constructor(private readonly socket: net.Socket) {
     super();
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => this.receive(chunk));
+    onJsonObjects(socket, (message) => this.receive(message));
     socket.on('error', () => { /* reported through close */ });
     socket.on('close', () => {
       this.closed = true;
@@ -44,32 +43,14 @@ export class WorkerClient extends EventEmitter<{ state: [VmStatus]; progress: [P
     });
   }
 
-  /** Resolves with the first state event for which `match` holds. */
-  waitForState(match: (s: VmStatus) => boolean, timeoutMs = 60_000): Promise<VmStatus> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { cleanup(); reject(new Error(`no matching VM state within ${timeoutMs} ms`)); }, timeoutMs);
-      const onState = (s: VmStatus): void => { if (match(s)) { cleanup(); resolve(s); } };
-      const onClose = (): void => { cleanup(); reject(new VmError('VM_E_WORKER_GONE', 'the VM worker closed its control connection')); };
-      const cleanup = (): void => { clearTimeout(timer); this.off('state', onState); this.off('close', onClose); };
-      this.on('state', onState);
-      this.on('close', onClose);
-    });
-  }
-
   close(): void {
     this.socket.destroy();
   }
 
-  private receive(chunk: string): void {
-    this.buffer += chunk;
-    let nl: number;
-    while ((nl = this.buffer.indexOf('\n')) >= 0) {
-      const message = JSON.parse(this.buffer.slice(0, nl)) as Record<string, unknown>;
-      this.buffer = this.buffer.slice(nl + 1);
-      if (message.event === 'state') this.emit('state', message.status as VmStatus);
-      else if (message.event === 'progress') this.emit('progress', message as unknown as Progress);
-      else this.settle(message);
-    }
+  private receive(message: Record<string, unknown>): void {
+    if (message.event === 'state') this.emit('state', message.status as VmStatus);
+    else if (message.event === 'progress') this.emit('progress', message as unknown as Progress);
+    else this.settle(message);
   }
 
   private settle(message: Record<string, unknown>): void {

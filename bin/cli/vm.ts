@@ -41,6 +41,15 @@ function reportRefusal(e: unknown, args: ParsedArgs): number {
   return 1;
 }
 
+/** The document named on the command line, or the exit status after its refusal was printed. */
+function loadConfigOrReport(args: ParsedArgs): VmConfig | number {
+  try {
+    return loadConfig(args.positionals[0]);
+  } catch (e) {
+    return reportRefusal(e, args);
+  }
+}
+
 function describe(status: VmStatus): string {
   const engine = status.state === 'Running' && status.engine ? ` on ${status.engine} (${status.engineReason})` : '';
   const why = status.crashed ? ` - crashed: ${status.crashed.reason}` : status.stopReason ? ` (${status.stopReason})` : '';
@@ -89,12 +98,8 @@ export const vmCommands: Command[] = [
       'run-dir': { type: 'string', valueName: 'DIR', description: 'where the worker keeps its sockets and status (default: $VSERVER_RUN_DIR, or /run/vserver/vms as root, else under $XDG_RUNTIME_DIR)' },
     },
     async run(args) {
-      let config: VmConfig;
-      try {
-        config = loadConfig(args.positionals[0]);
-      } catch (e) {
-        return reportRefusal(e, args);
-      }
+      const config = loadConfigOrReport(args);
+      if (typeof config === 'number') return config;
       const manager = new VmManager(args.values['run-dir'] === undefined ? undefined : path.resolve(String(args.values['run-dir'])));
       let client;
       try {
@@ -132,12 +137,8 @@ export const vmCommands: Command[] = [
     positionals: { min: 1, max: 1 },
     options: {},
     async run(args) {
-      let config: VmConfig;
-      try {
-        config = loadConfig(args.positionals[0]);
-      } catch (e) {
-        return reportRefusal(e, args);
-      }
+      const config = loadConfigOrReport(args);
+      if (typeof config === 'number') return config;
       const engine = await chooseEngine(config.engine).catch((e: Error) => ({ engine: 'tcg' as const, reason: `refused: ${e.message}` }));
       const paths = VmPaths.of(config.id);
       const disks = new Map(hardDisks(config).map(({ slot }) => [slot, { kind: 'nbd' as const, socket: paths.disk(slot), export: slot }]));

@@ -1,9 +1,9 @@
 // The VM's COM1: QEMU's stdio in a pseudo-terminal. The console keeps a scrollback of what the
 // guest wrote, serves it on a unix socket (scrollback first, then live output; what a client
-// sends is typed into the guest), and lets the worker wait for text to appear.
+// sends is typed into the guest).
 
-import fs from 'node:fs';
 import net from 'node:net';
+import { listenPrivately } from './private-socket.js';
 
 export interface Terminal {
   write(data: string | Buffer): void;
@@ -41,7 +41,6 @@ export class SerialConsole {
   }
 
   async listen(socketPath: string): Promise<void> {
-    fs.rmSync(socketPath, { force: true });
     this.server = net.createServer((client) => {
       this.clients.add(client);
       client.write(this.scrollback());
@@ -49,15 +48,7 @@ export class SerialConsole {
       client.on('close', () => this.clients.delete(client));
       client.on('error', () => client.destroy());
     });
-    const umask = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        this.server!.once('error', reject);
-        this.server!.listen(socketPath, () => resolve());
-      });
-    } finally {
-      process.umask(umask);
-    }
+    await listenPrivately(this.server, socketPath);
   }
 
   close(): void {

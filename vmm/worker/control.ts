@@ -2,8 +2,9 @@
 // {"id", "result"} or {"id", "error": {"code", "message"}}; every client also receives the
 // VM's events: {"event": "state", "status"} and {"event": "progress", "operation", "percent"}.
 
-import fs from 'node:fs';
 import net from 'node:net';
+import { onLines } from '../json-lines.js';
+import { listenPrivately } from './private-socket.js';
 import { QmpError } from '../qmp.js';
 import { VmError } from '../state.js';
 import type { VirtualMachine } from './machine.js';
@@ -25,17 +26,8 @@ export class ControlServer {
   }
 
   async listen(socketPath: string): Promise<void> {
-    fs.rmSync(socketPath, { force: true });
     this.server = net.createServer((client) => this.serve(client));
-    const umask = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        this.server!.once('error', reject);
-        this.server!.listen(socketPath, () => resolve());
-      });
-    } finally {
-      process.umask(umask);
-    }
+    await listenPrivately(this.server, socketPath);
   }
 
   /** Sends what is still queued, then closes. */
@@ -46,18 +38,7 @@ export class ControlServer {
 
   private serve(client: net.Socket): void {
     this.clients.add(client);
-    client.setEncoding('utf8');
-    let buffer = '';
-    client.on('data', (chunk: string) => {
-      buffer += chunk;
-      if (buffer.length > MAX_LINE) { client.destroy(); return; }
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        if (line.trim()) void this.answer(client, line);
-      }
-    });
+    onLines(client, (line) => void this.answer(client, line), MAX_LINE);
     client.on('close', () => this.clients.delete(client));
     client.on('error', () => client.destroy());
   }

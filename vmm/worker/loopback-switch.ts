@@ -3,8 +3,8 @@
 // frame from one port goes to every other port. Enough to see frames cross until virtual
 // networks exist in vserverd.
 
-import fs from 'node:fs';
 import net from 'node:net';
+import { listenPrivately } from './private-socket.js';
 
 const MAX_FRAME = 65_536 + 4;
 
@@ -14,17 +14,8 @@ export class LoopbackSwitch {
   framesForwarded = 0;
 
   async listen(socketPath: string): Promise<void> {
-    fs.rmSync(socketPath, { force: true });
     this.server = net.createServer((port) => this.connect(port));
-    const umask = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        this.server!.once('error', reject);
-        this.server!.listen(socketPath, () => resolve());
-      });
-    } finally {
-      process.umask(umask);
-    }
+    await listenPrivately(this.server, socketPath);
   }
 
   private connect(port: net.Socket): void {

@@ -12,6 +12,8 @@ import { ControlServer } from './control.js';
 import { VirtualMachine } from './machine.js';
 import { qemuUser } from './user.js';
 
+const IDLE_EXIT_MS = 60_000;
+
 function log(line: string): void {
   process.stderr.write(`${new Date().toISOString()} worker ${process.pid}: ${line}\n`);
 }
@@ -62,6 +64,13 @@ async function main(): Promise<void> {
       else scheduleExit();
     }, 1_000).unref();
   }
+
+  // A worker whose starter vanished before asking for a turn on would otherwise wait forever.
+  setTimeout(() => {
+    if (hasRun) return;
+    log(`${config.name} was not turned on within ${IDLE_EXIT_MS / 1000} s of the worker's start; exiting`);
+    scheduleExit();
+  }, IDLE_EXIT_MS).unref();
 
   await vm.console.listen(paths.console);
   await control.listen(paths.control);
