@@ -53,7 +53,7 @@ async function bootThroughWorker(manager: VmManager, config: VmConfig): Promise<
 async function bootBare(config: VmConfig, dir: string): Promise<Boot> {
   const args = qemuArgs({
     config, engine: 'tcg', qmpSocket: path.join(dir, 'bare-qmp.sock'), vncSocket: path.join(dir, 'bare-vnc.sock'),
-    switchSocket: path.join(dir, 'bare-switch.sock'), incoming: false, runAs: qemuUser(() => {}),
+    switchSocket: path.join(dir, 'bare-switch.sock'), incoming: false, runAs: qemuUser(() => {})?.name ?? null,
     disks: new Map(config.scsi[0].disks.map((d) => [`scsi0-${d.target}`, { kind: 'vhd-file' as const, path: d.path }])),
   }).filter((a) => a !== '-S');
   const start = now();

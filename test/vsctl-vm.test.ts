@@ -1,7 +1,8 @@
 // "vsctl vm run" and "vsctl vm check" as a user runs them: a refused configuration is explained
 // field by field; run boots the test guest with COM1 on its standard streams, types what it is
 // given, turns the VM off on Ctrl-C, and takes the VM with it when it is killed. A worker
-// started by a process that then exits keeps running, and a new manager takes it over.
+// started by a process that then exits keeps running, and a new manager takes it over. A run
+// folder QEMU's unprivileged user cannot reach is refused before QEMU starts.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -10,7 +11,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isAlive } from '../storage/mount/host.js';
 import { createDifferencing } from '../storage/vhd/index.js';
+import { parseVmConfig } from '../vmm/config.js';
 import { VmManager } from '../vmm/manager.js';
+import type { VmError } from '../vmm/state.js';
 import { GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
 import { makeTempDir, PROJECT_ROOT, removeDir, run, vsctl } from './helpers/vhd-fixtures.js';
 
@@ -133,5 +136,17 @@ describe('vsctl vm', { timeout: 300_000 }, () => {
     const off = await client.request('turnOff');
     client.close();
     assert.equal(off.state, 'TurnedOff');
+  });
+
+  it('refuses to start where QEMU\'s unprivileged user could not reach its folder, naming the closed folder', { skip: process.geteuid?.() !== 0 && 'QEMU changes user only when vserver runs as root' }, async () => {
+    const closed = path.join(work, 'closed');
+    fs.mkdirSync(closed, { mode: 0o700 });
+    const config = parseVmConfig({ name: 'closed', engine: 'tcg', scsi: [{ disks: [{ path: 'boot.vhd' }] }] }, work);
+    const client = await new VmManager(path.join(closed, 'run')).launch(config);
+    try {
+      await assert.rejects(client.request('turnOn'), (e: VmError) => e.code === 'VM_E_START_FAILED' && e.message.includes(`but ${closed} is closed to other users`));
+    } finally {
+      client.close();
+    }
   });
 });

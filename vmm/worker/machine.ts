@@ -2,7 +2,6 @@
 // by this project's NBD server, QMP for control. Each operation is one recipe that reads top to
 // bottom and moves through Virtual Server's state sequence for it.
 
-import { execFileSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -18,12 +17,13 @@ import { QmpClient } from '../qmp.js';
 import { isActive, VmError, type VmState, type VmStatus } from '../state.js';
 import { SerialConsole } from './console.js';
 import { LoopbackSwitch } from './loopback-switch.js';
+import type { QemuAccount } from './user.js';
 
 export interface MachineOptions {
   config: VmConfig;
   paths: VmPaths;
-  /** The unprivileged user QEMU runs as when the worker is root; null to stay as we are. */
-  runAs: string | null;
+  /** The unprivileged account QEMU runs as when the worker is root; null to stay as we are. */
+  runAs: QemuAccount | null;
   log: (line: string) => void;
 }
 
@@ -208,7 +208,7 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     const disks = new Map<string, DiskSource>(this.disks.map((d) => [d.exportName, { kind: 'nbd', socket: d.socket!, export: d.exportName }]));
     const args = qemuArgs({
       config: this.config, engine: engine.engine, qmpSocket: this.paths.qmp, vncSocket: this.paths.vnc,
-      switchSocket: this.paths.switch, disks, incoming, runAs: this.options.runAs,
+      switchSocket: this.paths.switch, disks, incoming, runAs: this.options.runAs?.name ?? null,
     });
     this.prepareQemuDir();
     fs.writeFileSync(this.paths.qemuLog, `# ${new Date().toISOString()} qemu-system-x86_64 ${args.join(' ')}\n`, { flag: 'a' });
@@ -399,22 +399,21 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
   /** The run folder is root's; QEMU, after dropping privileges, writes only in its own subfolder. */
   private prepareQemuDir(): void {
     fs.mkdirSync(this.paths.qemuDir, { recursive: true, mode: 0o700 });
-    if (this.options.runAs) {
+    const account = this.options.runAs;
+    if (account) {
       fs.chmodSync(this.paths.dir, 0o711);
       const closed = unsearchableAncestor(this.paths.dir);
       if (closed) {
-        throw new VmError('VM_E_START_FAILED', `QEMU runs as ${this.options.runAs} and must reach ${this.paths.qemuDir}, but ${closed} `
+        throw new VmError('VM_E_START_FAILED', `QEMU runs as ${account.name} and must reach ${this.paths.qemuDir}, but ${closed} `
           + 'is closed to other users; allow it (chmod o+x) or choose another run folder (VSERVER_RUN_DIR)');
       }
-      const { uid, gid } = userIds(this.options.runAs);
-      fs.chownSync(this.paths.qemuDir, uid, gid);
+      fs.chownSync(this.paths.qemuDir, account.uid, account.gid);
     }
   }
 
   private giveToQemu(file: string): void {
-    if (!this.options.runAs) return;
-    const { uid, gid } = userIds(this.options.runAs);
-    fs.chownSync(file, uid, gid);
+    const account = this.options.runAs;
+    if (account) fs.chownSync(file, account.uid, account.gid);
   }
 
   private qemuLogTail(): string {
@@ -442,12 +441,6 @@ function syncFile(file: string): void {
   } finally {
     fs.closeSync(fd);
   }
-}
-
-function userIds(user: string): { uid: number; gid: number } {
-  const uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
-  const gid = Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim());
-  return { uid, gid };
 }
 
 function signalName(signal: number): string {

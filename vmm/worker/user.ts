@@ -5,14 +5,25 @@ import { execFileSync } from 'node:child_process';
 
 export const QEMU_USER = 'vserver-qemu';
 
-export function qemuUser(log: (line: string) => void): string | null {
+export interface QemuAccount { name: string; uid: number; gid: number }
+
+/** The account to give QEMU, looked up once; null when the worker is not root (QEMU stays as we are). */
+export function qemuUser(log: (line: string) => void): QemuAccount | null {
   if (process.getuid?.() !== 0) return null;
-  for (const user of [QEMU_USER, 'nobody']) {
-    try {
-      execFileSync('id', ['-u', user], { stdio: 'ignore' });
-      if (user !== QEMU_USER) log(`the user ${QEMU_USER} does not exist (run scripts/setup.sh); QEMU runs as ${user}`);
-      return user;
-    } catch { /* try the next */ }
+  for (const name of [QEMU_USER, 'nobody']) {
+    const account = lookup(name);
+    if (!account) continue;
+    if (name !== QEMU_USER) log(`the user ${QEMU_USER} does not exist (run scripts/setup.sh); QEMU runs as ${name}`);
+    return account;
   }
   throw new Error(`neither ${QEMU_USER} nor nobody exists; QEMU will not run as root`);
+}
+
+function lookup(name: string): QemuAccount | null {
+  try {
+    const [uid, gid] = ['-u', '-g'].map((flag) => Number(execFileSync('id', [flag, name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()));
+    return { name, uid, gid };
+  } catch {
+    return null;
+  }
 }
