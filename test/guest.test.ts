@@ -7,8 +7,9 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import {
-  GUEST_POWER_BUTTON_MARKER, GUEST_READY_MARKER, connectQmp, killAllQemu, parseGuestReport, startQemu, testGuest,
+  GUEST_POWER_BUTTON_MARKER, GUEST_READY_MARKER, killAllQemu, parseGuestReport, startQemu, testGuest,
 } from './helpers/guest.js';
+import { QmpClient } from '../vmm/qmp.js';
 import { makeTempDir, removeDir } from './helpers/vhd-fixtures.js';
 
 const BOOT_TIMEOUT_MS = 90_000;
@@ -47,10 +48,11 @@ describe('test guest', { concurrency: true }, () => {
       await new Promise((r) => setTimeout(r, 1500));
       assert.doesNotMatch(vm.output().slice(killed.index + killed.text.length), /^tick \d+\r?$/m, 'ticker stopped');
 
-      const qmp = await connectQmp(qmpSocket);
+      const qmp = await QmpClient.connectWhenReady(qmpSocket, { timeoutMs: 10_000, gone: () => vm.child.exitCode !== null });
       try {
-        await qmp.command('system_powerdown');
-        const shutdown = await qmp.event('SHUTDOWN', 20_000);
+        const shutdownEvent = qmp.waitForEvent('SHUTDOWN', 20_000);
+        await qmp.execute('system_powerdown');
+        const shutdown = await shutdownEvent;
         assert.equal(shutdown.data?.guest, true, `SHUTDOWN ${JSON.stringify(shutdown.data)}`);
       } finally {
         qmp.close();

@@ -5,7 +5,6 @@
 // then accepted by a real qemu-system-x86_64 whose devices are inspected over QMP.
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -14,6 +13,7 @@ import { type VmConfig, VmConfigError, hardDisks, normalizeMac, parseVmConfig, r
 import { PROFILE, VIRTUAL_SERVER_LIMITS } from '../vmm/profile.js';
 import { type DiskSource, type QemuLaunch, qemuArgs } from '../vmm/qemu-args.js';
 import { QmpClient } from '../vmm/qmp.js';
+import { killAllQemu, runQemu, type SerialQemu } from './helpers/guest.js';
 import { makeTempDir, qemuCreate, removeDir } from './helpers/vhd-fixtures.js';
 
 /** The folder the documents below pretend to live in. */
@@ -526,54 +526,12 @@ describe('qemuArgs: the command line', () => {
 // ---------------------------------------------------------------------------------------------
 // The same command line on a real QEMU
 
-interface RunningQemu {
-  child: ChildProcess;
-  stderr(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-const started = new Set<ChildProcess>();
-
-function startQemu(args: string[], lifetimeMs = 60_000): RunningQemu {
-  const child = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  started.add(child);
-  let stderr = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (s: string) => { stderr += s; });
-  child.stdout!.resume();
-  const lifetime = setTimeout(() => child.kill('SIGKILL'), lifetimeMs);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('error', (e) => { stderr += `spawn: ${e.message}\n`; clearTimeout(lifetime); started.delete(child); resolve({ code: null, signal: null }); });
-    child.once('close', (code, signal) => { clearTimeout(lifetime); started.delete(child); resolve({ code, signal }); });
-  });
-  return { child, stderr: () => stderr, exited };
-}
-
-async function killStarted(): Promise<void> {
-  await Promise.all([...started].map((child) => new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) { resolve(); return; }
-    child.once('close', () => resolve());
-    child.kill('SIGKILL');
-  })));
-}
-
 /** Connects to QEMU's QMP socket once it listens; fails with QEMU's stderr when QEMU exits first. */
-async function connectWhenReady(qemu: RunningQemu, socket: string, timeoutMs = 15_000): Promise<QmpClient> {
-  const deadline = Date.now() + timeoutMs;
-  let gone = false;
-  void qemu.exited.then(() => { gone = true; });
-  for (;;) {
-    if (fs.existsSync(socket)) {
-      try {
-        return await QmpClient.connect(socket, timeoutMs);
-      } catch (e) {
-        if (!gone && Date.now() > deadline) throw e;
-      }
-    }
-    // Let a pending exit be noticed before deciding QEMU is gone.
-    await new Promise((r) => setTimeout(r, 50));
-    if (gone) assert.fail(`QEMU exited before its QMP socket answered:\n${qemu.stderr()}`);
-    if (Date.now() > deadline) assert.fail(`no QMP socket ${socket} within ${timeoutMs} ms:\n${qemu.stderr()}`);
+async function connectWhenReady(qemu: SerialQemu, socket: string, timeoutMs = 15_000): Promise<QmpClient> {
+  try {
+    return await QmpClient.connectWhenReady(socket, { timeoutMs, gone: () => qemu.child.exitCode !== null || qemu.child.signalCode !== null });
+  } catch (e) {
+    assert.fail(`${(e as Error).message}:\n${qemu.stderr()}`);
   }
 }
 
@@ -596,7 +554,7 @@ describe('qemuArgs on a real qemu-system-x86_64', { timeout: 120_000 }, () => {
   const sw = net.createServer((c) => { switchConnections++; c.on('error', () => { /* QEMU gone */ }); });
   let config: VmConfig;
   let args: string[];
-  let qemu: RunningQemu;
+  let qemu: SerialQemu;
   let qmp: QmpClient | null = null;
 
   before(async () => {
@@ -606,13 +564,13 @@ describe('qemuArgs on a real qemu-system-x86_64', { timeout: 120_000 }, () => {
     const launch = launchFor(config, dir);
     await new Promise<void>((resolve) => sw.listen(launch.switchSocket, resolve));
     args = qemuArgs(launch);
-    qemu = startQemu(args);
+    qemu = runQemu(args, 60_000);
     qmp = await connectWhenReady(qemu, launch.qmpSocket);
   });
 
   after(async () => {
     qmp?.close();
-    await killStarted();
+    await killAllQemu();
     sw.close();
     removeDir(dir);
   });
@@ -700,7 +658,7 @@ describe('qemuArgs on a real qemu-system-x86_64', { timeout: 120_000 }, () => {
    * images), runs `check` over QMP, then quits QEMU and expects it to exit with status 0.
    */
   async function startAndCheck(label: string, document: Record<string, unknown>, overrides: Partial<QemuLaunch>,
-    check: (client: QmpClient, config: VmConfig, qemu: RunningQemu) => Promise<void>): Promise<void> {
+    check: (client: QmpClient, config: VmConfig, qemu: SerialQemu) => Promise<void>): Promise<void> {
     const vmDir = path.join(dir, label);
     fs.mkdirSync(vmDir);
     const vm = parseVmConfig(document, vmDir);
@@ -709,7 +667,7 @@ describe('qemuArgs on a real qemu-system-x86_64', { timeout: 120_000 }, () => {
     if (vm.floppy?.image) fs.writeFileSync(vm.floppy.image, Buffer.alloc(1_474_560));
     for (const port of [vm.com2, vm.lpt1]) if (port) fs.mkdirSync(path.dirname(port.file), { recursive: true });
     const launch = launchFor(vm, vmDir, overrides);
-    const other = startQemu(qemuArgs(launch));
+    const other = runQemu(qemuArgs(launch), 60_000);
     const client = await connectWhenReady(other, launch.qmpSocket);
     try {
       await check(client, vm, other);

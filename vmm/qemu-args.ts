@@ -25,14 +25,15 @@ export interface QemuLaunch {
 
 export function qemuArgs(launch: QemuLaunch): string[] {
   const { config } = launch;
+  const boot = bootIndexes(config);
   return [
     ...machine(launch),
     ...sandbox(launch.runAs),
-    ...ideDevices(launch),
-    ...scsiDevices(launch),
-    ...networkAdapters(launch),
+    ...ideDevices(launch, boot),
+    ...scsiDevices(launch, boot),
+    ...networkAdapters(launch, boot),
     ...ports(config),
-    ...floppy(config),
+    ...floppy(config, boot),
     ...usb(config),
     '-device', `VGA,vgamem_mb=${PROFILE.video.memoryMB}`,
     '-display', 'none',
@@ -67,7 +68,7 @@ function sandbox(runAs: string | null): string[] {
 }
 
 /** SeaBIOS boots devices by bootindex; the configuration orders device kinds, disks in slot order. */
-function bootIndexes(config: VmConfig): Map<string, number> {
+function bootIndexes(config: VmConfig): BootIndexes {
   const kinds: Record<BootDevice, string[]> = {
     floppy: config.floppy?.image ? ['fd0'] : [],
     dvd: config.ide.flatMap((d) => (d.type === 'DVD' && d.image ? [`ide${d.channel}-${d.device}`] : [])),
@@ -79,8 +80,10 @@ function bootIndexes(config: VmConfig): Map<string, number> {
   return order;
 }
 
-function bootindex(config: VmConfig, id: string): string {
-  const index = bootIndexes(config).get(id);
+type BootIndexes = Map<string, number>;
+
+function bootindex(boot: BootIndexes, id: string): string {
+  const index = boot.get(id);
   return index === undefined ? '' : `,bootindex=${index}`;
 }
 
@@ -103,31 +106,31 @@ function imageNode(node: string, file: string, readOnly: boolean): string[] {
   ];
 }
 
-function ideDevices(launch: QemuLaunch): string[] {
+function ideDevices(launch: QemuLaunch, boot: BootIndexes): string[] {
   return launch.config.ide.flatMap((d) => {
     const slot = `ide${d.channel}-${d.device}`;
-    const position = `bus=ide.${d.channel},unit=${d.device},id=${slot}${bootindex(launch.config, slot)}`;
+    const position = `bus=ide.${d.channel},unit=${d.device},id=${slot}${bootindex(boot, slot)}`;
     if (d.type === 'HardDisk') return [...diskNode(launch, slot), '-device', `ide-hd,drive=${slot},${position}`];
     if (!d.image) return ['-device', `ide-cd,${position}`];
     return [...imageNode(slot, d.image, true), '-device', `ide-cd,drive=${slot},${position}`];
   });
 }
 
-function scsiDevices(launch: QemuLaunch): string[] {
+function scsiDevices(launch: QemuLaunch, boot: BootIndexes): string[] {
   return launch.config.scsi.flatMap((adapter, a) => [
     '-device', `${QEMU_SCSI_DEVICE[adapter.model]},id=scsi${a}`,
     ...adapter.disks.flatMap((d) => {
       const slot = `scsi${a}-${d.target}`;
       return [...diskNode(launch, slot),
-        '-device', `scsi-hd,bus=scsi${a}.0,scsi-id=${d.target},lun=0,drive=${slot},id=${slot}${bootindex(launch.config, slot)}`];
+        '-device', `scsi-hd,bus=scsi${a}.0,scsi-id=${d.target},lun=0,drive=${slot},id=${slot}${bootindex(boot, slot)}`];
     }),
   ]);
 }
 
 /** Unplugged adapters get no backend; the worker sets their link down before the guest runs. */
-function networkAdapters(launch: QemuLaunch): string[] {
+function networkAdapters(launch: QemuLaunch, boot: BootIndexes): string[] {
   return launch.config.networkAdapters.flatMap((nic, i) => {
-    const device = `${QEMU_NIC_DEVICE[nic.model]},id=nic${i},mac=${nic.mac.toLowerCase()}${bootindex(launch.config, `nic${i}`)}`;
+    const device = `${QEMU_NIC_DEVICE[nic.model]},id=nic${i},mac=${nic.mac.toLowerCase()}${bootindex(boot, `nic${i}`)}`;
     if (nic.network === 'none') return ['-device', device];
     return [
       '-netdev', `stream,id=net${i},server=off,addr.type=unix,addr.path=${opt(launch.switchSocket)}`,
@@ -145,12 +148,12 @@ function ports(config: VmConfig): string[] {
 }
 
 /** The drive sits on the pc's own floppy controller, which carries its boot index (the drive has none). */
-function floppy(config: VmConfig): string[] {
+function floppy(config: VmConfig, boot: BootIndexes): string[] {
   if (!config.floppy) return [];
-  const index = bootIndexes(config).get('fd0');
-  const boot = index === undefined ? [] : ['-global', `isa-fdc.bootindexA=${index}`];
+  const index = boot.get('fd0');
+  const controllerIndex = index === undefined ? [] : ['-global', `isa-fdc.bootindexA=${index}`];
   if (!config.floppy.image) return ['-device', 'floppy,unit=0,id=fd0'];
-  return [...imageNode('fd0', config.floppy.image, false), '-device', 'floppy,unit=0,id=fd0,drive=fd0', ...boot];
+  return [...imageNode('fd0', config.floppy.image, false), '-device', 'floppy,unit=0,id=fd0,drive=fd0', ...controllerIndex];
 }
 
 function usb(config: VmConfig): string[] {

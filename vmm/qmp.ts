@@ -56,11 +56,42 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent]; close: [] }> {
     return client;
   }
 
+  /**
+   * Connects once QEMU listens: QEMU creates its QMP socket some time after it starts. Gives up
+   * as soon as `gone()` says QEMU has exited, or when the time is up.
+   */
+  static async connectWhenReady(socketPath: string, options: { timeoutMs: number; gone: () => boolean }): Promise<QmpClient> {
+    const deadline = Date.now() + options.timeoutMs;
+    for (;;) {
+      if (options.gone()) throw new Error(`QEMU exited before its QMP socket ${socketPath} answered`);
+      try {
+        return await QmpClient.connect(socketPath, Math.min(5_000, options.timeoutMs));
+      } catch (e) {
+        if (Date.now() > deadline) throw new Error(`QEMU did not answer on ${socketPath} within ${options.timeoutMs} ms: ${(e as Error).message}`, { cause: e });
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
+
   execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
     if (this.closed) return Promise.reject(new Error(`QMP connection is closed (${command} not sent)`));
     return new Promise<T>((resolve, reject) => {
       this.pending.push({ command, resolve: resolve as (v: unknown) => void, reject });
       this.socket.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
+    });
+  }
+
+  /** Resolves with the first event of that name, from now on, for which `match` holds. */
+  waitForEvent(name: string, timeoutMs: number, match: (e: QmpEvent) => boolean = () => true): Promise<QmpEvent> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { cleanup(); reject(new Error(`QEMU sent no ${name} event within ${timeoutMs} ms`)); }, timeoutMs);
+      const onEvent = (e: QmpEvent): void => {
+        if (e.event === name && match(e)) { cleanup(); resolve(e); }
+      };
+      const onClose = (): void => { cleanup(); reject(new Error(`QEMU closed its control connection before ${name}`)); };
+      const cleanup = (): void => { clearTimeout(timer); this.off('event', onEvent); this.off('close', onClose); };
+      this.on('event', onEvent);
+      this.on('close', onClose);
     });
   }
 

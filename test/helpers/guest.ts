@@ -13,13 +13,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-/** The checkout: this file runs as dist/test/helpers/guest.js. */
-const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+import { type Match, TextWatch } from './text-watch.js';
+import { PROJECT_ROOT } from './vhd-fixtures.js';
 const BUILDER_FILES = ['build.sh', 'init.sh'].map((f) => path.join(PROJECT_ROOT, 'test', 'guest', f));
 
 export const GUEST_BUILD_COMMAND = 'bash test/guest/build.sh';
@@ -151,7 +148,7 @@ export interface SerialQemu {
    * Resolves with the first match of `pattern` in the serial output at or after `from`; rejects
    * when `timeoutMs` passes or QEMU exits first.
    */
-  waitFor(pattern: string | RegExp, timeoutMs: number, from?: number): Promise<{ index: number; text: string }>;
+  waitFor(pattern: string | RegExp, timeoutMs: number, from?: number): Promise<Match>;
   /** Types into COM1. */
   type(text: string): void;
   /** Resolves once QEMU has exited. */
@@ -167,22 +164,19 @@ const running = new Set<ChildProcess>();
  * `lifetimeMs` whatever happens; call kill() (or killAllQemu() in an after() hook) when done.
  */
 export function startQemu(args: string[], lifetimeMs = 120_000): SerialQemu {
-  const child = spawn('qemu-system-x86_64', [...QEMU_BASE_ARGS, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  return runQemu([...QEMU_BASE_ARGS, ...args], lifetimeMs);
+}
+
+/** Spawns qemu-system-x86_64 with exactly `args` (COM1 must be on stdio to be read); as startQemu otherwise. */
+export function runQemu(args: string[], lifetimeMs = 120_000): SerialQemu {
+  const child = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
   running.add(child);
-  let output = '';
   let stderr = '';
-  let waiters: Array<() => void> = [];
-  const wake = (): void => {
-    const pending = waiters;
-    waiters = [];
-    for (const w of pending) w();
-  };
+  const tail = (): string => `--- serial (last 2000 chars) ---\n${serial.text.slice(-2000)}\n--- qemu stderr ---\n${stderr}`;
+  const serial = new TextWatch('the serial console', tail);
   child.stdout!.setEncoding('utf8');
   child.stderr!.setEncoding('utf8');
-  child.stdout!.on('data', (s: string) => {
-    output += s;
-    wake();
-  });
+  child.stdout!.on('data', (s: string) => serial.append(s));
   child.stderr!.on('data', (s: string) => { stderr += s; });
   child.stdin!.on('error', () => { /* QEMU gone: typing is moot */ });
   const lifetime = setTimeout(() => child.kill('SIGKILL'), lifetimeMs);
@@ -191,7 +185,7 @@ export function startQemu(args: string[], lifetimeMs = 120_000): SerialQemu {
       clearTimeout(lifetime);
       running.delete(child);
       resolve({ code, signal });
-      wake();
+      serial.end('QEMU exited');
     };
     child.once('error', (e) => {
       stderr += `spawn qemu-system-x86_64: ${e.message}\n`;
@@ -199,47 +193,15 @@ export function startQemu(args: string[], lifetimeMs = 120_000): SerialQemu {
     });
     child.once('close', done);
   });
-  let hasExited = false;
-  void exited.then(() => { hasExited = true; });
-
-  const tail = (): string => `--- serial (last 2000 chars) ---\n${output.slice(-2000)}\n--- qemu stderr ---\n${stderr}`;
   return {
     child,
-    output: () => output,
+    output: () => serial.text,
     stderr: () => stderr,
     exited,
     type(text: string) {
       child.stdin!.write(text);
     },
-    waitFor(pattern, timeoutMs, from = 0) {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiters = waiters.filter((w) => w !== check);
-          reject(new Error(`no ${String(pattern)} on the serial console within ${timeoutMs} ms\n${tail()}`));
-        }, timeoutMs);
-        const check = (): void => {
-          const rest = output.slice(from);
-          let found: { index: number; text: string } | null = null;
-          if (typeof pattern === 'string') {
-            const i = rest.indexOf(pattern);
-            if (i >= 0) found = { index: from + i, text: pattern };
-          } else {
-            const m = new RegExp(pattern.source, pattern.flags.replace('g', '')).exec(rest);
-            if (m) found = { index: from + m.index, text: m[0] };
-          }
-          if (found) {
-            clearTimeout(timer);
-            resolve(found);
-          } else if (hasExited || child.exitCode !== null || child.signalCode !== null) {
-            clearTimeout(timer);
-            reject(new Error(`QEMU exited before ${String(pattern)} appeared on the serial console\n${tail()}`));
-          } else {
-            waiters.push(check);
-          }
-        };
-        check();
-      });
-    },
+    waitFor: (pattern, timeoutMs, from = 0) => serial.waitFor(pattern, timeoutMs, from),
     async kill() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       return exited;
@@ -247,7 +209,7 @@ export function startQemu(args: string[], lifetimeMs = 120_000): SerialQemu {
   };
 }
 
-/** SIGKILLs every QEMU startQemu() started that still runs (for an after() hook). */
+/** SIGKILLs every QEMU startQemu() or runQemu() started that still runs (for an after() hook). */
 export async function killAllQemu(): Promise<void> {
   await Promise.all([...running].map((child) => new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) {
@@ -257,100 +219,4 @@ export async function killAllQemu(): Promise<void> {
     child.once('close', () => resolve());
     child.kill('SIGKILL');
   })));
-}
-
-// ---------------------------------------------------------------------------------------------
-// A minimal QMP client (one command at a time, events collected)
-
-export interface QmpEvent {
-  event: string;
-  data?: Record<string, unknown>;
-}
-
-export interface Qmp {
-  command(execute: string, args?: Record<string, unknown>): Promise<unknown>;
-  /** Resolves with the first event named `name` (including ones already received). */
-  event(name: string, timeoutMs: number): Promise<QmpEvent>;
-  close(): void;
-}
-
-/** Connects to a QMP unix socket (retrying while QEMU creates it) and negotiates capabilities. */
-export async function connectQmp(socket: string, timeoutMs = 10_000): Promise<Qmp> {
-  const deadline = Date.now() + timeoutMs;
-  let conn: net.Socket;
-  for (;;) {
-    try {
-      conn = await new Promise<net.Socket>((resolve, reject) => {
-        const c = net.connect(socket);
-        c.once('connect', () => resolve(c));
-        c.once('error', reject);
-      });
-      break;
-    } catch (e) {
-      if (Date.now() > deadline) throw new Error(`cannot connect to QMP at ${socket}: ${(e as Error).message}`, { cause: e });
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  conn.setEncoding('utf8');
-  const events: QmpEvent[] = [];
-  const replies: Array<Record<string, unknown>> = [];
-  let waiters: Array<() => void> = [];
-  let closed = false;
-  let buffer = '';
-  const wake = (): void => {
-    const pending = waiters;
-    waiters = [];
-    for (const w of pending) w();
-  };
-  conn.on('data', (s: string) => {
-    buffer += s;
-    let nl: number;
-    while ((nl = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, nl).trim();
-      buffer = buffer.slice(nl + 1);
-      if (!line) continue;
-      const msg = JSON.parse(line) as Record<string, unknown>;
-      if (typeof msg.event === 'string') events.push(msg as unknown as QmpEvent);
-      else if ('return' in msg || 'error' in msg) replies.push(msg);
-    }
-    wake();
-  });
-  conn.on('error', () => { /* reported as close */ });
-  conn.on('close', () => {
-    closed = true;
-    wake();
-  });
-
-  const waitUntil = <T>(get: () => T | undefined, what: string, ms: number): Promise<T> => new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      waiters = waiters.filter((w) => w !== check);
-      reject(new Error(`QMP: no ${what} within ${ms} ms`));
-    }, ms);
-    const check = (): void => {
-      const value = get();
-      if (value !== undefined) {
-        clearTimeout(timer);
-        resolve(value);
-      } else if (closed) {
-        clearTimeout(timer);
-        reject(new Error(`QMP: connection closed before ${what}`));
-      } else {
-        waiters.push(check);
-      }
-    };
-    check();
-  });
-
-  const command = async (execute: string, args?: Record<string, unknown>): Promise<unknown> => {
-    conn.write(`${JSON.stringify(args ? { execute, arguments: args } : { execute })}\n`);
-    const reply = await waitUntil(() => replies.shift(), `reply to ${execute}`, 10_000);
-    if ('error' in reply) throw new Error(`QMP ${execute}: ${JSON.stringify(reply.error)}`);
-    return reply.return;
-  };
-  await command('qmp_capabilities');
-  return {
-    command,
-    event: (name, ms) => waitUntil(() => events.find((e) => e.event === name), `${name} event`, ms),
-    close: () => conn.destroy(),
-  };
 }

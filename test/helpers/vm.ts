@@ -4,18 +4,15 @@
 import net from 'node:net';
 import type { VmStatus, VmState } from '../../vmm/state.js';
 import type { WorkerClient } from '../../vmm/worker-client.js';
+import { TextWatch } from './text-watch.js';
 
 export class SerialReader {
-  text = '';
-  private waiters: Array<() => void> = [];
+  private readonly watch = new TextWatch('the console', () => `it showed:\n${this.text.slice(-2000)}`);
   private constructor(private readonly socket: net.Socket) {
     socket.setEncoding('utf8');
-    socket.on('data', (s: string) => {
-      this.text += s.replace(/\r/g, '');
-      for (const wake of this.waiters.splice(0)) wake();
-    });
+    socket.on('data', (s: string) => this.watch.append(s.replace(/\r/g, '')));
     socket.on('error', () => {});
-    socket.on('close', () => { for (const wake of this.waiters.splice(0)) wake(); });
+    socket.on('close', () => this.watch.end('the console closed'));
   }
 
   static attach(socketPath: string): Promise<SerialReader> {
@@ -25,24 +22,15 @@ export class SerialReader {
     });
   }
 
+  /** What the console showed so far, carriage returns removed. */
+  get text(): string {
+    return this.watch.text;
+  }
+
   /** Resolves with the index just past the first match at or after `from`. */
   async waitFor(pattern: string | RegExp, timeoutMs = 60_000, from = 0): Promise<number> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const rest = this.text.slice(from);
-      const match = typeof pattern === 'string' ? { index: rest.indexOf(pattern), length: pattern.length } : (() => {
-        const m = pattern.exec(rest);
-        return { index: m ? m.index : -1, length: m ? m[0].length : 0 };
-      })();
-      if (match.index >= 0) return from + match.index + match.length;
-      if (this.socket.destroyed) throw new Error(`the console closed before ${String(pattern)}; it showed:\n${this.text.slice(-2000)}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${String(pattern)} did not appear on the console within ${timeoutMs} ms; it showed:\n${this.text.slice(-2000)}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.waiters.push(() => { clearTimeout(timer); resolve(); });
-      });
-    }
+    const match = await this.watch.waitFor(pattern, timeoutMs, from);
+    return match.index + match.text.length;
   }
 
   type(text: string): void {

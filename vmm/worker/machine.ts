@@ -235,15 +235,11 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
   }
 
   private async connectQmp(running: Running): Promise<QmpClient> {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      if (this.qemu !== running) throw new VmError('VM_E_START_FAILED', `QEMU could not start: ${this.qemuLogTail()}`);
-      try {
-        return await QmpClient.connect(this.paths.qmp, 5_000);
-      } catch (e) {
-        if (Date.now() > deadline) throw new VmError('VM_E_START_FAILED', `QEMU did not answer on ${this.paths.qmp}: ${(e as Error).message}`);
-        await delay(50);
-      }
+    try {
+      return await QmpClient.connectWhenReady(this.paths.qmp, { timeoutMs: 30_000, gone: () => this.qemu !== running });
+    } catch (e) {
+      const cause = this.qemu === running ? (e as Error).message : this.qemuLogTail();
+      throw new VmError('VM_E_START_FAILED', `QEMU could not start: ${cause}`);
     }
   }
 
