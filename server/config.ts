@@ -1,6 +1,8 @@
-// vserverd's settings: built-in defaults, overridden by environment variables, then by flags.
-// The defaults are the embedded ones: loopback only, a data folder beside the checkout.
+// vserverd's settings: built-in defaults, then a JSON config file (--config or VSERVER_CONFIG),
+// then environment variables, then flags. The defaults are the embedded ones: loopback only, a
+// data folder beside the checkout, that folder as the only storage root.
 
+import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -8,20 +10,87 @@ export interface ServerConfig {
   host: string;
   port: number;
   dataDir: string;
+  /** Folders every path given to the API must lie in; the first is where relative paths start. */
+  storageRoots: string[];
+  /** Browser origins (besides the server's own) allowed to open the WebSocket. */
+  allowedOrigins: string[];
+  /** Idle minutes before a browser session ends. */
+  sessionTimeoutMinutes: number;
+  adminUser: string;
 }
 
+export class ConfigError extends Error {}
+
+const FILE_KEYS = ['host', 'port', 'dataDir', 'storageRoots', 'allowedOrigins', 'sessionTimeoutMinutes', 'adminUser'] as const;
+
+export const USAGE = `usage: node dist/server/main.js [--config FILE] [--host ADDRESS] [--port N] [--data FOLDER] [--storage-root FOLDER ...]
+  --config FILE         a JSON file with any of: ${FILE_KEYS.join(', ')}   (VSERVER_CONFIG)
+  --host ADDRESS        the address to listen on; 127.0.0.1 unless set          (VSERVER_HOST)
+  --port N              the port; 8080 unless set, 0 for any free one          (VSERVER_PORT)
+  --data FOLDER         catalog, VMs and disks; ./data in the checkout         (VSERVER_DATA)
+  --storage-root DIR    a folder API paths may use (repeat for more); the data folder unless set
+                                                                      (VSERVER_STORAGE_ROOTS, colon-separated)
+  VSERVER_ADMIN_PASSWORD sets the first administrator's password (else one is generated and shown once).`;
+
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: string): ServerConfig {
-  const { values } = parseArgs({
-    args: argv,
-    options: { host: { type: 'string' }, port: { type: 'string' }, data: { type: 'string' } },
-    strict: true,
-  });
-  const host = values.host ?? env.VSERVER_HOST ?? '127.0.0.1';
-  const portText = values.port ?? env.VSERVER_PORT ?? '8080';
-  const port = Number(portText);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error(`port must be a whole number from 0 to 65535, not "${portText}" (--port or VSERVER_PORT)`);
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, data: { type: 'string' },
+        'storage-root': { type: 'string', multiple: true }, help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (e) {
+    throw new ConfigError(`${(e as Error).message}\n${USAGE}`, { cause: e });
   }
-  const dataDir = path.resolve(values.data ?? env.VSERVER_DATA ?? path.join(projectRoot, 'data'));
-  return { host, port, dataDir };
+  if (values.help) throw new ConfigError(USAGE);
+  const file = readConfigFile(values.config ?? env.VSERVER_CONFIG);
+  const fileDir = values.config ?? env.VSERVER_CONFIG ? path.dirname(path.resolve(values.config ?? env.VSERVER_CONFIG!)) : process.cwd();
+  const fromFile = (p: unknown): string => path.resolve(fileDir, String(p));
+
+  const host = values.host ?? env.VSERVER_HOST ?? stringSetting(file.host, 'host') ?? '127.0.0.1';
+  const portText = values.port ?? env.VSERVER_PORT ?? (file.port === undefined ? '8080' : String(file.port));
+  const port = Number(portText);
+  if (!/^\d+$/.test(portText) || port > 65535) throw new ConfigError(`port must be a whole number from 0 to 65535, not "${portText}" (--port, VSERVER_PORT or "port")`);
+  const dataDir = path.resolve(values.data ?? env.VSERVER_DATA ?? (file.dataDir !== undefined ? fromFile(stringSetting(file.dataDir, 'dataDir')) : path.join(projectRoot, 'data')));
+  const roots = values['storage-root']?.length ? values['storage-root'].map((r) => path.resolve(r))
+    : env.VSERVER_STORAGE_ROOTS ? env.VSERVER_STORAGE_ROOTS.split(':').filter(Boolean).map((r) => path.resolve(r))
+      : file.storageRoots !== undefined ? listSetting(file.storageRoots, 'storageRoots').map(fromFile) : [dataDir];
+  if (roots.length === 0) throw new ConfigError('at least one storage root is needed');
+  const allowedOrigins = file.allowedOrigins !== undefined ? listSetting(file.allowedOrigins, 'allowedOrigins') : [];
+  const minutesText = env.VSERVER_SESSION_MINUTES ?? (file.sessionTimeoutMinutes === undefined ? '30' : String(file.sessionTimeoutMinutes));
+  const sessionTimeoutMinutes = Number(minutesText);
+  if (!Number.isInteger(sessionTimeoutMinutes) || sessionTimeoutMinutes < 1 || sessionTimeoutMinutes > 7 * 24 * 60) {
+    throw new ConfigError(`sessionTimeoutMinutes must be a whole number of minutes from 1 to 10080, not "${minutesText}"`);
+  }
+  const adminUser = env.VSERVER_ADMIN_USER ?? stringSetting(file.adminUser, 'adminUser') ?? 'admin';
+  return { host, port, dataDir, storageRoots: roots, allowedOrigins, sessionTimeoutMinutes, adminUser };
+}
+
+function readConfigFile(file: string | undefined): Record<string, unknown> {
+  if (!file) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new ConfigError(`cannot read the config file ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(`${file} must hold a JSON object`);
+  const unknown = Object.keys(parsed).filter((k) => !(FILE_KEYS as readonly string[]).includes(k));
+  if (unknown.length) throw new ConfigError(`${file}: unknown setting${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `"${k}"`).join(', ')} (known: ${FILE_KEYS.join(', ')})`);
+  return parsed as Record<string, unknown>;
+}
+
+function stringSetting(value: unknown, name: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || !value) throw new ConfigError(`"${name}" in the config file must be a non-empty string`);
+  return value;
+}
+
+function listSetting(value: unknown, name: string): string[] {
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string' || !v)) throw new ConfigError(`"${name}" in the config file must be a list of strings`);
+  return value as string[];
 }

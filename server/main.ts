@@ -1,41 +1,115 @@
-// vserverd's entry point. For now the service is a placeholder page: the catalog, the API and
-// the administration site come with their own issues. It listens on loopback by default.
+// vserverd: the catalog, the API (HTTP and WebSocket), tasks, events and the VMs' workers.
+// It listens on loopback unless configured otherwise. Stopping it (SIGTERM, SIGINT) applies each
+// running VM's action on quit; a crash leaves the VMs running, and the next start reattaches.
 
 import fs from 'node:fs';
+import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
-import express from 'express';
-import { loadConfig } from './config.js';
+import { AccessControl } from './auth/access.js';
+import { Users } from './auth/users.js';
+import { openCatalog } from './catalog/database.js';
+import { ConfigError, loadConfig, type ServerConfig } from './config.js';
+import { call } from './api/dispatch.js';
+import type { Services } from './api/services.js';
+import { EventLog, SERVICE } from './event-log.js';
+import { createApp } from './http/app.js';
+import { Sessions } from './http/sessions.js';
+import { attachWebSocket } from './http/websocket.js';
+import { Machines, type StateChange } from './machines.js';
+import { StorageRoots } from './storage-roots.js';
+import { Tasks } from './tasks.js';
 
 const projectRoot = path.resolve(import.meta.dirname, '..', '..');
+const version = (JSON.parse(fs.readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version;
 
-function main(): void {
+/** vserverd itself, when it acts on its own (auto-start). */
+const SERVICE_PRINCIPAL = { user: SERVICE, userRole: 'Administrator', role: 'Administrator', tokenId: null } as const;
+
+async function main(): Promise<void> {
   const config = loadConfig(process.argv.slice(2), process.env, projectRoot);
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
-  const app = express();
-  app.disable('x-powered-by');
-  app.set('view engine', 'ejs');
-  app.set('views', path.join(projectRoot, 'views'));
-  app.use('/static', express.static(path.join(projectRoot, 'static')));
-  app.get('/healthz', (_req, res) => { res.type('text/plain').send('ok\n'); });
-  app.get('/', (_req, res) => { res.render('placeholder', { dataDir: config.dataDir }); });
-  const server = app.listen(config.port, config.host, () => {
-    const { port } = server.address() as AddressInfo;
-    console.log(`vserverd: placeholder page on http://${config.host}:${port}/ (data folder ${config.dataDir}).`);
-    console.log('vserverd: the API and the administration site are not built yet; the VHD engine is available as "bin/vsctl vhd".');
-  });
-  server.on('error', (error) => {
-    console.error(`vserverd: cannot listen on ${config.host}:${config.port}: ${error.message}`);
-    process.exit(1);
-  });
-  const stop = (): void => { server.close(() => process.exit(0)); };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  const db = openCatalog(config.dataDir);
+  const users = new Users(db);
+  const admin = await users.ensureAdministrator(config.adminUser, process.env.VSERVER_ADMIN_PASSWORD);
+  const services: Services = {
+    db, users, machines: new Machines(db), tasks: new Tasks(db), events: new EventLog(db), access: new AccessControl(db),
+    roots: new StorageRoots(config.storageRoots), hostName: os.hostname(), version, startedAt: Date.now(),
+  };
+  if (admin.generated) {
+    console.log(`vserverd: created the administrator "${config.adminUser}" with the password ${admin.generated}`);
+    console.log('vserverd: it is shown this once; change it with VirtualServer.SetUserPassword (or set VSERVER_ADMIN_PASSWORD before the first start).');
+  }
+  services.machines.on('state', (change) => logStateChange(services, change));
+  const reattached = await services.machines.reattach();
+  services.events.log('Virtual Server', 'Information', `vserverd ${version} started${reattached.length ? `; reattached to ${reattached.map((vm) => vm.name).join(', ')}` : ''}`);
+
+  const sessions = new Sessions(config.sessionTimeoutMinutes * 60_000);
+  const server = http.createServer(createApp({ services, sessions, allowedOrigins: config.allowedOrigins, projectRoot }));
+  attachWebSocket(server, services, sessions, config.allowedOrigins);
+  await listen(server, config);
+  scheduleAutoStart(services);
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    void shutDown(services, server, signal);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 }
 
-try {
-  main();
-} catch (error) {
-  console.error(`vserverd: ${(error as Error).message}`);
-  process.exit(2);
+function listen(server: http.Server, config: ServerConfig): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (error) => reject(new ConfigError(`cannot listen on ${config.host}:${config.port}: ${error.message}`)));
+    server.listen(config.port, config.host, () => {
+      const { port } = server.address() as AddressInfo;
+      const shown = config.host.includes(':') ? `[${config.host}]` : config.host;
+      console.log(`vserverd: listening on http://${shown}:${port}/ (data folder ${config.dataDir}; storage roots ${config.storageRoots.join(', ')})`);
+      resolve();
+    });
+  });
 }
+
+function logStateChange(services: Services, { vm, state, status }: StateChange): void {
+  const object = `VirtualMachine/${vm.id}`;
+  if (status?.crashed && (state === 'TurnedOff' || state === 'Saved')) {
+    services.events.log('Virtual Machine', 'Error', `${vm.name} stopped unexpectedly: ${status.crashed.reason}`, SERVICE, object);
+  } else if (['Running', 'Paused', 'TurnedOff', 'Saved'].includes(state)) {
+    services.events.log('Virtual Machine', 'Information', `${vm.name} is ${state}${status?.stopReason && state === 'TurnedOff' ? ` (${status.stopReason})` : ''}`, SERVICE, object);
+  }
+}
+
+/** Turns on the VMs whose auto-start setting asks for it, each after its delay. */
+function scheduleAutoStart(services: Services): void {
+  for (const vm of services.machines.autoStartList()) {
+    setTimeout(() => {
+      services.machines.clearRunningAtQuit(vm.id);
+      call('VirtualMachine.Startup', { this: `VirtualMachine/${vm.id}` }, SERVICE_PRINCIPAL, services).catch((e: Error) => {
+        services.events.log('Virtual Machine', 'Error', `auto-start of ${vm.name} failed: ${e.message}`, SERVICE, `VirtualMachine/${vm.id}`);
+      });
+    }, vm.autoStartDelay * 1000).unref();
+  }
+}
+
+async function shutDown(services: Services, server: http.Server, signal: string): Promise<void> {
+  console.log(`vserverd: ${signal}: applying each running VM's action on quit`);
+  server.close();
+  server.closeAllConnections();
+  await services.machines.applyActionsOnQuit((vm, action, error) => {
+    if (error) services.events.log('Virtual Machine', 'Error', `${vm.name}: action on quit (${action}) failed: ${error.message}`, SERVICE, `VirtualMachine/${vm.id}`);
+    else services.events.log('Virtual Machine', 'Information', `${vm.name}: action on quit applied (${action})`, SERVICE, `VirtualMachine/${vm.id}`);
+    console.log(`vserverd: ${vm.name}: ${action}${error ? ` failed: ${error.message}` : ' done'}`);
+  });
+  services.machines.detach();
+  services.events.log('Virtual Server', 'Information', `vserverd stopped (${signal})`);
+  services.db.close();
+  process.exit(0);
+}
+
+main().catch((error: unknown) => {
+  console.error(`vserverd: ${(error as Error).message}`);
+  process.exit(error instanceof ConfigError ? 2 : 1);
+});

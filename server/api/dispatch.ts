@@ -1,0 +1,202 @@
+// JSON-RPC 2.0 over the object model: one request or a batch in, answers out. Every call is
+// checked against the schema (member, parameter names and types, "this"), its references are
+// resolved, the caller's right on the object is checked, and changes are written to the event log.
+
+import type { Principal } from '../auth/users.js';
+import type { Category } from '../event-log.js';
+import { HANDLERS, type Handler } from './handlers/index.js';
+import { ApiError, RPC_INVALID_REQUEST, RPC_METHOD_NOT_FOUND, RPC_PARSE_ERROR, invalidParams, rpcErrorObject, toApiError } from './errors.js';
+import { SERVER_REF, describeRef, guardOf, resolveRef } from './objects.js';
+import { SCHEMA } from './schema.js';
+import type { MemberSpec, TypeSpec } from './schema-types.js';
+import type { Services } from './services.js';
+
+export interface RpcResponse { jsonrpc: '2.0'; id: unknown; result?: unknown; error?: ReturnType<typeof rpcErrorObject> }
+
+/** What the handler of a member receives: the caller, "this" resolved, and the parameters with references resolved. */
+export interface Call {
+  principal: Principal;
+  services: Services;
+  /** The reference given as "this" ("VirtualServer" for the server's members). */
+  thisRef: string;
+  self: unknown;
+  params: Record<string, unknown>;
+  /** The references given for ref-typed parameters, unresolved. */
+  refs: Record<string, string>;
+}
+
+const SECRET_PARAMS = new Set(['password']);
+
+for (const [iface, spec] of Object.entries(SCHEMA)) {
+  for (const member of Object.keys(spec.members)) {
+    if (!HANDLERS[`${iface}.${member}`]) throw new Error(`the schema declares ${iface}.${member}, which has no handler`);
+  }
+}
+for (const name of Object.keys(HANDLERS)) {
+  const [iface, member] = name.split('.');
+  if (!SCHEMA[iface]?.members[member]) throw new Error(`the handler ${name} is not declared in the schema`);
+}
+
+/** Answers a request body (text): a single response, an array for a batch, or null when nothing is owed (notifications only). */
+export async function handleRpcBody(body: string, principal: Principal, services: Services): Promise<RpcResponse | RpcResponse[] | null> {
+  let message: unknown;
+  try {
+    message = JSON.parse(body);
+  } catch (e) {
+    return failure(null, new ApiError('VM_E_PARSE_ERROR', `the request is not JSON: ${(e as Error).message}`, {}, RPC_PARSE_ERROR));
+  }
+  if (Array.isArray(message)) {
+    if (message.length === 0) return failure(null, new ApiError('VM_E_INVALID_REQUEST', 'an empty batch', {}, RPC_INVALID_REQUEST));
+    const answers = await Promise.all(message.map((m) => handleRequest(m, principal, services)));
+    const owed = answers.filter((a): a is RpcResponse => a !== null);
+    return owed.length ? owed : null;
+  }
+  return handleRequest(message, principal, services);
+}
+
+export async function handleRequest(message: unknown, principal: Principal, services: Services): Promise<RpcResponse | null> {
+  if (typeof message !== 'object' || message === null || (message as { jsonrpc?: unknown }).jsonrpc !== '2.0' || typeof (message as { method?: unknown }).method !== 'string') {
+    return failure((message as { id?: unknown } | null)?.id ?? null, new ApiError('VM_E_INVALID_REQUEST', 'a request is {"jsonrpc": "2.0", "method": "Interface.Member", "params": {...}, "id": ...}', {}, RPC_INVALID_REQUEST));
+  }
+  const { id, method, params } = message as { id?: unknown; method: string; params?: unknown };
+  const isNotification = !('id' in message);
+  try {
+    const result = await call(method, params, principal, services);
+    return isNotification ? null : { jsonrpc: '2.0', id, result };
+  } catch (e) {
+    return isNotification ? null : failure(id ?? null, toApiError(e));
+  }
+}
+
+/** Performs one call; throws ApiError. */
+export async function call(method: string, rawParams: unknown, principal: Principal, services: Services): Promise<unknown> {
+  const [iface, member, extra] = method.split('.');
+  const spec = iface && member && extra === undefined ? SCHEMA[iface]?.members[member] : undefined;
+  if (!spec) throw new ApiError('VM_E_METHOD_NOT_FOUND', `there is no method ${method}${suggestion(iface, member)}`, {}, RPC_METHOD_NOT_FOUND);
+  if (rawParams !== undefined && (typeof rawParams !== 'object' || rawParams === null || Array.isArray(rawParams))) {
+    throw invalidParams(`${method} takes its parameters by name, as an object`);
+  }
+  const given = { ...(rawParams as Record<string, unknown> | undefined) };
+
+  const thisRef = takeThis(iface, method, given);
+  const self = iface === 'VirtualServer' ? null : resolveRef(services, iface, thisRef);
+  const { params, refs } = checkParams(method, spec, given, services);
+
+  const guarded = spec.rightOn ? refs[spec.rightOn] : thisRef;
+  const target = guardOf(guarded);
+  if (spec.administratorsOnly && principal.role !== 'Administrator') deny(principal, method, target, services, 'administrators only');
+  if (!services.access.rightsOn(principal, target).has(spec.right)) deny(principal, method, target, services, `the "${spec.right}" right`);
+
+  const handler = HANDLERS[`${iface}.${member}`] as Handler;
+  const label = describeRef(services, guarded); // before the call: it may delete the object
+  const result = await handler({ principal, services, thisRef, self, params, refs });
+  if (isChange(member, spec)) audit(services, principal, method, guarded, label, given);
+  return result ?? null;
+}
+
+function takeThis(iface: string, method: string, given: Record<string, unknown>): string {
+  const thisRef = given.this;
+  delete given.this;
+  if (iface === 'VirtualServer') {
+    if (thisRef !== undefined && thisRef !== SERVER_REF) throw invalidParams(`${method} takes no "this": the server is implied`);
+    return SERVER_REF;
+  }
+  if (typeof thisRef !== 'string' || !thisRef) throw invalidParams(`${method} needs "this": a reference such as ${SCHEMA[iface].ref}`);
+  return thisRef;
+}
+
+function checkParams(method: string, spec: MemberSpec, given: Record<string, unknown>, services: Services): { params: Record<string, unknown>; refs: Record<string, string> } {
+  const declared = spec.params ?? {};
+  const unknown = Object.keys(given).filter((k) => !(k in declared));
+  if (unknown.length) {
+    const takes = Object.keys(declared);
+    throw invalidParams(`${method} has no parameter ${unknown.map((k) => `"${k}"`).join(', ')}; it takes ${takes.length ? takes.join(', ') : 'none'}${spec.params || method.startsWith('VirtualServer.') ? '' : ' besides "this"'}`);
+  }
+  const params: Record<string, unknown> = {};
+  const refs: Record<string, string> = {};
+  for (const [name, p] of Object.entries(declared)) {
+    const value = given[name];
+    if (value === undefined || value === null) {
+      if (!p.optional) throw invalidParams(`${method} needs "${name}": ${p.doc}`, { param: name });
+      continue;
+    }
+    const problem = typeProblem(p, value);
+    if (problem) throw invalidParams(`${method}: "${name}" ${problem}`, { param: name });
+    if (p.type === 'ref') {
+      refs[name] = value as string;
+      params[name] = resolveRef(services, p.interface, value as string);
+    } else {
+      params[name] = value;
+    }
+  }
+  return { params, refs };
+}
+
+/** Why a value does not fit its type, or null when it does. */
+export function typeProblem(type: TypeSpec, value: unknown): string | null {
+  switch (type.type) {
+    case 'string':
+      if (typeof value !== 'string') return `must be a string, not ${describe(value)}`;
+      if (type.maxLength !== undefined && value.length > type.maxLength) return `is at most ${type.maxLength} characters (${value.length} given)`;
+      if (type.pattern && !new RegExp(type.pattern).test(value)) return `must match ${type.pattern}`;
+      return value.includes('\0') ? 'must not contain NUL characters' : null;
+    case 'integer':
+      if (typeof value !== 'number' || !Number.isInteger(value)) return `must be a whole number, not ${describe(value)}`;
+      if (type.min !== undefined && value < type.min) return `must be at least ${type.min} (${value} given)`;
+      if (type.max !== undefined && value > type.max) return `must be at most ${type.max} (${value} given)`;
+      return null;
+    case 'boolean': return typeof value === 'boolean' ? null : `must be true or false, not ${describe(value)}`;
+    case 'enum': return type.values.includes(value as string) ? null : `must be one of ${type.values.join(', ')}, not ${describe(value)}`;
+    case 'ref': return typeof value === 'string' && value.startsWith(`${type.interface}/`) ? null : `must be a ${type.interface} reference (${type.interface}/...), not ${describe(value)}`;
+    case 'array': {
+      if (!Array.isArray(value)) return `must be a list, not ${describe(value)}`;
+      for (const [i, item] of value.entries()) {
+        const problem = typeProblem(type.items, item);
+        if (problem) return `[${i}] ${problem}`;
+      }
+      return null;
+    }
+    case 'object': return typeof value === 'object' && value !== null && !Array.isArray(value) ? null : `must be an object, not ${describe(value)}`;
+    case 'null': return value === null ? null : 'must be null';
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'object') return 'an object';
+  return `${typeof value} ${String(value)}`;
+}
+
+function deny(principal: Principal, method: string, target: string, services: Services, needed: string): never {
+  const on = describeRef(services, target);
+  services.events.log('Security', 'Warning', `${principal.user} was refused ${method} on ${on}: it needs ${needed}`, principal.user, target);
+  throw new ApiError('VM_E_ACCESS_DENIED', `${principal.user} (${principal.role}) may not call ${method} on ${on}: it needs ${needed}`);
+}
+
+const READ_ONLY_METHODS = new Set(['FindVirtualMachine', 'GetHardDisk', 'GetEvents', 'GetFiles', 'WaitForCompletion']);
+function isChange(member: string, spec: MemberSpec): boolean {
+  return spec.right !== 'read' ? true : !member.startsWith('get_') && !READ_ONLY_METHODS.has(member);
+}
+
+/** Every change goes to the event log: who did what to which object, with its parameters (never passwords). */
+function audit(services: Services, principal: Principal, method: string, object: string, label: string, given: Record<string, unknown>): void {
+  const shown = Object.entries(given).map(([k, v]) => `${k}=${SECRET_PARAMS.has(k) ? '(hidden)' : JSON.stringify(v)}`).join(' ');
+  const [iface] = method.split('.');
+  const category: Category = iface === 'HardDisk' || /VirtualHardDisk$/.test(method) ? 'Virtual Disk'
+    : iface === 'Security' || /User|Token/.test(method) ? 'Security'
+      : guardOf(object) === SERVER_REF ? 'Virtual Server' : 'Virtual Machine';
+  services.events.log(category, 'Information', `${method} on ${label}${shown ? ` (${shown})` : ''}`, principal.user, object === SERVER_REF ? null : object);
+}
+
+function failure(id: unknown, error: ApiError): RpcResponse {
+  return { jsonrpc: '2.0', id, error: rpcErrorObject(error) };
+}
+
+function suggestion(iface: string | undefined, member: string | undefined): string {
+  if (!iface || !SCHEMA[iface]) return ` (interfaces: ${Object.keys(SCHEMA).join(', ')})`;
+  const lower = (member ?? '').toLowerCase();
+  const close = Object.keys(SCHEMA[iface].members).filter((m) => m.toLowerCase().includes(lower) || lower.includes(m.toLowerCase().replace(/^(get|put)_/, '')));
+  return close.length ? `; did you mean ${close.slice(0, 5).map((m) => `${iface}.${m}`).join(', ')}?` : ` (GET /api/schema lists ${iface}'s members)`;
+}

@@ -1,0 +1,112 @@
+// The members of Task, HardDisk and Security.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  compactDisk, convertDisk, expandDisk, inspectDisk, mergeIntoParent, mergeToNewDisk,
+} from '../../../storage/vhd/index.js';
+import type { Right } from '../schema-types.js';
+import type { TaskState } from '../../tasks.js';
+import type { Call } from '../dispatch.js';
+import { ApiError } from '../errors.js';
+import { guardOf, ref, type SecurityObject } from '../objects.js';
+import type { Handlers } from './types.js';
+import { diskInUse } from './virtual-machine.js';
+
+const MB = 1024 * 1024;
+const TYPE_NAMES = { dynamic: 'Dynamic', fixed: 'Fixed', differencing: 'Differencing' } as const;
+
+const task = (call: Call): TaskState => call.self as TaskState;
+const disk = (call: Call): string => call.self as string;
+
+/** The disk must not be open for writing by a VM or another tool while it is changed. */
+function refuseInUse(file: string): void {
+  const holder = diskInUse(file);
+  if (holder) throw new ApiError('VM_E_DRIVE_IN_USE', `${file} is in use by ${holder}; turn that VM off (or stop that tool) first`);
+}
+
+function diskTask(call: Call, description: string, work: (signal: AbortSignal, onProgress: (done: number, total: number) => void) => Promise<unknown>): unknown {
+  const t = call.services.tasks.start(description, call.thisRef, call.principal.user, { cancelable: true }, (handle) =>
+    work(handle.signal, (done, total) => handle.progress(total ? (done / total) * 100 : 0)));
+  return ref('Task', t.id);
+}
+
+function newFile(call: Call): string {
+  const file = call.services.roots.resolve(call.params.path as string, { kind: 'the new disk' });
+  if (fs.existsSync(file)) throw new ApiError('VHD_E_EXISTS', `${file} already exists`);
+  return file;
+}
+
+export const objectHandlers: Handlers = {
+  'Task.get_Description': (call) => task(call).description,
+  'Task.get_PercentCompleted': (call) => task(call).percent,
+  'Task.get_IsComplete': (call) => task(call).finished !== null,
+  'Task.get_IsCancelable': (call) => task(call).cancelable && task(call).finished === null,
+  'Task.get_Result': (call) => task(call).result,
+  'Task.get_Error': (call) => task(call).error,
+  'Task.get_Log': (call) => task(call).log,
+  'Task.get_Object': (call) => task(call).object,
+  'Task.get_Started': (call) => task(call).started,
+  'Task.WaitForCompletion': (call) => call.services.tasks.wait(task(call).id, call.params.timeoutMs as number),
+  'Task.Cancel': (call) => call.services.tasks.cancel(task(call).id),
+
+  'HardDisk.get_File': (call) => disk(call),
+  'HardDisk.get_Type': (call) => TYPE_NAMES[inspectDisk(disk(call)).type],
+  'HardDisk.get_SizeInGuest': (call) => inspectDisk(disk(call)).sizeInGuest,
+  'HardDisk.get_SizeOnHost': (call) => inspectDisk(disk(call)).sizeOnHost,
+  'HardDisk.get_HostFreeDiskSpace': (call) => {
+    const stats = fs.statfsSync(path.dirname(disk(call)));
+    return stats.bavail * stats.bsize;
+  },
+  'HardDisk.get_Parent': (call) => {
+    const parent = inspectDisk(disk(call)).parent;
+    return parent ? ref('HardDisk', parent.file) : null;
+  },
+  'HardDisk.get_Info': (call) => inspectDisk(disk(call)),
+  'HardDisk.Compact': (call) => {
+    refuseInUse(disk(call));
+    return diskTask(call, `Compact ${disk(call)}`, (signal, onProgress) => compactDisk(disk(call), { signal, onProgress }));
+  },
+  'HardDisk.Convert': (call) => {
+    const target = newFile(call);
+    const type = call.params.type === 'Fixed' ? 'fixed' : 'dynamic';
+    return diskTask(call, `Convert ${disk(call)} to a ${type} disk ${target}`, async (signal, onProgress) => {
+      await convertDisk(disk(call), target, { type, signal, onProgress });
+      return ref('HardDisk', target);
+    });
+  },
+  'HardDisk.Merge': (call) => {
+    const info = inspectDisk(disk(call));
+    if (!info.parent) throw new ApiError('VHD_E_WRONG_TYPE', `${disk(call)} is a ${info.type} disk; only a differencing disk can be merged`);
+    refuseInUse(disk(call));
+    refuseInUse(info.parent.file);
+    return diskTask(call, `Merge ${disk(call)} into ${info.parent.file}`, async (signal, onProgress) => {
+      await mergeIntoParent(disk(call), { signal, onProgress });
+      return ref('HardDisk', info.parent!.file);
+    });
+  },
+  'HardDisk.MergeTo': (call) => {
+    const target = newFile(call);
+    return diskTask(call, `Merge ${disk(call)} into a new disk ${target}`, async (signal, onProgress) => {
+      await mergeToNewDisk(disk(call), target, { signal, onProgress });
+      return ref('HardDisk', target);
+    });
+  },
+  'HardDisk.Expand': (call) => {
+    refuseInUse(disk(call));
+    return diskTask(call, `Expand ${disk(call)} to ${String(call.params.sizeMB)} MB`, (signal, onProgress) =>
+      expandDisk(disk(call), (call.params.sizeMB as number) * MB, { signal, onProgress }));
+  },
+
+  'Security.get_AccessRights': (call) => call.services.access.entries((call.self as SecurityObject).object),
+  'Security.get_CurrentUserAccessRights': (call) => [...call.services.access.rightsOn(call.principal, guardOf((call.self as SecurityObject).object))],
+  'Security.AddEntry': (call) => {
+    const name = call.params.name as string;
+    const role = /^role:(.+)$/.exec(name)?.[1];
+    if (role ? !['Administrator', 'Operator', 'Viewer'].includes(role) : !call.services.users.get(name)) {
+      throw new ApiError('VM_E_USER_UNKNOWN', role ? `there is no role ${role} (Administrator, Operator, Viewer)` : `there is no user named ${name}`);
+    }
+    call.services.access.setEntry((call.self as SecurityObject).object, { name, type: call.params.type as 'Allowed' | 'Denied', rights: call.params.rights as Right[] });
+  },
+  'Security.RemoveEntry': (call) => call.services.access.removeEntry((call.self as SecurityObject).object, call.params.name as string),
+};

@@ -1,0 +1,253 @@
+// VirtualMachine's members and those of its parts (disk connections, DVD drives, SCSI adapters,
+// network adapters, guest OS, display). Configuration changes go through Machines.reconfigure,
+// which refuses them unless the VM is off and validates the whole document against the profile.
+
+import fs from 'node:fs';
+import { lockHolder } from '../../../storage/vhd/index.js';
+import type { IdeDevice, VmConfig } from '../../../vmm/config.js';
+import { normalizeMac } from '../../../vmm/config.js';
+import { PROFILE, type NicModel, type ScsiModel } from '../../../vmm/profile.js';
+import type { VmRecord } from '../../machines.js';
+import type { Call } from '../dispatch.js';
+import { ApiError } from '../errors.js';
+import { type ConnectionObject, type DriveObject, type IndexedObject, ref } from '../objects.js';
+import type { Handlers } from './types.js';
+
+const vmOf = (call: Call): VmRecord => call.self as VmRecord;
+const partVm = (call: Call): VmRecord => (call.self as { vm: VmRecord }).vm;
+const vmId = (call: Call): string => vmOf(call).id;
+
+function reconfigure(call: Call, change: (doc: VmConfig) => void): VmRecord {
+  return call.services.machines.reconfigure(vmOf(call).id, change);
+}
+
+/** The IDE position or SCSI target must exist in the profile and be free. */
+function checkPosition(vm: VmRecord, bus: 'IDE' | 'SCSI', busNumber: number, deviceNumber: number): void {
+  if (bus === 'IDE') {
+    const { channels, devicesPerChannel } = PROFILE.ide;
+    if (busNumber >= channels || deviceNumber >= devicesPerChannel) {
+      throw new ApiError('VM_E_DRIVE_INVALID', `IDE has ${channels} channels (0-${channels - 1}) of ${devicesPerChannel} devices (0-${devicesPerChannel - 1}); ${busNumber}:${deviceNumber} does not exist`);
+    }
+    const taken = vm.config.ide.find((d) => d.channel === busNumber && d.device === deviceNumber);
+    if (taken) throw new ApiError('VM_E_DRIVE_IN_USE', `IDE ${busNumber}:${deviceNumber} of ${vm.name} already holds ${taken.type === 'DVD' ? 'a CD/DVD drive' : taken.path}`);
+    return;
+  }
+  const adapters = vm.config.scsi.length;
+  if (busNumber >= adapters) {
+    throw new ApiError('VM_E_DRIVE_INVALID', `${vm.name} has ${adapters} SCSI adapter${adapters === 1 ? '' : 's'}${adapters ? ` (0-${adapters - 1})` : ''}; add one with AddSCSIController first (at most ${PROFILE.scsi.adapters})`);
+  }
+  if (deviceNumber >= PROFILE.scsi.disksPerAdapter) {
+    throw new ApiError('VM_E_DRIVE_INVALID', `a SCSI adapter holds ${PROFILE.scsi.disksPerAdapter} disks (targets 0-${PROFILE.scsi.disksPerAdapter - 1}); target ${deviceNumber} does not exist`);
+  }
+  const taken = vm.config.scsi[busNumber].disks.find((d) => d.target === deviceNumber);
+  if (taken) throw new ApiError('VM_E_DRIVE_IN_USE', `SCSI ${busNumber}:${deviceNumber} of ${vm.name} already holds ${taken.path}`);
+}
+
+function disksOf(vm: VmRecord): string[] {
+  return [
+    ...vm.config.ide.flatMap((d) => (d.type === 'HardDisk' ? [`ide${d.channel}-${d.device}`] : [])),
+    ...vm.config.scsi.flatMap((a, i) => a.disks.map((d) => `scsi${i}-${d.target}`)),
+  ];
+}
+
+/** How long a process has run, from /proc (its start in clock ticks after boot; Linux counts 100 a second). */
+function processAgeSeconds(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    const uptime = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+    return Math.max(0, Math.floor(uptime - startTicks / 100));
+  } catch {
+    return null;
+  }
+}
+
+function pngSize(png: Buffer): { width: number; height: number } {
+  return { width: png.readUInt32BE(16), height: png.readUInt32BE(20) };
+}
+
+export const virtualMachineHandlers: Handlers = {
+  'VirtualMachine.get_Name': (call) => vmOf(call).name,
+  'VirtualMachine.put_Name': (call) => { reconfigure(call, (doc) => { doc.name = call.params.value as string; }); },
+  'VirtualMachine.get_Notes': (call) => vmOf(call).notes,
+  'VirtualMachine.put_Notes': (call) => call.services.machines.setSettings(vmId(call), { notes: call.params.value as string }),
+  'VirtualMachine.get_Memory': (call) => vmOf(call).config.memoryMB,
+  'VirtualMachine.put_Memory': (call) => { reconfigure(call, (doc) => { doc.memoryMB = call.params.value as number; }); },
+  'VirtualMachine.get_AutoStartAtLaunch': (call) => vmOf(call).autoStart,
+  'VirtualMachine.put_AutoStartAtLaunch': (call) => call.services.machines.setSettings(vmId(call), { autoStart: call.params.value as VmRecord['autoStart'] }),
+  'VirtualMachine.get_AutoStartAtLaunchDelay': (call) => vmOf(call).autoStartDelay,
+  'VirtualMachine.put_AutoStartAtLaunchDelay': (call) => call.services.machines.setSettings(vmId(call), { autoStartDelay: call.params.value as number }),
+  'VirtualMachine.get_ShutdownActionOnQuit': (call) => vmOf(call).shutdownAction,
+  'VirtualMachine.put_ShutdownActionOnQuit': (call) => call.services.machines.setSettings(vmId(call), { shutdownAction: call.params.value as VmRecord['shutdownAction'] }),
+  'VirtualMachine.get_State': (call) => call.services.machines.state(vmOf(call)),
+  'VirtualMachine.get_Engine': (call) => {
+    const status = call.services.machines.status(vmId(call));
+    return status?.engine ? { engine: status.engine, reason: status.engineReason ?? '' } : null;
+  },
+  'VirtualMachine.get_Uptime': (call) => {
+    const status = call.services.machines.status(vmId(call));
+    return status?.qemuPid && ['Running', 'Paused'].includes(status.state) ? processAgeSeconds(status.qemuPid) : null;
+  },
+  'VirtualMachine.get_File': (call) => vmOf(call).vmcPath,
+  'VirtualMachine.get_SavedStateFilePath': (call) => vmOf(call).config.savedState,
+  'VirtualMachine.get_Configuration': (call) => ({ version: 1, ...vmOf(call).config }),
+  'VirtualMachine.get_LastCrash': (call) => call.services.machines.status(vmId(call))?.crashed ?? null,
+
+  'VirtualMachine.get_HardDiskConnections': (call) => disksOf(vmOf(call)).map((slot) => ref('HardDiskConnection', `${vmId(call)}/${slot}`)),
+  'VirtualMachine.AddHardDiskConnection': (call) => {
+    const vm = vmOf(call);
+    const { busType, busNumber, deviceNumber } = call.params as { busType: 'IDE' | 'SCSI'; busNumber: number; deviceNumber: number };
+    const file = call.services.roots.resolve(call.params.path as string, { mustExist: true, kind: 'the hard disk image' });
+    call.services.machines.refuseUnlessOff(vm);
+    checkPosition(vm, busType, busNumber, deviceNumber);
+    reconfigure(call, (doc) => {
+      if (busType === 'IDE') doc.ide.push({ channel: busNumber, device: deviceNumber, type: 'HardDisk', path: file });
+      else doc.scsi[busNumber].disks.push({ target: deviceNumber, path: file });
+    });
+    return ref('HardDiskConnection', `${vm.id}/${busType.toLowerCase()}${busNumber}-${deviceNumber}`);
+  },
+  'VirtualMachine.RemoveHardDiskConnection': (call) => {
+    const c = call.params.connection as ConnectionObject;
+    if (c.vm.id !== vmId(call)) throw new ApiError('VM_E_INVALID_PARAMS', `${call.refs.connection} is not a disk of ${vmOf(call).name}`);
+    reconfigure(call, (doc) => {
+      if (c.bus === 'IDE') doc.ide = doc.ide.filter((d) => !(d.channel === c.busNumber && d.device === c.deviceNumber));
+      else doc.scsi[c.busNumber].disks = doc.scsi[c.busNumber].disks.filter((d) => d.target !== c.deviceNumber);
+    });
+  },
+
+  'VirtualMachine.get_DVDROMDrives': (call) => vmOf(call).config.ide.filter((d) => d.type === 'DVD').map((d) => ref('DVDROMDrive', `${vmId(call)}/ide${d.channel}-${d.device}`)),
+  'VirtualMachine.AddDVDROMDrive': (call) => {
+    const vm = vmOf(call);
+    const { busNumber, deviceNumber } = call.params as { busNumber: number; deviceNumber: number };
+    call.services.machines.refuseUnlessOff(vm);
+    checkPosition(vm, 'IDE', busNumber, deviceNumber);
+    reconfigure(call, (doc) => { doc.ide.push({ channel: busNumber, device: deviceNumber, type: 'DVD', image: null }); });
+    return ref('DVDROMDrive', `${vm.id}/ide${busNumber}-${deviceNumber}`);
+  },
+  'VirtualMachine.RemoveDVDROMDrive': (call) => {
+    const d = call.params.drive as DriveObject;
+    if (d.vm.id !== vmId(call)) throw new ApiError('VM_E_INVALID_PARAMS', `${call.refs.drive} is not a drive of ${vmOf(call).name}`);
+    reconfigure(call, (doc) => { doc.ide = doc.ide.filter((x) => !(x.channel === d.channel && x.device === d.device)); });
+  },
+
+  'VirtualMachine.get_SCSIControllers': (call) => vmOf(call).config.scsi.map((_, i) => ref('SCSIController', `${vmId(call)}/${i}`)),
+  'VirtualMachine.AddSCSIController': (call) => {
+    const vm = reconfigure(call, (doc) => { doc.scsi.push({ model: (call.params.model as ScsiModel | undefined) ?? PROFILE.scsi.defaultModel, disks: [] }); });
+    return ref('SCSIController', `${vm.id}/${vm.config.scsi.length - 1}`);
+  },
+  'VirtualMachine.RemoveSCSIController': (call) => {
+    const c = call.params.controller as IndexedObject;
+    if (c.vm.id !== vmId(call)) throw new ApiError('VM_E_INVALID_PARAMS', `${call.refs.controller} is not an adapter of ${vmOf(call).name}`);
+    const disks = vmOf(call).config.scsi[c.index].disks.length;
+    if (disks) throw new ApiError('VM_E_DRIVE_IN_USE', `SCSI adapter ${c.index} of ${vmOf(call).name} still holds ${disks} disk${disks === 1 ? '' : 's'}; remove them first`);
+    reconfigure(call, (doc) => { doc.scsi.splice(c.index, 1); });
+  },
+
+  'VirtualMachine.get_NetworkAdapters': (call) => vmOf(call).config.networkAdapters.map((_, i) => ref('NetworkAdapter', `${vmId(call)}/${i}`)),
+  'VirtualMachine.AddNetworkAdapter': (call) => {
+    const vm = reconfigure(call, (doc) => {
+      const mac = call.params.ethernetAddress as string | undefined;
+      // Left out, the profile's parser draws a free address under 00:03:FF.
+      doc.networkAdapters.push({ model: (call.params.model as NicModel | undefined) ?? PROFILE.networkAdapters.defaultModel, network: 'none', ...(mac ? { mac } : {}) } as VmConfig['networkAdapters'][number]);
+    });
+    return ref('NetworkAdapter', `${vm.id}/${vm.config.networkAdapters.length - 1}`);
+  },
+  'VirtualMachine.RemoveNetworkAdapter': (call) => {
+    const a = call.params.adapter as IndexedObject;
+    if (a.vm.id !== vmId(call)) throw new ApiError('VM_E_INVALID_PARAMS', `${call.refs.adapter} is not an adapter of ${vmOf(call).name}`);
+    reconfigure(call, (doc) => { doc.networkAdapters.splice(a.index, 1); });
+  },
+
+  'VirtualMachine.get_USBDevices': (call) => vmOf(call).config.usb,
+  'VirtualMachine.AddUSBDevice': (call) => { reconfigure(call, (doc) => { doc.usb.push(call.params.type as VmConfig['usb'][number]); }); },
+  'VirtualMachine.RemoveUSBDevice': (call) => {
+    if (!vmOf(call).config.usb.includes(call.params.type as VmConfig['usb'][number])) {
+      throw new ApiError('VM_E_OBJECT_UNKNOWN', `${vmOf(call).name} has no USB ${String(call.params.type)}`);
+    }
+    reconfigure(call, (doc) => { doc.usb = doc.usb.filter((u) => u !== call.params.type); });
+  },
+
+  'VirtualMachine.Startup': (call) => {
+    const vm = vmOf(call);
+    const { machines, tasks } = call.services;
+    machines.claimStart(vm);
+    const task = tasks.start(`${machines.state(vm) === 'Saved' ? 'Restore' : 'Startup'} of ${vm.name}`, call.thisRef, call.principal.user, {}, async (t) => {
+      await machines.startup(vm, (p) => t.progress(p.percent, p.operation));
+    });
+    return ref('Task', task.id);
+  },
+  'VirtualMachine.TurnOff': (call) => powerTask(call, 'Turn off', 'turnOff', ['Running', 'Paused', 'TurningOn', 'Restoring', 'Saving', 'TurningOff']),
+  'VirtualMachine.Save': (call) => powerTask(call, 'Save state', 'save'),
+  'VirtualMachine.Reset': (call) => powerTask(call, 'Reset', 'reset'),
+  'VirtualMachine.Pause': async (call) => {
+    call.services.machines.refuseNotRunning(vmOf(call), ['Running']);
+    await call.services.machines.operate(vmOf(call), 'pause');
+  },
+  'VirtualMachine.Resume': async (call) => {
+    call.services.machines.refuseNotRunning(vmOf(call), ['Paused']);
+    await call.services.machines.operate(vmOf(call), 'resume');
+  },
+  'VirtualMachine.DiscardSavedState': (call) => {
+    const vm = vmOf(call);
+    const state = call.services.machines.state(vm);
+    if (state !== 'Saved') throw new ApiError(state === 'TurnedOff' ? 'VM_E_NO_SAVED_STATE' : 'VM_E_VM_RUNNING', `${vm.name} is ${state}; only a Saved VM has a saved state to discard`);
+    fs.rmSync(vm.config.savedState, { force: true });
+  },
+  'VirtualMachine.get_GuestOS': (call) => ref('GuestOS', vmId(call)),
+  'VirtualMachine.get_Display': (call) => ref('Display', vmId(call)),
+  'VirtualMachine.get_Security': (call) => ref('Security', call.thisRef),
+
+  'HardDiskConnection.get_HardDisk': (call) => ref('HardDisk', (call.self as ConnectionObject).path),
+  'HardDiskConnection.get_BusType': (call) => (call.self as ConnectionObject).bus,
+  'HardDiskConnection.get_BusNumber': (call) => (call.self as ConnectionObject).busNumber,
+  'HardDiskConnection.get_DeviceNumber': (call) => (call.self as ConnectionObject).deviceNumber,
+
+  'DVDROMDrive.get_BusNumber': (call) => (call.self as DriveObject).channel,
+  'DVDROMDrive.get_DeviceNumber': (call) => (call.self as DriveObject).device,
+  'DVDROMDrive.get_ImageFile': (call) => (call.self as DriveObject).image,
+  'DVDROMDrive.AttachImage': (call) => {
+    const image = call.services.roots.resolve(call.params.path as string, { mustExist: true, kind: 'the ISO image' });
+    setDriveImage(call, image);
+  },
+  'DVDROMDrive.ReleaseImage': (call) => setDriveImage(call, null),
+
+  'SCSIController.get_ID': (call) => (call.self as IndexedObject).index,
+  'SCSIController.get_Model': (call) => partVm(call).config.scsi[(call.self as IndexedObject).index].model,
+
+  'NetworkAdapter.get_EthernetAddress': (call) => normalizeMac(partVm(call).config.networkAdapters[(call.self as IndexedObject).index].mac),
+  'NetworkAdapter.get_Model': (call) => partVm(call).config.networkAdapters[(call.self as IndexedObject).index].model,
+  'NetworkAdapter.get_VirtualNetwork': (call) => partVm(call).config.networkAdapters[(call.self as IndexedObject).index].network,
+
+  'GuestOS.Shutdown': (call) => powerTask(call, 'Shut down guest OS', 'shutdown', ['Running'], partVm(call)),
+
+  'Display.get_Thumbnail': async (call) => {
+    const vm = partVm(call);
+    if (!['Running', 'Paused'].includes(call.services.machines.state(vm))) return null;
+    const { png } = await call.services.machines.operate<{ png: string }>(vm, 'screenshot');
+    const bytes = Buffer.from(png, 'base64');
+    return { mimeType: 'image/png', ...pngSize(bytes), data: png };
+  },
+};
+
+/** A power operation as a task; the VM's state is checked first so that the caller hears at once. */
+function powerTask(call: Call, what: string, op: 'turnOff' | 'save' | 'reset' | 'shutdown', states: readonly string[] = ['Running', 'Paused'], vm = vmOf(call)): unknown {
+  const { machines, tasks } = call.services;
+  machines.refuseNotRunning(vm, states as never);
+  const task = tasks.start(`${what} of ${vm.name}`, `VirtualMachine/${vm.id}`, call.principal.user, {}, async (t) => {
+    await machines.operate(vm, op, undefined, (p) => t.progress(p.percent, p.operation));
+  });
+  return ref('Task', task.id);
+}
+
+function setDriveImage(call: Call, image: string | null): void {
+  const d = call.self as DriveObject;
+  call.services.machines.reconfigure(d.vm.id, (doc) => {
+    const drive = doc.ide.find((x): x is Extract<IdeDevice, { type: 'DVD' }> => x.type === 'DVD' && x.channel === d.channel && x.device === d.device);
+    if (drive) drive.image = image;
+  });
+}
+
+/** Whether a running VM (or any other writer) holds the disk open. */
+export function diskInUse(file: string): string | null {
+  return lockHolder(file)?.holder ?? null;
+}

@@ -1,0 +1,154 @@
+// VirtualServer's members: the host, the profile's limits, the catalog of VMs, disk creation,
+// tasks, the event log, users and tokens.
+
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createDifferencing, createDynamic, createFixed, inspectDisk } from '../../../storage/vhd/index.js';
+import { probeEngine } from '../../../vmm/engine.js';
+import { PROFILE, VIRTUAL_SERVER_LIMITS } from '../../../vmm/profile.js';
+import { narrower, type Role } from '../../auth/users.js';
+import type { Call } from '../dispatch.js';
+import { ApiError } from '../errors.js';
+import { ref, SERVER_REF, guardOf } from '../objects.js';
+import type { VmRecord } from '../../machines.js';
+import type { Services } from '../services.js';
+import { type Handlers, selfOrAdministrator } from './types.js';
+
+const MB = 1024 * 1024;
+
+let qemuVersion: string | null = null;
+function readQemuVersion(): string {
+  qemuVersion ??= /version (\S+)/.exec(spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).stdout ?? '')?.[1] ?? 'not installed';
+  return qemuVersion;
+}
+
+function canRead(call: Call, object: string): boolean {
+  return call.services.access.rightsOn(call.principal, guardOf(object)).has('read');
+}
+
+/** Starts a disk-creation task; the new file's reference is the task's result. */
+function diskTask(call: Call, description: string, file: string, create: (signal: AbortSignal, progress: (done: number, total: number) => void) => Promise<unknown>): unknown {
+  if (fs.existsSync(file)) throw new ApiError('VHD_E_EXISTS', `${file} already exists`);
+  const task = call.services.tasks.start(description, `HardDisk/${file}`, call.principal.user, { cancelable: true }, async (t) => {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    await create(t.signal, (done, total) => t.progress((done / total) * 100));
+    return ref('HardDisk', file);
+  });
+  return ref('Task', task.id);
+}
+
+function newFile(call: Call, input: unknown): string {
+  return call.services.roots.resolve(input as string, { kind: 'the new disk' });
+}
+
+export function vmList(services: Services, call: Call): VmRecord[] {
+  return services.machines.list().filter((vm) => canRead(call, `VirtualMachine/${vm.id}`));
+}
+
+const limit = (name: keyof typeof VIRTUAL_SERVER_LIMITS) => (): number => VIRTUAL_SERVER_LIMITS[name];
+
+export const virtualServerHandlers: Handlers = {
+  'VirtualServer.get_Name': ({ services }) => services.hostName,
+  'VirtualServer.get_Version': ({ services }) => services.version,
+  'VirtualServer.get_UpTime': ({ services }) => Math.floor((Date.now() - services.startedAt) / 1000),
+  'VirtualServer.get_HostInfo': async () => {
+    const engine = await probeEngine();
+    return {
+      hostName: os.hostname(), logicalProcessors: os.availableParallelism(), memoryMB: Math.round(os.totalmem() / MB),
+      memoryAvailableMB: Math.round(os.freemem() / MB), operatingSystem: `${os.type()} ${os.release()}`,
+      engine: engine.engine, engineReason: engine.reason, qemuVersion: readQemuVersion(),
+    };
+  },
+  'VirtualServer.get_MaximumMemoryPerVM': limit('MaximumMemoryPerVM'),
+  'VirtualServer.get_MinimumMemoryPerVM': limit('MinimumMemoryPerVM'),
+  'VirtualServer.get_MaximumNumberOfProcessorsPerVM': limit('MaximumNumberOfProcessorsPerVM'),
+  'VirtualServer.get_MaximumNetworkAdaptersPerVM': limit('MaximumNetworkAdaptersPerVM'),
+  'VirtualServer.get_MaximumNumberOfIDEBuses': limit('MaximumNumberOfIDEBuses'),
+  'VirtualServer.get_MaximumNumberOfSCSIControllers': limit('MaximumNumberOfSCSIControllers'),
+  'VirtualServer.get_MaximumSerialPortsPerVM': () => PROFILE.serialPorts,
+  'VirtualServer.get_MaximumParallelPortsPerVM': () => PROFILE.parallelPorts,
+  'VirtualServer.get_MaximumFloppyDrivesPerVM': () => PROFILE.floppyDrives,
+  'VirtualServer.get_StorageRoots': ({ services }) => services.roots.roots,
+  'VirtualServer.get_VirtualMachines': (call) => vmList(call.services, call).map((vm) => ref('VirtualMachine', vm.id)),
+  'VirtualServer.CreateVirtualMachine': ({ services, params }) => {
+    const name = params.name as string;
+    const folder = services.roots.resolve(params.path === undefined ? safeFolderName(name) : params.path as string, { kind: 'the VM folder' });
+    return ref('VirtualMachine', services.machines.create(name, folder).id);
+  },
+  'VirtualServer.RegisterVirtualMachine': ({ services, params }) => {
+    const file = services.roots.resolve(params.path as string, { mustExist: true, kind: 'the .vmc file' });
+    return ref('VirtualMachine', services.machines.register(file).id);
+  },
+  'VirtualServer.UnregisterVirtualMachine': ({ services, params }) => {
+    const vm = services.machines.remove((params.vm as VmRecord).id, false);
+    services.access.forget(`VirtualMachine/${vm.id}`);
+  },
+  'VirtualServer.DeleteVirtualMachine': ({ services, params }) => {
+    const vm = services.machines.remove((params.vm as VmRecord).id, true);
+    services.access.forget(`VirtualMachine/${vm.id}`);
+  },
+  'VirtualServer.FindVirtualMachine': (call) => {
+    const vm = call.services.machines.findByName(call.params.name as string);
+    return vm && canRead(call, `VirtualMachine/${vm.id}`) ? ref('VirtualMachine', vm.id) : null;
+  },
+  'VirtualServer.CreateDynamicVirtualHardDisk': (call) => {
+    const file = newFile(call, call.params.path);
+    const size = call.params.sizeMB === undefined ? undefined : (call.params.sizeMB as number) * MB;
+    return diskTask(call, `Create dynamic disk ${file}`, file, () => createDynamic(file, { size }));
+  },
+  'VirtualServer.CreateFixedVirtualHardDisk': (call) => {
+    const file = newFile(call, call.params.path);
+    return diskTask(call, `Create fixed disk ${file}`, file, (signal, onProgress) => createFixed(file, (call.params.sizeMB as number) * MB, { signal, onProgress }));
+  },
+  'VirtualServer.CreateDifferencingVirtualHardDisk': (call) => {
+    const file = newFile(call, call.params.path);
+    const parent = call.services.roots.resolve(call.params.parentPath as string, { mustExist: true, kind: 'the parent disk' });
+    inspectDisk(parent); // a parent that is not a VHD is refused now, not in the task
+    return diskTask(call, `Create differencing disk ${file} (parent ${parent})`, file, () => createDifferencing(file, parent));
+  },
+  'VirtualServer.GetHardDisk': ({ services, params }) => {
+    const file = services.roots.resolve(params.path as string, { mustExist: true, kind: 'the hard disk image' });
+    inspectDisk(file);
+    return ref('HardDisk', file);
+  },
+  'VirtualServer.GetFiles': ({ services, params }) => {
+    const listing = services.roots.list(params.path as string | undefined);
+    return { root: listing.root, folder: listing.path, entries: listing.entries };
+  },
+  'VirtualServer.get_Tasks': (call) => call.services.tasks.list().filter((t) => canRead(call, t.object ?? SERVER_REF)).map((t) => ref('Task', t.id)),
+  'VirtualServer.GetEvents': (call) => call.services.events.query(call.params, (e) => canRead(call, e.object ?? SERVER_REF)),
+  'VirtualServer.get_Security': () => ref('Security', SERVER_REF),
+  'VirtualServer.get_Users': ({ services }) => services.users.list(),
+  'VirtualServer.CreateUser': async ({ services, params }) => {
+    await services.users.create(params.name as string, params.password as string, params.role as Role);
+  },
+  'VirtualServer.DeleteUser': ({ services, params }) => {
+    services.users.delete(params.name as string);
+    services.access.forgetPrincipal(params.name as string);
+  },
+  'VirtualServer.SetUserRole': ({ services, params }) => services.users.setRole(params.name as string, params.role as Role),
+  'VirtualServer.SetUserPassword': async (call) => {
+    selfOrAdministrator(call, call.params.name as string, 'set the password');
+    await call.services.users.setPassword(call.params.name as string, call.params.password as string);
+  },
+  'VirtualServer.CreateToken': ({ services, principal, params }) => {
+    const created = services.users.createToken(principal.user, {
+      role: narrower(principal.role, (params.role as Role | undefined) ?? principal.role), description: params.description as string | undefined, expiresInDays: params.expiresInDays as number | undefined,
+    });
+    return { id: created.id, token: created.token, user: created.user, role: created.role, expires: created.expires };
+  },
+  'VirtualServer.get_Tokens': ({ services, principal }) => services.users.tokens(principal.role === 'Administrator' ? null : principal.user),
+  'VirtualServer.RevokeToken': (call) => {
+    const token = call.services.users.token(call.params.id as string);
+    if (!token) throw new ApiError('VM_E_TOKEN_UNKNOWN', `there is no token ${String(call.params.id)}`);
+    selfOrAdministrator(call, token.user, 'revoke the tokens');
+    call.services.users.revokeToken(token.id);
+  },
+};
+
+/** A VM's default folder: its name, made safe for a file system. */
+function safeFolderName(name: string): string {
+  return name.replace(/[^A-Za-z0-9._ -]/g, '_').replace(/^\.+/, '_');
+}

@@ -1,0 +1,128 @@
+// Object references ("VirtualMachine/<id>", "HardDiskConnection/<vm id>/scsi0-1", ...): how each
+// is resolved to the thing it names, and which object's access entries guard it. Devices of a
+// VM are guarded by the VM; disks, tasks without a VM and the server by the server.
+
+import fs from 'node:fs';
+import type { TaskState } from '../tasks.js';
+import type { VmRecord } from '../machines.js';
+import type { Services } from './services.js';
+import { ApiError, unknownObject } from './errors.js';
+
+export const SERVER_REF = 'VirtualServer';
+
+export interface Reference { $ref: string }
+export const ref = (iface: string, id: string): Reference => ({ $ref: `${iface}/${id}` });
+
+export interface ConnectionObject { vm: VmRecord; bus: 'IDE' | 'SCSI'; busNumber: number; deviceNumber: number; path: string; slot: string }
+export interface DriveObject { vm: VmRecord; channel: number; device: number; image: string | null }
+export interface IndexedObject { vm: VmRecord; index: number }
+export interface SecurityObject { object: string }
+
+const VM_PARTS = new Set(['HardDiskConnection', 'DVDROMDrive', 'SCSIController', 'NetworkAdapter', 'GuestOS', 'Display']);
+
+/** The object whose access entries decide what may be done to `reference`. */
+export function guardOf(reference: string): string {
+  const [iface, ...rest] = reference.split('/');
+  if (iface === 'VirtualMachine') return reference;
+  if (VM_PARTS.has(iface)) return `VirtualMachine/${rest[0]}`;
+  if (iface === 'Security') return guardOf(rest.join('/'));
+  return SERVER_REF;
+}
+
+/** The VM a reference belongs to, if any (for tasks and events). */
+export function vmIdOf(reference: string): string | null {
+  const guard = guardOf(reference);
+  return guard.startsWith('VirtualMachine/') ? guard.slice('VirtualMachine/'.length) : null;
+}
+
+export function splitRef(reference: string): { iface: string; rest: string } {
+  const slash = reference.indexOf('/');
+  return slash < 0 ? { iface: reference, rest: '' } : { iface: reference.slice(0, slash), rest: reference.slice(slash + 1) };
+}
+
+/** Resolves a reference of interface `iface` to its object; VM_E_OBJECT_UNKNOWN (or a more precise error) when it names nothing. */
+export function resolveRef(services: Services, iface: string, reference: string): unknown {
+  const { iface: named, rest } = splitRef(reference);
+  if (named !== iface) throw new ApiError('VM_E_INVALID_PARAMS', `"${reference}" is not a ${iface} reference (${iface}/...)`);
+  switch (iface) {
+    case 'VirtualMachine': return vmOf(services, rest, reference);
+    case 'GuestOS':
+    case 'Display': return { vm: vmOf(services, rest, reference) };
+    case 'HardDiskConnection': return connectionOf(services, rest, reference);
+    case 'DVDROMDrive': return driveOf(services, rest, reference);
+    case 'SCSIController': return indexed(services, rest, reference, (vm) => vm.config.scsi.length);
+    case 'NetworkAdapter': return indexed(services, rest, reference, (vm) => vm.config.networkAdapters.length);
+    case 'Task': return taskOf(services, rest, reference);
+    case 'HardDisk': return services.roots.resolve(rest, { mustExist: true, kind: 'the hard disk image' });
+    case 'Security': return securityOf(services, rest, reference);
+    default: throw unknownObject(reference);
+  }
+}
+
+function vmOf(services: Services, id: string, reference: string): VmRecord {
+  const vm = services.machines.get(id.split('/')[0]);
+  if (!vm) throw new ApiError('VM_E_VM_UNKNOWN', `there is no virtual machine ${reference.includes('/') ? `for ${reference}` : id}`);
+  return vm;
+}
+
+function parts(rest: string): [string, string] {
+  const slash = rest.indexOf('/');
+  return slash < 0 ? [rest, ''] : [rest.slice(0, slash), rest.slice(slash + 1)];
+}
+
+function connectionOf(services: Services, rest: string, reference: string): ConnectionObject {
+  const [vmId, slot] = parts(rest);
+  const vm = vmOf(services, vmId, reference);
+  const match = /^(ide|scsi)(\d)-(\d)$/.exec(slot);
+  if (match) {
+    const [busNumber, deviceNumber] = [Number(match[2]), Number(match[3])];
+    if (match[1] === 'ide') {
+      const disk = vm.config.ide.find((d) => d.type === 'HardDisk' && d.channel === busNumber && d.device === deviceNumber);
+      if (disk?.type === 'HardDisk') return { vm, bus: 'IDE', busNumber, deviceNumber, path: disk.path, slot };
+    } else {
+      const disk = vm.config.scsi[busNumber]?.disks.find((d) => d.target === deviceNumber);
+      if (disk) return { vm, bus: 'SCSI', busNumber, deviceNumber, path: disk.path, slot };
+    }
+  }
+  throw unknownObject(reference);
+}
+
+function driveOf(services: Services, rest: string, reference: string): DriveObject {
+  const [vmId, slot] = parts(rest);
+  const vm = vmOf(services, vmId, reference);
+  const match = /^ide(\d)-(\d)$/.exec(slot);
+  const drive = match && vm.config.ide.find((d) => d.type === 'DVD' && d.channel === Number(match[1]) && d.device === Number(match[2]));
+  if (!drive || drive.type !== 'DVD') throw unknownObject(reference);
+  return { vm, channel: drive.channel, device: drive.device, image: drive.image };
+}
+
+function indexed(services: Services, rest: string, reference: string, count: (vm: VmRecord) => number): IndexedObject {
+  const [vmId, index] = parts(rest);
+  const vm = vmOf(services, vmId, reference);
+  const n = Number(index);
+  if (!/^\d+$/.test(index) || n >= count(vm)) throw unknownObject(reference);
+  return { vm, index: n };
+}
+
+function taskOf(services: Services, id: string, reference: string): TaskState {
+  const task = services.tasks.get(id);
+  if (!task) throw new ApiError('VM_E_TASK_UNKNOWN', `there is no task ${id} (finished tasks are kept for a while, not forever)`, { ref: reference });
+  return task;
+}
+
+function securityOf(services: Services, object: string, reference: string): SecurityObject {
+  if (object === SERVER_REF) return { object };
+  const { iface, rest } = splitRef(object);
+  if (iface !== 'VirtualMachine') throw new ApiError('VM_E_OBJECT_UNKNOWN', `${reference}: access entries exist for the server and for virtual machines`);
+  vmOf(services, rest, object);
+  return { object };
+}
+
+/** For messages: the name of what a reference points at. */
+export function describeRef(services: Services, reference: string): string {
+  const vmId = vmIdOf(reference);
+  if (vmId) return services.machines.get(vmId)?.name ?? reference;
+  const { iface, rest } = splitRef(reference);
+  if (iface === 'HardDisk' && fs.existsSync(rest)) return rest;
+  return reference;
+}

@@ -1,0 +1,22 @@
+// Everything a call may use, handed to each handler in one value.
+
+import type { AccessControl } from '../auth/access.js';
+import type { Users } from '../auth/users.js';
+import type { Catalog } from '../catalog/database.js';
+import type { EventLog } from '../event-log.js';
+import type { Machines } from '../machines.js';
+import type { StorageRoots } from '../storage-roots.js';
+import type { Tasks } from '../tasks.js';
+
+export interface Services {
+  db: Catalog;
+  machines: Machines;
+  tasks: Tasks;
+  events: EventLog;
+  users: Users;
+  access: AccessControl;
+  roots: StorageRoots;
+  hostName: string;
+  version: string;
+  startedAt: number;
+}

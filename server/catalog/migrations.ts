@@ -1,0 +1,71 @@
+// The catalog's schema, as numbered steps. A step is never edited once released: changes are
+// new steps, so that every older catalog is brought forward the same way.
+
+export interface Migration { version: number; description: string; sql: string }
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    description: 'virtual machines, users, tokens, access entries, event log, tasks',
+    sql: `
+      CREATE TABLE vms (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        vmc_path TEXT NOT NULL UNIQUE,
+        config TEXT NOT NULL,
+        notes TEXT NOT NULL DEFAULT '',
+        auto_start TEXT NOT NULL DEFAULT 'IfRunningAtQuit',
+        auto_start_delay INTEGER NOT NULL DEFAULT 0,
+        shutdown_action TEXT NOT NULL DEFAULT 'Save',
+        running_at_quit INTEGER NOT NULL DEFAULT 0,
+        created TEXT NOT NULL
+      );
+      CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created TEXT NOT NULL
+      );
+      CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        created TEXT NOT NULL,
+        expires TEXT,
+        last_used TEXT
+      );
+      CREATE TABLE access_entries (
+        object TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        type TEXT NOT NULL,
+        rights TEXT NOT NULL,
+        PRIMARY KEY (object, principal)
+      );
+      CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time TEXT NOT NULL,
+        category TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        message TEXT NOT NULL,
+        who TEXT NOT NULL,
+        object TEXT
+      );
+      CREATE INDEX events_object ON events(object);
+      CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        description TEXT NOT NULL,
+        object TEXT,
+        owner TEXT NOT NULL,
+        cancelable INTEGER NOT NULL,
+        started TEXT NOT NULL,
+        finished TEXT,
+        percent INTEGER NOT NULL,
+        result TEXT,
+        error TEXT,
+        log TEXT NOT NULL
+      );
+    `,
+  },
+];

@@ -1,0 +1,59 @@
+// The event log, as Virtual Server's Event Viewer showed it: category, severity, message, who
+// did it and the object concerned. Entries are kept in the catalog and announced to listeners
+// (the WebSocket's VirtualServer.OnEventLogged).
+
+import { EventEmitter } from 'node:events';
+import type { Catalog } from './catalog/database.js';
+
+export type Severity = 'Information' | 'Warning' | 'Error';
+export type Category = 'Virtual Server' | 'Virtual Machine' | 'Virtual Disk' | 'Security' | 'Task';
+
+export interface LoggedEvent {
+  id: number;
+  time: string;
+  category: Category;
+  severity: Severity;
+  message: string;
+  who: string;
+  object: string | null;
+}
+
+export interface EventQuery { since?: number; limit?: number; category?: string; severity?: string; object?: string }
+
+/** Who vserverd itself is, in the log, when no user asked for what happened. */
+export const SERVICE = 'vserverd';
+
+export class EventLog extends EventEmitter<{ logged: [LoggedEvent] }> {
+  constructor(private readonly db: Catalog) {
+    super();
+  }
+
+  log(category: Category, severity: Severity, message: string, who: string = SERVICE, object: string | null = null): LoggedEvent {
+    const time = new Date().toISOString();
+    const { lastInsertRowid } = this.db.prepare('INSERT INTO events (time, category, severity, message, who, object) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(time, category, severity, message, who, object);
+    const event: LoggedEvent = { id: Number(lastInsertRowid), time, category, severity, message, who, object };
+    this.emit('logged', event);
+    return event;
+  }
+
+  query(q: EventQuery, visible: (event: LoggedEvent) => boolean = () => true): LoggedEvent[] {
+    const where = ['id > @since'];
+    if (q.category) where.push('category = @category');
+    if (q.severity) where.push('severity = @severity');
+    if (q.object) where.push('object = @object');
+    const limit = q.limit ?? 100;
+    const page = this.db.prepare(`SELECT * FROM events WHERE ${where.join(' AND ')} ORDER BY id LIMIT @limit`);
+    const found: LoggedEvent[] = [];
+    // Entries the caller may not see are skipped, so pages are read until the limit is filled.
+    for (let since = q.since ?? 0; ;) {
+      const rows = page.all({ since, category: q.category ?? null, severity: q.severity ?? null, object: q.object ?? null, limit }) as LoggedEvent[];
+      for (const row of rows) {
+        if (visible(row)) found.push(row);
+        if (found.length === limit) return found;
+      }
+      if (rows.length < limit) return found;
+      since = rows.at(-1)!.id;
+    }
+  }
+}

@@ -1,0 +1,133 @@
+// vserverd's HTTP side: /healthz and the sign-in page are open; everything else needs a bearer
+// token or a session. The API is JSON-RPC at POST /api/rpc (and over /api/ws, see websocket.ts),
+// the schema at GET /api/schema, and tokens come from POST /api/login.
+
+import path from 'node:path';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { LoginRateLimiter } from '../auth/rate-limit.js';
+import { handleRpcBody } from '../api/dispatch.js';
+import { RPC_INVALID_REQUEST, RPC_SERVER_ERROR } from '../api/errors.js';
+import { EVENTS, SCHEMA } from '../api/schema.js';
+import type { Services } from '../api/services.js';
+import { type Caller, authenticate, originAllowed } from './authenticate.js';
+import type { Sessions } from './sessions.js';
+
+const MAX_BODY = '1mb';
+/** Tokens from POST /api/login last this long; scripts wanting longer ones use CreateToken. */
+const LOGIN_TOKEN_DAYS = 30;
+
+export interface AppOptions { services: Services; sessions: Sessions; allowedOrigins: string[]; projectRoot: string }
+
+type AuthedRequest = Request & { caller?: Caller };
+
+export function createApp({ services, sessions, allowedOrigins, projectRoot }: AppOptions): express.Express {
+  const app = express();
+  const limiter = new LoginRateLimiter();
+  app.disable('x-powered-by');
+  app.set('view engine', 'ejs');
+  app.set('views', path.join(projectRoot, 'views'));
+  app.set('trust proxy', false);
+  app.use((_req, res, next) => {
+    res.set({ 'X-Content-Type-Options': 'nosniff', 'X-Frame-Options': 'DENY', 'Referrer-Policy': 'same-origin', 'Cache-Control': 'no-store' });
+    next();
+  });
+
+  app.get('/healthz', (_req, res) => { res.type('text/plain').send('ok\n'); });
+  app.use('/static', express.static(path.join(projectRoot, 'static')));
+
+  /** Checks the rate limit, then the password; answers the refusals itself and returns the user on success. */
+  async function signIn(req: Request, res: Response, user: unknown, password: unknown, refuse: (status: number, message: string, name: string) => void): Promise<string | null> {
+    if (typeof user !== 'string' || typeof password !== 'string' || !user || !password) {
+      refuse(400, 'give "user" and "password"', 'VM_E_INVALID_PARAMS');
+      return null;
+    }
+    const keys = [`ip:${req.socket.remoteAddress ?? 'unknown'}`, `user:${user}`];
+    const allowed = limiter.check(keys);
+    if (!allowed.allowed) {
+      res.set('Retry-After', String(allowed.retryAfterSeconds));
+      services.events.log('Security', 'Warning', `sign-in as ${user} refused: too many failed attempts (retry in ${allowed.retryAfterSeconds} s)`, user);
+      refuse(429, `too many failed sign-in attempts; try again in ${allowed.retryAfterSeconds} s`, 'VM_E_TOO_MANY_ATTEMPTS');
+      return null;
+    }
+    const found = await services.users.verify(user, password);
+    if (!found) {
+      limiter.recordFailure(keys);
+      services.events.log('Security', 'Warning', `failed sign-in as ${user} from ${req.socket.remoteAddress ?? 'unknown'}`, user);
+      refuse(401, 'the user name or password is wrong', 'VM_E_LOGIN_FAILED');
+      return null;
+    }
+    // Only the user's count is cleared: signing in to one's own account must not reset an address's failures.
+    limiter.recordSuccess([`user:${user}`]);
+    return found.name;
+  }
+
+  app.get('/login', (req, res) => {
+    if (authenticate(req.headers, services.users, sessions)) return res.redirect(303, '/');
+    res.render('login', { error: null, user: '' });
+  });
+  app.post('/login', express.urlencoded({ extended: false, limit: '16kb' }), async (req, res) => {
+    if (!originAllowed(req.headers, allowedOrigins)) return res.status(403).type('text/plain').send('cross-site sign-in refused\n');
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const user = await signIn(req, res, body.user, body.password, (status, message) => { res.status(status).render('login', { error: message, user: typeof body.user === 'string' ? body.user : '' }); });
+    if (!user) return;
+    sessions.create(res, user);
+    services.events.log('Security', 'Information', `${user} signed in to the website`, user);
+    res.redirect(303, '/');
+  });
+
+  app.post('/api/login', express.json({ limit: '16kb' }), async (req, res) => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const user = await signIn(req, res, body.user, body.password, (status, message, name) => { res.status(status).json({ error: { name, message } }); });
+    if (!user) return;
+    const token = services.users.createToken(user, { description: 'POST /api/login', expiresInDays: LOGIN_TOKEN_DAYS });
+    services.events.log('Security', 'Information', `${user} signed in to the API (token ${token.id})`, user);
+    res.json({ token: token.token, id: token.id, user, role: token.role, expires: token.expires });
+  });
+
+  // Everything below needs a caller.
+  app.use((req: AuthedRequest, res: Response, next: NextFunction) => {
+    const caller = authenticate(req.headers, services.users, sessions);
+    if (caller) {
+      req.caller = caller;
+      return next();
+    }
+    if (req.path.startsWith('/api/')) {
+      return res.status(401).set('WWW-Authenticate', 'Bearer realm="vserver"').json({
+        jsonrpc: '2.0', id: null, error: { code: RPC_SERVER_ERROR, message: 'sign in first: send "Authorization: Bearer TOKEN" (POST /api/login gives one)', data: { name: 'VM_E_NOT_AUTHENTICATED' } },
+      });
+    }
+    res.redirect(303, '/login');
+  });
+
+  app.post('/logout', express.urlencoded({ extended: false, limit: '16kb' }), (req: AuthedRequest, res) => {
+    if (!originAllowed(req.headers, allowedOrigins)) return res.status(403).type('text/plain').send('cross-site request refused\n');
+    sessions.end(req, res);
+    res.redirect(303, '/login');
+  });
+
+  app.get('/api/schema', (_req, res) => { res.json({ interfaces: SCHEMA, events: EVENTS }); });
+
+  app.post('/api/rpc', express.text({ type: () => true, limit: MAX_BODY }), async (req: AuthedRequest, res) => {
+    const caller = req.caller!;
+    // With a cookie, a page of another site could make the browser call: it must echo the session's CSRF token.
+    if (caller.session && (req.get('x-csrf-token') !== caller.session.csrf || !originAllowed(req.headers, allowedOrigins))) {
+      return res.status(403).json({ jsonrpc: '2.0', id: null, error: { code: RPC_INVALID_REQUEST, message: 'a call made with a session cookie needs its X-CSRF-Token header', data: { name: 'VM_E_CSRF' } } });
+    }
+    const answer = await handleRpcBody(typeof req.body === 'string' ? req.body : '', caller.principal, services);
+    if (answer === null) return res.status(204).end();
+    res.json(answer);
+  });
+
+  app.get('/', (req: AuthedRequest, res) => {
+    res.render('placeholder', { dataDir: services.roots.roots[0], user: req.caller!.principal.user, role: req.caller!.principal.role, csrf: req.caller!.session?.csrf ?? '' });
+  });
+
+  app.use((req, res) => { res.status(404).type('text/plain').send(`${req.path}: not found\n`); });
+  // Express's last resort: a body too large or not parseable gets a JSON-RPC error, anything else a 500.
+  app.use((error: Error & { status?: number; type?: string }, _req: Request, res: Response, _next: NextFunction) => {
+    void _next;
+    const status = error.status ?? 500;
+    res.status(status).json({ jsonrpc: '2.0', id: null, error: { code: status === 413 ? RPC_INVALID_REQUEST : RPC_SERVER_ERROR, message: status === 500 ? 'internal error' : error.message, data: { name: status === 413 ? 'VM_E_REQUEST_TOO_LARGE' : 'VM_E_BAD_REQUEST' } } });
+  });
+  return app;
+}

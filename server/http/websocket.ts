@@ -1,0 +1,83 @@
+// The API over a WebSocket at /api/ws: the same JSON-RPC calls, plus the events as JSON-RPC
+// notifications (VirtualMachine.OnStateChange, Task.OnProgress, VirtualServer.OnEventLogged),
+// each sent only to callers who may read the object concerned. The browser's Origin is checked
+// before the upgrade, and the caller is checked again on every message (a revoked token stops).
+
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { handleRpcBody } from '../api/dispatch.js';
+import { guardOf, SERVER_REF } from '../api/objects.js';
+import type { Services } from '../api/services.js';
+import type { LoggedEvent } from '../event-log.js';
+import type { StateChange } from '../machines.js';
+import type { TaskState } from '../tasks.js';
+import { type Caller, authenticate, originAllowed } from './authenticate.js';
+import type { Sessions } from './sessions.js';
+
+const MAX_MESSAGE = 1024 * 1024;
+/** A client that stops reading is dropped rather than buffered for without end. */
+const MAX_BUFFERED = 8 * 1024 * 1024;
+
+export function attachWebSocket(server: http.Server, services: Services, sessions: Sessions, allowedOrigins: string[]): WebSocketServer {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE });
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (new URL(req.url ?? '/', 'http://x').pathname !== '/api/ws') return refuse(socket, 404, 'Not Found');
+    if (!originAllowed(req.headers, allowedOrigins)) return refuse(socket, 403, 'Forbidden');
+    const caller = authenticate(req.headers, services.users, sessions);
+    if (!caller) return refuse(socket, 401, 'Unauthorized');
+    wss.handleUpgrade(req, socket, head, (ws) => serve(ws, req, caller, services, sessions));
+  });
+  return wss;
+}
+
+function refuse(socket: Duplex, status: number, text: string): void {
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+function serve(ws: WebSocket, req: http.IncomingMessage, first: Caller, services: Services, sessions: Sessions): void {
+  let caller = first;
+  const current = (): Caller | null => authenticate(req.headers, services.users, sessions);
+  const canRead = (object: string): boolean => services.access.rightsOn(caller.principal, guardOf(object)).has('read');
+  const notify = (method: string, params: object): void => {
+    if (ws.readyState !== ws.OPEN) return;
+    if (ws.bufferedAmount > MAX_BUFFERED) {
+      ws.close(1008, 'too slow to read the events');
+      return;
+    }
+    ws.send(JSON.stringify({ jsonrpc: '2.0', method, params }));
+  };
+
+  const onState = ({ vm, state, previous, status }: StateChange): void => {
+    const object = `VirtualMachine/${vm.id}`;
+    if (canRead(object)) notify('VirtualMachine.OnStateChange', { vm: object, name: vm.name, state, previous, reason: status?.crashed?.reason ?? status?.stopReason ?? null });
+  };
+  const onProgress = (task: TaskState): void => {
+    if (canRead(task.object ?? SERVER_REF)) {
+      notify('Task.OnProgress', { task: `Task/${task.id}`, description: task.description, percentCompleted: task.percent, isComplete: task.finished !== null, error: task.error });
+    }
+  };
+  const onLogged = (event: LoggedEvent): void => {
+    if (canRead(event.object ?? SERVER_REF)) notify('VirtualServer.OnEventLogged', event);
+  };
+  services.machines.on('state', onState);
+  services.tasks.on('progress', onProgress);
+  services.events.on('logged', onLogged);
+  ws.on('close', () => {
+    services.machines.off('state', onState);
+    services.tasks.off('progress', onProgress);
+    services.events.off('logged', onLogged);
+  });
+
+  ws.on('message', async (data, isBinary) => {
+    const now = current();
+    if (!now) {
+      ws.close(4401, 'the token or session is no longer valid');
+      return;
+    }
+    caller = now;
+    const text = isBinary ? '' : data.toString();
+    const answer = await handleRpcBody(text, caller.principal, services);
+    if (answer !== null && ws.readyState === ws.OPEN) ws.send(JSON.stringify(answer));
+  });
+}

@@ -1,0 +1,313 @@
+// The registered virtual machines: their catalog rows, their .vmc files, and their workers.
+// A VM's configuration is one document (docs/vm-config.md), stored in the catalog and written
+// beside the VM's files as NAME.vmc; it changes only while the VM is turned off, and a change
+// is validated whole before anything is written. Power operations go to the VM's worker
+// (vmm/), whose state events become VirtualMachine.OnStateChange.
+
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Catalog } from './catalog/database.js';
+import { ApiError } from './api/errors.js';
+import type { AUTO_START, SHUTDOWN_ACTIONS } from './api/schema.js';
+import { parseVmConfig, type VmConfig } from '../vmm/config.js';
+import { VmManager } from '../vmm/manager.js';
+import { isActive, type VmState, type VmStatus } from '../vmm/state.js';
+import type { WorkerClient } from '../vmm/worker-client.js';
+import type { Progress } from '../vmm/worker/machine.js';
+
+export type AutoStart = (typeof AUTO_START)[number];
+export type ShutdownAction = (typeof SHUTDOWN_ACTIONS)[number];
+
+export interface VmRecord {
+  id: string;
+  name: string;
+  vmcPath: string;
+  config: VmConfig;
+  notes: string;
+  autoStart: AutoStart;
+  autoStartDelay: number;
+  shutdownAction: ShutdownAction;
+  runningAtQuit: boolean;
+  created: string;
+}
+
+export interface StateChange { vm: VmRecord; state: VmState; previous: VmState | null; status: VmStatus | null }
+
+interface VmRow { id: string; name: string; vmc_path: string; config: string; notes: string; auto_start: AutoStart; auto_start_delay: number; shutdown_action: ShutdownAction; running_at_quit: number; created: string }
+
+/** How long a guest gets to shut down when vserverd stops with "Shutdown" as the action on quit. */
+const SHUTDOWN_ON_QUIT_MS = 120_000;
+
+export class Machines extends EventEmitter<{ state: [StateChange]; progress: [string, Progress] }> {
+  private readonly clients = new Map<string, WorkerClient>();
+  private readonly lastState = new Map<string, VmState>();
+  /** VMs being turned on by this process: a second Startup is refused before it reaches the worker. */
+  private readonly starting = new Set<string>();
+
+  constructor(private readonly db: Catalog, readonly manager = new VmManager()) {
+    super();
+  }
+
+  list(): VmRecord[] {
+    return (this.db.prepare('SELECT * FROM vms ORDER BY name').all() as VmRow[]).map(fromRow);
+  }
+
+  get(id: string): VmRecord | null {
+    const row = this.db.prepare('SELECT * FROM vms WHERE id = ?').get(id) as VmRow | undefined;
+    return row ? fromRow(row) : null;
+  }
+
+  require(id: string): VmRecord {
+    const vm = this.get(id);
+    if (!vm) throw new ApiError('VM_E_VM_UNKNOWN', `there is no virtual machine with id ${id}`);
+    return vm;
+  }
+
+  findByName(name: string): VmRecord | null {
+    const row = this.db.prepare('SELECT * FROM vms WHERE name = ?').get(name) as VmRow | undefined;
+    return row ? fromRow(row) : null;
+  }
+
+  /** Makes a new VM in `folder` (1 processor, the default memory, no devices) and writes its .vmc. */
+  create(name: string, folder: string): VmRecord {
+    this.refuseNameInUse(name);
+    const vmcPath = path.join(folder, `${name}.vmc`);
+    if (fs.existsSync(vmcPath)) throw new ApiError('VM_E_FILE_EXISTS', `${vmcPath} already exists; register it with RegisterVirtualMachine, or choose another folder`);
+    const config = parseVmConfig({ name, savedState: `${name}.vsv` }, folder);
+    fs.mkdirSync(folder, { recursive: true });
+    writeVmc(vmcPath, config);
+    return this.insert(config, vmcPath);
+  }
+
+  /** Adds a VM from its .vmc file, as written by this host or another. */
+  register(vmcPath: string): VmRecord {
+    let document: unknown;
+    try {
+      document = JSON.parse(fs.readFileSync(vmcPath, 'utf8'));
+    } catch (e) {
+      throw new ApiError('VM_E_CONFIG_INVALID', `${vmcPath} is not a VM configuration: ${(e as Error).message}`);
+    }
+    const config = parseVmConfig(document, path.dirname(vmcPath));
+    const existing = this.get(config.id);
+    if (existing) throw new ApiError('VM_E_VM_REGISTERED', `${vmcPath} is the VM ${existing.name}, which is already registered`);
+    this.refuseNameInUse(config.name);
+    return this.insert(config, vmcPath);
+  }
+
+  /** Removes the VM from the catalog; with deleteFiles, its .vmc and saved state go too (never its disks). */
+  remove(id: string, deleteFiles: boolean): VmRecord {
+    const vm = this.require(id);
+    this.refuseActive(vm, 'removed');
+    this.db.prepare('DELETE FROM vms WHERE id = ?').run(id);
+    this.lastState.delete(id);
+    if (deleteFiles) {
+      fs.rmSync(vm.vmcPath, { force: true });
+      fs.rmSync(vm.config.savedState, { force: true });
+      try {
+        fs.rmdirSync(path.dirname(vm.vmcPath));
+      } catch {
+        // the folder holds other files (disks, say): it stays
+      }
+    }
+    return vm;
+  }
+
+  /**
+   * Changes the configuration of a turned-off VM: `change` edits a copy of the document, which is
+   * then validated whole; a refused change leaves the VM as it was.
+   */
+  reconfigure(id: string, change: (document: VmConfig) => void): VmRecord {
+    const vm = this.require(id);
+    this.refuseUnlessOff(vm);
+    const document = structuredClone(vm.config);
+    change(document);
+    const config = parseVmConfig(document, path.dirname(vm.vmcPath));
+    if (config.name.toLowerCase() !== vm.name.toLowerCase()) this.refuseNameInUse(config.name);
+    writeVmc(vm.vmcPath, config);
+    this.db.prepare('UPDATE vms SET name = ?, config = ? WHERE id = ?').run(config.name, JSON.stringify(config), id);
+    return this.require(id);
+  }
+
+  /** Settings that are vserverd's, not the machine's: they may change while the VM runs. */
+  setSettings(id: string, settings: Partial<Pick<VmRecord, 'notes' | 'autoStart' | 'autoStartDelay' | 'shutdownAction'>>): void {
+    this.require(id);
+    const columns: Record<string, unknown> = {
+      notes: settings.notes, auto_start: settings.autoStart, auto_start_delay: settings.autoStartDelay, shutdown_action: settings.shutdownAction,
+    };
+    for (const [column, value] of Object.entries(columns)) {
+      if (value !== undefined) this.db.prepare(`UPDATE vms SET ${column} = ? WHERE id = ?`).run(value, id);
+    }
+  }
+
+  status(id: string): VmStatus | null {
+    return this.manager.status(id);
+  }
+
+  /** The VM's state: its worker's while it has one, else Saved when its saved state exists. */
+  state(vm: VmRecord): VmState {
+    const status = this.manager.status(vm.id);
+    if (status && isActive(status.state)) return status.state;
+    return fs.existsSync(vm.config.savedState) ? 'Saved' : 'TurnedOff';
+  }
+
+  refuseUnlessOff(vm: VmRecord): void {
+    const state = this.state(vm);
+    if (state === 'Saved') throw new ApiError('VM_E_VM_SAVED', `${vm.name} has a saved state; restore and turn it off, or discard the saved state, before changing its configuration`);
+    if (state !== 'TurnedOff') throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is ${state}; its configuration can change only while it is turned off`);
+  }
+
+  refuseActive(vm: VmRecord, what: string): void {
+    const state = this.state(vm);
+    if (isActive(state) || this.starting.has(vm.id)) throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is ${state}; it must be turned off before it is ${what}`);
+  }
+
+  /** Checks that Startup may begin; done before its task is made, so a second caller is told at once. */
+  claimStart(vm: VmRecord): void {
+    if (this.starting.has(vm.id)) throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is already being turned on`);
+    const state = this.state(vm);
+    if (isActive(state)) throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is already ${state}`);
+    this.starting.add(vm.id);
+  }
+
+  /** Turns the VM on (or restores it); the caller has claimed the start. Resolves when it runs. */
+  async startup(vm: VmRecord, onProgress: (p: Progress) => void): Promise<void> {
+    try {
+      const client = await this.manager.launch(vm.config);
+      this.watch(vm.id, client);
+      const forward = (p: Progress): void => onProgress(p);
+      client.on('progress', forward);
+      try {
+        await client.request('turnOn');
+      } finally {
+        client.off('progress', forward);
+      }
+    } finally {
+      this.starting.delete(vm.id);
+    }
+  }
+
+  /** Sends an operation to the VM's worker; VM_E_VM_NOT_RUNNING when it has none. */
+  async operate<T = VmStatus>(vm: VmRecord, op: 'turnOff' | 'shutdown' | 'save' | 'pause' | 'resume' | 'reset' | 'screenshot', args?: Record<string, unknown>, onProgress?: (p: Progress) => void): Promise<T> {
+    const client = await this.client(vm);
+    if (onProgress) client.on('progress', onProgress);
+    try {
+      return await client.request<T>(op, args);
+    } finally {
+      if (onProgress) client.off('progress', onProgress);
+    }
+  }
+
+  /** Checks the VM runs (for calls that answer at once or start a task). */
+  refuseNotRunning(vm: VmRecord, states: readonly VmState[] = ['Running', 'Paused']): void {
+    const state = this.state(vm);
+    if (!states.includes(state)) throw new ApiError('VM_E_VM_NOT_RUNNING', `${vm.name} is ${state}; it must be ${states.join(' or ')}`);
+  }
+
+  /** After a restart of vserverd: reattaches to every VM whose worker still runs. */
+  async reattach(): Promise<VmRecord[]> {
+    const found: VmRecord[] = [];
+    for (const vm of this.list()) {
+      const state = this.state(vm);
+      this.lastState.set(vm.id, state);
+      if (!isActive(state)) continue;
+      try {
+        await this.client(vm);
+        found.push(vm);
+      } catch {
+        // its worker went away between the look and the connect: status() reports it crashed
+      }
+    }
+    return found;
+  }
+
+  /** vserverd is stopping: applies each running VM's action on quit and remembers which ran. */
+  async applyActionsOnQuit(onEach: (vm: VmRecord, action: ShutdownAction, error: Error | null) => void): Promise<void> {
+    await Promise.all(this.list().map(async (vm) => {
+      const running = isActive(this.state(vm));
+      this.db.prepare('UPDATE vms SET running_at_quit = ? WHERE id = ?').run(running ? 1 : 0, vm.id);
+      if (!running) return;
+      try {
+        if (vm.shutdownAction === 'Save') await this.operate(vm, 'save');
+        else if (vm.shutdownAction === 'TurnOff') await this.operate(vm, 'turnOff');
+        else await this.operate(vm, 'shutdown', { timeoutMs: SHUTDOWN_ON_QUIT_MS });
+        onEach(vm, vm.shutdownAction, null);
+      } catch (e) {
+        onEach(vm, vm.shutdownAction, e as Error);
+      }
+    }));
+  }
+
+  /** VMs to turn on now that vserverd has started, each with its delay in seconds. */
+  autoStartList(): VmRecord[] {
+    return this.list().filter((vm) => !isActive(this.state(vm))
+      && (vm.autoStart === 'Always' || (vm.autoStart === 'IfRunningAtQuit' && vm.runningAtQuit)));
+  }
+
+  clearRunningAtQuit(id: string): void {
+    this.db.prepare('UPDATE vms SET running_at_quit = 0 WHERE id = ?').run(id);
+  }
+
+  /** Lets go of the workers' control connections; the VMs go on running. */
+  detach(): void {
+    for (const client of this.clients.values()) client.close();
+    this.clients.clear();
+  }
+
+  private async client(vm: VmRecord): Promise<WorkerClient> {
+    const known = this.clients.get(vm.id);
+    if (known && !known.closed) return known;
+    const client = await this.manager.attach(vm.id);
+    this.watch(vm.id, client);
+    return client;
+  }
+
+  private watch(id: string, client: WorkerClient): void {
+    this.clients.get(id)?.close();
+    this.clients.set(id, client);
+    client.on('state', (status) => this.noteState(id, status.state, status));
+    client.on('progress', (p) => this.emit('progress', id, p));
+    client.on('close', () => {
+      if (this.clients.get(id) === client) this.clients.delete(id);
+      const vm = this.get(id);
+      // The worker is gone: the VM is off, saved, or crashed (status() records why).
+      if (vm) this.noteState(id, this.state(vm), this.manager.status(id));
+    });
+  }
+
+  private noteState(id: string, state: VmState, status: VmStatus | null): void {
+    const previous = this.lastState.get(id) ?? null;
+    if (previous === state) return;
+    this.lastState.set(id, state);
+    const vm = this.get(id);
+    if (vm) this.emit('state', { vm, state, previous, status });
+  }
+
+  private insert(config: VmConfig, vmcPath: string): VmRecord {
+    this.db.prepare('INSERT INTO vms (id, name, vmc_path, config, created) VALUES (?, ?, ?, ?, ?)')
+      .run(config.id, config.name, vmcPath, JSON.stringify(config), new Date().toISOString());
+    const vm = this.require(config.id);
+    this.lastState.set(vm.id, this.state(vm));
+    return vm;
+  }
+
+  private refuseNameInUse(name: string): void {
+    const other = this.findByName(name);
+    if (other) throw new ApiError('VM_E_NAME_IN_USE', `a virtual machine named ${other.name} already exists`);
+  }
+}
+
+/** The .vmc is the configuration document itself, so that another host can register it. */
+function writeVmc(file: string, config: VmConfig): void {
+  const partial = `${file}.partial`;
+  fs.writeFileSync(partial, `${JSON.stringify({ version: 1, ...config }, null, 2)}\n`);
+  fs.renameSync(partial, file);
+}
+
+function fromRow(row: VmRow): VmRecord {
+  return {
+    id: row.id, name: row.name, vmcPath: row.vmc_path, config: JSON.parse(row.config) as VmConfig, notes: row.notes,
+    autoStart: row.auto_start, autoStartDelay: row.auto_start_delay, shutdownAction: row.shutdown_action,
+    runningAtQuit: row.running_at_quit === 1, created: row.created,
+  };
+}

@@ -1,0 +1,95 @@
+// A real vserverd for tests: its own data folder, run folder and port, an administrator whose
+// password the test knows, and a JSON-RPC client that speaks to it over HTTP.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PROJECT_ROOT } from './vhd-fixtures.js';
+
+export const SERVER_MAIN = path.join(PROJECT_ROOT, 'dist', 'server', 'main.js');
+export const ADMIN_PASSWORD = 'test-admin-password';
+
+export class RpcError extends Error {
+  constructor(readonly code: number, message: string, readonly data: { name: string; [key: string]: unknown }) {
+    super(message);
+  }
+}
+
+export interface ServerOptions {
+  /** Reuse a data folder (and run folder) of an earlier server: a restart. */
+  dataDir?: string;
+  runDir?: string;
+  env?: Record<string, string>;
+  args?: string[];
+}
+
+export class TestServer {
+  output = '';
+  private constructor(readonly process: ChildProcess, readonly url: string, readonly dataDir: string, readonly runDir: string, readonly adminToken: string) {}
+
+  static async start(options: ServerOptions = {}): Promise<TestServer> {
+    const dataDir = options.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-data-'));
+    const runDir = options.runDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-run-'));
+    const child = spawn(process.execPath, [SERVER_MAIN, '--port', '0', '--data', dataDir, ...(options.args ?? [])], {
+      env: { ...process.env, VSERVER_ADMIN_PASSWORD: ADMIN_PASSWORD, VSERVER_RUN_DIR: runDir, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      const onData = (chunk: Buffer): void => {
+        output += chunk.toString();
+        const match = /listening on (http:\/\/\S+?)\/? /.exec(output);
+        if (match) resolve(match[1]);
+      };
+      child.stdout!.on('data', onData);
+      child.stderr!.on('data', onData);
+      child.once('exit', (code, signal) => reject(new Error(`vserverd exited (${code ?? signal}) before listening:\n${output}`)));
+    });
+    const token = await login(url, 'admin', ADMIN_PASSWORD);
+    const server = new TestServer(child, url, dataDir, runDir, token);
+    server.output = output;
+    const keep = (chunk: Buffer): void => { server.output += chunk.toString(); };
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', keep);
+    return server;
+  }
+
+  /** Calls Interface.Member as the administrator (or with `token`); throws RpcError on a JSON-RPC error. */
+  async call<T = unknown>(method: string, params: Record<string, unknown> = {}, token = this.adminToken): Promise<T> {
+    return rpc<T>(this.url, method, params, token);
+  }
+
+  /** Stops vserverd with a signal and waits for it to exit; returns its exit code. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.process.exitCode !== null || this.process.signalCode !== null) return this.process.exitCode;
+    const exited = new Promise<number | null>((resolve) => this.process.once('exit', (code) => resolve(code)));
+    this.process.kill(signal);
+    return exited;
+  }
+
+  /** Removes the data and run folders; call after stop (and after the VMs are off). */
+  remove(): void {
+    fs.rmSync(this.dataDir, { recursive: true, force: true });
+    fs.rmSync(this.runDir, { recursive: true, force: true });
+  }
+}
+
+export async function login(url: string, user: string, password: string): Promise<string> {
+  const response = await fetch(`${url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user, password }) });
+  const body = await response.json() as { token?: string; error?: { message: string } };
+  if (!response.ok || !body.token) throw new Error(`login as ${user} failed (${response.status}): ${body.error?.message ?? JSON.stringify(body)}`);
+  return body.token;
+}
+
+let nextId = 1;
+export async function rpc<T = unknown>(url: string, method: string, params: Record<string, unknown>, token?: string): Promise<T> {
+  const response = await fetch(`${url}/api/rpc`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ jsonrpc: '2.0', id: nextId++, method, params }),
+  });
+  const body = await response.json() as { result?: T; error?: { code: number; message: string; data: { name: string } } };
+  if (body.error) throw new RpcError(body.error.code, body.error.message, body.error.data);
+  return body.result as T;
+}
