@@ -1,6 +1,8 @@
-// vsctl: vserver's command line. "vsctl GROUP COMMAND [args]"; every command has --help and --json.
+// vsctl: vserver's command line. "vsctl GROUP COMMAND [args]", or "vsctl COMMAND [args]" for a
+// group that is a single command (call, events, login, logout); every command has --help and --json.
 
 import { VhdError } from '../storage/vhd/index.js';
+import { ApiCallError } from './cli/api-client.js';
 import { type Command, parseCommand } from './cli/command.js';
 import { commandGroups } from './cli/groups.js';
 import { UsageError } from './cli/terminal.js';
@@ -26,6 +28,10 @@ async function main(argv: string[]): Promise<number> {
   }
   const group = groups[groupName];
   if (!group) throw new UsageError(`unknown group "${groupName}"\n${usage()}`);
+  if (group.command) {
+    const args = parseCommand(null, group.command, argv.slice(1));
+    return args ? group.command.run(args) : 0;
+  }
   if (!commandName || commandName === '--help' || commandName === '-h') {
     (commandName ? console.log : console.error)(groupUsage(groupName, group.commands));
     return commandName ? 0 : 2;
@@ -43,6 +49,10 @@ main(process.argv.slice(2)).then(
     if (error instanceof UsageError) {
       console.error(`vsctl: ${error.message}`);
       process.exitCode = 2;
+    } else if (error instanceof ApiCallError) {
+      if (json) console.log(JSON.stringify({ error: { name: error.name, message: error.message, data: error.data } }, null, 2));
+      else console.error(`vsctl: ${error.message} [${error.name}]`);
+      process.exitCode = 1;
     } else if (error instanceof VhdError) {
       if (json) console.log(JSON.stringify({ error: { code: error.code, message: error.message, file: error.file, offset: error.offset } }, null, 2));
       else console.error(`vsctl: ${error.message} [${error.code}]`);

@@ -21,7 +21,9 @@ node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0
 
 # --- Debian packages -----------------------------------------------------------------------
 # command (or absolute file) -> package that provides it
-declare -A wanted=([qemu-system-x86_64]=qemu-system-x86 [/usr/share/seabios/bios.bin]=seabios)
+declare -A wanted=([qemu-system-x86_64]=qemu-system-x86 [/usr/share/seabios/bios.bin]=seabios
+  # npm ci builds the native addons of better-sqlite3 and node-pty with node-gyp
+  [make]=make [g++]=g++ [python3]=python3)
 case "$mode" in
   start) ;;
   test|bench)

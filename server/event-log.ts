@@ -18,7 +18,7 @@ export interface LoggedEvent {
   object: string | null;
 }
 
-export interface EventQuery { since?: number; limit?: number; category?: string; severity?: string; object?: string }
+export interface EventQuery { since?: number; limit?: number; category?: string; severity?: string; object?: string; newestFirst?: boolean }
 
 /** Who vserverd itself is, in the log, when no user asked for what happened. */
 export const SERVICE = 'vserverd';
@@ -38,22 +38,25 @@ export class EventLog extends EventEmitter<{ logged: [LoggedEvent] }> {
   }
 
   query(q: EventQuery, visible: (event: LoggedEvent) => boolean = () => true): LoggedEvent[] {
-    const where = ['id > @since'];
+    const where = ['id > @since', 'id < @below'];
     if (q.category) where.push('category = @category');
     if (q.severity) where.push('severity = @severity');
     if (q.object) where.push('object = @object');
     const limit = q.limit ?? 100;
-    const page = this.db.prepare(`SELECT * FROM events WHERE ${where.join(' AND ')} ORDER BY id LIMIT @limit`);
+    const page = this.db.prepare(`SELECT * FROM events WHERE ${where.join(' AND ')} ORDER BY id ${q.newestFirst ? 'DESC' : ''} LIMIT @limit`);
     const found: LoggedEvent[] = [];
+    let since = q.since ?? 0;
+    let below = Number.MAX_SAFE_INTEGER;
     // Entries the caller may not see are skipped, so pages are read until the limit is filled.
-    for (let since = q.since ?? 0; ;) {
-      const rows = page.all({ since, category: q.category ?? null, severity: q.severity ?? null, object: q.object ?? null, limit }) as LoggedEvent[];
+    for (;;) {
+      const rows = page.all({ since, below, category: q.category ?? null, severity: q.severity ?? null, object: q.object ?? null, limit }) as LoggedEvent[];
       for (const row of rows) {
         if (visible(row)) found.push(row);
         if (found.length === limit) return found;
       }
       if (rows.length < limit) return found;
-      since = rows.at(-1)!.id;
+      if (q.newestFirst) below = rows.at(-1)!.id;
+      else since = rows.at(-1)!.id;
     }
   }
 }

@@ -36,12 +36,14 @@ export interface StateChange { vm: VmRecord; state: VmState; previous: VmState |
 
 interface VmRow { id: string; name: string; vmc_path: string; config: string; notes: string; auto_start: AutoStart; auto_start_delay: number; shutdown_action: ShutdownAction; running_at_quit: number; created: string }
 
-/** How long a guest gets to shut down when vserverd stops with "Shutdown" as the action on quit. */
-const SHUTDOWN_ON_QUIT_MS = 120_000;
+/** How long a guest gets to shut down when vserverd stops with "Shutdown" as the action on quit (within systemd's 90 s stop timeout). */
+const SHUTDOWN_ON_QUIT_MS = 60_000;
 
 export class Machines extends EventEmitter<{ state: [StateChange]; progress: [string, Progress] }> {
   private readonly clients = new Map<string, WorkerClient>();
   private readonly lastState = new Map<string, VmState>();
+  /** VMs whose auto-start delay has not yet run out. */
+  readonly autoStartPending = new Set<string>();
   /** VMs being turned on by this process: a second Startup is refused before it reaches the worker. */
   private readonly starting = new Set<string>();
 
@@ -127,6 +129,14 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
     writeVmc(vm.vmcPath, config);
     this.db.prepare('UPDATE vms SET name = ?, config = ? WHERE id = ?').run(config.name, JSON.stringify(config), id);
     return this.require(id);
+  }
+
+  /** Deletes a Saved VM's saved state: the VM is then turned off, and that is announced. */
+  discardSavedState(vm: VmRecord): void {
+    const state = this.state(vm);
+    if (state !== 'Saved') throw new ApiError(state === 'TurnedOff' ? 'VM_E_NO_SAVED_STATE' : 'VM_E_VM_RUNNING', `${vm.name} is ${state}; only a Saved VM has a saved state to discard`);
+    fs.rmSync(vm.config.savedState, { force: true });
+    this.noteState(vm.id, 'TurnedOff', this.manager.status(vm.id));
   }
 
   /** Settings that are vserverd's, not the machine's: they may change while the VM runs. */
@@ -225,7 +235,8 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
   async applyActionsOnQuit(onEach: (vm: VmRecord, action: ShutdownAction, error: Error | null) => void): Promise<void> {
     await Promise.all(this.list().map(async (vm) => {
       const running = isActive(this.state(vm));
-      this.db.prepare('UPDATE vms SET running_at_quit = ? WHERE id = ?').run(running ? 1 : 0, vm.id);
+      // A VM still waiting for its auto-start delay keeps its claim to be started next time.
+      if (!this.autoStartPending.has(vm.id)) this.db.prepare('UPDATE vms SET running_at_quit = ? WHERE id = ?').run(running ? 1 : 0, vm.id);
       if (!running) return;
       try {
         if (vm.shutdownAction === 'Save') await this.operate(vm, 'save');

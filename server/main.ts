@@ -32,10 +32,11 @@ async function main(): Promise<void> {
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
   const db = openCatalog(config.dataDir);
   const users = new Users(db);
-  const admin = await users.ensureAdministrator(config.adminUser, process.env.VSERVER_ADMIN_PASSWORD);
+  const admin = await users.ensureAdministrator(config.adminUser, process.env.VSERVER_ADMIN_PASSWORD || undefined);
   const services: Services = {
     db, users, machines: new Machines(db), tasks: new Tasks(db), events: new EventLog(db), access: new AccessControl(db),
-    roots: new StorageRoots(config.storageRoots), hostName: os.hostname(), version, startedAt: Date.now(),
+    roots: new StorageRoots(config.storageRoots), sessions: new Sessions(config.sessionTimeoutMinutes * 60_000),
+    hostName: os.hostname(), version, startedAt: Date.now(),
   };
   if (admin.generated) {
     console.log(`vserverd: created the administrator "${config.adminUser}" with the password ${admin.generated}`);
@@ -45,9 +46,8 @@ async function main(): Promise<void> {
   const reattached = await services.machines.reattach();
   services.events.log('Virtual Server', 'Information', `vserverd ${version} started${reattached.length ? `; reattached to ${reattached.map((vm) => vm.name).join(', ')}` : ''}`);
 
-  const sessions = new Sessions(config.sessionTimeoutMinutes * 60_000);
-  const server = http.createServer(createApp({ services, sessions, allowedOrigins: config.allowedOrigins, projectRoot }));
-  attachWebSocket(server, services, sessions, config.allowedOrigins);
+  const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, projectRoot }));
+  attachWebSocket(server, services, config.allowedOrigins);
   await listen(server, config);
   scheduleAutoStart(services);
 
@@ -85,7 +85,9 @@ function logStateChange(services: Services, { vm, state, status }: StateChange):
 /** Turns on the VMs whose auto-start setting asks for it, each after its delay. */
 function scheduleAutoStart(services: Services): void {
   for (const vm of services.machines.autoStartList()) {
+    services.machines.autoStartPending.add(vm.id);
     setTimeout(() => {
+      services.machines.autoStartPending.delete(vm.id);
       services.machines.clearRunningAtQuit(vm.id);
       call('VirtualMachine.Startup', { this: `VirtualMachine/${vm.id}` }, SERVICE_PRINCIPAL, services).catch((e: Error) => {
         services.events.log('Virtual Machine', 'Error', `auto-start of ${vm.name} failed: ${e.message}`, SERVICE, `VirtualMachine/${vm.id}`);

@@ -1,4 +1,5 @@
-// vserverd starts on its embedded defaults: loopback only, a data folder, a page and /healthz.
+// vserverd starts on its embedded defaults: loopback only, a data folder with its catalog, the
+// sign-in page and /healthz open, everything else behind sign-in; bad settings are refused.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -23,16 +24,18 @@ async function start(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ chi
   return { child, url };
 }
 
-test('vserverd listens on 127.0.0.1 by default and answers / and /healthz', async () => {
+test('vserverd listens on 127.0.0.1 by default, answers /healthz and /login, and sends a signed-out browser to sign in', async () => {
   const data = fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-data-'));
-  const { child, url } = await start(['--port', '0', '--data', data]);
+  const { child, url } = await start(['--port', '0', '--data', data], { VSERVER_ADMIN_PASSWORD: 'a-long-password' });
   try {
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
     const health = await fetch(`${url}/healthz`);
     assert.equal(await health.text(), 'ok\n');
-    const page = await (await fetch(`${url}/`)).text();
-    assert.match(page, /placeholder/);
-    assert.ok(fs.statSync(data).isDirectory());
+    const home = await fetch(`${url}/`, { redirect: 'manual' });
+    assert.equal(home.status, 303);
+    assert.equal(home.headers.get('location'), '/login');
+    assert.match(await (await fetch(`${url}/login`)).text(), /<form method="post" action="\/login">/);
+    assert.equal(fs.statSync(path.join(data, 'catalog.sqlite')).mode & 0o777, 0o600);
   } finally {
     child.kill('SIGTERM');
     fs.rmSync(data, { recursive: true, force: true });
@@ -41,4 +44,35 @@ test('vserverd listens on 127.0.0.1 by default and answers / and /healthz', asyn
 
 test('vserverd refuses a bad port with a clear message', async () => {
   await assert.rejects(start(['--port', 'eighty']), /port must be a whole number/);
+});
+
+test('vserverd refuses a config file with an unknown setting, naming it and the known ones', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-config-'));
+  const file = path.join(dir, 'vserverd.json');
+  fs.writeFileSync(file, JSON.stringify({ port: 0, dataDir: 'data', storageRoot: ['/srv'] }));
+  try {
+    await assert.rejects(start(['--config', file]), /unknown setting "storageRoot" \(known: host, port, dataDir, storageRoots/);
+    fs.writeFileSync(file, '{ "port": 0, ');
+    await assert.rejects(start(['--config', file]), /cannot read the config file .*vserverd\.json/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('vserverd takes its port, data folder and storage roots from a config file, relative to the file', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-config-'));
+  const file = path.join(dir, 'vserverd.json');
+  fs.writeFileSync(file, JSON.stringify({ port: 0, dataDir: 'data', storageRoots: ['disks', 'isos'] }));
+  const { child, url } = await start(['--config', file], { VSERVER_ADMIN_PASSWORD: 'a-long-password' });
+  try {
+    assert.ok(fs.existsSync(path.join(dir, 'data', 'catalog.sqlite')));
+    const login = await (await fetch(`${url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'admin', password: 'a-long-password' }) })).json() as { token: string };
+    const roots = await (await fetch(`${url}/api/rpc`, {
+      method: 'POST', headers: { authorization: `Bearer ${login.token}` }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'VirtualServer.get_StorageRoots' }),
+    })).json() as { result: string[] };
+    assert.deepEqual(roots.result, [path.join(fs.realpathSync(dir), 'disks'), path.join(fs.realpathSync(dir), 'isos')]);
+  } finally {
+    child.kill('SIGTERM');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -13,6 +13,8 @@ export interface Command {
   details?: string;
   positionals: { min: number; max: number };
   options: Record<string, OptionSpec>;
+  /** Help that depends on the arguments ("vsctl call Interface.Member --help"); helpText otherwise. */
+  help?(positionals: string[], standard: string): string;
   run(args: ParsedArgs): Promise<number>;
 }
 
@@ -27,17 +29,22 @@ const COMMON: Record<string, OptionSpec> = {
   help: { type: 'boolean', short: 'h', description: 'show this help' },
 };
 
-export function helpText(group: string, command: Command): string {
+/** "vsctl vm start NAME", or "vsctl login [--url URL]" for a command that is its own group (group null). */
+function usageLine(group: string | null, command: Command): string {
+  return `usage: vsctl ${group === null ? '' : `${group} `}${command.usage}`;
+}
+
+export function helpText(group: string | null, command: Command): string {
   const options = { ...command.options, ...COMMON };
   const rows = Object.entries(options).map(([name, spec]) => {
     const flag = `--${name}${spec.type === 'string' ? ` ${spec.valueName ?? 'VALUE'}` : ''}`;
     return `  ${flag.padEnd(26)} ${spec.description}`;
   });
-  return [`usage: vsctl ${group} ${command.usage}`, '', command.summary, ...(command.details ? ['', command.details] : []), '', 'options:', ...rows].join('\n');
+  return [usageLine(group, command), '', command.summary, ...(command.details ? ['', command.details] : []), '', 'options:', ...rows].join('\n');
 }
 
 /** Parses argv for one command; prints help and returns null when --help was asked for. */
-export function parseCommand(group: string, command: Command, argv: string[]): ParsedArgs | null {
+export function parseCommand(group: string | null, command: Command, argv: string[]): ParsedArgs | null {
   const options = Object.fromEntries(
     Object.entries({ ...command.options, ...COMMON }).map(([name, { description: _d, valueName: _v, ...spec }]) => [name, spec]),
   );
@@ -48,12 +55,13 @@ export function parseCommand(group: string, command: Command, argv: string[]): P
     throw new UsageError((e as Error).message);
   }
   if (parsed.values.help) {
-    console.log(helpText(group, command));
+    const standard = helpText(group, command);
+    console.log(command.help ? command.help(parsed.positionals, standard) : standard);
     return null;
   }
   const { min, max } = command.positionals;
   if (parsed.positionals.length < min || parsed.positionals.length > max) {
-    throw new UsageError(`usage: vsctl ${group} ${command.usage}`);
+    throw new UsageError(usageLine(group, command));
   }
   return {
     positionals: parsed.positionals,

@@ -1,10 +1,24 @@
-// Every command group vsctl knows, in the order help lists them.
+// Every command group vsctl knows, in the order help lists them. A group is either a set of
+// commands ("vsctl vm start ...") or a single command of its own ("vsctl events ...").
 
+import { callCommand } from './api-call.js';
+import { diskCommands, eventsCommand, loginCommand, logoutCommand, taskCommands, tokenCommands, vmApiCommands } from './api.js';
 import type { Command } from './command.js';
 import { vhdCommands } from './vhd.js';
 import { vmCommands } from './vm.js';
 
-export const commandGroups: Array<{ name: string; summary: string; commands: Command[] }> = [
-  { name: 'vhd', summary: 'virtual hard disks: create, info, check, convert, compact, merge, expand', commands: vhdCommands },
-  { name: 'vm', summary: 'virtual machines without vserverd: run one in the foreground, check a configuration', commands: vmCommands },
+export type CommandGroup =
+  | { name: string; summary: string; commands: Command[]; command?: undefined }
+  | { name: string; summary: string; command: Command; commands?: undefined };
+
+export const commandGroups: CommandGroup[] = [
+  { name: 'vhd', summary: 'virtual hard disks on this host, without vserverd: create, info, check, convert, compact, merge, expand', commands: vhdCommands },
+  { name: 'vm', summary: 'virtual machines in vserverd: list, show, create, start, stop, delete, ...; run and check work without vserverd', commands: [...vmApiCommands, ...vmCommands] },
+  { name: 'disk', summary: 'virtual hard disks through vserverd: create, inspect', commands: diskCommands },
+  { name: 'task', summary: 'long operations in vserverd: list them, wait for one', commands: taskCommands },
+  { name: 'events', summary: 'the event log of vserverd, once or followed as it grows', command: eventsCommand },
+  { name: 'token', summary: 'API tokens for scripts, in vserverd: create, list, revoke', commands: tokenCommands },
+  { name: 'call', summary: 'call any member of vserverd\'s API (Interface.Member key=value ...); --help lists them', command: callCommand },
+  { name: 'login', summary: 'log in to vserverd and keep the token for the commands that follow', command: loginCommand },
+  { name: 'logout', summary: 'forget (and revoke) the token kept for vserverd', command: logoutCommand },
 ];

@@ -28,8 +28,13 @@ export function formatSize(bytes: number): string {
   return bytes < 1024 ? `${bytes} bytes` : `${formatBytes(bytes)} (${bytes} bytes)`;
 }
 
-/** A progress bar on stderr, drawn only on a terminal and at most ten times a second. */
-export function progressBar(label: string, enabled: boolean): { update(done: number, total: number): void; end(): void } {
+const inBytes = (done: number, total: number): string => `${formatBytes(done)} of ${formatBytes(total)}`;
+
+/**
+ * A progress bar on stderr, drawn only on a terminal and at most ten times a second. `detail`
+ * says what follows the percentage (bytes done of the total unless told otherwise).
+ */
+export function progressBar(label: string, enabled: boolean, detail: (done: number, total: number) => string = inBytes): { update(done: number, total: number): void; end(): void } {
   const active = enabled && process.stderr.isTTY === true;
   let last = 0;
   let drawn = false;
@@ -38,7 +43,7 @@ export function progressBar(label: string, enabled: boolean): { update(done: num
     const width = Math.max(10, Math.min(40, (process.stderr.columns ?? 80) - label.length - 40));
     const filled = Math.round(fraction * width);
     const bar = '#'.repeat(filled) + '.'.repeat(width - filled);
-    process.stderr.write(`\r${label} [${bar}] ${(fraction * 100).toFixed(0).padStart(3)}%  ${formatBytes(done)} of ${formatBytes(total)}\x1b[K`);
+    process.stderr.write(`\r${label} [${bar}] ${(fraction * 100).toFixed(0).padStart(3)}%  ${detail(done, total)}\x1b[K`);
     drawn = true;
   };
   return {

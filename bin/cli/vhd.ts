@@ -22,7 +22,8 @@ async function withProgress<T>(label: string, args: ParsedArgs, work: (onProgres
   }
 }
 
-function showInfo(info: DiskInfo): void {
+/** A disk's description as `vhd info` prints it (and `disk inspect`, from vserverd's HardDisk.get_Info). */
+export function showInfo(info: DiskInfo): void {
   const g = info.geometry;
   const rows: Array<[string, string]> = [
     ['File', info.file],

@@ -6,7 +6,8 @@ import type { Principal } from '../auth/users.js';
 import type { Category } from '../event-log.js';
 import { HANDLERS, type Handler } from './handlers/index.js';
 import { ApiError, RPC_INVALID_REQUEST, RPC_METHOD_NOT_FOUND, RPC_PARSE_ERROR, invalidParams, rpcErrorObject, toApiError } from './errors.js';
-import { SERVER_REF, describeRef, guardOf, resolveRef } from './objects.js';
+import { SERVER_REF, describeRef, guardOf, resolveRef, vmIdOf } from './objects.js';
+import type { TaskState } from '../tasks.js';
 import { SCHEMA } from './schema.js';
 import type { MemberSpec, TypeSpec } from './schema-types.js';
 import type { Services } from './services.js';
@@ -83,7 +84,8 @@ export async function call(method: string, rawParams: unknown, principal: Princi
   const { params, refs } = checkParams(method, spec, given, services);
 
   const guarded = spec.rightOn ? refs[spec.rightOn] : thisRef;
-  const target = guardOf(guarded);
+  // A task is guarded by the object it acts on (its VM), not by the server.
+  const target = iface === 'Task' ? guardOf((self as TaskState).object ?? SERVER_REF) : guardOf(guarded);
   if (spec.administratorsOnly && principal.role !== 'Administrator') deny(principal, method, target, services, 'administrators only');
   if (!services.access.rightsOn(principal, target).has(spec.right)) deny(principal, method, target, services, `the "${spec.right}" right`);
 
@@ -110,7 +112,9 @@ function checkParams(method: string, spec: MemberSpec, given: Record<string, unk
   const unknown = Object.keys(given).filter((k) => !(k in declared));
   if (unknown.length) {
     const takes = Object.keys(declared);
-    throw invalidParams(`${method} has no parameter ${unknown.map((k) => `"${k}"`).join(', ')}; it takes ${takes.length ? takes.join(', ') : 'none'}${spec.params || method.startsWith('VirtualServer.') ? '' : ' besides "this"'}`);
+    const self = method.startsWith('VirtualServer.') ? '' : '"this"';
+    const all = [...(self ? [self] : []), ...takes];
+    throw invalidParams(`${method} has no parameter ${unknown.map((k) => `"${k}"`).join(', ')}; it takes ${all.length ? all.join(', ') : 'none'}`);
   }
   const params: Record<string, unknown> = {};
   const refs: Record<string, string> = {};
@@ -187,7 +191,9 @@ function audit(services: Services, principal: Principal, method: string, object:
   const category: Category = iface === 'HardDisk' || /VirtualHardDisk$/.test(method) ? 'Virtual Disk'
     : iface === 'Security' || /User|Token/.test(method) ? 'Security'
       : guardOf(object) === SERVER_REF ? 'Virtual Server' : 'Virtual Machine';
-  services.events.log(category, 'Information', `${method} on ${label}${shown ? ` (${shown})` : ''}`, principal.user, object === SERVER_REF ? null : object);
+  // A VM's parts are logged under the VM, so that the VM's events include them.
+  const logged = object === SERVER_REF ? null : vmIdOf(object) ? guardOf(object) : object;
+  services.events.log(category, 'Information', `${method} on ${label}${shown ? ` (${shown})` : ''}`, principal.user, logged);
 }
 
 function failure(id: unknown, error: ApiError): RpcResponse {

@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import type { TaskState } from '../tasks.js';
 import type { VmRecord } from '../machines.js';
 import type { Services } from './services.js';
-import { ApiError, unknownObject } from './errors.js';
+import { ApiError, invalidParams, unknownObject } from './errors.js';
+import { StoragePathError } from '../storage-roots.js';
 
 export const SERVER_REF = 'VirtualServer';
 
@@ -43,7 +44,7 @@ export function splitRef(reference: string): { iface: string; rest: string } {
 /** Resolves a reference of interface `iface` to its object; VM_E_OBJECT_UNKNOWN (or a more precise error) when it names nothing. */
 export function resolveRef(services: Services, iface: string, reference: string): unknown {
   const { iface: named, rest } = splitRef(reference);
-  if (named !== iface) throw new ApiError('VM_E_INVALID_PARAMS', `"${reference}" is not a ${iface} reference (${iface}/...)`);
+  if (named !== iface) throw invalidParams(`"${reference}" is not a ${iface} reference (${iface}/...)`);
   switch (iface) {
     case 'VirtualMachine': return vmOf(services, rest, reference);
     case 'GuestOS':
@@ -53,9 +54,19 @@ export function resolveRef(services: Services, iface: string, reference: string)
     case 'SCSIController': return indexed(services, rest, reference, (vm) => vm.config.scsi.length);
     case 'NetworkAdapter': return indexed(services, rest, reference, (vm) => vm.config.networkAdapters.length);
     case 'Task': return taskOf(services, rest, reference);
-    case 'HardDisk': return services.roots.resolve(rest, { mustExist: true, kind: 'the hard disk image' });
+    case 'HardDisk': return existingDisk(services, rest);
     case 'Security': return securityOf(services, rest, reference);
     default: throw unknownObject(reference);
+  }
+}
+
+/** An existing VHD inside the storage roots; a missing one is Virtual Server's VM_E_HD_IMAGE_NOT_FOUND. */
+export function existingDisk(services: Services, input: string, kind = 'hard disk image'): string {
+  try {
+    return services.roots.resolve(input, { mustExist: true, kind });
+  } catch (e) {
+    if (e instanceof StoragePathError && e.code === 'VM_E_FILE_NOT_FOUND') throw new ApiError('VM_E_HD_IMAGE_NOT_FOUND', e.message);
+    throw e;
   }
 }
 

@@ -112,13 +112,14 @@ const virtualServer: InterfaceSpec = {
       example: { params: { path: 'disks' }, result: { root: '/var/lib/vserver', folder: '/var/lib/vserver/disks', entries: [{ name: 'web.vhd', path: '/var/lib/vserver/disks/web.vhd', type: 'file', size: 42496 }] } },
     }),
     get_Tasks: get('Tasks in flight and recently finished, newest first.', refs('Task'), [{ $ref: TASK }], null),
-    GetEvents: method('The event log (Virtual Server\'s Event Viewer), oldest first after "since".', {
+    GetEvents: method('The event log (Virtual Server\'s Event Viewer): the entries after "since", oldest first, or the newest first.', {
       params: {
         since: param({ type: 'integer', min: 0 }, 'Only events with an id above this.', true),
         limit: param({ type: 'integer', min: 1, max: 1000 }, 'At most this many (100 when omitted).', true),
         category: param(oneOf(EVENT_CATEGORIES), 'Only this category.', true),
         severity: param(oneOf(SEVERITIES), 'Only this severity.', true),
         object: param(string, 'Only events about this object reference.', true),
+        newestFirst: param(boolean, 'The newest events first (as the Event Viewer shows them), instead of the oldest after "since".', true),
       },
       returns: { type: 'array', items: { type: 'object', fields: { id: 'integer', time: 'ISO 8601', category: 'string', severity: 'string', message: 'string', who: 'user name or "vserverd"', object: 'object reference or null' } } },
       right: 'read',
@@ -191,7 +192,7 @@ const virtualMachine: InterfaceSpec = {
         path: path('The .vhd.'), busType: param(oneOf(['IDE', 'SCSI']), 'IDE or SCSI.'),
         busNumber: param({ type: 'integer', min: 0 }, 'IDE channel or SCSI adapter.'), deviceNumber: param({ type: 'integer', min: 0 }, 'IDE device or SCSI target.'),
       },
-      returns: ref('HardDiskConnection'), right: 'change', errors: ['VM_E_HD_IMAGE_NOT_FOUND', 'VM_E_DRIVE_IN_USE', 'VM_E_DRIVE_INVALID', ...CONFIG_ERRORS],
+      returns: ref('HardDiskConnection'), right: 'change', errors: ['VM_E_HD_IMAGE_NOT_FOUND', 'VHD_E_BAD_FOOTER', 'VM_E_DRIVE_IN_USE', 'VM_E_DRIVE_INVALID', ...CONFIG_ERRORS],
       example: { params: { this: VM, path: 'disks/web.vhd', busType: 'SCSI', busNumber: 0, deviceNumber: 0 }, result: { $ref: `HardDiskConnection/${VM.slice(15)}/scsi0-0` } },
     }),
     RemoveHardDiskConnection: method('Detaches a disk; the file is kept.', {
@@ -353,7 +354,7 @@ const hardDisk: InterfaceSpec = {
     get_Info: get('Everything the VHD engine reports: geometry, unique id, blocks, the parent chain.', { type: 'object' }, { type: 'Dynamic', sizeInGuest: 136365211648 }, DISK),
     Compact: task('Compacts a dynamic disk: blocks of zeros are dropped.', 'change', {}, { this: DISK }, ['VHD_E_WRONG_TYPE', 'VM_E_DRIVE_IN_USE']),
     Convert: task('Writes a copy of the disk of another type (Dynamic or Fixed) at path.', 'change', { path: path('The new file.'), type: param(oneOf(['Dynamic', 'Fixed']), 'The new type.') }, { this: DISK, path: 'disks/web-fixed.vhd', type: 'Fixed' }, ['VHD_E_EXISTS']),
-    Merge: task('Merges a differencing disk into its parent, which must not be in use.', 'change', {}, { this: DISK }, ['VHD_E_WRONG_TYPE', 'VM_E_DRIVE_IN_USE']),
+    Merge: task('Merges a differencing disk into its parent and deletes it; neither may be in use, and no VM may have the child attached.', 'change', {}, { this: DISK }, ['VHD_E_WRONG_TYPE', 'VM_E_DRIVE_IN_USE']),
     MergeTo: task('Merges a differencing disk and its parents into a new disk at path.', 'change', { path: path('The new file.') }, { this: DISK, path: 'disks/web-flat.vhd' }, ['VHD_E_WRONG_TYPE', 'VHD_E_EXISTS']),
     Expand: task('Grows the disk to sizeMB.', 'change', { sizeMB: param({ type: 'integer', min: 1, max: 2_088_960 }, 'The new size in MB.') }, { this: DISK, sizeMB: 32768 }, ['VHD_E_SIZE_LIMIT', 'VM_E_DRIVE_IN_USE']),
   },
@@ -399,8 +400,8 @@ export const SCHEMA: Schema = {
 
 /** Events sent over the WebSocket as JSON-RPC notifications. */
 export const EVENTS: Record<string, { doc: string; params: Record<string, string> }> = {
-  'VirtualMachine.OnStateChange': { doc: 'A VM changed state.', params: { vm: 'object reference', state: 'VMVMState name', previous: 'VMVMState name', reason: 'why it stopped, when it did' } },
-  'Task.OnProgress': { doc: 'A task progressed or finished.', params: { task: 'object reference', percentCompleted: 'integer', isComplete: 'boolean', error: '{name, message} or null' } },
+  'VirtualMachine.OnStateChange': { doc: 'A VM changed state.', params: { vm: 'object reference', name: 'the VM\'s name', state: 'VMVMState name', previous: 'VMVMState name or null', reason: 'why it stopped (or crashed), or null' } },
+  'Task.OnProgress': { doc: 'A task progressed or finished.', params: { task: 'object reference', description: 'string', percentCompleted: 'integer', isComplete: 'boolean', error: '{name, message} or null' } },
   'VirtualServer.OnEventLogged': { doc: 'An entry was added to the event log.', params: { id: 'integer', time: 'ISO 8601', category: 'string', severity: 'string', message: 'string', who: 'string', object: 'object reference or null' } },
 };
 

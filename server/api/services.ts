@@ -7,6 +7,7 @@ import type { EventLog } from '../event-log.js';
 import type { Machines } from '../machines.js';
 import type { StorageRoots } from '../storage-roots.js';
 import type { Tasks } from '../tasks.js';
+import type { Sessions } from '../http/sessions.js';
 
 export interface Services {
   db: Catalog;
@@ -16,6 +17,8 @@ export interface Services {
   users: Users;
   access: AccessControl;
   roots: StorageRoots;
+  /** Browser sessions, ended when their user is deleted or given a new password. */
+  sessions: Sessions;
   hostName: string;
   version: string;
   startedAt: number;

@@ -2,6 +2,7 @@
 // token or a session. The API is JSON-RPC at POST /api/rpc (and over /api/ws, see websocket.ts),
 // the schema at GET /api/schema, and tokens come from POST /api/login.
 
+import fs from 'node:fs';
 import path from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { LoginRateLimiter } from '../auth/rate-limit.js';
@@ -10,19 +11,22 @@ import { RPC_INVALID_REQUEST, RPC_SERVER_ERROR } from '../api/errors.js';
 import { EVENTS, SCHEMA } from '../api/schema.js';
 import type { Services } from '../api/services.js';
 import { type Caller, authenticate, originAllowed } from './authenticate.js';
-import type { Sessions } from './sessions.js';
 
 const MAX_BODY = '1mb';
 /** Tokens from POST /api/login last this long; scripts wanting longer ones use CreateToken. */
 const LOGIN_TOKEN_DAYS = 30;
 
-export interface AppOptions { services: Services; sessions: Sessions; allowedOrigins: string[]; projectRoot: string }
+export interface AppOptions { services: Services; allowedOrigins: string[]; projectRoot: string }
 
 type AuthedRequest = Request & { caller?: Caller };
 
-export function createApp({ services, sessions, allowedOrigins, projectRoot }: AppOptions): express.Express {
+export function createApp({ services, allowedOrigins, projectRoot }: AppOptions): express.Express {
   const app = express();
-  const limiter = new LoginRateLimiter();
+  const sessions = services.sessions;
+  // Per user name, and more loosely per address: a few wrong guesses from one address (vsctl on
+  // this host, say) must not lock every user out.
+  const userLimiter = new LoginRateLimiter({ maxFailures: 5 });
+  const addressLimiter = new LoginRateLimiter({ maxFailures: 20 });
   app.disable('x-powered-by');
   app.set('view engine', 'ejs');
   app.set('views', path.join(projectRoot, 'views'));
@@ -33,7 +37,8 @@ export function createApp({ services, sessions, allowedOrigins, projectRoot }: A
   });
 
   app.get('/healthz', (_req, res) => { res.type('text/plain').send('ok\n'); });
-  app.use('/static', express.static(path.join(projectRoot, 'static')));
+  // The sign-in page carries its styles inline: /static, like everything else, needs a caller.
+  const loginStyles = fs.readFileSync(path.join(projectRoot, 'static', 'site.css'), 'utf8');
 
   /** Checks the rate limit, then the password; answers the refusals itself and returns the user on success. */
   async function signIn(req: Request, res: Response, user: unknown, password: unknown, refuse: (status: number, message: string, name: string) => void): Promise<string | null> {
@@ -41,34 +46,39 @@ export function createApp({ services, sessions, allowedOrigins, projectRoot }: A
       refuse(400, 'give "user" and "password"', 'VM_E_INVALID_PARAMS');
       return null;
     }
-    const keys = [`ip:${req.socket.remoteAddress ?? 'unknown'}`, `user:${user}`];
-    const allowed = limiter.check(keys);
-    if (!allowed.allowed) {
-      res.set('Retry-After', String(allowed.retryAfterSeconds));
-      services.events.log('Security', 'Warning', `sign-in as ${user} refused: too many failed attempts (retry in ${allowed.retryAfterSeconds} s)`, user);
-      refuse(429, `too many failed sign-in attempts; try again in ${allowed.retryAfterSeconds} s`, 'VM_E_TOO_MANY_ATTEMPTS');
+    const address = req.socket.remoteAddress ?? 'unknown';
+    const userKey = [`user:${user}`];
+    const addressKey = [`ip:${address}`];
+    // The name is the caller's to choose: it goes into the log short and printable.
+    const shown = user.replace(/[^\x20-\x7e]/g, '?').slice(0, 64);
+    const verdict = [userLimiter.check(userKey), addressLimiter.check(addressKey)].find((v) => !v.allowed);
+    if (verdict && !verdict.allowed) {
+      res.set('Retry-After', String(verdict.retryAfterSeconds));
+      services.events.log('Security', 'Warning', `sign-in as ${shown} from ${address} refused: too many failed attempts (retry in ${verdict.retryAfterSeconds} s)`, shown);
+      refuse(429, `too many failed sign-in attempts; try again in ${verdict.retryAfterSeconds} s`, 'VM_E_TOO_MANY_ATTEMPTS');
       return null;
     }
     const found = await services.users.verify(user, password);
     if (!found) {
-      limiter.recordFailure(keys);
-      services.events.log('Security', 'Warning', `failed sign-in as ${user} from ${req.socket.remoteAddress ?? 'unknown'}`, user);
+      userLimiter.recordFailure(userKey);
+      addressLimiter.recordFailure(addressKey);
+      services.events.log('Security', 'Warning', `failed sign-in as ${shown} from ${address}`, shown);
       refuse(401, 'the user name or password is wrong', 'VM_E_LOGIN_FAILED');
       return null;
     }
     // Only the user's count is cleared: signing in to one's own account must not reset an address's failures.
-    limiter.recordSuccess([`user:${user}`]);
+    userLimiter.recordSuccess(userKey);
     return found.name;
   }
 
   app.get('/login', (req, res) => {
     if (authenticate(req.headers, services.users, sessions)) return res.redirect(303, '/');
-    res.render('login', { error: null, user: '' });
+    res.render('login', { error: null, user: '', styles: loginStyles });
   });
   app.post('/login', express.urlencoded({ extended: false, limit: '16kb' }), async (req, res) => {
     if (!originAllowed(req.headers, allowedOrigins)) return res.status(403).type('text/plain').send('cross-site sign-in refused\n');
     const body = (req.body ?? {}) as Record<string, unknown>;
-    const user = await signIn(req, res, body.user, body.password, (status, message) => { res.status(status).render('login', { error: message, user: typeof body.user === 'string' ? body.user : '' }); });
+    const user = await signIn(req, res, body.user, body.password, (status, message) => { res.status(status).render('login', { error: message, user: typeof body.user === 'string' ? body.user : '', styles: loginStyles }); });
     if (!user) return;
     sessions.create(res, user);
     services.events.log('Security', 'Information', `${user} signed in to the website`, user);
@@ -105,6 +115,7 @@ export function createApp({ services, sessions, allowedOrigins, projectRoot }: A
     res.redirect(303, '/login');
   });
 
+  app.use('/static', express.static(path.join(projectRoot, 'static')));
   app.get('/api/schema', (_req, res) => { res.json({ interfaces: SCHEMA, events: EVENTS }); });
 
   app.post('/api/rpc', express.text({ type: () => true, limit: MAX_BODY }), async (req: AuthedRequest, res) => {

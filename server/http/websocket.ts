@@ -19,7 +19,8 @@ const MAX_MESSAGE = 1024 * 1024;
 /** A client that stops reading is dropped rather than buffered for without end. */
 const MAX_BUFFERED = 8 * 1024 * 1024;
 
-export function attachWebSocket(server: http.Server, services: Services, sessions: Sessions, allowedOrigins: string[]): WebSocketServer {
+export function attachWebSocket(server: http.Server, services: Services, allowedOrigins: string[]): WebSocketServer {
+  const sessions = services.sessions;
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE });
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     if (new URL(req.url ?? '/', 'http://x').pathname !== '/api/ws') return refuse(socket, 404, 'Not Found');
@@ -69,15 +70,15 @@ function serve(ws: WebSocket, req: http.IncomingMessage, first: Caller, services
     services.events.off('logged', onLogged);
   });
 
-  ws.on('message', async (data, isBinary) => {
+  const answer = async (text: string): Promise<void> => {
     const now = current();
     if (!now) {
       ws.close(4401, 'the token or session is no longer valid');
       return;
     }
     caller = now;
-    const text = isBinary ? '' : data.toString();
-    const answer = await handleRpcBody(text, caller.principal, services);
-    if (answer !== null && ws.readyState === ws.OPEN) ws.send(JSON.stringify(answer));
-  });
+    const response = await handleRpcBody(text, caller.principal, services);
+    if (response !== null && ws.readyState === ws.OPEN) ws.send(JSON.stringify(response));
+  };
+  ws.on('message', (data, isBinary) => void answer(isBinary ? '' : data.toString()));
 }

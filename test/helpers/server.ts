@@ -9,6 +9,7 @@ import { PROJECT_ROOT } from './vhd-fixtures.js';
 
 export const SERVER_MAIN = path.join(PROJECT_ROOT, 'dist', 'server', 'main.js');
 export const ADMIN_PASSWORD = 'test-admin-password';
+const START_TIMEOUT_MS = 30_000;
 
 export class RpcError extends Error {
   constructor(readonly code: number, message: string, readonly data: { name: string; [key: string]: unknown }) {
@@ -37,10 +38,18 @@ export class TestServer {
     });
     let output = '';
     const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`vserverd did not say it was listening within ${START_TIMEOUT_MS / 1000} s:\n${output}`));
+      }, START_TIMEOUT_MS);
+      child.once('exit', () => clearTimeout(timer));
       const onData = (chunk: Buffer): void => {
         output += chunk.toString();
         const match = /listening on (http:\/\/\S+?)\/? /.exec(output);
-        if (match) resolve(match[1]);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
       };
       child.stdout!.on('data', onData);
       child.stderr!.on('data', onData);

@@ -5,6 +5,7 @@ import path from 'node:path';
 import {
   compactDisk, convertDisk, expandDisk, inspectDisk, mergeIntoParent, mergeToNewDisk,
 } from '../../../storage/vhd/index.js';
+import { hardDisks } from '../../../vmm/config.js';
 import type { Right } from '../schema-types.js';
 import type { TaskState } from '../../tasks.js';
 import type { Call } from '../dispatch.js';
@@ -32,7 +33,7 @@ function diskTask(call: Call, description: string, work: (signal: AbortSignal, o
 }
 
 function newFile(call: Call): string {
-  const file = call.services.roots.resolve(call.params.path as string, { kind: 'the new disk' });
+  const file = call.services.roots.resolve(call.params.path as string, { kind: 'new disk' });
   if (fs.existsSync(file)) throw new ApiError('VHD_E_EXISTS', `${file} already exists`);
   return file;
 }
@@ -78,6 +79,9 @@ export const objectHandlers: Handlers = {
   'HardDisk.Merge': (call) => {
     const info = inspectDisk(disk(call));
     if (!info.parent) throw new ApiError('VHD_E_WRONG_TYPE', `${disk(call)} is a ${info.type} disk; only a differencing disk can be merged`);
+    // Merging deletes the child: a VM that has it attached, even turned off, would lose its disk.
+    const holder = call.services.machines.list().find((vm) => hardDisks(vm.config).some((d) => d.path === disk(call)));
+    if (holder) throw new ApiError('VM_E_DRIVE_IN_USE', `${disk(call)} is attached to ${holder.name}; remove that connection before merging the disk away`);
     refuseInUse(disk(call));
     refuseInUse(info.parent.file);
     return diskTask(call, `Merge ${disk(call)} into ${info.parent.file}`, async (signal, onProgress) => {

@@ -3,14 +3,14 @@
 // which refuses them unless the VM is off and validates the whole document against the profile.
 
 import fs from 'node:fs';
-import { lockHolder } from '../../../storage/vhd/index.js';
+import { inspectDisk, lockHolder } from '../../../storage/vhd/index.js';
 import type { IdeDevice, VmConfig } from '../../../vmm/config.js';
 import { normalizeMac } from '../../../vmm/config.js';
 import { PROFILE, type NicModel, type ScsiModel } from '../../../vmm/profile.js';
 import type { VmRecord } from '../../machines.js';
 import type { Call } from '../dispatch.js';
-import { ApiError } from '../errors.js';
-import { type ConnectionObject, type DriveObject, type IndexedObject, ref } from '../objects.js';
+import { ApiError, invalidParams } from '../errors.js';
+import { type ConnectionObject, type DriveObject, type IndexedObject, existingDisk, ref } from '../objects.js';
 import type { Handlers } from './types.js';
 
 const vmOf = (call: Call): VmRecord => call.self as VmRecord;
@@ -97,7 +97,8 @@ export const virtualMachineHandlers: Handlers = {
   'VirtualMachine.AddHardDiskConnection': (call) => {
     const vm = vmOf(call);
     const { busType, busNumber, deviceNumber } = call.params as { busType: 'IDE' | 'SCSI'; busNumber: number; deviceNumber: number };
-    const file = call.services.roots.resolve(call.params.path as string, { mustExist: true, kind: 'the hard disk image' });
+    const file = existingDisk(call.services, call.params.path as string);
+    inspectDisk(file); // a file that is not a VHD is refused now, not when the VM starts
     call.services.machines.refuseUnlessOff(vm);
     checkPosition(vm, busType, busNumber, deviceNumber);
     reconfigure(call, (doc) => {
@@ -108,7 +109,7 @@ export const virtualMachineHandlers: Handlers = {
   },
   'VirtualMachine.RemoveHardDiskConnection': (call) => {
     const c = call.params.connection as ConnectionObject;
-    if (c.vm.id !== vmId(call)) throw new ApiError('VM_E_INVALID_PARAMS', `${call.refs.connection} is not a disk of ${vmOf(call).name}`);
+    if (c.vm.id !== vmId(call)) throw invalidParams(`${call.refs.connection} is not a disk of ${vmOf(call).name}`);
     reconfigure(call, (doc) => {
       if (c.bus === 'IDE') doc.ide = doc.ide.filter((d) => !(d.channel === c.busNumber && d.device === c.deviceNumber));
       else doc.scsi[c.busNumber].disks = doc.scsi[c.busNumber].disks.filter((d) => d.target !== c.deviceNumber);
@@ -126,7 +127,7 @@ export const virtualMachineHandlers: Handlers = {
   },
   'VirtualMachine.RemoveDVDROMDrive': (call) => {
     const d = call.params.drive as DriveObject;
-    if (d.vm.id !== vmId(call)) throw new ApiError('VM_E_INVALID_PARAMS', `${call.refs.drive} is not a drive of ${vmOf(call).name}`);
+    if (d.vm.id !== vmId(call)) throw invalidParams(`${call.refs.drive} is not a drive of ${vmOf(call).name}`);
     reconfigure(call, (doc) => { doc.ide = doc.ide.filter((x) => !(x.channel === d.channel && x.device === d.device)); });
   },
 
@@ -137,7 +138,7 @@ export const virtualMachineHandlers: Handlers = {
   },
   'VirtualMachine.RemoveSCSIController': (call) => {
     const c = call.params.controller as IndexedObject;
-    if (c.vm.id !== vmId(call)) throw new ApiError('VM_E_INVALID_PARAMS', `${call.refs.controller} is not an adapter of ${vmOf(call).name}`);
+    if (c.vm.id !== vmId(call)) throw invalidParams(`${call.refs.controller} is not an adapter of ${vmOf(call).name}`);
     const disks = vmOf(call).config.scsi[c.index].disks.length;
     if (disks) throw new ApiError('VM_E_DRIVE_IN_USE', `SCSI adapter ${c.index} of ${vmOf(call).name} still holds ${disks} disk${disks === 1 ? '' : 's'}; remove them first`);
     reconfigure(call, (doc) => { doc.scsi.splice(c.index, 1); });
@@ -154,7 +155,7 @@ export const virtualMachineHandlers: Handlers = {
   },
   'VirtualMachine.RemoveNetworkAdapter': (call) => {
     const a = call.params.adapter as IndexedObject;
-    if (a.vm.id !== vmId(call)) throw new ApiError('VM_E_INVALID_PARAMS', `${call.refs.adapter} is not an adapter of ${vmOf(call).name}`);
+    if (a.vm.id !== vmId(call)) throw invalidParams(`${call.refs.adapter} is not an adapter of ${vmOf(call).name}`);
     reconfigure(call, (doc) => { doc.networkAdapters.splice(a.index, 1); });
   },
 
@@ -187,12 +188,7 @@ export const virtualMachineHandlers: Handlers = {
     call.services.machines.refuseNotRunning(vmOf(call), ['Paused']);
     await call.services.machines.operate(vmOf(call), 'resume');
   },
-  'VirtualMachine.DiscardSavedState': (call) => {
-    const vm = vmOf(call);
-    const state = call.services.machines.state(vm);
-    if (state !== 'Saved') throw new ApiError(state === 'TurnedOff' ? 'VM_E_NO_SAVED_STATE' : 'VM_E_VM_RUNNING', `${vm.name} is ${state}; only a Saved VM has a saved state to discard`);
-    fs.rmSync(vm.config.savedState, { force: true });
-  },
+  'VirtualMachine.DiscardSavedState': (call) => call.services.machines.discardSavedState(vmOf(call)),
   'VirtualMachine.get_GuestOS': (call) => ref('GuestOS', vmId(call)),
   'VirtualMachine.get_Display': (call) => ref('Display', vmId(call)),
   'VirtualMachine.get_Security': (call) => ref('Security', call.thisRef),
@@ -206,7 +202,7 @@ export const virtualMachineHandlers: Handlers = {
   'DVDROMDrive.get_DeviceNumber': (call) => (call.self as DriveObject).device,
   'DVDROMDrive.get_ImageFile': (call) => (call.self as DriveObject).image,
   'DVDROMDrive.AttachImage': (call) => {
-    const image = call.services.roots.resolve(call.params.path as string, { mustExist: true, kind: 'the ISO image' });
+    const image = call.services.roots.resolve(call.params.path as string, { mustExist: true, kind: 'ISO image' });
     setDriveImage(call, image);
   },
   'DVDROMDrive.ReleaseImage': (call) => setDriveImage(call, null),

@@ -11,7 +11,7 @@ import { PROFILE, VIRTUAL_SERVER_LIMITS } from '../../../vmm/profile.js';
 import { narrower, type Role } from '../../auth/users.js';
 import type { Call } from '../dispatch.js';
 import { ApiError } from '../errors.js';
-import { ref, SERVER_REF, guardOf } from '../objects.js';
+import { existingDisk, ref, SERVER_REF, guardOf } from '../objects.js';
 import type { VmRecord } from '../../machines.js';
 import type { Services } from '../services.js';
 import { type Handlers, selfOrAdministrator } from './types.js';
@@ -40,7 +40,7 @@ function diskTask(call: Call, description: string, file: string, create: (signal
 }
 
 function newFile(call: Call, input: unknown): string {
-  return call.services.roots.resolve(input as string, { kind: 'the new disk' });
+  return call.services.roots.resolve(input as string, { kind: 'new disk' });
 }
 
 export function vmList(services: Services, call: Call): VmRecord[] {
@@ -74,11 +74,11 @@ export const virtualServerHandlers: Handlers = {
   'VirtualServer.get_VirtualMachines': (call) => vmList(call.services, call).map((vm) => ref('VirtualMachine', vm.id)),
   'VirtualServer.CreateVirtualMachine': ({ services, params }) => {
     const name = params.name as string;
-    const folder = services.roots.resolve(params.path === undefined ? safeFolderName(name) : params.path as string, { kind: 'the VM folder' });
+    const folder = services.roots.resolve(params.path === undefined ? safeFolderName(name) : params.path as string, { kind: 'VM folder' });
     return ref('VirtualMachine', services.machines.create(name, folder).id);
   },
   'VirtualServer.RegisterVirtualMachine': ({ services, params }) => {
-    const file = services.roots.resolve(params.path as string, { mustExist: true, kind: 'the .vmc file' });
+    const file = services.roots.resolve(params.path as string, { mustExist: true, kind: '.vmc file' });
     return ref('VirtualMachine', services.machines.register(file).id);
   },
   'VirtualServer.UnregisterVirtualMachine': ({ services, params }) => {
@@ -104,12 +104,12 @@ export const virtualServerHandlers: Handlers = {
   },
   'VirtualServer.CreateDifferencingVirtualHardDisk': (call) => {
     const file = newFile(call, call.params.path);
-    const parent = call.services.roots.resolve(call.params.parentPath as string, { mustExist: true, kind: 'the parent disk' });
+    const parent = existingDisk(call.services, call.params.parentPath as string, 'parent disk');
     inspectDisk(parent); // a parent that is not a VHD is refused now, not in the task
     return diskTask(call, `Create differencing disk ${file} (parent ${parent})`, file, () => createDifferencing(file, parent));
   },
   'VirtualServer.GetHardDisk': ({ services, params }) => {
-    const file = services.roots.resolve(params.path as string, { mustExist: true, kind: 'the hard disk image' });
+    const file = existingDisk(services, params.path as string);
     inspectDisk(file);
     return ref('HardDisk', file);
   },
@@ -127,11 +127,13 @@ export const virtualServerHandlers: Handlers = {
   'VirtualServer.DeleteUser': ({ services, params }) => {
     services.users.delete(params.name as string);
     services.access.forgetPrincipal(params.name as string);
+    services.sessions.endUser(params.name as string);
   },
   'VirtualServer.SetUserRole': ({ services, params }) => services.users.setRole(params.name as string, params.role as Role),
   'VirtualServer.SetUserPassword': async (call) => {
     selfOrAdministrator(call, call.params.name as string, 'set the password');
     await call.services.users.setPassword(call.params.name as string, call.params.password as string);
+    call.services.sessions.endUser(call.params.name as string);
   },
   'VirtualServer.CreateToken': ({ services, principal, params }) => {
     const created = services.users.createToken(principal.user, {
