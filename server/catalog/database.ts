@@ -13,18 +13,20 @@ export class CatalogError extends Error {}
 export function openCatalog(dataDir: string): Catalog {
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const file = path.join(dataDir, 'catalog.sqlite');
-  let db: Catalog;
+  let db: Catalog | undefined;
   try {
     db = new Database(file);
+    fs.chmodSync(file, 0o600);
+    db.pragma('journal_mode = WAL');
+    db.pragma('foreign_keys = ON');
+    // Another vserverd (or a backup tool) holding the write lock briefly is waited for, not failed on.
+    db.pragma('busy_timeout = 5000');
+    migrate(db, file);
   } catch (e) {
+    db?.close();
+    if (e instanceof CatalogError) throw e;
     throw new CatalogError(`cannot open the catalog ${file}: ${(e as Error).message}`, { cause: e });
   }
-  fs.chmodSync(file, 0o600);
-  db.pragma('journal_mode = WAL');
-  db.pragma('foreign_keys = ON');
-  // Another vserverd (or a backup tool) holding the write lock briefly is waited for, not failed on.
-  db.pragma('busy_timeout = 5000');
-  migrate(db, file);
   return db;
 }
 
