@@ -2,7 +2,10 @@
 // commands ("vsctl vm start ...") or a single command of its own ("vsctl events ...").
 
 import { callCommand } from './api-call.js';
-import { diskCommands, eventsCommand, loginCommand, logoutCommand, taskCommands, tokenCommands, vmApiCommands } from './api.js';
+import { diskCommands, taskCommands } from './api-disk.js';
+import { eventsCommand } from './api-events.js';
+import { loginCommand, logoutCommand, tokenCommands } from './api-session.js';
+import { vmApiCommands } from './api-vm.js';
 import type { Command } from './command.js';
 import { vhdCommands } from './vhd.js';
 import { vmCommands } from './vm.js';
