@@ -8,8 +8,8 @@ import { type BenchModule, printTable } from './lib.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-/** Modules in bench/ that are not benchmarks: this runner and the shared helpers. */
-const NOT_BENCHMARKS = new Set(['run', 'lib']);
+/** Modules in bench/ that are not benchmarks: this runner, the shared helpers, and the peer server "api" runs. */
+const NOT_BENCHMARKS = new Set(['run', 'lib', 'api-peer']);
 
 /** The compiled benchmarks next to this file (dist/bench/*.js), helpers and "_"-prefixed files excluded. */
 export function availableBenchmarks(): string[] {

@@ -3,7 +3,7 @@
 // (the WebSocket's VirtualServer.OnEventLogged).
 
 import { EventEmitter } from 'node:events';
-import type { Catalog } from './catalog/database.js';
+import { type Catalog, prepared } from './catalog/database.js';
 
 export type Severity = 'Information' | 'Warning' | 'Error';
 export type Category = 'Virtual Server' | 'Virtual Machine' | 'Virtual Disk' | 'Security' | 'Task';
@@ -30,7 +30,7 @@ export class EventLog extends EventEmitter<{ logged: [LoggedEvent] }> {
 
   log(category: Category, severity: Severity, message: string, who: string = SERVICE, object: string | null = null): LoggedEvent {
     const time = new Date().toISOString();
-    const { lastInsertRowid } = this.db.prepare('INSERT INTO events (time, category, severity, message, who, object) VALUES (?, ?, ?, ?, ?, ?)')
+    const { lastInsertRowid } = prepared(this.db, 'INSERT INTO events (time, category, severity, message, who, object) VALUES (?, ?, ?, ?, ?, ?)')
       .run(time, category, severity, message, who, object);
     const event: LoggedEvent = { id: Number(lastInsertRowid), time, category, severity, message, who, object };
     this.emit('logged', event);
@@ -43,7 +43,7 @@ export class EventLog extends EventEmitter<{ logged: [LoggedEvent] }> {
     if (q.severity) where.push('severity = @severity');
     if (q.object) where.push('object = @object');
     const limit = q.limit ?? 100;
-    const page = this.db.prepare(`SELECT * FROM events WHERE ${where.join(' AND ')} ORDER BY id ${q.newestFirst ? 'DESC' : ''} LIMIT @limit`);
+    const page = prepared(this.db, `SELECT * FROM events WHERE ${where.join(' AND ')} ORDER BY id ${q.newestFirst ? 'DESC' : ''} LIMIT @limit`);
     const found: LoggedEvent[] = [];
     let since = q.since ?? 0;
     let below = Number.MAX_SAFE_INTEGER;

@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Catalog } from './catalog/database.js';
+import { type Catalog, prepared } from './catalog/database.js';
 import { ApiError } from './api/errors.js';
 import type { AUTO_START, SHUTDOWN_ACTIONS } from './api/schema.js';
 import { parseVmConfig, type VmConfig } from '../vmm/config.js';
@@ -47,17 +47,20 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
   /** VMs being turned on by this process: a second Startup is refused before it reaches the worker. */
   private readonly starting = new Set<string>();
 
+  /** The catalog's rows, parsed; every write goes through this class, which reloads what it wrote. */
+  private readonly records = new Map<string, VmRecord>();
+
   constructor(private readonly db: Catalog, readonly manager = new VmManager()) {
     super();
+    for (const row of prepared(db, 'SELECT * FROM vms').all() as VmRow[]) this.records.set(row.id, fromRow(row));
   }
 
   list(): VmRecord[] {
-    return (this.db.prepare('SELECT * FROM vms ORDER BY name').all() as VmRow[]).map(fromRow);
+    return [...this.records.values()].sort((a, b) => a.name.toLowerCase().localeCompare(b.name.toLowerCase()));
   }
 
   get(id: string): VmRecord | null {
-    const row = this.db.prepare('SELECT * FROM vms WHERE id = ?').get(id) as VmRow | undefined;
-    return row ? fromRow(row) : null;
+    return this.records.get(id) ?? null;
   }
 
   require(id: string): VmRecord {
@@ -66,9 +69,10 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
     return vm;
   }
 
+  /** Names are unique regardless of case, as the catalog's column says. */
   findByName(name: string): VmRecord | null {
-    const row = this.db.prepare('SELECT * FROM vms WHERE name = ?').get(name) as VmRow | undefined;
-    return row ? fromRow(row) : null;
+    const wanted = name.toLowerCase();
+    return [...this.records.values()].find((vm) => vm.name.toLowerCase() === wanted) ?? null;
   }
 
   /** Makes a new VM in `folder` (1 processor, the default memory, no devices) and writes its .vmc. */
@@ -101,7 +105,8 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
   remove(id: string, deleteFiles: boolean): VmRecord {
     const vm = this.require(id);
     this.refuseActive(vm, 'removed');
-    this.db.prepare('DELETE FROM vms WHERE id = ?').run(id);
+    prepared(this.db, 'DELETE FROM vms WHERE id = ?').run(id);
+    this.records.delete(id);
     this.lastState.delete(id);
     if (deleteFiles) {
       fs.rmSync(vm.vmcPath, { force: true });
@@ -127,8 +132,8 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
     const config = parseVmConfig(document, path.dirname(vm.vmcPath));
     if (config.name.toLowerCase() !== vm.name.toLowerCase()) this.refuseNameInUse(config.name);
     writeVmc(vm.vmcPath, config);
-    this.db.prepare('UPDATE vms SET name = ?, config = ? WHERE id = ?').run(config.name, JSON.stringify(config), id);
-    return this.require(id);
+    prepared(this.db, 'UPDATE vms SET name = ?, config = ? WHERE id = ?').run(config.name, JSON.stringify(config), id);
+    return this.reload(id)!;
   }
 
   /** Deletes a Saved VM's saved state: the VM is then turned off, and that is announced. */
@@ -146,8 +151,9 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
       notes: settings.notes, auto_start: settings.autoStart, auto_start_delay: settings.autoStartDelay, shutdown_action: settings.shutdownAction,
     };
     for (const [column, value] of Object.entries(columns)) {
-      if (value !== undefined) this.db.prepare(`UPDATE vms SET ${column} = ? WHERE id = ?`).run(value, id);
+      if (value !== undefined) prepared(this.db, `UPDATE vms SET ${column} = ? WHERE id = ?`).run(value, id);
     }
+    this.reload(id);
   }
 
   status(id: string): VmStatus | null {
@@ -156,6 +162,10 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
 
   /** The VM's state: its worker's while it has one, else Saved when its saved state exists. */
   state(vm: VmRecord): VmState {
+    // While this process follows the VM's worker, the worker's events are the state: no files to read.
+    const followed = this.clients.get(vm.id);
+    const known = this.lastState.get(vm.id);
+    if (followed && !followed.closed && known && isActive(known)) return known;
     const status = this.manager.status(vm.id);
     if (status && isActive(status.state)) return status.state;
     return fs.existsSync(vm.config.savedState) ? 'Saved' : 'TurnedOff';
@@ -236,7 +246,10 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
     await Promise.all(this.list().map(async (vm) => {
       const running = isActive(this.state(vm));
       // A VM still waiting for its auto-start delay keeps its claim to be started next time.
-      if (!this.autoStartPending.has(vm.id)) this.db.prepare('UPDATE vms SET running_at_quit = ? WHERE id = ?').run(running ? 1 : 0, vm.id);
+      if (!this.autoStartPending.has(vm.id)) {
+        prepared(this.db, 'UPDATE vms SET running_at_quit = ? WHERE id = ?').run(running ? 1 : 0, vm.id);
+        this.reload(vm.id);
+      }
       if (!running) return;
       try {
         if (vm.shutdownAction === 'Save') await this.operate(vm, 'save');
@@ -256,7 +269,8 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
   }
 
   clearRunningAtQuit(id: string): void {
-    this.db.prepare('UPDATE vms SET running_at_quit = 0 WHERE id = ?').run(id);
+    prepared(this.db, 'UPDATE vms SET running_at_quit = 0 WHERE id = ?').run(id);
+    this.reload(id);
   }
 
   /** Lets go of the workers' control connections; the VMs go on running. */
@@ -295,10 +309,21 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
   }
 
   private insert(config: VmConfig, vmcPath: string): VmRecord {
-    this.db.prepare('INSERT INTO vms (id, name, vmc_path, config, created) VALUES (?, ?, ?, ?, ?)')
+    prepared(this.db, 'INSERT INTO vms (id, name, vmc_path, config, created) VALUES (?, ?, ?, ?, ?)')
       .run(config.id, config.name, vmcPath, JSON.stringify(config), new Date().toISOString());
-    const vm = this.require(config.id);
+    const vm = this.reload(config.id)!;
     this.lastState.set(vm.id, this.state(vm));
+    return vm;
+  }
+
+  private reload(id: string): VmRecord | null {
+    const row = prepared(this.db, 'SELECT * FROM vms WHERE id = ?').get(id) as VmRow | undefined;
+    if (!row) {
+      this.records.delete(id);
+      return null;
+    }
+    const vm = fromRow(row);
+    this.records.set(id, vm);
     return vm;
   }
 

@@ -4,7 +4,7 @@
 
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import type { Catalog } from './catalog/database.js';
+import { type Catalog, prepared } from './catalog/database.js';
 import { ApiError, toApiError } from './api/errors.js';
 
 export interface TaskState {
@@ -39,7 +39,7 @@ export class Tasks extends EventEmitter<{ progress: [TaskState] }> {
   constructor(private readonly db: Catalog) {
     super();
     const now = new Date().toISOString();
-    db.prepare(`UPDATE tasks SET finished = ?, error = ? WHERE finished IS NULL`)
+    prepared(db, `UPDATE tasks SET finished = ?, error = ? WHERE finished IS NULL`)
       .run(now, JSON.stringify({ name: 'VM_E_SERVICE_STOPPED', message: 'vserverd stopped while the task ran' }));
   }
 
@@ -88,14 +88,14 @@ export class Tasks extends EventEmitter<{ progress: [TaskState] }> {
   get(id: string): TaskState | null {
     const live = this.running.get(id);
     if (live) return live.state;
-    const row = this.db.prepare('SELECT * FROM tasks WHERE id = ?').get(id) as TaskRow | undefined;
+    const row = prepared(this.db, 'SELECT * FROM tasks WHERE id = ?').get(id) as TaskRow | undefined;
     return row ? fromRow(row) : null;
   }
 
   /** Tasks in flight, then finished ones, newest first. */
   list(limit = 100): TaskState[] {
     const live = [...this.running.values()].map((t) => t.state).reverse();
-    const rows = this.db.prepare('SELECT * FROM tasks WHERE finished IS NOT NULL ORDER BY started DESC LIMIT ?').all(limit) as TaskRow[];
+    const rows = prepared(this.db, 'SELECT * FROM tasks WHERE finished IS NOT NULL ORDER BY started DESC LIMIT ?').all(limit) as TaskRow[];
     return [...live, ...rows.map(fromRow)].slice(0, limit);
   }
 
@@ -131,18 +131,18 @@ export class Tasks extends EventEmitter<{ progress: [TaskState] }> {
   }
 
   private insert(state: TaskState): void {
-    this.db.prepare(`INSERT INTO tasks (id, description, object, owner, cancelable, started, finished, percent, result, error, log)
+    prepared(this.db, `INSERT INTO tasks (id, description, object, owner, cancelable, started, finished, percent, result, error, log)
       VALUES (@id, @description, @object, @owner, @cancelable, @started, NULL, 0, NULL, NULL, @log)`)
       .run({ ...state, cancelable: state.cancelable ? 1 : 0, log: JSON.stringify(state.log) });
   }
 
   private save(state: TaskState): void {
-    this.db.prepare('UPDATE tasks SET finished = @finished, percent = @percent, result = @result, error = @error, log = @log WHERE id = @id')
+    prepared(this.db, 'UPDATE tasks SET finished = @finished, percent = @percent, result = @result, error = @error, log = @log WHERE id = @id')
       .run({ id: state.id, finished: state.finished, percent: state.percent, result: JSON.stringify(state.result), error: state.error ? JSON.stringify(state.error) : null, log: JSON.stringify(state.log) });
   }
 
   private prune(): void {
-    this.db.prepare(`DELETE FROM tasks WHERE finished IS NOT NULL AND id NOT IN (SELECT id FROM tasks WHERE finished IS NOT NULL ORDER BY started DESC LIMIT ?)`).run(KEEP_FINISHED);
+    prepared(this.db, `DELETE FROM tasks WHERE finished IS NOT NULL AND id NOT IN (SELECT id FROM tasks WHERE finished IS NOT NULL ORDER BY started DESC LIMIT ?)`).run(KEEP_FINISHED);
   }
 }
 

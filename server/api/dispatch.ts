@@ -90,9 +90,10 @@ export async function call(method: string, rawParams: unknown, principal: Princi
   if (!services.access.rightsOn(principal, target).has(spec.right)) deny(principal, method, target, services, `the "${spec.right}" right`);
 
   const handler = HANDLERS[`${iface}.${member}`] as Handler;
-  const label = describeRef(services, guarded); // before the call: it may delete the object
+  const change = isChange(member, spec);
+  const label = change ? describeRef(services, guarded) : ''; // before the call: it may delete the object
   const result = await handler({ principal, services, thisRef, self, params, refs });
-  if (isChange(member, spec)) audit(services, principal, method, guarded, label, given);
+  if (change) audit(services, principal, method, guarded, label, given);
   return result ?? null;
 }
 

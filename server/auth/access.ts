@@ -2,7 +2,7 @@
 // object's access entries (Virtual Server's IVMSecurity), then capped by the token's role.
 // Administrators keep every right, so nobody can lock the service away from them.
 
-import type { Catalog } from '../catalog/database.js';
+import { type Catalog, prepared } from '../catalog/database.js';
 import { ApiError } from '../api/errors.js';
 import { RIGHTS, type Right } from '../api/schema-types.js';
 import type { Principal, Role } from './users.js';
@@ -19,28 +19,28 @@ export class AccessControl {
   constructor(private readonly db: Catalog) {}
 
   entries(object: string): AccessEntry[] {
-    const rows = this.db.prepare('SELECT principal, type, rights FROM access_entries WHERE object = ? ORDER BY principal').all(object) as { principal: string; type: AccessEntry['type']; rights: string }[];
+    const rows = prepared(this.db, 'SELECT principal, type, rights FROM access_entries WHERE object = ? ORDER BY principal').all(object) as { principal: string; type: AccessEntry['type']; rights: string }[];
     return rows.map((r) => ({ name: r.principal, type: r.type, rights: JSON.parse(r.rights) as Right[] }));
   }
 
   setEntry(object: string, entry: AccessEntry): void {
-    this.db.prepare('INSERT OR REPLACE INTO access_entries (object, principal, type, rights) VALUES (?, ?, ?, ?)')
+    prepared(this.db, 'INSERT OR REPLACE INTO access_entries (object, principal, type, rights) VALUES (?, ?, ?, ?)')
       .run(object, entry.name, entry.type, JSON.stringify([...new Set(entry.rights)]));
   }
 
   removeEntry(object: string, name: string): void {
-    const { changes } = this.db.prepare('DELETE FROM access_entries WHERE object = ? AND principal = ?').run(object, name);
+    const { changes } = prepared(this.db, 'DELETE FROM access_entries WHERE object = ? AND principal = ?').run(object, name);
     if (!changes) throw new ApiError('VM_E_ENTRY_UNKNOWN', `${object} has no access entry for ${name}`);
   }
 
   /** Forgets an object's entries (when the object is deleted). */
   forget(object: string): void {
-    this.db.prepare('DELETE FROM access_entries WHERE object = ?').run(object);
+    prepared(this.db, 'DELETE FROM access_entries WHERE object = ?').run(object);
   }
 
   /** Entries naming a user that no longer exists are dropped with the user. */
   forgetPrincipal(name: string): void {
-    this.db.prepare('DELETE FROM access_entries WHERE principal = ?').run(name);
+    prepared(this.db, 'DELETE FROM access_entries WHERE principal = ?').run(name);
   }
 
   rightsOn(principal: Principal, object: string): Set<Right> {

@@ -2,7 +2,7 @@
 // first administrator is created at first start, with VSERVER_ADMIN_PASSWORD or a generated
 // password that is shown once.
 
-import type { Catalog } from '../catalog/database.js';
+import { type Catalog, prepared } from '../catalog/database.js';
 import { ApiError } from '../api/errors.js';
 import { ROLES } from '../api/schema.js';
 import { checkPasswordStrength, generatePassword, hashPassword, verifyPassword } from './passwords.js';
@@ -31,7 +31,16 @@ export function narrower(a: Role, b: Role): Role {
   return RANK[a] >= RANK[b] ? a : b;
 }
 
+/**
+ * A token checked in the last few seconds is not checked again (hashing and a catalog read per
+ * call were a fifth of an API call's cost). Any change to users or tokens forgets them all.
+ */
+const VERIFIED_MS = 10_000;
+const VERIFIED_MAX = 10_000;
+
 export class Users {
+  private readonly verified = new Map<string, { principal: Principal & { expires: number }; until: number }>();
+
   constructor(private readonly db: Catalog) {}
 
   /** Creates the first administrator when there are no users; returns the generated password to show once, if any. */
@@ -45,46 +54,48 @@ export class Users {
   }
 
   count(): number {
-    return (this.db.prepare('SELECT COUNT(*) AS n FROM users').get() as { n: number }).n;
+    return (prepared(this.db, 'SELECT COUNT(*) AS n FROM users').get() as { n: number }).n;
   }
 
   list(): UserInfo[] {
-    return this.db.prepare('SELECT name, role, created FROM users ORDER BY name').all() as UserInfo[];
+    return prepared(this.db, 'SELECT name, role, created FROM users ORDER BY name').all() as UserInfo[];
   }
 
   get(name: string): UserInfo | null {
-    return (this.db.prepare('SELECT name, role, created FROM users WHERE name = ?').get(name) as UserInfo | undefined) ?? null;
+    return (prepared(this.db, 'SELECT name, role, created FROM users WHERE name = ?').get(name) as UserInfo | undefined) ?? null;
   }
 
   async create(name: string, password: string, role: Role): Promise<void> {
     if (this.get(name)) throw new ApiError('VM_E_USER_EXISTS', `a user named ${name} already exists`);
     const weak = checkPasswordStrength(password);
     if (weak) throw new ApiError('VM_E_WEAK_PASSWORD', weak);
-    this.db.prepare('INSERT INTO users (name, password_hash, role, created) VALUES (?, ?, ?, ?)').run(name, await hashPassword(password), role, new Date().toISOString());
+    prepared(this.db, 'INSERT INTO users (name, password_hash, role, created) VALUES (?, ?, ?, ?)').run(name, await hashPassword(password), role, new Date().toISOString());
   }
 
   delete(name: string): void {
     const user = this.require(name);
     if (user.role === 'Administrator') this.refuseLastAdministrator(name);
-    this.db.prepare('DELETE FROM users WHERE name = ?').run(name);
+    prepared(this.db, 'DELETE FROM users WHERE name = ?').run(name);
+    this.verified.clear();
   }
 
   setRole(name: string, role: Role): void {
     const user = this.require(name);
     if (user.role === 'Administrator' && role !== 'Administrator') this.refuseLastAdministrator(name);
-    this.db.prepare('UPDATE users SET role = ? WHERE name = ?').run(role, name);
+    prepared(this.db, 'UPDATE users SET role = ? WHERE name = ?').run(role, name);
+    this.verified.clear();
   }
 
   async setPassword(name: string, password: string): Promise<void> {
     this.require(name);
     const weak = checkPasswordStrength(password);
     if (weak) throw new ApiError('VM_E_WEAK_PASSWORD', weak);
-    this.db.prepare('UPDATE users SET password_hash = ? WHERE name = ?').run(await hashPassword(password), name);
+    prepared(this.db, 'UPDATE users SET password_hash = ? WHERE name = ?').run(await hashPassword(password), name);
   }
 
   /** The user when the password is theirs; null otherwise (also for unknown users, after the same work). */
   async verify(name: string, password: string): Promise<UserInfo | null> {
-    const row = this.db.prepare('SELECT name, role, created, password_hash FROM users WHERE name = ?').get(name) as (UserInfo & { password_hash: string }) | undefined;
+    const row = prepared(this.db, 'SELECT name, role, created, password_hash FROM users WHERE name = ?').get(name) as (UserInfo & { password_hash: string }) | undefined;
     // An unknown user costs as much as a wrong password, so timing does not tell which names exist.
     const ok = await verifyPassword(password, row?.password_hash ?? DUMMY_HASH);
     return row && ok ? { name: row.name, role: row.role, created: row.created } : null;
@@ -96,15 +107,15 @@ export class Users {
     const { id, secret, token } = newToken();
     const created = new Date().toISOString();
     const expires = options.expiresInDays ? new Date(Date.now() + options.expiresInDays * 86_400_000).toISOString() : null;
-    this.db.prepare('INSERT INTO tokens (id, secret_hash, user, role, description, created, expires) VALUES (?, ?, ?, ?, ?, ?, ?)')
+    prepared(this.db, 'INSERT INTO tokens (id, secret_hash, user, role, description, created, expires) VALUES (?, ?, ?, ?, ?, ?, ?)')
       .run(id, hashSecret(secret), user, role, options.description ?? '', created, expires);
     return { id, token, user, role, description: options.description ?? '', created, expires, lastUsed: null };
   }
 
   tokens(user: string | null): TokenInfo[] {
     const rows = (user === null
-      ? this.db.prepare('SELECT * FROM tokens ORDER BY created').all()
-      : this.db.prepare('SELECT * FROM tokens WHERE user = ? ORDER BY created').all(user)) as TokenRow[];
+      ? prepared(this.db, 'SELECT * FROM tokens ORDER BY created').all()
+      : prepared(this.db, 'SELECT * FROM tokens WHERE user = ? ORDER BY created').all(user)) as TokenRow[];
     return rows.map((r) => ({ id: r.id, user: r.user, role: r.role, description: r.description, created: r.created, expires: r.expires, lastUsed: r.last_used }));
   }
 
@@ -113,22 +124,35 @@ export class Users {
   }
 
   revokeToken(id: string): void {
-    this.db.prepare('DELETE FROM tokens WHERE id = ?').run(id);
+    prepared(this.db, 'DELETE FROM tokens WHERE id = ?').run(id);
+    this.verified.clear();
   }
 
   /** The caller behind a bearer token, or null when it is unknown, wrong or expired. */
   authenticate(bearer: string): Principal | null {
+    const known = this.verified.get(bearer);
+    if (known && known.until > Date.now()) return known.principal;
+    const principal = this.checkToken(bearer);
+    if (this.verified.size >= VERIFIED_MAX) this.verified.clear();
+    if (principal) this.verified.set(bearer, { principal, until: Math.min(Date.now() + VERIFIED_MS, principal.expires) });
+    return principal && { user: principal.user, userRole: principal.userRole, role: principal.role, tokenId: principal.tokenId };
+  }
+
+  private checkToken(bearer: string): (Principal & { expires: number }) | null {
     const parsed = parseToken(bearer);
     if (!parsed) return null;
-    const row = this.db.prepare('SELECT tokens.*, users.role AS user_role FROM tokens JOIN users ON users.name = tokens.user WHERE tokens.id = ?')
+    const row = prepared(this.db, 'SELECT tokens.*, users.role AS user_role FROM tokens JOIN users ON users.name = tokens.user WHERE tokens.id = ?')
       .get(parsed.id) as (TokenRow & { user_role: Role }) | undefined;
     if (!row || !secretMatches(parsed.secret, row.secret_hash)) return null;
     if (row.expires && Date.parse(row.expires) < Date.now()) return null;
     // Written at most once a minute: a busy script should not turn every read into a write.
     if (!row.last_used || Date.now() - Date.parse(row.last_used) > 60_000) {
-      this.db.prepare('UPDATE tokens SET last_used = ? WHERE id = ?').run(new Date().toISOString(), row.id);
+      prepared(this.db, 'UPDATE tokens SET last_used = ? WHERE id = ?').run(new Date().toISOString(), row.id);
     }
-    return { user: row.user, userRole: row.user_role, role: narrower(row.user_role, row.role), tokenId: row.id };
+    return {
+      user: row.user, userRole: row.user_role, role: narrower(row.user_role, row.role), tokenId: row.id,
+      expires: row.expires ? Date.parse(row.expires) : Number.MAX_SAFE_INTEGER,
+    };
   }
 
   private require(name: string): UserInfo {

@@ -10,6 +10,17 @@ export type Catalog = Database.Database;
 
 export class CatalogError extends Error {}
 
+const statements = new WeakMap<Catalog, Map<string, Database.Statement>>();
+
+/** The statement for `sql`, compiled once per catalog: preparing it anew on every call costs more than running it. */
+export function prepared(db: Catalog, sql: string): Database.Statement {
+  let cache = statements.get(db);
+  if (!cache) statements.set(db, cache = new Map());
+  let statement = cache.get(sql);
+  if (!statement) cache.set(sql, statement = db.prepare(sql));
+  return statement;
+}
+
 export function openCatalog(dataDir: string): Catalog {
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const file = path.join(dataDir, 'catalog.sqlite');

@@ -28,6 +28,8 @@ export function createApp({ services, allowedOrigins, projectRoot }: AppOptions)
   const userLimiter = new LoginRateLimiter({ maxFailures: 5 });
   const addressLimiter = new LoginRateLimiter({ maxFailures: 20 });
   app.disable('x-powered-by');
+  // Answers are never cached (Cache-Control: no-store), so hashing each for an ETag is wasted work.
+  app.set('etag', false);
   app.set('view engine', 'ejs');
   app.set('views', path.join(projectRoot, 'views'));
   app.set('trust proxy', false);
