@@ -221,7 +221,9 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
   /** Checks the VM runs (for calls that answer at once or start a task). */
   refuseNotRunning(vm: VmRecord, states: readonly VmState[] = ['Running', 'Paused']): void {
     const state = this.state(vm);
-    if (!states.includes(state)) throw new ApiError('VM_E_VM_NOT_RUNNING', `${vm.name} is ${state}; it must be ${states.join(' or ')}`);
+    if (states.includes(state)) return;
+    const wanted = states.length > 2 ? 'turned on' : states.join(' or ');
+    throw new ApiError('VM_E_VM_NOT_RUNNING', `${vm.name} is ${state}; it must be ${wanted}`);
   }
 
   /** After a restart of vserverd: reattaches to every VM whose worker still runs. */
