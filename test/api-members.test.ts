@@ -226,6 +226,27 @@ describe('JSON-RPC 2.0 at POST /api/rpc', () => {
     await refused('VirtualMachine.Memory', {}, 'VM_E_METHOD_NOT_FOUND', ['VirtualMachine.get_Memory', 'VirtualMachine.put_Memory']);
   });
 
+  test('a batch of more than 1000 calls is refused whole, saying the bound', async () => {
+    const batch = Array.from({ length: 1001 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'VirtualServer.get_Name' }));
+    const answer = await post(JSON.stringify(batch));
+    const { error } = answer.json as RpcAnswer;
+    assert.equal(error?.code, -32600);
+    assert.match(error?.message ?? '', /at most 1000 calls; this one has 1001/);
+  });
+
+  test('names that JavaScript objects inherit are neither methods nor parameters: constructor, __proto__, toString', async () => {
+    for (const method of ['VirtualServer.constructor', 'constructor.name', '__proto__.get_Name', 'VirtualMachine.toString', 'VirtualServer.hasOwnProperty']) {
+      const error = await refused(method, {}, 'VM_E_METHOD_NOT_FOUND', [`there is no method ${method}`]);
+      assert.equal(error.code, -32601, method);
+    }
+    for (const name of ['constructor', 'toString', '__proto__']) {
+      const answer = await post(`{"jsonrpc": "2.0", "id": 9, "method": "VirtualServer.get_Name", "params": {"${name}": 1}}`);
+      const { error } = answer.json as RpcAnswer;
+      assert.equal(error?.data.name, 'VM_E_INVALID_PARAMS', `${name}: ${JSON.stringify(answer.json)}`);
+      assert.match(error?.message ?? '', new RegExp(`no parameter "${name}"`));
+    }
+  });
+
   test('params given as an array (or as a string) are -32602 VM_E_INVALID_PARAMS: parameters go by name', async () => {
     for (const params of [[], ['x'], 'x']) {
       const answer = await post(JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'VirtualServer.get_Name', params }));

@@ -27,6 +27,8 @@ export interface Call {
 }
 
 const SECRET_PARAMS = new Set(['password']);
+/** Calls in one batch are run together; a bound keeps one request from holding the service. */
+const MAX_BATCH = 1000;
 
 for (const [iface, spec] of Object.entries(SCHEMA)) {
   for (const member of Object.keys(spec.members)) {
@@ -48,6 +50,7 @@ export async function handleRpcBody(body: string, principal: Principal, services
   }
   if (Array.isArray(message)) {
     if (message.length === 0) return failure(null, new ApiError('VM_E_INVALID_REQUEST', 'an empty batch', {}, RPC_INVALID_REQUEST));
+    if (message.length > MAX_BATCH) return failure(null, new ApiError('VM_E_INVALID_REQUEST', `a batch holds at most ${MAX_BATCH} calls; this one has ${message.length}`, {}, RPC_INVALID_REQUEST));
     const answers = await Promise.all(message.map((m) => handleRequest(m, principal, services)));
     const owed = answers.filter((a): a is RpcResponse => a !== null);
     return owed.length ? owed : null;
@@ -72,7 +75,8 @@ export async function handleRequest(message: unknown, principal: Principal, serv
 /** Performs one call; throws ApiError. */
 export async function call(method: string, rawParams: unknown, principal: Principal, services: Services): Promise<unknown> {
   const [iface, member, extra] = method.split('.');
-  const spec = iface && member && extra === undefined ? SCHEMA[iface]?.members[member] : undefined;
+  // Own properties only: "constructor" or "__proto__" must not reach Object's members.
+  const spec = extra === undefined && Object.hasOwn(SCHEMA, iface) && Object.hasOwn(SCHEMA[iface].members, member ?? '') ? SCHEMA[iface].members[member] : undefined;
   if (!spec) throw new ApiError('VM_E_METHOD_NOT_FOUND', `there is no method ${method}${suggestion(iface, member)}`, {}, RPC_METHOD_NOT_FOUND);
   if (rawParams !== undefined && (typeof rawParams !== 'object' || rawParams === null || Array.isArray(rawParams))) {
     throw invalidParams(`${method} takes its parameters by name, as an object`);
@@ -110,7 +114,7 @@ function takeThis(iface: string, method: string, given: Record<string, unknown>)
 
 function checkParams(method: string, spec: MemberSpec, given: Record<string, unknown>, services: Services): { params: Record<string, unknown>; refs: Record<string, string> } {
   const declared = spec.params ?? {};
-  const unknown = Object.keys(given).filter((k) => !(k in declared));
+  const unknown = Object.keys(given).filter((k) => !Object.hasOwn(declared, k));
   if (unknown.length) {
     const takes = Object.keys(declared);
     const self = method.startsWith('VirtualServer.') ? '' : '"this"';
@@ -202,7 +206,7 @@ function failure(id: unknown, error: ApiError): RpcResponse {
 }
 
 function suggestion(iface: string | undefined, member: string | undefined): string {
-  if (!iface || !SCHEMA[iface]) return ` (interfaces: ${Object.keys(SCHEMA).join(', ')})`;
+  if (!iface || !Object.hasOwn(SCHEMA, iface)) return ` (interfaces: ${Object.keys(SCHEMA).join(', ')})`;
   const lower = (member ?? '').toLowerCase();
   const close = Object.keys(SCHEMA[iface].members).filter((m) => m.toLowerCase().includes(lower) || lower.includes(m.toLowerCase().replace(/^(get|put)_/, '')));
   return close.length ? `; did you mean ${close.slice(0, 5).map((m) => `${iface}.${m}`).join(', ')}?` : ` (GET /api/schema lists ${iface}'s members)`;
