@@ -227,6 +227,10 @@ describe('vsctl call: help, names and types from the schema (no server)', () => 
     const start = expectStatus(vsctlSync(['call', 'VirtualMachine.Start', '--this', 'x'], offline()), 2, 'VirtualMachine.Start');
     assert.match(start.stderr, /did you mean VirtualMachine\.Startup\b/);
     expectStatus(vsctlSync(['call', 'Nothing.AtAll'], offline()), 2, 'Nothing.AtAll');
+    // Names every JavaScript object inherits are not members either.
+    for (const method of ['constructor.name', 'VirtualServer.constructor', '__proto__.x']) {
+      assert.match(expectStatus(vsctlSync(['call', method], offline()), 2, method).stderr, /no member/);
+    }
     expectStatus(vsctlSync(['call'], offline()), 2, 'call without a member');
   });
 

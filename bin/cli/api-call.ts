@@ -64,7 +64,7 @@ export function closeMatches(text: string, limit = 5): string[] {
 
 export function findMember(text: string): Member {
   const [iface, name] = text.split('.', 2);
-  const interfaceSpec = SCHEMA[iface];
+  const interfaceSpec = Object.hasOwn(SCHEMA, iface) ? SCHEMA[iface] : undefined;
   const spec = interfaceSpec && name !== undefined && Object.hasOwn(interfaceSpec.members, name) ? interfaceSpec.members[name] : undefined;
   if (interfaceSpec && spec) return { method: text, iface, name, spec, interfaceSpec };
   const close = closeMatches(text);
