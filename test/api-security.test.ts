@@ -687,6 +687,18 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
   });
 
   describe('every change is audited, without passwords', () => {
+    test('Security events (sign-ins, refusals) are shown to administrators only; a Viewer sees the events of what it may read', async () => {
+      const since = await lastEventId();
+      const failed = await fetch(`${server.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'viewer', password: 'not-the-password' }) });
+      assert.equal(failed.status, 401);
+      await server.call('VirtualMachine.put_Notes', { this: vmA, value: 'seen by viewers' });
+      const asAdministrator = await server.call<LoggedEvent[]>('VirtualServer.GetEvents', { since });
+      const asViewer = await server.call<LoggedEvent[]>('VirtualServer.GetEvents', { since }, viewerToken);
+      assert.ok(asAdministrator.some((e) => e.category === 'Security' && /failed sign-in as viewer/.test(e.message)), JSON.stringify(asAdministrator));
+      assert.deepEqual(asViewer.filter((e) => e.category === 'Security'), []);
+      assert.ok(asViewer.some((e) => /seen by viewers/.test(e.message)), JSON.stringify(asViewer));
+    });
+
     test('a put_Notes appears in the event log with who made it and the VM\'s reference', async () => {
       await server.call('Security.AddEntry', { this: `Security/${vmA}`, name: 'viewer', type: 'Allowed', rights: ['change'] });
       const since = await lastEventId();

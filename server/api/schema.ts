@@ -112,7 +112,7 @@ const virtualServer: InterfaceSpec = {
       example: { params: { path: 'disks' }, result: { root: '/var/lib/vserver', folder: '/var/lib/vserver/disks', entries: [{ name: 'web.vhd', path: '/var/lib/vserver/disks/web.vhd', type: 'file', size: 42496 }] } },
     }),
     get_Tasks: get('Tasks in flight and recently finished, newest first.', refs('Task'), [{ $ref: TASK }], null),
-    GetEvents: method('The event log (Virtual Server\'s Event Viewer): the entries after "since", oldest first, or the newest first.', {
+    GetEvents: method('The event log (Virtual Server\'s Event Viewer): the entries after "since", oldest first, or the newest first. Only entries about objects the caller may read are returned, and Security entries (sign-ins, refusals, users, tokens) only to administrators.', {
       params: {
         since: param({ type: 'integer', min: 0 }, 'Only events with an id above this.', true),
         limit: param({ type: 'integer', min: 1, max: 1000 }, 'At most this many (100 when omitted).', true),

@@ -4,6 +4,7 @@
 
 import { type Catalog, prepared } from '../catalog/database.js';
 import { ApiError } from '../api/errors.js';
+import { guardOf, SERVER_REF } from '../api/objects.js';
 import { RIGHTS, type Right } from '../api/schema-types.js';
 import type { Principal, Role } from './users.js';
 
@@ -41,6 +42,15 @@ export class AccessControl {
   /** Entries naming a user that no longer exists are dropped with the user. */
   forgetPrincipal(name: string): void {
     prepared(this.db, 'DELETE FROM access_entries WHERE principal = ?').run(name);
+  }
+
+  /**
+   * Whether the caller may see an event: Security events (sign-ins, refusals, users, tokens) are
+   * for administrators; the others for whoever may read the object concerned.
+   */
+  canSee(principal: Principal, event: { category: string; object: string | null }): boolean {
+    if (event.category === 'Security') return principal.role === 'Administrator';
+    return this.rightsOn(principal, guardOf(event.object ?? SERVER_REF)).has('read');
   }
 
   rightsOn(principal: Principal, object: string): Set<Right> {

@@ -59,7 +59,7 @@ function serve(ws: WebSocket, req: http.IncomingMessage, first: Caller, services
     }
   };
   const onLogged = (event: LoggedEvent): void => {
-    if (canRead(event.object ?? SERVER_REF)) notify('VirtualServer.OnEventLogged', event);
+    if (services.access.canSee(caller.principal, event)) notify('VirtualServer.OnEventLogged', event);
   };
   services.machines.on('state', onState);
   services.tasks.on('progress', onProgress);

@@ -118,7 +118,7 @@ export const virtualServerHandlers: Handlers = {
     return { root: listing.root, folder: listing.path, entries: listing.entries };
   },
   'VirtualServer.get_Tasks': (call) => call.services.tasks.list().filter((t) => canRead(call, t.object ?? SERVER_REF)).map((t) => ref('Task', t.id)),
-  'VirtualServer.GetEvents': (call) => call.services.events.query(call.params, (e) => canRead(call, e.object ?? SERVER_REF)),
+  'VirtualServer.GetEvents': (call) => call.services.events.query(call.params, (e) => call.services.access.canSee(call.principal, e)),
   'VirtualServer.get_Security': () => ref('Security', SERVER_REF),
   'VirtualServer.get_Users': ({ services }) => services.users.list(),
   'VirtualServer.CreateUser': async ({ services, params }) => {
