@@ -120,11 +120,6 @@ export class Tasks extends EventEmitter<{ progress: [TaskState] }> {
     live.abort.abort();
   }
 
-  /** Waits for every running task (used when vserverd stops). */
-  async settle(): Promise<void> {
-    await Promise.all([...this.running.values()].map((t) => t.done));
-  }
-
   private appendLog(state: TaskState, line: string): void {
     state.log.push(`${new Date().toISOString()} ${line}`);
     if (state.log.length > 1000) state.log.splice(0, state.log.length - 1000);

@@ -4,7 +4,7 @@
 
 import type { Principal } from '../auth/users.js';
 import type { Category } from '../event-log.js';
-import { HANDLERS, type Handler } from './handlers/index.js';
+import { HANDLERS } from './handlers/index.js';
 import { ApiError, RPC_INVALID_REQUEST, RPC_METHOD_NOT_FOUND, RPC_PARSE_ERROR, invalidParams, rpcErrorObject, toApiError } from './errors.js';
 import { SERVER_REF, describeRef, guardOf, resolveRef, vmIdOf } from './objects.js';
 import type { TaskState } from '../tasks.js';
@@ -93,7 +93,7 @@ export async function call(method: string, rawParams: unknown, principal: Princi
   if (spec.administratorsOnly && principal.role !== 'Administrator') deny(principal, method, target, services, 'administrators only');
   if (!services.access.rightsOn(principal, target).has(spec.right)) deny(principal, method, target, services, `the "${spec.right}" right`);
 
-  const handler = HANDLERS[`${iface}.${member}`] as Handler;
+  const handler = HANDLERS[`${iface}.${member}`];
   const change = isChange(member, spec);
   const label = change ? describeRef(services, guarded) : ''; // before the call: it may delete the object
   const result = await handler({ principal, services, thisRef, self, params, refs });
@@ -186,7 +186,7 @@ function deny(principal: Principal, method: string, target: string, services: Se
 
 const READ_ONLY_METHODS = new Set(['FindVirtualMachine', 'GetHardDisk', 'GetEvents', 'GetFiles', 'WaitForCompletion']);
 function isChange(member: string, spec: MemberSpec): boolean {
-  return spec.right !== 'read' ? true : !member.startsWith('get_') && !READ_ONLY_METHODS.has(member);
+  return spec.right !== 'read' || (!member.startsWith('get_') && !READ_ONLY_METHODS.has(member));
 }
 
 /** Every change goes to the event log: who did what to which object, with its parameters (never passwords). */

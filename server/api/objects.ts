@@ -3,6 +3,7 @@
 // VM are guarded by the VM; disks, tasks without a VM and the server by the server.
 
 import fs from 'node:fs';
+import { hardDisks } from '../../vmm/config.js';
 import type { TaskState } from '../tasks.js';
 import type { VmRecord } from '../machines.js';
 import type { Services } from './services.js';
@@ -84,18 +85,11 @@ function parts(rest: string): [string, string] {
 function connectionOf(services: Services, rest: string, reference: string): ConnectionObject {
   const [vmId, slot] = parts(rest);
   const vm = vmOf(services, vmId, reference);
+  // The slot names are the VMM's own (ide0-1, scsi2-5): its list of the VM's disks says which exist.
   const match = /^(ide|scsi)(\d)-(\d)$/.exec(slot);
-  if (match) {
-    const [busNumber, deviceNumber] = [Number(match[2]), Number(match[3])];
-    if (match[1] === 'ide') {
-      const disk = vm.config.ide.find((d) => d.type === 'HardDisk' && d.channel === busNumber && d.device === deviceNumber);
-      if (disk?.type === 'HardDisk') return { vm, bus: 'IDE', busNumber, deviceNumber, path: disk.path, slot };
-    } else {
-      const disk = vm.config.scsi[busNumber]?.disks.find((d) => d.target === deviceNumber);
-      if (disk) return { vm, bus: 'SCSI', busNumber, deviceNumber, path: disk.path, slot };
-    }
-  }
-  throw unknownObject(reference);
+  const disk = match && hardDisks(vm.config).find((d) => d.slot === slot);
+  if (!match || !disk) throw unknownObject(reference);
+  return { vm, bus: match[1] === 'ide' ? 'IDE' : 'SCSI', busNumber: Number(match[2]), deviceNumber: Number(match[3]), path: disk.path, slot };
 }
 
 function driveOf(services: Services, rest: string, reference: string): DriveObject {

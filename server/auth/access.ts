@@ -50,7 +50,12 @@ export class AccessControl {
    */
   canSee(principal: Principal, event: { category: string; object: string | null }): boolean {
     if (event.category === 'Security') return principal.role === 'Administrator';
-    return this.rightsOn(principal, guardOf(event.object ?? SERVER_REF)).has('read');
+    return this.canRead(principal, event.object ?? SERVER_REF);
+  }
+
+  /** Whether the caller may read the object a reference names (a VM's part, a task: by the object guarding it). */
+  canRead(principal: Principal, reference: string): boolean {
+    return this.rightsOn(principal, guardOf(reference)).has('read');
   }
 
   rightsOn(principal: Principal, object: string): Set<Right> {

@@ -7,7 +7,7 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { handleRpcBody } from '../api/dispatch.js';
-import { guardOf, SERVER_REF } from '../api/objects.js';
+import { SERVER_REF } from '../api/objects.js';
 import type { Services } from '../api/services.js';
 import type { LoggedEvent } from '../event-log.js';
 import type { StateChange } from '../machines.js';
@@ -39,7 +39,7 @@ function refuse(socket: Duplex, status: number, text: string): void {
 function serve(ws: WebSocket, req: http.IncomingMessage, first: Caller, services: Services, sessions: Sessions): void {
   let caller = first;
   const current = (): Caller | null => authenticate(req.headers, services.users, sessions);
-  const canRead = (object: string): boolean => services.access.rightsOn(caller.principal, guardOf(object)).has('read');
+  const canRead = (object: string): boolean => services.access.canRead(caller.principal, object);
   const notify = (method: string, params: object): void => {
     if (ws.readyState !== ws.OPEN) return;
     if (ws.bufferedAmount > MAX_BUFFERED) {

@@ -2,9 +2,8 @@
 // and the schema name the same members.
 
 import { objectHandlers } from './objects.js';
-import type { Handler, Handlers } from './types.js';
+import type { Handlers } from './types.js';
 import { virtualMachineHandlers } from './virtual-machine.js';
 import { virtualServerHandlers } from './virtual-server.js';
 
-export type { Handler };
 export const HANDLERS: Handlers = { ...virtualServerHandlers, ...virtualMachineHandlers, ...objectHandlers };

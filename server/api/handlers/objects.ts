@@ -3,16 +3,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  compactDisk, convertDisk, expandDisk, inspectDisk, mergeIntoParent, mergeToNewDisk,
+  compactDisk, convertDisk, expandDisk, inspectDisk, lockHolder, mergeIntoParent, mergeToNewDisk,
 } from '../../../storage/vhd/index.js';
 import { hardDisks } from '../../../vmm/config.js';
+import { ROLES } from '../schema.js';
 import type { Right } from '../schema-types.js';
 import type { TaskState } from '../../tasks.js';
 import type { Call } from '../dispatch.js';
 import { ApiError } from '../errors.js';
 import { guardOf, ref, type SecurityObject } from '../objects.js';
-import type { Handlers } from './types.js';
-import { diskInUse } from './virtual-machine.js';
+import { diskTask, type Handlers, newDiskFile } from './types.js';
 
 const MB = 1024 * 1024;
 const TYPE_NAMES = { dynamic: 'Dynamic', fixed: 'Fixed', differencing: 'Differencing' } as const;
@@ -22,20 +22,8 @@ const disk = (call: Call): string => call.self as string;
 
 /** The disk must not be open for writing by a VM or another tool while it is changed. */
 function refuseInUse(file: string): void {
-  const holder = diskInUse(file);
+  const holder = lockHolder(file)?.holder;
   if (holder) throw new ApiError('VM_E_DRIVE_IN_USE', `${file} is in use by ${holder}; turn that VM off (or stop that tool) first`);
-}
-
-function diskTask(call: Call, description: string, work: (signal: AbortSignal, onProgress: (done: number, total: number) => void) => Promise<unknown>): unknown {
-  const t = call.services.tasks.start(description, call.thisRef, call.principal.user, { cancelable: true }, (handle) =>
-    work(handle.signal, (done, total) => handle.progress(total ? (done / total) * 100 : 0)));
-  return ref('Task', t.id);
-}
-
-function newFile(call: Call): string {
-  const file = call.services.roots.resolve(call.params.path as string, { kind: 'new disk' });
-  if (fs.existsSync(file)) throw new ApiError('VHD_E_EXISTS', `${file} already exists`);
-  return file;
 }
 
 export const objectHandlers: Handlers = {
@@ -66,12 +54,12 @@ export const objectHandlers: Handlers = {
   'HardDisk.get_Info': (call) => inspectDisk(disk(call)),
   'HardDisk.Compact': (call) => {
     refuseInUse(disk(call));
-    return diskTask(call, `Compact ${disk(call)}`, (signal, onProgress) => compactDisk(disk(call), { signal, onProgress }));
+    return diskTask(call, call.thisRef, `Compact ${disk(call)}`, (signal, onProgress) => compactDisk(disk(call), { signal, onProgress }));
   },
   'HardDisk.Convert': (call) => {
-    const target = newFile(call);
+    const target = newDiskFile(call, call.params.path);
     const type = call.params.type === 'Fixed' ? 'fixed' : 'dynamic';
-    return diskTask(call, `Convert ${disk(call)} to a ${type} disk ${target}`, async (signal, onProgress) => {
+    return diskTask(call, call.thisRef, `Convert ${disk(call)} to a ${type} disk ${target}`, async (signal, onProgress) => {
       await convertDisk(disk(call), target, { type, signal, onProgress });
       return ref('HardDisk', target);
     });
@@ -84,21 +72,21 @@ export const objectHandlers: Handlers = {
     if (holder) throw new ApiError('VM_E_DRIVE_IN_USE', `${disk(call)} is attached to ${holder.name}; remove that connection before merging the disk away`);
     refuseInUse(disk(call));
     refuseInUse(info.parent.file);
-    return diskTask(call, `Merge ${disk(call)} into ${info.parent.file}`, async (signal, onProgress) => {
+    return diskTask(call, call.thisRef, `Merge ${disk(call)} into ${info.parent.file}`, async (signal, onProgress) => {
       await mergeIntoParent(disk(call), { signal, onProgress });
       return ref('HardDisk', info.parent!.file);
     });
   },
   'HardDisk.MergeTo': (call) => {
-    const target = newFile(call);
-    return diskTask(call, `Merge ${disk(call)} into a new disk ${target}`, async (signal, onProgress) => {
+    const target = newDiskFile(call, call.params.path);
+    return diskTask(call, call.thisRef, `Merge ${disk(call)} into a new disk ${target}`, async (signal, onProgress) => {
       await mergeToNewDisk(disk(call), target, { signal, onProgress });
       return ref('HardDisk', target);
     });
   },
   'HardDisk.Expand': (call) => {
     refuseInUse(disk(call));
-    return diskTask(call, `Expand ${disk(call)} to ${String(call.params.sizeMB)} MB`, (signal, onProgress) =>
+    return diskTask(call, call.thisRef, `Expand ${disk(call)} to ${String(call.params.sizeMB)} MB`, (signal, onProgress) =>
       expandDisk(disk(call), (call.params.sizeMB as number) * MB, { signal, onProgress }));
   },
 
@@ -107,8 +95,8 @@ export const objectHandlers: Handlers = {
   'Security.AddEntry': (call) => {
     const name = call.params.name as string;
     const role = /^role:(.+)$/.exec(name)?.[1];
-    if (role ? !['Administrator', 'Operator', 'Viewer'].includes(role) : !call.services.users.get(name)) {
-      throw new ApiError('VM_E_USER_UNKNOWN', role ? `there is no role ${role} (Administrator, Operator, Viewer)` : `there is no user named ${name}`);
+    if (role ? !(ROLES as readonly string[]).includes(role) : !call.services.users.get(name)) {
+      throw new ApiError('VM_E_USER_UNKNOWN', role ? `there is no role ${role} (${ROLES.join(', ')})` : `there is no user named ${name}`);
     }
     call.services.access.setEntry((call.self as SecurityObject).object, { name, type: call.params.type as 'Allowed' | 'Denied', rights: call.params.rights as Right[] });
   },

@@ -1,7 +1,9 @@
 // The shape of a member's implementation, and small helpers the handlers share.
 
+import fs from 'node:fs';
 import type { Call } from '../dispatch.js';
 import { ApiError } from '../errors.js';
+import { ref, type Reference } from '../objects.js';
 
 export type Handler = (call: Call) => unknown;
 export type Handlers = Record<string, Handler>;
@@ -11,4 +13,18 @@ export function selfOrAdministrator(call: Call, name: string, what: string): voi
   if (call.principal.user !== name && call.principal.role !== 'Administrator') {
     throw new ApiError('VM_E_ACCESS_DENIED', `only administrators may ${what} of another user (${name})`);
   }
+}
+
+/** A disk file to be written inside the storage roots; one that exists already is refused. */
+export function newDiskFile(call: Call, input: unknown): string {
+  const file = call.services.roots.resolve(input as string, { kind: 'new disk' });
+  if (fs.existsSync(file)) throw new ApiError('VHD_E_EXISTS', `${file} already exists`);
+  return file;
+}
+
+/** Starts a cancelable disk operation on `object` as a task with its progress; what the work returns is the task's result. */
+export function diskTask(call: Call, object: string, description: string, work: (signal: AbortSignal, onProgress: (done: number, total: number) => void) => Promise<unknown>): Reference {
+  const task = call.services.tasks.start(description, object, call.principal.user, { cancelable: true }, (handle) =>
+    work(handle.signal, (done, total) => handle.progress(total ? (done / total) * 100 : 0)));
+  return ref('Task', task.id);
 }

@@ -3,9 +3,9 @@
 // which refuses them unless the VM is off and validates the whole document against the profile.
 
 import fs from 'node:fs';
-import { inspectDisk, lockHolder } from '../../../storage/vhd/index.js';
+import { inspectDisk } from '../../../storage/vhd/index.js';
 import type { IdeDevice, VmConfig } from '../../../vmm/config.js';
-import { normalizeMac } from '../../../vmm/config.js';
+import { hardDisks, normalizeMac } from '../../../vmm/config.js';
 import { PROFILE, type NicModel, type ScsiModel } from '../../../vmm/profile.js';
 import type { VmRecord } from '../../machines.js';
 import type { Call } from '../dispatch.js';
@@ -41,13 +41,6 @@ function checkPosition(vm: VmRecord, bus: 'IDE' | 'SCSI', busNumber: number, dev
   }
   const taken = vm.config.scsi[busNumber].disks.find((d) => d.target === deviceNumber);
   if (taken) throw new ApiError('VM_E_DRIVE_IN_USE', `SCSI ${busNumber}:${deviceNumber} of ${vm.name} already holds ${taken.path}`);
-}
-
-function disksOf(vm: VmRecord): string[] {
-  return [
-    ...vm.config.ide.flatMap((d) => (d.type === 'HardDisk' ? [`ide${d.channel}-${d.device}`] : [])),
-    ...vm.config.scsi.flatMap((a, i) => a.disks.map((d) => `scsi${i}-${d.target}`)),
-  ];
 }
 
 /** How long a process has run, from /proc (its start in clock ticks after boot; Linux counts 100 a second). */
@@ -93,7 +86,7 @@ export const virtualMachineHandlers: Handlers = {
   'VirtualMachine.get_Configuration': (call) => ({ version: 1, ...vmOf(call).config }),
   'VirtualMachine.get_LastCrash': (call) => call.services.machines.status(vmId(call))?.crashed ?? null,
 
-  'VirtualMachine.get_HardDiskConnections': (call) => disksOf(vmOf(call)).map((slot) => ref('HardDiskConnection', `${vmId(call)}/${slot}`)),
+  'VirtualMachine.get_HardDiskConnections': (call) => hardDisks(vmOf(call).config).map(({ slot }) => ref('HardDiskConnection', `${vmId(call)}/${slot}`)),
   'VirtualMachine.AddHardDiskConnection': (call) => {
     const vm = vmOf(call);
     const { busType, busNumber, deviceNumber } = call.params as { busType: 'IDE' | 'SCSI'; busNumber: number; deviceNumber: number };
@@ -241,9 +234,4 @@ function setDriveImage(call: Call, image: string | null): void {
     const drive = doc.ide.find((x): x is Extract<IdeDevice, { type: 'DVD' }> => x.type === 'DVD' && x.channel === d.channel && x.device === d.device);
     if (drive) drive.image = image;
   });
-}
-
-/** Whether a running VM (or any other writer) holds the disk open. */
-export function diskInUse(file: string): string | null {
-  return lockHolder(file)?.holder ?? null;
 }

@@ -11,10 +11,9 @@ import { PROFILE, VIRTUAL_SERVER_LIMITS } from '../../../vmm/profile.js';
 import { narrower, type Role } from '../../auth/users.js';
 import type { Call } from '../dispatch.js';
 import { ApiError } from '../errors.js';
-import { existingDisk, ref, SERVER_REF, guardOf } from '../objects.js';
+import { existingDisk, ref, SERVER_REF } from '../objects.js';
 import type { VmRecord } from '../../machines.js';
-import type { Services } from '../services.js';
-import { type Handlers, selfOrAdministrator } from './types.js';
+import { diskTask, type Handlers, newDiskFile, selfOrAdministrator } from './types.js';
 
 const MB = 1024 * 1024;
 
@@ -25,26 +24,16 @@ function readQemuVersion(): string {
 }
 
 function canRead(call: Call, object: string): boolean {
-  return call.services.access.rightsOn(call.principal, guardOf(object)).has('read');
+  return call.services.access.canRead(call.principal, object);
 }
 
-/** Starts a disk-creation task; the new file's reference is the task's result. */
-function diskTask(call: Call, description: string, file: string, create: (signal: AbortSignal, progress: (done: number, total: number) => void) => Promise<unknown>): unknown {
-  if (fs.existsSync(file)) throw new ApiError('VHD_E_EXISTS', `${file} already exists`);
-  const task = call.services.tasks.start(description, `HardDisk/${file}`, call.principal.user, { cancelable: true }, async (t) => {
+/** Creates a disk in a task, making its folder first; the new disk's reference is the task's result. */
+function creation(call: Call, description: string, file: string, create: (signal: AbortSignal, onProgress: (done: number, total: number) => void) => Promise<unknown>): unknown {
+  return diskTask(call, `HardDisk/${file}`, description, async (signal, onProgress) => {
     fs.mkdirSync(path.dirname(file), { recursive: true });
-    await create(t.signal, (done, total) => t.progress((done / total) * 100));
+    await create(signal, onProgress);
     return ref('HardDisk', file);
   });
-  return ref('Task', task.id);
-}
-
-function newFile(call: Call, input: unknown): string {
-  return call.services.roots.resolve(input as string, { kind: 'new disk' });
-}
-
-export function vmList(services: Services, call: Call): VmRecord[] {
-  return services.machines.list().filter((vm) => canRead(call, `VirtualMachine/${vm.id}`));
 }
 
 const limit = (name: keyof typeof VIRTUAL_SERVER_LIMITS) => (): number => VIRTUAL_SERVER_LIMITS[name];
@@ -71,7 +60,7 @@ export const virtualServerHandlers: Handlers = {
   'VirtualServer.get_MaximumParallelPortsPerVM': () => PROFILE.parallelPorts,
   'VirtualServer.get_MaximumFloppyDrivesPerVM': () => PROFILE.floppyDrives,
   'VirtualServer.get_StorageRoots': ({ services }) => services.roots.roots,
-  'VirtualServer.get_VirtualMachines': (call) => vmList(call.services, call).map((vm) => ref('VirtualMachine', vm.id)),
+  'VirtualServer.get_VirtualMachines': (call) => call.services.machines.list().filter((vm) => canRead(call, `VirtualMachine/${vm.id}`)).map((vm) => ref('VirtualMachine', vm.id)),
   'VirtualServer.CreateVirtualMachine': ({ services, params }) => {
     const name = params.name as string;
     const folder = services.roots.resolve(params.path === undefined ? safeFolderName(name) : params.path as string, { kind: 'VM folder' });
@@ -94,19 +83,19 @@ export const virtualServerHandlers: Handlers = {
     return vm && canRead(call, `VirtualMachine/${vm.id}`) ? ref('VirtualMachine', vm.id) : null;
   },
   'VirtualServer.CreateDynamicVirtualHardDisk': (call) => {
-    const file = newFile(call, call.params.path);
+    const file = newDiskFile(call, call.params.path);
     const size = call.params.sizeMB === undefined ? undefined : (call.params.sizeMB as number) * MB;
-    return diskTask(call, `Create dynamic disk ${file}`, file, () => createDynamic(file, { size }));
+    return creation(call, `Create dynamic disk ${file}`, file, () => createDynamic(file, { size }));
   },
   'VirtualServer.CreateFixedVirtualHardDisk': (call) => {
-    const file = newFile(call, call.params.path);
-    return diskTask(call, `Create fixed disk ${file}`, file, (signal, onProgress) => createFixed(file, (call.params.sizeMB as number) * MB, { signal, onProgress }));
+    const file = newDiskFile(call, call.params.path);
+    return creation(call, `Create fixed disk ${file}`, file, (signal, onProgress) => createFixed(file, (call.params.sizeMB as number) * MB, { signal, onProgress }));
   },
   'VirtualServer.CreateDifferencingVirtualHardDisk': (call) => {
-    const file = newFile(call, call.params.path);
+    const file = newDiskFile(call, call.params.path);
     const parent = existingDisk(call.services, call.params.parentPath as string, 'parent disk');
     inspectDisk(parent); // a parent that is not a VHD is refused now, not in the task
-    return diskTask(call, `Create differencing disk ${file} (parent ${parent})`, file, () => createDifferencing(file, parent));
+    return creation(call, `Create differencing disk ${file} (parent ${parent})`, file, () => createDifferencing(file, parent));
   },
   'VirtualServer.GetHardDisk': ({ services, params }) => {
     const file = existingDisk(services, params.path as string);
