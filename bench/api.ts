@@ -15,7 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { VmPaths } from '../vmm/paths.js';
-import { type BenchTable, MiB, REPO_ROOT, formatCount, formatRatio, now, withTempDir } from './lib.js';
+import { type BenchTable, MiB, REPO_ROOT, formatCount, formatRatio, memoryOf, now, withTempDir } from './lib.js';
 
 const SECONDS = Number(process.env.API_BENCH_SECONDS ?? 10);
 /** Untimed start of each side: connections opened, both processes' JIT warm. */
@@ -144,13 +144,6 @@ async function stopServer(server: Server): Promise<string> {
 // ---------------------------------------------------------------------------------------------
 // /proc: memory, CPU time, and the processes a run folder's VMs left
 
-function procStatus(pid: number): { rss: number; peak: number } {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024;
-  return { rss: kib('VmRSS'), peak: kib('VmHWM') };
-}
-
-/** User + system CPU time of a process, in seconds (0 when it is gone). */
 function cpuSeconds(pid: number): number {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -400,14 +393,14 @@ export async function run(): Promise<BenchTable> {
 
       progress(`${CLIENTS} clients against vserverd for ${WARMUP_MS / 1000} s + ${SECONDS} s`);
       const ours = await load(api, vms, expected, vserverd.child.pid!, vmPids);
-      const ourMemory = procStatus(vserverd.child.pid!);
+      const ourMemory = memoryOf(vserverd.child.pid!);
       const statesAfter = await Promise.all(vms.map((vm) => call<string>(api, setupAgent, 'VirtualMachine.get_State', { this: vm })));
 
       progress('starting the bare Express peer');
       peer = await startServer('api-peer', PEER_MAIN, [JSON.stringify(expected)], env);
       progress(`${CLIENTS} clients against the bare Express peer for ${WARMUP_MS / 1000} s + ${SECONDS} s`);
       const theirs = await load(targetOf('bare Express POST /rpc', peer.url, '/rpc'), vms, expected, peer.child.pid!, vmPids);
-      const peerMemory = procStatus(peer.child.pid!);
+      const peerMemory = memoryOf(peer.child.pid!);
 
       table = report(ours, theirs, ourMemory, peerMemory, states, statesAfter);
       table.notes.push(`Setup: Startup tasks done and get_State Running ${runningAfter.toFixed(1)} s after the Startup calls; both guests printed ${guest.marker} `

@@ -158,3 +158,10 @@ export function formatRatio(ratio: number, goal = 1): string {
   const text = ratio >= 100 ? `${ratio.toFixed(0)}x` : ratio >= 10 ? `${ratio.toFixed(1)}x` : `${ratio.toFixed(2)}x`;
   return ratio >= goal ? text : `${text} (below goal)`;
 }
+
+/** Resident and peak memory of a process, in bytes (VmRSS and VmHWM of /proc/PID/status). */
+export function memoryOf(pid: number): { rss: number; peak: number } {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024;
+  return { rss: kib('VmRSS'), peak: kib('VmHWM') };
+}

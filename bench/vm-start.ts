@@ -14,19 +14,12 @@ import { VmPaths } from '../vmm/paths.js';
 import { qemuArgs } from '../vmm/qemu-args.js';
 import { qemuUser } from '../vmm/worker/user.js';
 import { SerialReader } from '../test/helpers/vm.js';
-import { type BenchTable, formatMs, median, MiB, now, withTempDir } from './lib.js';
+import { type BenchTable, formatMs, median, memoryOf, MiB, now, withTempDir } from './lib.js';
 
 const RUNS = Number(process.env.VM_BENCH_RUNS ?? 3);
 const BOOT_TIMEOUT_MS = 120_000;
 
 interface Boot { firstByteMs: number; markerMs: number; qemuRss: number; workerRss?: number; workerPeak?: number }
-
-/** Resident and peak memory of a process, in bytes. */
-function memoryOf(pid: number): { rss: number; peak: number } {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024;
-  return { rss: kib('VmRSS'), peak: kib('VmHWM') };
-}
 
 async function bootThroughWorker(manager: VmManager, config: VmConfig): Promise<Boot> {
   const start = now();
