@@ -23,4 +23,13 @@ export default tseslint.config(
     files: ['**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },
+  {
+    // The site's own browser scripts.
+    files: ['static/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: Object.fromEntries(['window', 'document', 'location', 'fetch', 'WebSocket', 'FormData', 'URLSearchParams', 'URL', 'CustomEvent', 'HTMLFormElement', 'HTMLElement',
+        'setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'console', 'ResizeObserver', 'requestAnimationFrame', 'TextEncoder', 'TextDecoder', 'Image', 'navigator'].map((name) => [name, 'readonly'])),
+    },
+  },
 );

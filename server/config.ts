@@ -16,12 +16,14 @@ export interface ServerConfig {
   allowedOrigins: string[];
   /** Idle minutes before a browser session ends. */
   sessionTimeoutMinutes: number;
+  /** Seconds between refreshes of Master Status's thumbnails (Virtual Server's "refresh interval"). */
+  thumbnailSeconds: number;
   adminUser: string;
 }
 
 export class ConfigError extends Error {}
 
-const FILE_KEYS = ['host', 'port', 'dataDir', 'storageRoots', 'allowedOrigins', 'sessionTimeoutMinutes', 'adminUser'] as const;
+const FILE_KEYS = ['host', 'port', 'dataDir', 'storageRoots', 'allowedOrigins', 'sessionTimeoutMinutes', 'thumbnailSeconds', 'adminUser'] as const;
 
 export const USAGE = `usage: node dist/server/main.js [--config FILE] [--host ADDRESS] [--port N] [--data FOLDER] [--storage-root FOLDER ...]
   --config FILE         a JSON file with any of: ${FILE_KEYS.join(', ')}   (VSERVER_CONFIG)
@@ -66,8 +68,13 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
   if (!Number.isInteger(sessionTimeoutMinutes) || sessionTimeoutMinutes < 1 || sessionTimeoutMinutes > 7 * 24 * 60) {
     throw new ConfigError(`sessionTimeoutMinutes must be a whole number of minutes from 1 to 10080, not "${minutesText}"`);
   }
+  const thumbnailText = env.VSERVER_THUMBNAIL_SECONDS ?? (file.thumbnailSeconds === undefined ? '5' : String(file.thumbnailSeconds));
+  const thumbnailSeconds = Number(thumbnailText);
+  if (!Number.isInteger(thumbnailSeconds) || thumbnailSeconds < 1 || thumbnailSeconds > 3600) {
+    throw new ConfigError(`thumbnailSeconds must be a whole number of seconds from 1 to 3600, not "${thumbnailText}"`);
+  }
   const adminUser = env.VSERVER_ADMIN_USER ?? stringSetting(file.adminUser, 'adminUser') ?? 'admin';
-  return { host, port, dataDir, storageRoots: roots, allowedOrigins, sessionTimeoutMinutes, adminUser };
+  return { host, port, dataDir, storageRoots: roots, allowedOrigins, sessionTimeoutMinutes, thumbnailSeconds, adminUser };
 }
 
 function readConfigFile(file: string | undefined): Record<string, unknown> {

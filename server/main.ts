@@ -46,7 +46,7 @@ async function main(): Promise<void> {
   const reattached = await services.machines.reattach();
   services.events.log('Virtual Server', 'Information', `vserverd ${version} started${reattached.length ? `; reattached to ${reattached.map((vm) => vm.name).join(', ')}` : ''}`);
 
-  const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, projectRoot }));
+  const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, projectRoot, sessionTimeoutMinutes: config.sessionTimeoutMinutes, thumbnailSeconds: config.thumbnailSeconds }));
   attachWebSocket(server, services, config.allowedOrigins);
   await listen(server, config);
   scheduleAutoStart(services);

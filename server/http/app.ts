@@ -10,17 +10,18 @@ import { handleRpcBody } from '../api/dispatch.js';
 import { RPC_INVALID_REQUEST, RPC_SERVER_ERROR } from '../api/errors.js';
 import { EVENTS, SCHEMA } from '../api/schema.js';
 import type { Services } from '../api/services.js';
+import { createSite } from '../site/index.js';
 import { type Caller, authenticate, originAllowed } from './authenticate.js';
 
 const MAX_BODY = '1mb';
 /** Tokens from POST /api/login last this long; scripts wanting longer ones use CreateToken. */
 const LOGIN_TOKEN_DAYS = 30;
 
-export interface AppOptions { services: Services; allowedOrigins: string[]; projectRoot: string }
+export interface AppOptions { services: Services; allowedOrigins: string[]; projectRoot: string; sessionTimeoutMinutes: number; thumbnailSeconds: number }
 
 type AuthedRequest = Request & { caller?: Caller };
 
-export function createApp({ services, allowedOrigins, projectRoot }: AppOptions): express.Express {
+export function createApp({ services, allowedOrigins, projectRoot, sessionTimeoutMinutes, thumbnailSeconds }: AppOptions): express.Express {
   const app = express();
   const sessions = services.sessions;
   // Per user name, and more loosely per address: a few wrong guesses from one address (vsctl on
@@ -131,9 +132,7 @@ export function createApp({ services, allowedOrigins, projectRoot }: AppOptions)
     res.json(answer);
   });
 
-  app.get('/', (req: AuthedRequest, res) => {
-    res.render('placeholder', { dataDir: services.roots.roots[0], user: req.caller!.principal.user, role: req.caller!.principal.role, csrf: req.caller!.session?.csrf ?? '' });
-  });
+  app.use(createSite({ services, allowedOrigins, sessionTimeoutMinutes, thumbnailSeconds }, projectRoot));
 
   app.use((req, res) => { res.status(404).type('text/plain').send(`${req.path}: not found\n`); });
   // Express's last resort: a body too large or not parseable gets a JSON-RPC error, anything else a 500.

@@ -19,20 +19,26 @@ const MAX_MESSAGE = 1024 * 1024;
 /** A client that stops reading is dropped rather than buffered for without end. */
 const MAX_BUFFERED = 8 * 1024 * 1024;
 
-export function attachWebSocket(server: http.Server, services: Services, allowedOrigins: string[]): WebSocketServer {
+/** Another WebSocket endpoint (the consoles), given a request that passed the Origin and caller checks. */
+export type UpgradeHandler = (req: http.IncomingMessage, socket: Duplex, head: Buffer, caller: Caller) => void;
+
+export function attachWebSocket(server: http.Server, services: Services, allowedOrigins: string[], others: Record<string, UpgradeHandler> = {}): WebSocketServer {
   const sessions = services.sessions;
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE });
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (new URL(req.url ?? '/', 'http://x').pathname !== '/api/ws') return refuse(socket, 404, 'Not Found');
+    const pathname = new URL(req.url ?? '/', 'http://x').pathname;
+    const other = Object.hasOwn(others, pathname) ? others[pathname] : null;
+    if (pathname !== '/api/ws' && !other) return refuse(socket, 404, 'Not Found');
     if (!originAllowed(req.headers, allowedOrigins)) return refuse(socket, 403, 'Forbidden');
     const caller = authenticate(req.headers, services.users, sessions);
     if (!caller) return refuse(socket, 401, 'Unauthorized');
+    if (other) return other(req, socket, head, caller);
     wss.handleUpgrade(req, socket, head, (ws) => serve(ws, req, caller, services, sessions));
   });
   return wss;
 }
 
-function refuse(socket: Duplex, status: number, text: string): void {
+export function refuse(socket: Duplex, status: number, text: string): void {
   socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
 }
 

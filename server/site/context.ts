@@ -1,0 +1,87 @@
+// What every page of the administration site shares: the signed-in caller, calls into the API
+// on the caller's behalf (so the site can do exactly what the caller's rights allow, and no
+// more), and turning an API refusal into a message beside the form field it concerns.
+
+import type { Request, Response } from 'express';
+import { call } from '../api/dispatch.js';
+import { ApiError, toApiError } from '../api/errors.js';
+import type { Services } from '../api/services.js';
+import type { Right } from '../api/schema-types.js';
+import type { Caller } from '../http/authenticate.js';
+
+export type SiteRequest = Request & { caller?: Caller };
+
+export interface SiteContext {
+  services: Services;
+  sessionTimeoutMinutes: number;
+  allowedOrigins: string[];
+  /** Seconds between thumbnail refreshes on Master Status. */
+  thumbnailSeconds: number;
+}
+
+/** Calls an API member as the request's caller; refusals arrive as ApiError. */
+export async function api<T = unknown>(ctx: SiteContext, req: SiteRequest, method: string, params: Record<string, unknown> = {}): Promise<T> {
+  try {
+    return await call(method, params, req.caller!.principal, ctx.services) as T;
+  } catch (error) {
+    throw toApiError(error);
+  }
+}
+
+/** Whether the caller holds `right` on `object` (a reference such as VirtualMachine/<id>). */
+export function can(ctx: SiteContext, req: SiteRequest, right: Right, object: string): boolean {
+  return ctx.services.access.rightsOn(req.caller!.principal, object).has(right);
+}
+
+export type FieldErrors = Record<string, string>;
+
+/**
+ * An API refusal as messages keyed by form field: `fieldOf` maps the API's parameter (or, for a
+ * refused configuration, the document's field such as "memoryMB" or "networkAdapters") to the
+ * form's field; what maps to nothing is shown at the top of the form under "_form".
+ */
+export function fieldErrors(error: unknown, fieldOf: (apiField: string) => string | undefined = () => undefined): FieldErrors {
+  const e = toApiError(error);
+  const errors: FieldErrors = {};
+  const add = (field: string | undefined, message: string): void => {
+    const key = field ?? '_form';
+    errors[key] = errors[key] ? `${errors[key]}; ${message}` : message;
+  };
+  const problems = e.details.problems as { field: string; message: string }[] | undefined;
+  if (e.errorName === 'VM_E_CONFIG_INVALID' && problems?.length) {
+    for (const p of problems) add(fieldOf(p.field.replace(/[[.].*$/, '')), p.message);
+  } else {
+    const param = typeof e.details.param === 'string' ? e.details.param : undefined;
+    add(param ? fieldOf(param) ?? param : undefined, e.message);
+  }
+  return errors;
+}
+
+/** The error's stable name, for pages that react to one in particular. */
+export function errorName(error: unknown): string {
+  return error instanceof ApiError ? error.errorName : toApiError(error).errorName;
+}
+
+/** Answers a refused request: JSON for the site's scripts, a page otherwise. */
+export function refusePage(req: SiteRequest, res: Response, status: number, message: string): void {
+  if (wantsJson(req)) {
+    res.status(status).json({ error: { message } });
+    return;
+  }
+  // Before the page's frame is known (no session), a line of text.
+  if (!res.locals.csrf) {
+    res.status(status).type('text/plain').send(`${message}\n`);
+    return;
+  }
+  res.status(status).render('error', { title: 'Refused', message, status });
+}
+
+/** The site's scripts send forms with fetch and ask for JSON; without scripts a form posts and redirects. */
+export function wantsJson(req: Request): boolean {
+  return (req.get('accept') ?? '').includes('application/json');
+}
+
+/** A local path to go back to after a form; anything else (another host, "//x") becomes `fallback`. */
+export function backTo(value: unknown, fallback: string): string {
+  return typeof value === 'string' && /^\/(?![/\\])/.test(value) ? value : fallback;
+}
