@@ -5,6 +5,7 @@
 #   scripts/setup.sh test    that, plus the tools the tests drive (qemu-img/io/nbd, libnbd's tools,
 #                            FUSE, sfdisk, mkfs.ext4, losetup) and the test guest (test/guest/build.sh,
 #                            with kmod, cpio, dosfstools, mtools and syslinux)
+#                            and Debian's chromium for the website's browser tests
 #   scripts/setup.sh bench   that, plus fio (the benchmarks' NBD client)
 # It says what it installs, and what to do when it cannot (not root, no apt, no network).
 set -euo pipefail
@@ -31,7 +32,9 @@ case "$mode" in
       [fusermount3]=fuse3 [sfdisk]=fdisk [mkfs.ext4]=e2fsprogs [losetup]=mount
       # what test/guest/build.sh builds the test guest with
       [depmod]=kmod [cpio]=cpio [mkfs.fat]=dosfstools [mcopy]=mtools [syslinux]=syslinux
-      [/usr/lib/syslinux/mbr/mbr.bin]=syslinux-common)
+      [/usr/lib/syslinux/mbr/mbr.bin]=syslinux-common
+      # the website's tests drive Debian's chromium with playwright-core (no browser download)
+      [chromium]=chromium)
     [ "$mode" = bench ] && wanted[fio]=fio
     ;;
   *) die "unknown mode '$mode' (use start, test or bench)" ;;

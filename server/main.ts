@@ -15,6 +15,7 @@ import { call } from './api/dispatch.js';
 import type { Services } from './api/services.js';
 import { EventLog, SERVICE } from './event-log.js';
 import { createApp } from './http/app.js';
+import { consoleUpgrades } from './http/console-proxy.js';
 import { Sessions } from './http/sessions.js';
 import { attachWebSocket } from './http/websocket.js';
 import { Machines, type StateChange } from './machines.js';
@@ -47,7 +48,7 @@ async function main(): Promise<void> {
   services.events.log('Virtual Server', 'Information', `vserverd ${version} started${reattached.length ? `; reattached to ${reattached.map((vm) => vm.name).join(', ')}` : ''}`);
 
   const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, projectRoot, sessionTimeoutMinutes: config.sessionTimeoutMinutes, thumbnailSeconds: config.thumbnailSeconds }));
-  attachWebSocket(server, services, config.allowedOrigins);
+  attachWebSocket(server, services, config.allowedOrigins, consoleUpgrades(services));
   await listen(server, config);
   scheduleAutoStart(services);
 

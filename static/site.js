@@ -3,6 +3,8 @@
 // reload; forms marked data-async are sent with fetch so the page stays put. Pages listen for
 // the "vserver:state" and "vserver:task" events for anything of their own.
 
+import './file-picker.js';
+
 const csrf = document.querySelector('meta[name="csrf-token"]')?.getAttribute('content') ?? '';
 
 /** Shows a message in the page's alert area (created on first use). */
@@ -22,7 +24,8 @@ export function announce(text, kind = 'error') {
 export async function postForm(form) {
   const body = new URLSearchParams(new FormData(form));
   if (!body.has('_csrf')) body.set('_csrf', csrf);
-  const response = await fetch(form.action, { method: 'POST', body, headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+  // getAttribute: a field named "action" (the power forms have one) shadows form.action.
+  const response = await fetch(form.getAttribute('action') ?? location.pathname, { method: 'POST', body, headers: { Accept: 'application/json' }, credentials: 'same-origin' });
   if (response.redirected && new URL(response.url).pathname === '/login') location.assign('/login');
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(answer.error?.message ?? `${response.status} ${response.statusText}`);
@@ -36,7 +39,7 @@ async function refreshRow(id) {
   // States arrive in quick succession: only the newest read of a row may replace it.
   const read = (rowReads.get(id) ?? 0) + 1;
   rowReads.set(id, read);
-  const response = await fetch(`/status/rows/${encodeURIComponent(id)}`, { credentials: 'same-origin' });
+  const response = await fetch(`/status/rows/${encodeURIComponent(id)}`, { credentials: 'same-origin', headers: { 'X-Vserver-Background': '1' } });
   if (!response.ok || rowReads.get(id) !== read) return;
   const holder = document.createElement('tbody');
   holder.innerHTML = (await response.text()).trim();
@@ -84,6 +87,8 @@ function connect(delay = 500) {
     } else if (note.method === 'Task.OnProgress') {
       showTask(note.params);
       document.dispatchEvent(new CustomEvent('vserver:task', { detail: note.params }));
+    } else if (note.method === 'VirtualServer.OnEventLogged') {
+      document.dispatchEvent(new CustomEvent('vserver:event', { detail: note.params }));
     }
   });
   socket.addEventListener('close', (event) => {

@@ -14,9 +14,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SCHEMA } from '../server/api/schema.js';
 import type { ParamSpec } from '../server/api/schema-types.js';
-import { VhdDisk } from '../storage/vhd/index.js';
 import { RpcError, TestServer, login } from './helpers/server.js';
-import { BLOCK, MiB, PROJECT_ROOT, constBytes, qemuCompare, qemuImg, qemuInfo, qemuIoVerify, vsctl } from './helpers/vhd-fixtures.js';
+import { BLOCK, MiB, PROJECT_ROOT, constBytes, qemuCompare, qemuImg, qemuInfo, qemuIoVerify, vsctl, writeVhd } from './helpers/vhd-fixtures.js';
 
 interface Ref { $ref: string }
 interface TaskError { name: string; message: string }
@@ -131,15 +130,6 @@ function assertValidVhd(file: string): void {
   assert.equal(r.status, 0, `vsctl vhd check ${file}: ${r.stdout}${r.stderr}`);
   const report = JSON.parse(r.stdout) as { valid: boolean; errors: unknown[] };
   assert.deepEqual([report.valid, report.errors], [true, []], r.stdout);
-}
-
-function writeVhd(file: string, data: Buffer, offset: number): void {
-  const disk = VhdDisk.open(file, { writable: true });
-  try {
-    disk.write(data, offset);
-  } finally {
-    disk.close();
-  }
 }
 
 async function lastEventId(): Promise<number> {
@@ -654,6 +644,80 @@ describe('VirtualMachine: devices and their objects', () => {
   });
 });
 
+describe('VirtualMachine: COM2, LPT1 and the floppy drive', () => {
+  let vm: string;
+  let folder: string;
+  before(async () => {
+    vm = await createVm('ports');
+    folder = path.dirname(await call<string>('VirtualMachine.get_File', { this: vm }));
+  });
+
+  test('ConfigureSerialPort2 and ConfigureParallelPort1 connect COM2 and LPT1 to text files inside the roots (get_SerialPort2, get_ParallelPort1, the .vmc); without a path they are disconnected', async () => {
+    assert.equal(await call('VirtualMachine.get_SerialPort2', { this: vm }), null);
+    assert.equal(await call('VirtualMachine.get_ParallelPort1', { this: vm }), null);
+    assert.equal(await call('VirtualMachine.ConfigureSerialPort2', { this: vm, path: 'ports/com2.txt' }), null);
+    assert.equal(await call('VirtualMachine.ConfigureParallelPort1', { this: vm, path: path.join(folder, 'lpt1.txt') }), null);
+    assert.equal(await call('VirtualMachine.get_SerialPort2', { this: vm }), path.join(root, 'ports', 'com2.txt'), 'a relative path starts at the first root');
+    assert.equal(await call('VirtualMachine.get_ParallelPort1', { this: vm }), path.join(folder, 'lpt1.txt'));
+    const config = await configOf(vm);
+    assert.deepEqual([config.com2, config.lpt1], [{ file: path.join(root, 'ports', 'com2.txt') }, { file: path.join(folder, 'lpt1.txt') }]);
+    assert.deepEqual(vmcOf(await call<string>('VirtualMachine.get_File', { this: vm })).com2, config.com2, 'the .vmc holds it');
+    assert.equal(fs.existsSync(path.join(root, 'ports', 'com2.txt')), false, 'the file is made by the VM when it runs, not now');
+
+    assert.equal(await call('VirtualMachine.ConfigureSerialPort2', { this: vm }), null);
+    assert.equal(await call('VirtualMachine.get_SerialPort2', { this: vm }), null);
+    assert.equal((await configOf(vm)).com2, null);
+    assert.equal(await call('VirtualMachine.get_ParallelPort1', { this: vm }), path.join(folder, 'lpt1.txt'), 'LPT1 is its own setting');
+    await call('VirtualMachine.ConfigureParallelPort1', { this: vm });
+    assert.equal((await configOf(vm)).lpt1, null);
+  });
+
+  test('a port file in a missing folder is VM_E_FILE_NOT_FOUND; a folder, or a file of a VM\'s own kind (.vhd, .vmc, ...), is VM_E_INVALID_PATH; nothing changes', async () => {
+    await call('VirtualMachine.ConfigureSerialPort2', { this: vm, path: 'ports/kept.txt' });
+    await unchanged(vm, async () => {
+      await refused('VirtualMachine.ConfigureSerialPort2', { this: vm, path: 'no-such-folder/com2.txt' }, 'VM_E_FILE_NOT_FOUND', ['no-such-folder', 'COM2']);
+      await refused('VirtualMachine.ConfigureParallelPort1', { this: vm, path: 'ports' }, 'VM_E_INVALID_PATH', ['not a file', 'LPT1']);
+      await refused('VirtualMachine.ConfigureSerialPort2', { this: vm, path: fixtureDisk }, 'VM_E_INVALID_PATH', [fixtureDisk, '.vhd']);
+      await refused('VirtualMachine.ConfigureParallelPort1', { this: vm, path: 'ports/ports.VMC' }, 'VM_E_INVALID_PATH', ['.vmc']);
+    });
+    assert.equal(fs.statSync(fixtureDisk).size > 0, true, 'the disk named is untouched');
+  });
+
+  test('AddFloppyDrive adds an empty drive (get_FloppyDrive); AttachFloppyImage puts a .vfd in, ReleaseFloppyImage takes it out; RemoveFloppyDrive removes the drive and keeps the file', async () => {
+    const vfd = path.join(root, 'floppies', 'tools.vfd');
+    fs.mkdirSync(path.dirname(vfd), { recursive: true });
+    fs.writeFileSync(vfd, Buffer.alloc(1474560));
+    assert.equal(await call('VirtualMachine.get_FloppyDrive', { this: vm }), null);
+    assert.equal(await call('VirtualMachine.AddFloppyDrive', { this: vm }), null);
+    assert.deepEqual(await call('VirtualMachine.get_FloppyDrive', { this: vm }), { image: null });
+    assert.equal(await call('VirtualMachine.AttachFloppyImage', { this: vm, path: 'floppies/tools.vfd' }), null);
+    assert.deepEqual(await call('VirtualMachine.get_FloppyDrive', { this: vm }), { image: vfd });
+    assert.deepEqual((await configOf(vm)).floppy, { image: vfd });
+    assert.deepEqual(vmcOf(await call<string>('VirtualMachine.get_File', { this: vm })).floppy, { image: vfd });
+    assert.equal(await call('VirtualMachine.ReleaseFloppyImage', { this: vm }), null);
+    assert.deepEqual((await configOf(vm)).floppy, { image: null });
+    await call('VirtualMachine.AttachFloppyImage', { this: vm, path: vfd });
+    assert.equal(await call('VirtualMachine.RemoveFloppyDrive', { this: vm }), null);
+    assert.equal(await call('VirtualMachine.get_FloppyDrive', { this: vm }), null);
+    assert.equal((await configOf(vm)).floppy, null);
+    assert.ok(fs.existsSync(vfd), 'the image file is kept');
+  });
+
+  test('a second floppy drive is VM_E_DRIVE_IN_USE naming the limit 1; without a drive, an image or its removal is VM_E_DRIVE_INVALID pointing at AddFloppyDrive; a missing image or a folder is refused; nothing changes', async () => {
+    await unchanged(vm, async () => {
+      await refused('VirtualMachine.AttachFloppyImage', { this: vm, path: 'floppies/tools.vfd' }, 'VM_E_DRIVE_INVALID', ['AddFloppyDrive']);
+      await refused('VirtualMachine.ReleaseFloppyImage', { this: vm }, 'VM_E_DRIVE_INVALID', ['no floppy drive']);
+      await refused('VirtualMachine.RemoveFloppyDrive', { this: vm }, 'VM_E_DRIVE_INVALID', ['no floppy drive']);
+    });
+    await call('VirtualMachine.AddFloppyDrive', { this: vm });
+    await unchanged(vm, async () => {
+      await refused('VirtualMachine.AddFloppyDrive', { this: vm }, 'VM_E_DRIVE_IN_USE', ['at most 1']);
+      await refused('VirtualMachine.AttachFloppyImage', { this: vm, path: 'floppies/missing.vfd' }, 'VM_E_FILE_NOT_FOUND', ['floppies/missing.vfd']);
+      await refused('VirtualMachine.AttachFloppyImage', { this: vm, path: 'floppies' }, 'VM_E_INVALID_PATH', ['not a file']);
+    });
+  });
+});
+
 describe('VirtualMachine: the profile\'s limits, refused whole', () => {
   let vm: string;
   let id: string;
@@ -795,6 +859,8 @@ describe('VirtualMachine: power, on a turned-off VM and on a diskless one', () =
       await refused('VirtualMachine.put_Memory', { this: vm, value: 256 }, 'VM_E_VM_RUNNING', ['Running']);
       await refused('VirtualMachine.AddNetworkAdapter', { this: vm }, 'VM_E_VM_RUNNING');
       await refused('VirtualMachine.AddDVDROMDrive', { this: vm, busNumber: 1, deviceNumber: 0 }, 'VM_E_VM_RUNNING');
+      await refused('VirtualMachine.ConfigureSerialPort2', { this: vm, path: 'power/com2.txt' }, 'VM_E_VM_RUNNING');
+      await refused('VirtualMachine.AddFloppyDrive', { this: vm }, 'VM_E_VM_RUNNING');
     });
     await refused('VirtualServer.DeleteVirtualMachine', { vm }, 'VM_E_VM_RUNNING');
     await refused('VirtualServer.UnregisterVirtualMachine', { vm }, 'VM_E_VM_RUNNING');

@@ -46,6 +46,11 @@ test('vserverd refuses a bad port with a clear message', async () => {
   await assert.rejects(start(['--port', 'eighty']), /port must be a whole number/);
 });
 
+test('vserverd refuses website settings out of range, naming the setting and its limits', async () => {
+  await assert.rejects(start(['--port', '0'], { VSERVER_THUMBNAIL_SECONDS: '0' }), /thumbnailSeconds must be a whole number of seconds from 1 to 3600, not "0"/);
+  await assert.rejects(start(['--port', '0'], { VSERVER_SESSION_MINUTES: 'soon' }), /sessionTimeoutMinutes must be a whole number of minutes from 1 to 10080, not "soon"/);
+});
+
 test('vserverd refuses a config file with an unknown setting, naming it and the known ones', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-config-'));
   const file = path.join(dir, 'vserverd.json');

@@ -49,6 +49,9 @@ function task(doc: string, right: Right, params: Record<string, ParamSpec>, exam
 }
 
 const CONFIG_ERRORS = ['VM_E_VM_RUNNING', 'VM_E_VM_SAVED', 'VM_E_CONFIG_INVALID'] as const;
+/** QEMU rewrites a port's file at each start, so a VM's own kinds of file are refused as port files. */
+export const PORT_FILE_REFUSED = ['.vhd', '.vmc', '.vsv', '.iso', '.vfd'] as const;
+const PORT_FILE_DOC = `What the guest writes to the port goes to the file, which is rewritten from its start each time the VM is turned on; a path ending in ${PORT_FILE_REFUSED.join(', ')} is refused, so that a port cannot overwrite a VM's files. Only while the VM is turned off.`;
 
 const virtualServer: InterfaceSpec = {
   doc: 'The service itself (IVMVirtualServer): the root of the object model. Its members take no "this".',
@@ -236,6 +239,33 @@ const virtualMachine: InterfaceSpec = {
     RemoveUSBDevice: method('Removes a USB device.', {
       params: { type: param(oneOf(USB_DEVICES), 'The device.') }, returns: nothing, right: 'change', errors: CONFIG_ERRORS,
       example: { params: { this: VM, type: 'Tablet' }, result: null },
+    }),
+    get_SerialPort2: get('The text file COM2 writes to, or null when COM2 is not connected (COM1 is always the serial console).', string, '/var/lib/vserver/web/com2.txt', VM),
+    ConfigureSerialPort2: method(`Connects COM2 to a text file (IVMSerialPort.Configure with a text file), or disconnects it when path is omitted. ${PORT_FILE_DOC}`, {
+      params: { path: path('The text file; its folder must exist. COM2 is disconnected when omitted.', true) }, returns: nothing, right: 'change',
+      errors: ['VM_E_FILE_NOT_FOUND', 'VM_E_INVALID_PATH', ...CONFIG_ERRORS],
+      example: { params: { this: VM, path: 'web/com2.txt' }, result: null },
+    }),
+    get_ParallelPort1: get('The text file LPT1 writes to, or null when LPT1 is not connected.', string, null, VM),
+    ConfigureParallelPort1: method(`Connects LPT1 to a text file (IVMParallelPort), or disconnects it when path is omitted. ${PORT_FILE_DOC}`, {
+      params: { path: path('The text file; its folder must exist. LPT1 is disconnected when omitted.', true) }, returns: nothing, right: 'change',
+      errors: ['VM_E_FILE_NOT_FOUND', 'VM_E_INVALID_PATH', ...CONFIG_ERRORS],
+      example: { params: { this: VM, path: 'web/lpt1.txt' }, result: null },
+    }),
+    get_FloppyDrive: get(`The floppy drive (a VM has at most ${PROFILE.floppyDrives}) with the image in it (image null when empty), or null when the VM has none.`,
+      { type: 'object', fields: { image: '.vfd path or null' } }, { image: '/var/lib/vserver/floppies/tools.vfd' }, VM),
+    AddFloppyDrive: method('Adds the floppy drive, empty (IVMFloppyDrive).', {
+      returns: nothing, right: 'change', errors: ['VM_E_DRIVE_IN_USE', ...CONFIG_ERRORS], example: { params: { this: VM }, result: null },
+    }),
+    RemoveFloppyDrive: method('Removes the floppy drive, and the image in it; the image file is kept.', {
+      returns: nothing, right: 'change', errors: ['VM_E_DRIVE_INVALID', ...CONFIG_ERRORS], example: { params: { this: VM }, result: null },
+    }),
+    AttachFloppyImage: method('Puts a floppy disk image (.vfd) in the floppy drive (IVMFloppyDrive.AttachImage); the VM must have the drive.', {
+      params: { path: path('The floppy disk image.') }, returns: nothing, right: 'change', errors: ['VM_E_FILE_NOT_FOUND', 'VM_E_INVALID_PATH', 'VM_E_DRIVE_INVALID', ...CONFIG_ERRORS],
+      example: { params: { this: VM, path: 'floppies/tools.vfd' }, result: null },
+    }),
+    ReleaseFloppyImage: method('Empties the floppy drive (IVMFloppyDrive.ReleaseImage).', {
+      returns: nothing, right: 'change', errors: ['VM_E_DRIVE_INVALID', ...CONFIG_ERRORS], example: { params: { this: VM }, result: null },
     }),
     Startup: task('Turns the VM on, or restores it from its saved state. The task completes when the VM runs.', 'control', {}, { this: VM }, ['VM_E_VM_RUNNING', 'VM_E_HD_IMAGE_NOT_FOUND', 'VM_E_START_FAILED', 'VM_E_MAC_IN_USE']),
     TurnOff: task('Cuts the power, as pulling the plug.', 'control', {}, { this: VM }, ['VM_E_VM_NOT_RUNNING']),

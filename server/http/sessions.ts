@@ -22,8 +22,12 @@ export class Sessions {
     return session;
   }
 
-  /** The request's live session (its idle time restarts), or null. */
-  find(headers: { cookie?: string }): Session | null {
+  /**
+   * The request's live session, or null. Its idle time restarts unless the request says it is
+   * the page's own background work (X-Vserver-Background: 1, sent by the site's scripts when they
+   * refresh rows or progress): an open Master Status must not keep a session alive for ever.
+   */
+  find(headers: { cookie?: string; 'x-vserver-background'?: string | string[] }): Session | null {
     const id = readCookie(headers.cookie, SESSION_COOKIE);
     const session = id ? this.sessions.get(id) : undefined;
     if (!session) return null;
@@ -31,7 +35,7 @@ export class Sessions {
       this.sessions.delete(session.id);
       return null;
     }
-    session.expires = Date.now() + this.idleMs;
+    if (headers['x-vserver-background'] !== '1') session.expires = Date.now() + this.idleMs;
     return session;
   }
 

@@ -1,5 +1,64 @@
-// (to be written)
-import type { Router } from 'express';
-import type { SiteContext } from './context.js';
+// Remote Control: a VM's graphical console (noVNC) and serial console (xterm.js) in the page.
+// The page (views/console.ejs, static/console.js) asks here for a one-time ticket for each
+// console, by a CSRF-checked POST, and opens the console's WebSocket with it
+// (server/http/console-proxy.ts). Only a caller with the control right on the VM gets one.
 
-export function consoleRoutes(_router: Router, _ctx: SiteContext): void {}
+import type { Response, Router } from 'express';
+import { CONSOLE_KINDS, type ConsoleKind, consoleTickets } from '../http/console-tickets.js';
+import { type SiteContext, type SiteRequest, api, can, errorName, fieldErrors, refusePage } from './context.js';
+
+const LIVE_STATES = ['Running', 'Paused'];
+
+/** The VM's name and state as the caller may read them; refusals become the page's status. */
+async function readVm(ctx: SiteContext, req: SiteRequest, id: string): Promise<{ name: string; state: string }> {
+  const self = `VirtualMachine/${id}`;
+  return {
+    name: await api<string>(ctx, req, 'VirtualMachine.get_Name', { this: self }),
+    state: await api<string>(ctx, req, 'VirtualMachine.get_State', { this: self }),
+  };
+}
+
+/** The HTTP status for an API refusal of the VM's name or state. */
+function refusalStatus(error: unknown): number {
+  const name = errorName(error);
+  return name === 'VM_E_ACCESS_DENIED' ? 403 : name === 'VM_E_VM_UNKNOWN' || name === 'VM_E_OBJECT_UNKNOWN' ? 404 : 400;
+}
+
+export function consoleRoutes(router: Router, ctx: SiteContext): void {
+  router.get('/vms/:id/console', async (req: SiteRequest, res: Response) => {
+    const id = String(req.params.id);
+    let vm;
+    try {
+      vm = await readVm(ctx, req, id);
+    } catch (error) {
+      return refusePage(req, res, refusalStatus(error), fieldErrors(error)._form ?? 'no such virtual machine');
+    }
+    res.render('console', {
+      title: `Remote Control: ${vm.name}`, vm: { id, ...vm },
+      canControl: can(ctx, req, 'control', `VirtualMachine/${id}`), live: LIVE_STATES.includes(vm.state),
+    });
+  });
+
+  // Always JSON: only the console's script asks for tickets.
+  router.post('/vms/:id/console/ticket', async (req: SiteRequest, res: Response) => {
+    const id = String(req.params.id);
+    const refuse = (status: number, message: string): void => { res.status(status).json({ error: { message } }); };
+    const kind = (req.body as Record<string, unknown>).kind;
+    if (typeof kind !== 'string' || !(CONSOLE_KINDS as readonly string[]).includes(kind)) {
+      return refuse(400, `"kind" must be one of ${CONSOLE_KINDS.join(', ')}`);
+    }
+    let vm;
+    try {
+      vm = await readVm(ctx, req, id);
+    } catch (error) {
+      return refuse(refusalStatus(error), fieldErrors(error)._form ?? 'no such virtual machine');
+    }
+    const caller = req.caller!;
+    if (!ctx.services.access.rightsOn(caller.principal, `VirtualMachine/${id}`).has('control')) {
+      return refuse(403, `${caller.principal.user} (${caller.principal.role}) may not use the consoles of ${vm.name}: that needs the control right`);
+    }
+    if (!LIVE_STATES.includes(vm.state)) return refuse(409, `${vm.name} is ${vm.state}: its consoles are there only while it runs`);
+    const issued = consoleTickets.issue({ user: caller.principal.user, sessionId: caller.session!.id, vmId: id, kind: kind as ConsoleKind });
+    res.json({ ok: true, ...issued, url: `/console/${kind}?ticket=${issued.ticket}` });
+  });
+}

@@ -348,3 +348,13 @@ export function sizeOf(file: string): number {
     disk.close();
   }
 }
+
+/** Writes `data` at `offset` of a VHD through the engine (opened and closed for this one write). */
+export function writeVhd(file: string, data: Buffer, offset: number): void {
+  const disk = VhdDisk.open(file, { writable: true });
+  try {
+    disk.write(data, offset);
+  } finally {
+    disk.close();
+  }
+}

@@ -3,6 +3,7 @@
 // which refuses them unless the VM is off and validates the whole document against the profile.
 
 import fs from 'node:fs';
+import path from 'node:path';
 import { inspectDisk } from '../../../storage/vhd/index.js';
 import type { IdeDevice, VmConfig } from '../../../vmm/config.js';
 import { hardDisks, normalizeMac } from '../../../vmm/config.js';
@@ -10,6 +11,7 @@ import { PROFILE, type NicModel, type ScsiModel } from '../../../vmm/profile.js'
 import type { VmRecord } from '../../machines.js';
 import type { Call } from '../dispatch.js';
 import { ApiError, invalidParams } from '../errors.js';
+import { PORT_FILE_REFUSED } from '../schema.js';
 import { type ConnectionObject, type DriveObject, type IndexedObject, existingDisk, ref } from '../objects.js';
 import type { Handlers } from './types.js';
 
@@ -161,6 +163,39 @@ export const virtualMachineHandlers: Handlers = {
     reconfigure(call, (doc) => { doc.usb = doc.usb.filter((u) => u !== call.params.type); });
   },
 
+  'VirtualMachine.get_SerialPort2': (call) => vmOf(call).config.com2?.file ?? null,
+  'VirtualMachine.ConfigureSerialPort2': (call) => {
+    const file = portFile(call, 'COM2');
+    reconfigure(call, (doc) => { doc.com2 = file ? { file } : null; });
+  },
+  'VirtualMachine.get_ParallelPort1': (call) => vmOf(call).config.lpt1?.file ?? null,
+  'VirtualMachine.ConfigureParallelPort1': (call) => {
+    const file = portFile(call, 'LPT1');
+    reconfigure(call, (doc) => { doc.lpt1 = file ? { file } : null; });
+  },
+
+  'VirtualMachine.get_FloppyDrive': (call) => vmOf(call).config.floppy,
+  'VirtualMachine.AddFloppyDrive': (call) => {
+    const vm = vmOf(call);
+    call.services.machines.refuseUnlessOff(vm);
+    if (vm.config.floppy) throw new ApiError('VM_E_DRIVE_IN_USE', `${vm.name} already has its floppy drive (a VM has at most ${PROFILE.floppyDrives})`);
+    reconfigure(call, (doc) => { doc.floppy = { image: null }; });
+  },
+  'VirtualMachine.RemoveFloppyDrive': (call) => {
+    requireFloppyDrive(call);
+    reconfigure(call, (doc) => { doc.floppy = null; });
+  },
+  'VirtualMachine.AttachFloppyImage': (call) => {
+    const image = call.services.roots.resolve(call.params.path as string, { mustExist: true, kind: 'floppy disk image' });
+    if (!fs.statSync(image).isFile()) throw new ApiError('VM_E_INVALID_PATH', `${image} is not a file; a floppy disk image is a .vfd file`);
+    requireFloppyDrive(call);
+    reconfigure(call, (doc) => { doc.floppy = { image }; });
+  },
+  'VirtualMachine.ReleaseFloppyImage': (call) => {
+    requireFloppyDrive(call);
+    reconfigure(call, (doc) => { doc.floppy = { image: null }; });
+  },
+
   'VirtualMachine.Startup': (call) => {
     const vm = vmOf(call);
     const { machines, tasks } = call.services;
@@ -226,6 +261,29 @@ function powerTask(call: Call, what: string, op: 'turnOff' | 'save' | 'reset' | 
     await machines.operate(vm, op, undefined, (p) => t.progress(p.percent, p.operation));
   });
   return ref('Task', task.id);
+}
+
+/**
+ * The file a COM2 or LPT1 port is to write to, or null to disconnect it. Its folder must exist
+ * (QEMU creates the file, it does not make folders), and it must not be one of a VM's own kinds
+ * of file, since QEMU rewrites it from the start at each turn-on.
+ */
+function portFile(call: Call, port: string): string | null {
+  if (call.params.path === undefined) return null;
+  const file = call.services.roots.resolve(call.params.path as string, { kind: `${port} output file` });
+  if (PORT_FILE_REFUSED.some((ext) => file.toLowerCase().endsWith(ext))) {
+    throw new ApiError('VM_E_INVALID_PATH', `${port} would overwrite ${file} each time the VM is turned on; choose a text file (not ${PORT_FILE_REFUSED.join(', ')})`);
+  }
+  if (fs.existsSync(file) && !fs.statSync(file).isFile()) throw new ApiError('VM_E_INVALID_PATH', `${file} is not a file; ${port} writes to a text file`);
+  if (!fs.existsSync(path.dirname(file))) throw new ApiError('VM_E_FILE_NOT_FOUND', `the folder ${path.dirname(file)} for ${port}'s output file does not exist`);
+  return file;
+}
+
+/** Floppy changes need a turned-off VM that has the drive. */
+function requireFloppyDrive(call: Call): void {
+  const vm = vmOf(call);
+  call.services.machines.refuseUnlessOff(vm);
+  if (!vm.config.floppy) throw new ApiError('VM_E_DRIVE_INVALID', `${vm.name} has no floppy drive; add it with AddFloppyDrive first`);
 }
 
 function setDriveImage(call: Call, image: string | null): void {
