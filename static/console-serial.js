@@ -5,14 +5,15 @@
 
 import { Terminal } from '/assets/xterm/lib/xterm.mjs';
 import { FitAddon } from '/assets/xterm-addon-fit/lib/addon-fit.mjs';
+import { ConsoleConnection } from '/static/console-connection.js';
 
 const encoder = new TextEncoder();
 
-export class SerialConsole {
+export class SerialConsole extends ConsoleConnection {
   /** @param {object} parts element, panel (around it), status, first (the button the keyboard goes back to), socketFor(kind) */
   constructor({ element, panel, status, first, socketFor }) {
-    Object.assign(this, { element, panel, status, first, socketFor });
-    this.socket = null;
+    super({ kind: 'serial', element, panel, status, socketFor });
+    this.first = first;
     this.terminal = new Terminal({ cursorBlink: true, scrollback: 5000, fontFamily: 'ui-monospace, "DejaVu Sans Mono", monospace', fontSize: 14 });
     this.fit = new FitAddon();
     this.terminal.loadAddon(this.fit);
@@ -34,22 +35,11 @@ export class SerialConsole {
     this.fit.fit();
   }
 
-  async connect() {
-    if (this.socket) return;
-    this.say('Connecting…');
-    this.socket = 'pending';
-    let socket;
-    try {
-      socket = await this.socketFor('serial');
-    } catch (error) {
-      this.socket = null;
-      this.say(`Cannot connect: ${error.message}`, 'error');
-      return;
-    }
+  /** The session is the socket itself. */
+  open(socket) {
     socket.binaryType = 'arraybuffer';
-    // After a reconnect the old socket's last events are no longer this console's.
     socket.addEventListener('open', () => {
-      if (this.socket !== socket) return;
+      if (!this.owns(socket)) return;
       // The server begins with the whole scrollback: start from a clean screen, not a second copy.
       this.terminal.reset();
       this.answering = false;
@@ -58,29 +48,19 @@ export class SerialConsole {
       this.send(JSON.stringify({ type: 'resize', cols: this.terminal.cols, rows: this.terminal.rows }));
     });
     socket.addEventListener('message', (message) => {
-      if (this.socket !== socket) return;
+      if (!this.owns(socket)) return;
       if (typeof message.data !== 'string') return this.terminal.write(new Uint8Array(message.data));
       const note = JSON.parse(message.data);
       if (note.type === 'error') this.say(note.message, 'error');
     });
     socket.addEventListener('close', (event) => {
-      if (this.socket !== socket) return;
-      this.socket = null;
-      this.setConnected(false);
-      this.say(event.reason ? `Disconnected: ${event.reason}` : 'Disconnected', event.code === 1000 ? 'info' : 'error');
+      if (this.owns(socket)) this.ended(event);
     });
-    this.socket = socket;
+    return socket;
   }
 
   disconnect() {
-    if (this.socket && this.socket !== 'pending') this.socket.close(1000, 'closed by the user');
-  }
-
-  async reconnect() {
-    if (this.socket === 'pending') return;
-    this.disconnect();
-    this.socket = null;
-    await this.connect();
+    this.live?.close(1000, 'closed by the user');
   }
 
   /** Gives the keyboard back to the page. */
@@ -89,16 +69,7 @@ export class SerialConsole {
     this.first.focus();
   }
 
-  setConnected(on) {
-    for (const element of [this.element, this.panel]) element.toggleAttribute('data-connected', on);
-  }
-
   send(data) {
-    if (this.socket && this.socket !== 'pending' && this.socket.readyState === WebSocket.OPEN) this.socket.send(data);
-  }
-
-  say(text, kind = 'info') {
-    this.status.textContent = text;
-    this.status.dataset.kind = kind;
+    if (this.live?.readyState === WebSocket.OPEN) this.live.send(data);
   }
 }

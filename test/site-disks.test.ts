@@ -227,6 +227,11 @@ describe('task pages', () => {
     assert.doesNotMatch(page, /id="task-cancel"/);
     assert.match(page, /<p id="task-result" hidden>/, 'a failed task links to nothing');
     assert.equal(fs.existsSync(file), false);
+
+    const again = await site.post(`/tasks/${id}/cancel`, {});
+    assert.equal(again.status, 409, 'a finished task cannot be cancelled: its state is in the way');
+    assert.match(await again.text(), /Cancel: [^<]*has already finished/);
+    assert.equal((await site.post('/tasks/00000000-0000-4000-8000-000000000000/cancel', {})).status, 404);
   });
 
   test('the task page read as JSON gives what static/task.js shows; an unknown task is 404', async () => {

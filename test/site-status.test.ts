@@ -102,6 +102,16 @@ describe('the website frame and Master Status', { timeout: 120_000 }, () => {
     assert.match(body.error.message, /^Pause: status-vm is TurnedOff; it must be Running/);
   });
 
+  it('answers a power action on a VM that does not exist with 404, and Discard Saved State on a turned-off VM with 409', async () => {
+    const unknown = await admin.post('/vms/00000000-0000-4000-8000-000000000000/power', { action: 'turnOn' });
+    assert.equal(unknown.status, 404);
+    assert.match(await unknown.text(), /Turn On: there is no virtual machine/);
+    const discard = await admin.post(`/vms/${vm.id}/power`, { action: 'discard' }, { json: true });
+    assert.equal(discard.status, 409);
+    assert.match((await discard.json() as { error: { message: string } }).error.message, /^Discard Saved State: .*only a Saved VM has a saved state/);
+    assert.equal(await server.call('VirtualMachine.get_State', { this: vm.ref }), 'TurnedOff');
+  });
+
   it('does not serve pages to a bearer token: scripts use the API', async () => {
     const token = await login(server.url, 'admin', ADMIN_PASSWORD);
     const response = await fetch(`${server.url}/`, { headers: { authorization: `Bearer ${token}` } });

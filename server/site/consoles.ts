@@ -5,23 +5,17 @@
 
 import type { Response, Router } from 'express';
 import { CONSOLE_KINDS, type ConsoleKind, consoleTickets } from '../http/console-tickets.js';
-import { type SiteContext, type SiteRequest, api, can, errorName, fieldErrors, refusePage } from './context.js';
+import { type SiteContext, type SiteRequest, api, can, refuseFor, refusalMessage, refusalStatus } from './context.js';
 
 const LIVE_STATES = ['Running', 'Paused'];
 
-/** The VM's name and state as the caller may read them; refusals become the page's status. */
+/** The VM's name and state as the caller may read them. */
 async function readVm(ctx: SiteContext, req: SiteRequest, id: string): Promise<{ name: string; state: string }> {
   const self = `VirtualMachine/${id}`;
   return {
     name: await api<string>(ctx, req, 'VirtualMachine.get_Name', { this: self }),
     state: await api<string>(ctx, req, 'VirtualMachine.get_State', { this: self }),
   };
-}
-
-/** The HTTP status for an API refusal of the VM's name or state. */
-function refusalStatus(error: unknown): number {
-  const name = errorName(error);
-  return name === 'VM_E_ACCESS_DENIED' ? 403 : name === 'VM_E_VM_UNKNOWN' || name === 'VM_E_OBJECT_UNKNOWN' ? 404 : 400;
 }
 
 export function consoleRoutes(router: Router, ctx: SiteContext): void {
@@ -31,7 +25,7 @@ export function consoleRoutes(router: Router, ctx: SiteContext): void {
     try {
       vm = await readVm(ctx, req, id);
     } catch (error) {
-      return refusePage(req, res, refusalStatus(error), fieldErrors(error)._form ?? 'no such virtual machine');
+      return refuseFor(req, res, error);
     }
     res.render('console', {
       title: `Remote Control: ${vm.name}`, vm: { id, ...vm },
@@ -51,7 +45,7 @@ export function consoleRoutes(router: Router, ctx: SiteContext): void {
     try {
       vm = await readVm(ctx, req, id);
     } catch (error) {
-      return refuse(refusalStatus(error), fieldErrors(error)._form ?? 'no such virtual machine');
+      return refuse(refusalStatus(error), refusalMessage(error));
     }
     const caller = req.caller!;
     if (!ctx.services.access.rightsOn(caller.principal, `VirtualMachine/${id}`).has('control')) {

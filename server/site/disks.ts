@@ -5,11 +5,12 @@
 
 import path from 'node:path';
 import type { Response, Router } from 'express';
-import { type ApiError, toApiError } from '../api/errors.js';
+import type { ApiError } from '../api/errors.js';
 import { SCHEMA } from '../api/schema.js';
 import { hardDisks, type VmConfig } from '../../vmm/config.js';
-import { type FieldErrors, type SiteContext, type SiteRequest, api, can, fieldErrors, refusePage, wantsJson } from './context.js';
-import { answerTask, refusalStatus, taskRoutes } from './tasks.js';
+import { type FieldErrors, type SiteContext, type SiteRequest, api, can, refuseFor, refusalStatus, refusePage } from './context.js';
+import { refusalErrors, refuseForm, text } from './forms.js';
+import { answerTask, taskRoutes } from './tasks.js';
 
 interface Ref { $ref: string }
 type Body = Record<string, unknown>;
@@ -24,9 +25,8 @@ const CREATE_METHODS: Record<string, string> = {
 /** The largest disk, as the API declares it, for the forms' hints. */
 const sizeSpec = SCHEMA.VirtualServer.members.CreateFixedVirtualHardDisk.params!.sizeMB;
 export const MAX_SIZE_MB = sizeSpec.type === 'integer' ? sizeSpec.max! : Number.MAX_SAFE_INTEGER;
-const DEFAULT_DYNAMIC_GB = 127;
-
-const text = (value: unknown): string => (typeof value === 'string' ? value.trim() : '');
+/** The size a new dynamic disk is offered with, as CreateDynamicVirtualHardDisk's default (127 GB). */
+export const DEFAULT_DYNAMIC_GB = 127;
 
 /** A size field and its unit (MB or GB) as whole MB; nothing when the field is empty. */
 function sizeInMB(size: unknown, unit: unknown): { sizeMB?: number; error?: string } {
@@ -53,20 +53,6 @@ export function formatBytes(bytes: number): string {
   return unit ? `${exact} (${Number(value.toFixed(1))} ${unit})` : exact;
 }
 
-/**
- * An API refusal as messages beside a form's fields: the parameter it names if any, otherwise
- * the field its error is about (`byName`); the rest goes at the top of the form.
- */
-function refusalErrors(error: unknown, byParam: Record<string, string>, byName: (e: ApiError) => string | undefined): FieldErrors {
-  const errors = fieldErrors(error, (param) => byParam[param]);
-  const keys = Object.keys(errors);
-  if (keys.length === 1 && keys[0] === '_form') {
-    const field = byName(toApiError(error));
-    if (field) return { [field]: errors._form };
-  }
-  return errors;
-}
-
 const PATH_ERRORS = new Set(['VM_E_PATH_OUTSIDE_ROOTS', 'VM_E_INVALID_PATH', 'VM_E_FILE_NOT_FOUND']);
 
 /** Which field of the Create form a refusal is about. */
@@ -78,16 +64,6 @@ function createField(e: ApiError): string | undefined {
   if (PATH_ERRORS.has(e.errorName)) return e.message.startsWith('the parent disk') ? 'parent' : 'path';
   // Only a differencing disk's parent is read before the task starts.
   return e.errorName.startsWith('VHD_E_') ? 'parent' : undefined;
-}
-
-/** Answers a refused form: the page again with the messages, or JSON for the site's scripts. */
-function refuseForm(req: SiteRequest, res: Response, status: number, errors: FieldErrors, render: () => Promise<void> | void): Promise<void> | void {
-  if (wantsJson(req)) {
-    res.status(status).json({ error: { message: Object.values(errors).join('; '), fields: errors } });
-    return;
-  }
-  res.status(status);
-  return render();
 }
 
 interface CreateForm { type: string; path: string; size: string; unit: string; parent: string }
@@ -115,8 +91,9 @@ async function createDisk(ctx: SiteContext, req: SiteRequest, res: Response): Pr
   try {
     answerTask(req, res, await api<Ref>(ctx, req, CREATE_METHODS[form.type], params));
   } catch (error) {
-    if (refusalStatus(error) === 403) return refusePage(req, res, 403, `Create: ${toApiError(error).message}`);
-    return again(400, refusalErrors(error, { path: 'path', parentPath: 'parent', sizeMB: 'size' }, createField));
+    const status = refusalStatus(error, 'form');
+    if (status === 403) return refuseFor(req, res, error, 'Create');
+    return again(status, refusalErrors(error, createField, { path: 'path', parentPath: 'parent', sizeMB: 'size' }));
   }
 }
 
@@ -247,8 +224,8 @@ async function inspectPage(ctx: SiteContext, req: SiteRequest, res: Response, in
     try {
       disk = await inspect(ctx, req, input);
     } catch (error) {
-      errors = { ...errors, ...refusalErrors(error, { path: 'path' }, () => 'path') };
-      if (!refused) res.status(refusalStatus(error) === 403 ? 403 : toApiError(error).errorName === 'VM_E_HD_IMAGE_NOT_FOUND' ? 404 : 400);
+      errors = { ...errors, ...refusalErrors(error, 'path', { path: 'path' }) };
+      if (!refused) res.status(refusalStatus(error));
     }
   }
   res.render('disks/inspect', {
@@ -271,8 +248,9 @@ async function startOperation(ctx: SiteContext, req: SiteRequest, res: Response,
     const reference = (await api<Ref>(ctx, req, 'VirtualServer.GetHardDisk', { path: disk })).$ref;
     answerTask(req, res, await api<Ref>(ctx, req, operation.method, { this: reference, ...given.params }));
   } catch (error) {
-    if (refusalStatus(error) === 403) return refusePage(req, res, 403, `${operation.method.split('.')[1]}: ${toApiError(error).message}`);
-    return again(400, refusalErrors(error, { path: `${name}-target`, type: `${name}-type`, sizeMB: `${name}-size` }, operationField(name)));
+    const status = refusalStatus(error, 'form');
+    if (status === 403) return refuseFor(req, res, error, operation.method.split('.')[1]);
+    return again(status, refusalErrors(error, operationField(name), { path: `${name}-target`, type: `${name}-type`, sizeMB: `${name}-size` }));
   }
 }
 

@@ -7,8 +7,9 @@
 import type { Response, Router } from 'express';
 import { EVENT_CATEGORIES, SEVERITIES } from '../api/schema.js';
 import type { LoggedEvent } from '../event-log.js';
-import { type FieldErrors, type SiteContext, type SiteRequest, api, errorName, fieldErrors, refusePage } from './context.js';
+import { type FieldErrors, type SiteContext, type SiteRequest, api, fieldErrors, refuseFor, refusalMessage, refusalStatus } from './context.js';
 import { type EventFilter, type ReadEvents, readNewer, readPage } from './event-reader.js';
+import { text } from './forms.js';
 
 const PAGE_SIZE = 50;
 
@@ -39,7 +40,7 @@ export function eventRoutes(router: Router, ctx: SiteContext): void {
         res.status(refusalStatus(error)).render('server/events', { ...view, events: [], olderHref: null, errors: fieldErrors(error, (param) => (param === 'object' ? 'vm' : param)) });
       }
     } catch (error) {
-      refusePage(req, res, refusalStatus(error), messageOf(error));
+      refuseFor(req, res, error);
     }
   });
 
@@ -54,7 +55,7 @@ export function eventRoutes(router: Router, ctx: SiteContext): void {
       const events = await readNewer(readAs(ctx, req), filter, after);
       res.render('server/event-rows', { events, formatTime, vmNames: new Map(vms.map((vm) => [vm.id, vm.name])) });
     } catch (error) {
-      res.status(refusalStatus(error)).type('text/plain').send(`${messageOf(error)}\n`);
+      res.status(refusalStatus(error)).type('text/plain').send(`${refusalMessage(error)}\n`);
     }
   });
 }
@@ -62,14 +63,6 @@ export function eventRoutes(router: Router, ctx: SiteContext): void {
 /** GetEvents as the signed-in user. */
 function readAs(ctx: SiteContext, req: SiteRequest): ReadEvents {
   return (params) => api<LoggedEvent[]>(ctx, req, 'VirtualServer.GetEvents', params);
-}
-
-function refusalStatus(error: unknown): number {
-  return errorName(error) === 'VM_E_ACCESS_DENIED' ? 403 : 400;
-}
-
-function messageOf(error: unknown): string {
-  return Object.values(fieldErrors(error)).join('; ');
 }
 
 export async function visibleVms(ctx: SiteContext, req: SiteRequest): Promise<Vm[]> {
@@ -80,8 +73,7 @@ export async function visibleVms(ctx: SiteContext, req: SiteRequest): Promise<Vm
 
 /** The query's filter; category and severity are left for the API to judge. */
 function readFilter(query: SiteRequest['query'], vms: Vm[]): { form: EventForm; filter: EventFilter; errors: FieldErrors } {
-  const text = (name: string): string => (typeof query[name] === 'string' ? query[name].trim() : '');
-  const form: EventForm = { category: text('category'), severity: text('severity'), vm: text('vm'), from: text('from'), to: text('to') };
+  const form: EventForm = { category: text(query.category), severity: text(query.severity), vm: text(query.vm), from: text(query.from), to: text(query.to) };
   const errors: FieldErrors = {};
   const filter: EventFilter = { category: form.category || undefined, severity: form.severity || undefined };
   if (form.vm) {
@@ -131,6 +123,6 @@ function positiveId(value: unknown, zero = false): number | undefined {
 
 function linkTo(form: EventForm, extra: Record<string, string>): string {
   const query = new URLSearchParams(Object.entries({ ...form, ...extra }).filter(([, v]) => v !== ''));
-  const text = query.toString();
-  return text ? `/events?${text}` : '/events';
+  const search = query.toString();
+  return search ? `/events?${search}` : '/events';
 }

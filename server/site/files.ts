@@ -5,8 +5,7 @@
 
 import path from 'node:path';
 import type { Response, Router } from 'express';
-import { type SiteContext, type SiteRequest, api, fieldErrors } from './context.js';
-import { refusalStatus } from './tasks.js';
+import { type SiteContext, type SiteRequest, api, refusalMessage, refusalStatus } from './context.js';
 
 interface Entry { name: string; path: string; type: 'file' | 'folder'; size: number }
 interface Listing { root: string; folder: string; entries: Entry[] }
@@ -46,7 +45,7 @@ export function fileRoutes(router: Router, ctx: SiteContext): void {
         entries: listing.entries.filter((e) => offered(e, KINDS[kind])),
       });
     } catch (error) {
-      res.status(refusalStatus(error)).json({ error: { message: Object.values(fieldErrors(error)).join('; ') } });
+      res.status(refusalStatus(error)).json({ error: { message: refusalMessage(error) } });
     }
   });
 }

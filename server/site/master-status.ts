@@ -5,8 +5,9 @@
 
 import type { Response, Router } from 'express';
 import { SCHEMA } from '../api/schema.js';
-import { type SiteContext, type SiteRequest, api, backTo, can, fieldErrors, refusePage, wantsJson } from './context.js';
+import { type SiteContext, type SiteRequest, api, backTo, can, refuseFor, refusalMessage, refusalStatus, refusePage } from './context.js';
 import { CpuUsage } from './cpu-usage.js';
+import { answerDone } from './forms.js';
 
 interface Action { action: string; label: string; method: string; self: (id: string) => string; danger?: boolean }
 
@@ -90,7 +91,7 @@ export function masterStatusRoutes(router: Router, ctx: SiteContext): void {
       const row = await vmRow(ctx, req, String(req.params.id));
       res.render('partials/vm-row', { vm: row, formatUptime, csrf: res.locals.csrf });
     } catch (error) {
-      refusePage(req, res, 404, fieldErrors(error)._form ?? 'no such virtual machine');
+      refuseFor(req, res, error);
     }
   });
 
@@ -100,7 +101,7 @@ export function masterStatusRoutes(router: Router, ctx: SiteContext): void {
       if (!shot) return res.status(204).end();
       res.type('image/png').send(Buffer.from(shot.data, 'base64'));
     } catch (error) {
-      res.status(404).type('text/plain').send(`${fieldErrors(error)._form ?? 'no thumbnail'}\n`);
+      res.status(refusalStatus(error)).type('text/plain').send(`${refusalMessage(error)}\n`);
     }
   });
 
@@ -112,12 +113,9 @@ export function masterStatusRoutes(router: Router, ctx: SiteContext): void {
     try {
       const result = await api<{ $ref: string } | null>(ctx, req, action.method, { this: action.self(id) });
       const task = SCHEMA[action.method.split('.')[0]].members[action.method.split('.')[1]].task ? result?.$ref.slice('Task/'.length) : null;
-      if (wantsJson(req)) return res.json({ ok: true, task });
-      res.redirect(303, backTo(body.back, '/'));
+      answerDone(req, res, backTo(body.back, '/'), { task });
     } catch (error) {
-      const message = fieldErrors(error)._form ?? Object.values(fieldErrors(error)).join('; ');
-      const status = /ACCESS_DENIED/.test(String((error as { errorName?: string }).errorName)) ? 403 : 409;
-      refusePage(req, res, status, `${action.label}: ${message}`);
+      refuseFor(req, res, error, action.label);
     }
   });
 }

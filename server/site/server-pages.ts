@@ -4,7 +4,7 @@
 
 import type { AddressInfo, Server } from 'node:net';
 import type { Response, Router } from 'express';
-import { type SiteContext, type SiteRequest, api, errorName, fieldErrors, refusePage } from './context.js';
+import { type SiteContext, type SiteRequest, api, refuseFor } from './context.js';
 import { eventRoutes, formatTime } from './events-page.js';
 import { formatUptime } from './master-status.js';
 import { userRoutes } from './users-page.js';
@@ -35,7 +35,7 @@ export function serverRoutes(router: Router, ctx: SiteContext): void {
       const limits = await Promise.all(LIMITS.map(async ([label, member, unit]) => ({ label, value: await read<number>(member), unit })));
       res.render('server/properties', { title: 'Server Properties', host, version, uptime: formatUptime(uptime), roots, limits });
     } catch (error) {
-      refuse(req, res, error);
+      refuseFor(req, res, error);
     }
   });
 
@@ -62,8 +62,4 @@ function listeningOn(req: SiteRequest): string {
   const host = address?.address ?? req.socket.localAddress ?? '';
   const port = address?.port ?? req.socket.localPort;
   return `${host.includes(':') ? `[${host}]` : host}:${port}`;
-}
-
-function refuse(req: SiteRequest, res: Response, error: unknown): void {
-  refusePage(req, res, errorName(error) === 'VM_E_ACCESS_DENIED' ? 403 : 400, Object.values(fieldErrors(error)).join('; '));
 }

@@ -6,7 +6,8 @@
 
 import type { Response, Router } from 'express';
 import { guardOf, SERVER_REF } from '../api/objects.js';
-import { type SiteContext, type SiteRequest, api, can, errorName, fieldErrors, refusePage, wantsJson } from './context.js';
+import { type SiteContext, type SiteRequest, api, can, refuseFor, wantsJson } from './context.js';
+import { answerDone } from './forms.js';
 
 interface Ref { $ref: string }
 
@@ -25,20 +26,11 @@ export interface TaskView {
   cancelable: boolean;
 }
 
-/** The HTTP status for an API refusal: a missing right is 403, anything else the caller's mistake. */
-export function refusalStatus(error: unknown): number {
-  return errorName(error) === 'VM_E_ACCESS_DENIED' ? 403 : 400;
-}
-
 /** Answers a request that started a task: to its page, or `{ok, task, location}` for scripts. */
 export function answerTask(req: SiteRequest, res: Response, task: Ref): void {
   const id = task.$ref.slice('Task/'.length);
   const location = `/tasks/${encodeURIComponent(id)}`;
-  if (wantsJson(req)) {
-    res.json({ ok: true, task: id, location });
-    return;
-  }
-  res.redirect(303, location);
+  answerDone(req, res, location, { task: id, location });
 }
 
 /** The page that shows an object a task made or acted on. */
@@ -82,8 +74,7 @@ export function taskRoutes(router: Router, ctx: SiteContext): void {
     try {
       task = await readTask(ctx, req, String(req.params.id));
     } catch (error) {
-      const status = refusalStatus(error) === 403 ? 403 : 404;
-      return refusePage(req, res, status, fieldErrors(error)._form ?? 'no such task');
+      return refuseFor(req, res, error);
     }
     // static/task.js reads the task again when an event may have been missed.
     if (wantsJson(req)) return res.json(task);
@@ -95,9 +86,8 @@ export function taskRoutes(router: Router, ctx: SiteContext): void {
     try {
       await api(ctx, req, 'Task.Cancel', { this: `Task/${id}` });
     } catch (error) {
-      return refusePage(req, res, refusalStatus(error) === 403 ? 403 : 409, `Cancel: ${Object.values(fieldErrors(error)).join('; ')}`);
+      return refuseFor(req, res, error, 'Cancel');
     }
-    if (wantsJson(req)) return res.json({ ok: true, task: id });
-    res.redirect(303, `/tasks/${encodeURIComponent(id)}`);
+    answerDone(req, res, `/tasks/${encodeURIComponent(id)}`, { task: id });
   });
 }

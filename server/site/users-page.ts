@@ -1,16 +1,17 @@
 // Users and Permissions, for administrators: the local users (create, change role, set password,
 // delete), the API tokens (revoke) and the access entries of the server and of each VM (read and
 // changed in permissions.ts). Every change is an API call as the signed-in administrator; a
-// refusal is shown beside the field it concerns, on the page rendered again with status 400 (403
-// when the API says a right is missing).
+// refusal is shown beside the field it concerns, on the page rendered again with the refusal's
+// status (context.ts refusalStatus: 400, or 403 when the API says a right is missing).
 
 import type { NextFunction, Response, Router } from 'express';
-import { ApiError, toApiError } from '../api/errors.js';
+import { ApiError } from '../api/errors.js';
 import { RIGHTS } from '../api/schema-types.js';
 import { ROLES } from '../api/schema.js';
 import type { TokenInfo, UserInfo } from '../auth/users.js';
-import { type FieldErrors, type SiteContext, type SiteRequest, api, errorName, refusePage, wantsJson } from './context.js';
+import { type FieldErrors, type SiteContext, type SiteRequest, api, refuseFor, refusalStatus, refusePage } from './context.js';
 import { formatTime } from './events-page.js';
+import { answerDone, refusalErrors, refuseForm } from './forms.js';
 import { ENTRY_FIELDS, RIGHT_MEANINGS, addEntry, readPermissions, removeEntry } from './permissions.js';
 
 /** What a finished change says on the page it returns to: `done` and `name` in the query pick it. */
@@ -26,11 +27,9 @@ const NOTICES: Record<string, (name: string) => string> = {
 
 interface PageState { status?: number; errors?: FieldErrors; values?: Record<string, string | string[]>; object?: string }
 
-/** Names a refusal's field: by the API's error name first, then by its parameter. */
+/** Names a refusal's field: by the API's parameter or error name (both keys of `fields`), else `fallback`. */
 function errorsFor(error: unknown, fields: Record<string, string>, fallback = '_form'): FieldErrors {
-  const e = toApiError(error);
-  const param = typeof e.details.param === 'string' ? e.details.param : '';
-  return { [fields[e.errorName] ?? fields[param] ?? fallback]: e.message };
+  return refusalErrors(error, (e) => fields[e.errorName] ?? fallback, fields);
 }
 
 /**
@@ -41,15 +40,13 @@ async function change(ctx: SiteContext, req: SiteRequest, res: Response, run: ()
   try {
     await run();
   } catch (error) {
-    const status = errorName(error) === 'VM_E_ACCESS_DENIED' ? 403 : 400;
+    const status = refusalStatus(error, 'form');
     const errors = refused(error);
-    if (wantsJson(req)) return void res.status(status).json({ error: { message: Object.values(errors).join('; '), fields: errors } });
     const body = req.body as Record<string, unknown>;
-    return renderUsers(ctx, req, res, { status, errors, values: formValues(body), object: typeof body.object === 'string' ? body.object : undefined });
+    return refuseForm(req, res, status, errors, () => renderUsers(ctx, req, res, { status, errors, values: formValues(body), object: typeof body.object === 'string' ? body.object : undefined }));
   }
-  if (wantsJson(req)) return void res.json({ ok: true });
   const query = new URLSearchParams({ done: done.notice, name: done.name });
-  res.redirect(303, `/users?${query}${done.back}`);
+  answerDone(req, res, `/users?${query}${done.back}`, {});
 }
 
 /** The posted fields to show again in the forms (the rights checked are a list); never a password. */
@@ -80,7 +77,7 @@ export function userRoutes(router: Router, ctx: SiteContext): void {
     try {
       await renderUsers(ctx, req, res, { object: typeof req.query.object === 'string' ? req.query.object : undefined });
     } catch (error) {
-      refusePage(req, res, errorName(error) === 'VM_E_ACCESS_DENIED' ? 403 : 400, toApiError(error).message);
+      refuseFor(req, res, error);
     }
   });
 
