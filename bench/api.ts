@@ -14,6 +14,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { CLOCK_TICKS_PER_SECOND, procStat } from '../storage/proc-stat.js';
 import { VmPaths } from '../vmm/paths.js';
 import { type BenchTable, MiB, REPO_ROOT, formatCount, formatRatio, memoryOf, now, withTempDir } from './lib.js';
 
@@ -33,8 +34,6 @@ const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 60_000;
 const BOOT_TIMEOUT_MS = 180_000;
 const REQUEST_TIMEOUT_MS = 10_000;
-/** Linux's USER_HZ: /proc/<pid>/stat counts CPU time in these. */
-const CLOCK_TICKS = 100;
 
 type Values = Record<string, Record<string, unknown>>;
 
@@ -145,13 +144,8 @@ async function stopServer(server: Server): Promise<string> {
 // /proc: memory, CPU time, and the processes a run folder's VMs left
 
 function cpuSeconds(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS; // utime, stime (fields 14 and 15)
-  } catch {
-    return 0;
-  }
+  const stat = procStat(pid);
+  return stat ? (Number(stat[11]) + Number(stat[12])) / CLOCK_TICKS_PER_SECOND : 0; // utime, stime (fields 14 and 15)
 }
 
 /** Busy and total CPU time of the whole machine, in seconds of one processor (/proc/stat). */
@@ -159,7 +153,7 @@ function machineCpu(): { busy: number; total: number } {
   const fields = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
   const total = fields.reduce((a, b) => a + b, 0);
   const idle = fields[3] + fields[4]; // idle, iowait
-  return { busy: (total - idle) / CLOCK_TICKS, total: total / CLOCK_TICKS };
+  return { busy: (total - idle) / CLOCK_TICKS_PER_SECOND, total: total / CLOCK_TICKS_PER_SECOND };
 }
 
 /** Processes whose command line names `folder` (the VMs' workers and QEMUs name their run folder). */

@@ -1,10 +1,7 @@
 // A running VM's CPU use, as Master Status shows it: the share of one host processor its QEMU
 // process used between two looks (VMs have one processor, so 100% is one host core's worth).
 
-import fs from 'node:fs';
-
-/** Linux's USER_HZ: /proc/PID/stat counts CPU time in these ticks. */
-const TICKS_PER_SECOND = 100;
+import { CLOCK_TICKS_PER_SECOND, procStat } from '../../storage/proc-stat.js';
 
 export class CpuUsage {
   private readonly samples = new Map<number, { ticks: number; at: number }>();
@@ -24,19 +21,14 @@ export class CpuUsage {
     if (previous && at - previous.at < 500) return this.last.get(pid) ?? null;
     this.samples.set(pid, { ticks, at });
     if (!previous) return null;
-    const value = Math.min(100, Math.max(0, Math.round((ticks - previous.ticks) / TICKS_PER_SECOND / ((at - previous.at) / 1000) * 100)));
+    const value = Math.min(100, Math.max(0, Math.round((ticks - previous.ticks) / CLOCK_TICKS_PER_SECOND / ((at - previous.at) / 1000) * 100)));
     this.last.set(pid, value);
     return value;
   }
 }
 
 function cpuTicks(pid: number): number | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime: fields 14 and 15 of stat, 11 and 12 after the command name.
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return null;
-  }
+  const stat = procStat(pid);
+  // utime and stime: fields 14 and 15.
+  return stat ? Number(stat[11]) + Number(stat[12]) : null;
 }

@@ -3,6 +3,7 @@
 
 import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { procStat } from '../proc-stat.js';
 
 export class HostError extends Error {}
 
@@ -83,12 +84,8 @@ export function filesystemType(device: string): string | null {
 
 /** Whether a process runs. A zombie does not: the processes vhdmount leaves behind are reaped by whoever adopted them, maybe late. */
 export function isAlive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
+  const stat = procStat(pid);
+  return stat !== null && stat[0] !== 'Z';
 }
 
 /** The command line of a process, to tell ours from a later process that reused its pid. */

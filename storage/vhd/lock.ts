@@ -4,6 +4,7 @@
 
 import fs from 'node:fs';
 import os from 'node:os';
+import { procStat } from '../proc-stat.js';
 import { VhdError } from './errors.js';
 
 export interface LockOwner {
@@ -19,13 +20,8 @@ const held = new Map<string, LockOwner>();
 let exitHookInstalled = false;
 
 function processStartOf(pid: number): string | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    // Field 22 (starttime) follows the parenthesised command name, which may hold spaces.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
-  } catch {
-    return null;
-  }
+  // Field 22, starttime.
+  return procStat(pid)?.[19] ?? null;
 }
 
 function isAlive(owner: LockOwner): boolean {

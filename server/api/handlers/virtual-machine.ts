@@ -4,6 +4,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
+import { CLOCK_TICKS_PER_SECOND, procStat } from '../../../storage/proc-stat.js';
 import { inspectDisk } from '../../../storage/vhd/index.js';
 import type { IdeDevice, VmConfig } from '../../../vmm/config.js';
 import { hardDisks, normalizeMac } from '../../../vmm/config.js';
@@ -47,14 +48,11 @@ function checkPosition(vm: VmRecord, bus: 'IDE' | 'SCSI', busNumber: number, dev
 
 /** How long a process has run, from /proc (its start in clock ticks after boot; Linux counts 100 a second). */
 function processAgeSeconds(pid: number): number | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-    const uptime = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
-    return Math.max(0, Math.floor(uptime - startTicks / 100));
-  } catch {
-    return null;
-  }
+  const stat = procStat(pid);
+  if (!stat) return null;
+  const startTicks = Number(stat[19]);
+  const uptime = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+  return Math.max(0, Math.floor(uptime - startTicks / CLOCK_TICKS_PER_SECOND));
 }
 
 function pngSize(png: Buffer): { width: number; height: number } {
