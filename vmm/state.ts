@@ -5,6 +5,13 @@ export const VM_STATES = ['TurnedOff', 'Saved', 'TurningOn', 'Restoring', 'Runni
 export type VmState = (typeof VM_STATES)[number];
 
 /** States in which QEMU is up; the others have no QEMU (and, once settled, no worker). */
+/** The states in which a VM runs (paused or not): it has a screen, consoles and an uptime. */
+export const LIVE_STATES: readonly VmState[] = ['Running', 'Paused'];
+
+export function isLive(state: VmState): boolean {
+  return LIVE_STATES.includes(state);
+}
+
 export function isActive(state: VmState): boolean {
   return state !== 'TurnedOff' && state !== 'Saved';
 }

@@ -12,6 +12,7 @@ import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { Services } from '../api/services.js';
 import type { StateChange, VmRecord } from '../machines.js';
 import { VmPaths } from '../../vmm/paths.js';
+import { isLive } from '../../vmm/state.js';
 import { type Caller, authenticate } from './authenticate.js';
 import { type ConsoleKind, type ConsoleTicket, consoleTickets } from './console-tickets.js';
 import type { UpgradeHandler } from './websocket.js';
@@ -27,7 +28,6 @@ const RECHECK_MS = 2_000;
 const CLOSE_VM_STOPPED = 4001;
 const CLOSE_NOT_ALLOWED = 4401;
 
-const LIVE_STATES = ['Running', 'Paused'];
 const NAMES: Record<ConsoleKind, string> = { vnc: 'graphical console', serial: 'serial console (COM1)' };
 
 export function consoleUpgrades(services: Services): Record<string, UpgradeHandler> {
@@ -68,7 +68,7 @@ function admit(services: Services, req: http.IncomingMessage, kind: ConsoleKind,
   if (!vm) return { status: 404, message: 'the virtual machine no longer exists' };
   if (!mayControl(services, caller, vm)) return { status: 403, message: `${caller.principal.user} may not use the consoles of ${vm.name}: that needs the control right` };
   const state = services.machines.state(vm);
-  if (!LIVE_STATES.includes(state)) return { status: 409, message: `${vm.name} is ${state}: its consoles are there only while it runs` };
+  if (!isLive(state)) return { status: 409, message: `${vm.name} is ${state}: its consoles are there only while it runs` };
   return grant;
 }
 
@@ -106,8 +106,8 @@ function bridge(services: Services, { ws, unix, kind, vm, req, caller }: Connect
     ws.send(chunk, { binary: true });
   });
   unix.on('close', () => {
-    const state = services.machines.get(vm.id) ? services.machines.state(vm) : 'removed';
-    close(CLOSE_VM_STOPPED, LIVE_STATES.includes(state) ? `the ${NAMES[kind]} of ${vm.name} closed` : `${vm.name} is ${state}`);
+    const state = services.machines.get(vm.id) ? services.machines.state(vm) : null;
+    close(CLOSE_VM_STOPPED, state && isLive(state) ? `the ${NAMES[kind]} of ${vm.name} closed` : `${vm.name} is ${state ?? 'removed'}`);
   });
 
   ws.on('message', (data: RawData, isBinary: boolean) => {
@@ -123,7 +123,7 @@ function bridge(services: Services, { ws, unix, kind, vm, req, caller }: Connect
   });
 
   const onState = (change: StateChange): void => {
-    if (change.vm.id === vm.id && !LIVE_STATES.includes(change.state)) close(CLOSE_VM_STOPPED, `${vm.name} is ${change.state}`);
+    if (change.vm.id === vm.id && !isLive(change.state)) close(CLOSE_VM_STOPPED, `${vm.name} is ${change.state}`);
   };
   services.machines.on('state', onState);
 }

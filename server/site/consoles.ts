@@ -4,17 +4,16 @@
 // (server/http/console-proxy.ts). Only a caller with the control right on the VM gets one.
 
 import type { Response, Router } from 'express';
+import { type VmState, isLive } from '../../vmm/state.js';
 import { CONSOLE_KINDS, type ConsoleKind, consoleTickets } from '../http/console-tickets.js';
 import { type SiteContext, type SiteRequest, api, can, refuseFor, refusalMessage, refusalStatus } from './context.js';
 
-const LIVE_STATES = ['Running', 'Paused'];
-
 /** The VM's name and state as the caller may read them. */
-async function readVm(ctx: SiteContext, req: SiteRequest, id: string): Promise<{ name: string; state: string }> {
+async function readVm(ctx: SiteContext, req: SiteRequest, id: string): Promise<{ name: string; state: VmState }> {
   const self = `VirtualMachine/${id}`;
   return {
     name: await api<string>(ctx, req, 'VirtualMachine.get_Name', { this: self }),
-    state: await api<string>(ctx, req, 'VirtualMachine.get_State', { this: self }),
+    state: await api<VmState>(ctx, req, 'VirtualMachine.get_State', { this: self }),
   };
 }
 
@@ -29,7 +28,7 @@ export function consoleRoutes(router: Router, ctx: SiteContext): void {
     }
     res.render('console', {
       title: `Remote Control: ${vm.name}`, vm: { id, ...vm },
-      canControl: can(ctx, req, 'control', `VirtualMachine/${id}`), live: LIVE_STATES.includes(vm.state),
+      canControl: can(ctx, req, 'control', `VirtualMachine/${id}`), live: isLive(vm.state),
     });
   });
 
@@ -48,10 +47,10 @@ export function consoleRoutes(router: Router, ctx: SiteContext): void {
       return refuse(refusalStatus(error), refusalMessage(error));
     }
     const caller = req.caller!;
-    if (!ctx.services.access.rightsOn(caller.principal, `VirtualMachine/${id}`).has('control')) {
+    if (!can(ctx, req, 'control', `VirtualMachine/${id}`)) {
       return refuse(403, `${caller.principal.user} (${caller.principal.role}) may not use the consoles of ${vm.name}: that needs the control right`);
     }
-    if (!LIVE_STATES.includes(vm.state)) return refuse(409, `${vm.name} is ${vm.state}: its consoles are there only while it runs`);
+    if (!isLive(vm.state)) return refuse(409, `${vm.name} is ${vm.state}: its consoles are there only while it runs`);
     const issued = consoleTickets.issue({ user: caller.principal.user, sessionId: caller.session!.id, vmId: id, kind: kind as ConsoleKind });
     res.json({ ok: true, ...issued, url: `/console/${kind}?ticket=${issued.ticket}` });
   });

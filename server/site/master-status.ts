@@ -7,6 +7,7 @@ import type { Response, Router } from 'express';
 import { SCHEMA } from '../api/schema.js';
 import { type SiteContext, type SiteRequest, api, backTo, can, refuseFor, refusalMessage, refusalStatus, refusePage } from './context.js';
 import { CpuUsage } from './cpu-usage.js';
+import { type VmState, isLive } from '../../vmm/state.js';
 import { answerDone } from './forms.js';
 
 interface Action { action: string; label: string; method: string; self: (id: string) => string; danger?: boolean }
@@ -51,8 +52,8 @@ const cpu = new CpuUsage();
 
 export async function vmRow(ctx: SiteContext, req: SiteRequest, id: string): Promise<VmRow> {
   const self = `VirtualMachine/${id}`;
-  const state = await api<string>(ctx, req, 'VirtualMachine.get_State', { this: self });
-  const live = state === 'Running' || state === 'Paused';
+  const state = await api<VmState>(ctx, req, 'VirtualMachine.get_State', { this: self });
+  const live = isLive(state);
   const status = ctx.services.machines.status(id);
   const control = can(ctx, req, 'control', self);
   return {

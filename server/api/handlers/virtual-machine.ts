@@ -9,6 +9,7 @@ import { inspectDisk } from '../../../storage/vhd/index.js';
 import type { IdeDevice, VmConfig } from '../../../vmm/config.js';
 import { hardDisks, normalizeMac } from '../../../vmm/config.js';
 import { PROFILE, type NicModel, type ScsiModel } from '../../../vmm/profile.js';
+import { isLive } from '../../../vmm/state.js';
 import type { VmRecord } from '../../machines.js';
 import type { Call } from '../dispatch.js';
 import { ApiError, invalidParams } from '../errors.js';
@@ -79,7 +80,7 @@ export const virtualMachineHandlers: Handlers = {
   },
   'VirtualMachine.get_Uptime': (call) => {
     const status = call.services.machines.status(vmId(call));
-    return status?.qemuPid && ['Running', 'Paused'].includes(status.state) ? processAgeSeconds(status.qemuPid) : null;
+    return status?.qemuPid && isLive(status.state) ? processAgeSeconds(status.qemuPid) : null;
   },
   'VirtualMachine.get_File': (call) => vmOf(call).vmcPath,
   'VirtualMachine.get_SavedStateFilePath': (call) => vmOf(call).config.savedState,
@@ -244,7 +245,7 @@ export const virtualMachineHandlers: Handlers = {
 
   'Display.get_Thumbnail': async (call) => {
     const vm = partVm(call);
-    if (!['Running', 'Paused'].includes(call.services.machines.state(vm))) return null;
+    if (!isLive(call.services.machines.state(vm))) return null;
     const { png } = await call.services.machines.operate<{ png: string }>(vm, 'screenshot');
     const bytes = Buffer.from(png, 'base64');
     return { mimeType: 'image/png', ...pngSize(bytes), data: png };
