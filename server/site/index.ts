@@ -52,7 +52,8 @@ export function createSite(ctx: SiteContext, projectRoot: string): Router {
     res.locals.path = req.path;
     res.locals.navigation = NAVIGATION.map((group) => ({ ...group, links: group.links.filter((l) => !('administrators' in l) || caller.principal.role === 'Administrator') }));
     res.locals.title = 'vserver';
-    res.locals.tasks = recentTasks(ctx, req);
+    // Read only by the pages' frame: row refreshes, thumbnails and JSON answers do not query the tasks.
+    res.locals.recentTasks = () => recentTasks(ctx, req);
     next();
   });
 
