@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ADMIN_PASSWORD, TestServer } from './helpers/server.js';
-import { SiteSession } from './helpers/site.js';
+import { SiteSession, fieldError, unescapeHtml } from './helpers/site.js';
 import { BLOCK, MiB, constBytes, qemuCompare, qemuImg, qemuInfo, qemuIoVerify, writeVhd } from './helpers/vhd-fixtures.js';
 
 interface Ref { $ref: string }
@@ -36,21 +36,10 @@ after(async () => {
 
 const inRoot = (...parts: string[]): string => path.join(root, ...parts);
 
-/** Undoes EJS's escaping, to compare a page's text with what the API said. */
-function unescape(html: string): string {
-  return html.replace(/&#34;|&quot;/g, '"').replace(/&#39;/g, '\'').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
-}
-
-/** The message shown beside a form field, or undefined. */
-function fieldError(html: string, field: string): string | undefined {
-  const match = new RegExp(`<span class="field-error" id="${field}-error" role="alert">([^<]*)</span>`).exec(html);
-  return match ? unescape(match[1]) : undefined;
-}
-
 /** A value of the page's properties list (dl.properties). */
 function property(html: string, label: string): string | undefined {
   const match = new RegExp(`<dt>${label}</dt><dd>([^<]*)</dd>`).exec(html);
-  return match ? unescape(match[1]) : undefined;
+  return match ? unescapeHtml(match[1]) : undefined;
 }
 
 /** The id of the task a form started: its answer is a 303 to the task's page. */

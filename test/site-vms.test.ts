@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ADMIN_PASSWORD, TestServer } from './helpers/server.js';
-import { SiteSession } from './helpers/site.js';
+import { SiteSession, fieldError, unescapeHtml } from './helpers/site.js';
 
 interface Ref { $ref: string }
 interface VmConfiguration {
@@ -49,16 +49,6 @@ function mainOf(html: string): string {
   const start = html.indexOf('<main');
   assert.ok(start >= 0, 'the page has a <main>');
   return html.slice(start);
-}
-
-function unescapeHtml(text: string): string {
-  return text.replace(/&#34;|&quot;/g, '"').replace(/&#39;/g, '\'').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
-}
-
-/** The message shown beside a field (the field-error partial's span), or null. */
-function fieldError(html: string, field: string): string | null {
-  const match = new RegExp(`<span class="field-error" id="${field}-error" role="alert">([^<]*)</span>`).exec(html);
-  return match ? unescapeHtml(match[1]) : null;
 }
 
 /** The value attribute of the input with this id. */

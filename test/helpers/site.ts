@@ -38,3 +38,14 @@ export class SiteSession {
     });
   }
 }
+
+/** Undoes EJS's escaping, to compare a page's text with what the API said. */
+export function unescapeHtml(text: string): string {
+  return text.replace(/&#34;|&quot;/g, '"').replace(/&#39;/g, '\'').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+}
+
+/** The message shown beside a form field (views/partials/field-error.ejs), or null. */
+export function fieldError(html: string, field: string): string | null {
+  const match = new RegExp(`<span class="field-error" id="${field}-error" role="alert">([^<]*)</span>`).exec(html);
+  return match ? unescapeHtml(match[1]) : null;
+}
