@@ -4,7 +4,7 @@
 
 import type { Request, Response } from 'express';
 import { call } from '../api/dispatch.js';
-import { ApiError, toApiError } from '../api/errors.js';
+import { toApiError } from '../api/errors.js';
 import type { Services } from '../api/services.js';
 import type { Right } from '../api/schema-types.js';
 import type { Caller } from '../http/authenticate.js';
@@ -59,7 +59,7 @@ export function fieldErrors(error: unknown, fieldOf: (apiField: string) => strin
 
 /** The error's stable name, for pages that react to one in particular. */
 export function errorName(error: unknown): string {
-  return error instanceof ApiError ? error.errorName : toApiError(error).errorName;
+  return toApiError(error).errorName;
 }
 
 /** Refusals because the state of what is acted on does not allow it now (a running VM, a task that has finished). */
