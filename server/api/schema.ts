@@ -377,11 +377,11 @@ const hardDisk: InterfaceSpec = {
   members: {
     get_File: get('The file.', string, '/var/lib/vserver/disks/web.vhd', DISK),
     get_Type: get('Dynamic, Fixed or Differencing.', oneOf(DISK_TYPES), 'Dynamic', DISK),
-    get_SizeInGuest: get('The size the guest sees, in bytes.', integer, 136365211648, DISK),
+    get_SizeInGuest: get('The size the guest sees, in bytes.', integer, 136365219840, DISK),
     get_SizeOnHost: get('The file\'s size, in bytes.', integer, 42496, DISK),
     get_HostFreeDiskSpace: get('Free bytes on the host file system holding it.', integer, 53687091200, DISK),
     get_Parent: get('The parent of a differencing disk, or null.', ref('HardDisk'), null, DISK),
-    get_Info: get('Everything the VHD engine reports: geometry, unique id, blocks, the parent chain.', { type: 'object' }, { type: 'Dynamic', sizeInGuest: 136365211648 }, DISK),
+    get_Info: get('Everything the VHD engine reports: geometry, unique id, blocks, the parent chain.', { type: 'object' }, { type: 'Dynamic', sizeInGuest: 136365219840 }, DISK),
     Compact: task('Compacts a dynamic disk: blocks of zeros are dropped.', 'change', {}, { this: DISK }, ['VHD_E_WRONG_TYPE', 'VM_E_DRIVE_IN_USE']),
     Convert: task('Writes a copy of the disk of another type (Dynamic or Fixed) at path.', 'change', { path: path('The new file.'), type: param(oneOf(['Dynamic', 'Fixed']), 'The new type.') }, { this: DISK, path: 'disks/web-fixed.vhd', type: 'Fixed' }, ['VHD_E_EXISTS']),
     Merge: task('Merges a differencing disk into its parent and deletes it; neither may be in use, and no VM may have the child attached.', 'change', {}, { this: DISK }, ['VHD_E_WRONG_TYPE', 'VM_E_DRIVE_IN_USE']),
