@@ -4,6 +4,8 @@
 // vsctl's help are generated from it. Each member says what it does, the right it needs, and
 // shows an example.
 
+import { DEFAULT_DISK_SIZE } from '../../storage/vhd/format.js';
+import { sizeForRequest } from '../../storage/vhd/geometry.js';
 import { PROFILE, NIC_MODELS, SCSI_MODELS, USB_DEVICES } from '../../vmm/profile.js';
 import { VM_STATES } from '../../vmm/state.js';
 import type { InterfaceSpec, MemberSpec, ParamSpec, Right, Schema, TypeSpec } from './schema-types.js';
@@ -18,6 +20,8 @@ export const EVENT_CATEGORIES = ['Virtual Server', 'Virtual Machine', 'Virtual D
 const VM = 'VirtualMachine/7d8e5c1a-3b9f-4e2d-a6c0-1f2e3d4c5b6a';
 const DISK = 'HardDisk//var/lib/vserver/disks/web.vhd';
 const TASK = 'Task/4f1c2b3a-9e8d-4c7b-b6a5-0e1d2c3b4a59';
+/** The examples' disk is a default one: its size in the guest as the engine makes it. */
+const DEFAULT_DISK_BYTES = sizeForRequest(DEFAULT_DISK_SIZE).size;
 
 const string: TypeSpec = { type: 'string' };
 const integer: TypeSpec = { type: 'integer' };
@@ -377,11 +381,11 @@ const hardDisk: InterfaceSpec = {
   members: {
     get_File: get('The file.', string, '/var/lib/vserver/disks/web.vhd', DISK),
     get_Type: get('Dynamic, Fixed or Differencing.', oneOf(DISK_TYPES), 'Dynamic', DISK),
-    get_SizeInGuest: get('The size the guest sees, in bytes.', integer, 136365219840, DISK),
+    get_SizeInGuest: get('The size the guest sees, in bytes.', integer, DEFAULT_DISK_BYTES, DISK),
     get_SizeOnHost: get('The file\'s size, in bytes.', integer, 42496, DISK),
     get_HostFreeDiskSpace: get('Free bytes on the host file system holding it.', integer, 53687091200, DISK),
     get_Parent: get('The parent of a differencing disk, or null.', ref('HardDisk'), null, DISK),
-    get_Info: get('Everything the VHD engine reports: geometry, unique id, blocks, the parent chain.', { type: 'object' }, { type: 'Dynamic', sizeInGuest: 136365219840 }, DISK),
+    get_Info: get('Everything the VHD engine reports: geometry, unique id, blocks, the parent chain.', { type: 'object' }, { type: 'Dynamic', sizeInGuest: DEFAULT_DISK_BYTES }, DISK),
     Compact: task('Compacts a dynamic disk: blocks of zeros are dropped.', 'change', {}, { this: DISK }, ['VHD_E_WRONG_TYPE', 'VM_E_DRIVE_IN_USE']),
     Convert: task('Writes a copy of the disk of another type (Dynamic or Fixed) at path.', 'change', { path: path('The new file.'), type: param(oneOf(['Dynamic', 'Fixed']), 'The new type.') }, { this: DISK, path: 'disks/web-fixed.vhd', type: 'Fixed' }, ['VHD_E_EXISTS']),
     Merge: task('Merges a differencing disk into its parent and deletes it; neither may be in use, and no VM may have the child attached.', 'change', {}, { this: DISK }, ['VHD_E_WRONG_TYPE', 'VM_E_DRIVE_IN_USE']),
