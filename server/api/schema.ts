@@ -69,7 +69,7 @@ const virtualServer: InterfaceSpec = {
       { hostName: 'vhost1', logicalProcessors: 2, memoryMB: 24000, memoryAvailableMB: 20000, operatingSystem: 'Linux 6.1.0', engine: 'tcg', engineReason: 'the CPU has no hardware virtualization (no vmx or svm flag)', qemuVersion: '7.2.0' }, null),
     get_MaximumMemoryPerVM: get('The most memory a VM may have, in MB (3.6 GB).', integer, PROFILE.memoryMB.max, null),
     get_MinimumMemoryPerVM: get('The least memory a VM may have, in MB.', integer, PROFILE.memoryMB.min, null),
-    get_MaximumNumberOfProcessorsPerVM: get('Processors per VM: exactly one.', integer, PROFILE.processors, null),
+    get_MaximumNumberOfProcessorsPerVM: get(`Processors per VM: exactly ${PROFILE.processors}, Virtual Server's limit. It is not a setting: no member sets a VM's processor count, and a .vmc may state "processors": ${PROFILE.processors} but no other count (VM_E_CONFIG_INVALID).`, integer, PROFILE.processors, null),
     get_MaximumNetworkAdaptersPerVM: get('Network adapters per VM.', integer, PROFILE.networkAdapters.max, null),
     get_MaximumNumberOfIDEBuses: get('IDE channels per VM, each with two devices.', integer, PROFILE.ide.channels, null),
     get_MaximumNumberOfSCSIControllers: get('SCSI adapters per VM, each with seven disks.', integer, PROFILE.scsi.adapters, null),
@@ -78,8 +78,8 @@ const virtualServer: InterfaceSpec = {
     get_MaximumFloppyDrivesPerVM: get('Floppy drives per VM.', integer, PROFILE.floppyDrives, null),
     get_StorageRoots: get('The folders every file path given to the API must lie in; the first is where relative paths start.', { type: 'array', items: string }, ['/var/lib/vserver'], null),
     get_VirtualMachines: get('Every registered VM the caller may read.', refs('VirtualMachine'), [{ $ref: VM }], null),
-    CreateVirtualMachine: method('Creates a VM (1 processor, 128 MB, no disks) and writes its configuration as NAME.vmc in its folder (PATH, or NAME/ under the first storage root).', {
-      params: { name: param({ type: 'string', maxLength: 64 }, 'The VM\'s name, unique on this host.'), path: path('The folder for its files (NAME under the first storage root when omitted).', true) },
+    CreateVirtualMachine: method(`Creates a VM (${PROFILE.processors} processor, fixed; ${PROFILE.memoryMB.default} MB, no disks) and writes its configuration as NAME.vmc in its folder (PATH, or NAME/ under the first storage root).`, {
+      params: { name: param({ type: 'string', maxLength: 64 }, 'The VM\'s name, unique on this host: no control characters, "/" or "\\", and not only dots.'), path: path('The folder for its files (NAME under the first storage root when omitted).', true) },
       returns: ref('VirtualMachine'), right: 'change', errors: ['VM_E_NAME_IN_USE', 'VM_E_CONFIG_INVALID'],
       example: { params: { name: 'web' }, result: { $ref: VM } },
     }),
