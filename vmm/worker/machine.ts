@@ -381,7 +381,12 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     }
   }
 
+  /** The one place a state change is announced: a state reached again (a turn off that interrupts a turn on settles it twice) is not news. */
   private setState(state: VmState, extra: Partial<VmStatus> = {}): void {
+    if (state === this.status.state) {
+      this.status = { ...this.status, ...extra };
+      return;
+    }
     this.status = { ...this.status, ...extra, state, since: new Date().toISOString() };
     this.emit('state', this.status);
   }
