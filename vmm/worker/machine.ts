@@ -76,7 +76,7 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
         // Keep this last: from here on the guest runs.
         await this.qmp().execute('cont');
         if (restoring) fs.rmSync(this.config.savedState, { force: true });
-        this.setState('Running');
+        this.setState('Running', { runningSince: new Date().toISOString() });
       } catch (e) {
         await this.abandonStart(restoring ? 'Saved' : 'TurnedOff');
         throw e;
@@ -388,6 +388,7 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
       return;
     }
     this.status = { ...this.status, ...extra, state, since: new Date().toISOString() };
+    if (!isActive(state)) delete this.status.runningSince;
     this.emit('state', this.status);
   }
 
