@@ -677,6 +677,22 @@ try {
     assert.deepEqual(probeOnce(file, 'try'), { ok: true });
   });
 
+  test('a differencing child of a disk open for writing is refused with VHD_E_LOCKED naming the writer, and nothing is created', async () => {
+    const parent = fresh('written-parent.vhd');
+    const child = fresh('stale-child.vhd');
+    await createDynamic(parent, { size: 4 * MiB });
+    const disk = VhdDisk.open(parent, { writable: true, holder: 'the parent\'s writer' });
+    try {
+      const e = await expectVhdErrorAsync(() => createDifferencing(child, parent), 'VHD_E_LOCKED');
+      assert.match(e.message, /the parent's writer/);
+      assert.equal(fs.existsSync(child), false);
+    } finally {
+      disk.close();
+    }
+    await createDifferencing(child, parent);
+    assert.equal(inspectDisk(child).parent?.file, parent);
+  });
+
   test('a second writable open in the same process is refused with VHD_E_LOCKED too', async () => {
     const file = fresh('locked-self.vhd');
     await createDynamic(file, { size: 4 * MiB });

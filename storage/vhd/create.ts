@@ -16,6 +16,7 @@ import {
 import { geometryForSectors, geometrySectors, sizeForRequest } from './geometry.js';
 import { VhdDisk } from './disk.js';
 import { planLocators } from './locators.js';
+import { lockHolder } from './lock.js';
 
 /** The creator this engine writes: Virtual Server's code, so CHS readers and size readers agree. */
 export const CREATOR_APPLICATION = 'vs  ';
@@ -170,10 +171,18 @@ export async function createFixed(target: string, requested: number, options: Lo
   });
 }
 
-/** A differencing child of any disk; the whole parent chain is validated first. */
+/**
+ * A differencing child of any disk; the whole parent chain is validated first. A parent that
+ * is open for writing is refused: the child would be stale from birth.
+ */
 export async function createDifferencing(target: string, parentPath: string, options: { blockSize?: number } = {}): Promise<void> {
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
   checkBlockSize(blockSize);
+  const writer = lockHolder(parentPath);
+  if (writer) {
+    throw new VhdError('VHD_E_LOCKED',
+      `${parentPath} is open for writing by ${writer.holder} (pid ${writer.pid} on ${writer.host}); a child of a disk that is still being written would be stale from birth`, parentPath);
+  }
   const parent = VhdDisk.open(parentPath);
   try {
     const parentFooter = parent.file.layout.footer;
