@@ -18,7 +18,7 @@ import { SerialReader } from './helpers/vm.js';
 
 const BOOT_MS = 120_000;
 /** Random data the uptime test leaves in the guest's memory; its root file system (a tmpfs) holds up to half the memory. */
-const FILL_MB = 192;
+const FILL_MB = 384;
 
 interface Ref { $ref: string }
 interface Vm { name: string; ref: string; id: string }
