@@ -9,6 +9,7 @@ import { after, describe, test } from 'node:test';
 import {
   DiskType, VhdDisk, checkDisk, convertDisk, createDynamic, createFixed, inspectDisk,
 } from '../storage/vhd/index.js';
+import { FOOTER_SIZE, decodeFooter, encodeFooter } from '../storage/vhd/format.js';
 import {
   BLOCK, ContentModel, FULL_COMPARE_LIMIT, GiB, KiB, MiB, type PatternWrite, assertSameContent, lastBlockStart, makeTempDir, modelSpans,
   patternBytes, qemuCompare, qemuCreate, qemuDataRanges, qemuIoVerify, qemuIoWrite, qemuToRaw, qemuVirtualSize,
@@ -20,6 +21,12 @@ const dir = makeTempDir('interop');
 after(() => removeDir(dir));
 
 let counter = 0;
+function readAt(fd: number, position: number, length: number): Buffer {
+  const buf = Buffer.alloc(length);
+  fs.readSync(fd, buf, 0, length, position);
+  return buf;
+}
+
 function fresh(name: string): string {
   return path.join(dir, `${++counter}-${name}`);
 }
@@ -210,6 +217,28 @@ describe('a new disk has one size for every reader: this engine, qemu-img and li
       assert.equal(vhdiMediaSize(file), info.sizeInGuest, 'libvhdi media size vs ours');
     });
   }
+
+  test('a default disk made by an earlier version (original size = the 127 GiB asked) still reads at 136365219840, as QEMU reads it', async () => {
+    const file = fresh('sizes-127G-earlier.vhd');
+    await createDynamic(file);
+    // What earlier versions wrote: the request in the original size, in both footer copies.
+    const fd = fs.openSync(file, 'r+');
+    try {
+      const end = fs.fstatSync(fd).size - FOOTER_SIZE;
+      const footer = decodeFooter(readAt(fd, end, FOOTER_SIZE));
+      footer.originalSize = 127 * GiB;
+      const bytes = encodeFooter(footer);
+      fs.writeSync(fd, bytes, 0, FOOTER_SIZE, 0);
+      fs.writeSync(fd, bytes, 0, FOOTER_SIZE, end);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const info = inspectDisk(file);
+    assert.equal(info.originalSize, 127 * GiB);
+    assert.equal(info.sizeInGuest, 136365219840, 'the size it always had');
+    assert.equal(qemuVirtualSize(file), 136365219840);
+    await assertValid(file);
+  });
 
   test('the default 127 GiB disk has the sizes qemu-img create -f vpc 127G writes: 136365219840 in both fields', async () => {
     const ours = fresh('sizes-127G-ours.vhd');
