@@ -7,19 +7,26 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import {
-  DiskType, VhdDisk, checkDisk, convertDisk, createDynamic, createFixed,
+  DiskType, VhdDisk, checkDisk, convertDisk, createDynamic, createFixed, inspectDisk,
 } from '../storage/vhd/index.js';
+import { FOOTER_SIZE, decodeFooter, encodeFooter } from '../storage/vhd/format.js';
 import {
   BLOCK, ContentModel, FULL_COMPARE_LIMIT, GiB, KiB, MiB, type PatternWrite, assertSameContent, lastBlockStart, makeTempDir, modelSpans,
   patternBytes, qemuCompare, qemuCreate, qemuDataRanges, qemuIoVerify, qemuIoWrite, qemuToRaw, qemuVirtualSize,
   rawFileReader, removeDir,
-  sizeOf,
+  sizeOf, vhdiMediaSize,
 } from './helpers/vhd-fixtures.js';
 
 const dir = makeTempDir('interop');
 after(() => removeDir(dir));
 
 let counter = 0;
+function readAt(fd: number, position: number, length: number): Buffer {
+  const buf = Buffer.alloc(length);
+  fs.readSync(fd, buf, 0, length, position);
+  return buf;
+}
+
 function fresh(name: string): string {
   return path.join(dir, `${++counter}-${name}`);
 }
@@ -181,6 +188,68 @@ describe('disks made and written here are read by qemu-img and qemu-io', () => {
       await assertValid(file);
     });
   }
+});
+
+describe('a new disk has one size for every reader: this engine, qemu-img and libvhdi', () => {
+  const cases: Array<{ name: string; make: (file: string) => Promise<void> }> = [
+    { name: 'dynamic, default size (127 GiB)', make: (f) => createDynamic(f) },
+    { name: 'dynamic 33M+512', make: (f) => createDynamic(f, { size: 33 * MiB + 512 }) },
+    { name: 'dynamic 300G (past the CHS range)', make: (f) => createDynamic(f, { size: 300 * GiB }) },
+    { name: 'fixed 10M+512', make: (f) => createFixed(f, 10 * MiB + 512) },
+    {
+      name: 'fixed, converted from a 7M+512 raw image',
+      make: async (f) => {
+        const raw = `${f}.source.raw`;
+        fs.writeFileSync(raw, Buffer.alloc(7 * MiB + 512));
+        await convertDisk(raw, f, { type: 'fixed' });
+        fs.rmSync(raw);
+      },
+    },
+  ];
+  for (const c of cases) {
+    test(`${c.name}: the footer's original and current size are equal, and all three read that size`, async () => {
+      const file = fresh(`sizes-${c.name.replace(/\W+/g, '-')}.vhd`);
+      await c.make(file);
+      const info = inspectDisk(file);
+      assert.equal(info.originalSize, info.currentSize, 'original size == current size at creation, as the specification says');
+      assert.equal(info.sizeInGuest, info.currentSize);
+      assert.equal(qemuVirtualSize(file), info.sizeInGuest, 'qemu-img virtual size vs ours');
+      assert.equal(vhdiMediaSize(file), info.sizeInGuest, 'libvhdi media size vs ours');
+    });
+  }
+
+  test('a default disk made by an earlier version (original size = the 127 GiB asked) still reads at 136365219840, as QEMU reads it', async () => {
+    const file = fresh('sizes-127G-earlier.vhd');
+    await createDynamic(file);
+    // What earlier versions wrote: the request in the original size, in both footer copies.
+    const fd = fs.openSync(file, 'r+');
+    try {
+      const end = fs.fstatSync(fd).size - FOOTER_SIZE;
+      const footer = decodeFooter(readAt(fd, end, FOOTER_SIZE));
+      footer.originalSize = 127 * GiB;
+      const bytes = encodeFooter(footer);
+      fs.writeSync(fd, bytes, 0, FOOTER_SIZE, 0);
+      fs.writeSync(fd, bytes, 0, FOOTER_SIZE, end);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const info = inspectDisk(file);
+    assert.equal(info.originalSize, 127 * GiB);
+    assert.equal(info.sizeInGuest, 136365219840, 'the size it always had');
+    assert.equal(qemuVirtualSize(file), 136365219840);
+    await assertValid(file);
+  });
+
+  test('the default 127 GiB disk has the sizes qemu-img create -f vpc 127G writes: 136365219840 in both fields', async () => {
+    const ours = fresh('sizes-127G-ours.vhd');
+    const theirs = fresh('sizes-127G-qemu.vhd');
+    await createDynamic(ours);
+    qemuCreate(theirs, '127G');
+    const [a, b] = [inspectDisk(ours), inspectDisk(theirs)];
+    assert.deepEqual([a.originalSize, a.currentSize], [b.originalSize, b.currentSize]);
+    assert.equal(a.currentSize, 136365219840);
+    assert.deepEqual(a.geometry, b.geometry);
+  });
 });
 
 describe('one file written in turn by this engine and by qemu-io', () => {

@@ -219,7 +219,7 @@ describe('convert', () => {
       const size = sizeOf(out);
       assert.ok(size > rawSize, 'rounded up, never truncated');
       assert.equal(size, qemuSize, 'the same size qemu-img convert -O vpc gives');
-      assert.equal(inspectDisk(out).requestedSize, rawSize, 'the raw size is kept as the requested size');
+      assert.equal(inspectDisk(out).originalSize, size, 'original size == current size');
       const model = new ContentModel(size);
       for (const w of source.writes) model.write(w.offset, w.data);
       assertReads(out, model, `raw -> ${type}: the data, then zeros to the rounded size`);
@@ -677,6 +677,22 @@ try {
     assert.deepEqual(probeOnce(file, 'try'), { ok: true });
   });
 
+  test('a differencing child of a disk open for writing is refused with VHD_E_LOCKED naming the writer, and nothing is created', async () => {
+    const parent = fresh('written-parent.vhd');
+    const child = fresh('stale-child.vhd');
+    await createDynamic(parent, { size: 4 * MiB });
+    const disk = VhdDisk.open(parent, { writable: true, holder: 'the parent\'s writer' });
+    try {
+      const e = await expectVhdErrorAsync(() => createDifferencing(child, parent), 'VHD_E_LOCKED');
+      assert.match(e.message, /the parent's writer/);
+      assert.equal(fs.existsSync(child), false);
+    } finally {
+      disk.close();
+    }
+    await createDifferencing(child, parent);
+    assert.equal(inspectDisk(child).parent?.file, parent);
+  });
+
   test('a second writable open in the same process is refused with VHD_E_LOCKED too', async () => {
     const file = fresh('locked-self.vhd');
     await createDynamic(file, { size: 4 * MiB });
@@ -761,11 +777,11 @@ describe('sizes and geometry agree with qemu-img create -f vpc', () => {
     });
   }
 
-  test('info reports the requested size, the geometry and what it addresses', async () => {
+  test('info reports the original size, the geometry and what it addresses', async () => {
     const odd = fresh('info-odd.vhd');
     await createDynamic(odd, { size: 33 * MiB + 512 });
     const a = inspectDisk(odd);
-    assert.equal(a.requestedSize, 33 * MiB + 512);
+    assert.equal(a.originalSize, 994 * 4 * 17 * 512, 'the size at creation, rounded up to its geometry');
     assert.deepEqual(a.geometry, { cylinders: 994, heads: 4, sectorsPerTrack: 17 });
     assert.equal(a.addressableSize, 994 * 4 * 17 * 512);
     assert.equal(a.sizeInGuest, a.addressableSize, 'CHS and current size agree');
@@ -776,7 +792,7 @@ describe('sizes and geometry agree with qemu-img create -f vpc', () => {
     const big = fresh('info-big.vhd');
     await createDynamic(big, { size: 300 * GiB });
     const b = inspectDisk(big);
-    assert.equal(b.requestedSize, 300 * GiB);
+    assert.equal(b.originalSize, 300 * GiB);
     assert.deepEqual(b.geometry, { cylinders: 65535, heads: 16, sectorsPerTrack: 255 });
     assert.equal(b.addressableSize, 65535 * 16 * 255 * 512);
     assert.equal(b.sizeRule, 'current-size', 'a saturated geometry means the current size');
@@ -786,7 +802,7 @@ describe('sizes and geometry agree with qemu-img create -f vpc', () => {
     await createFixed(fixed, 100000);
     const c = inspectDisk(fixed);
     assert.equal(c.type, 'fixed');
-    assert.equal(c.requestedSize, 100352, 'the request rounded to whole sectors');
+    assert.equal(c.originalSize, 104448);
     assert.equal(c.sizeInGuest, 104448);
     assert.equal(c.blocks, null);
     assert.equal(c.fileSize, 104448 + 512);

@@ -233,11 +233,13 @@ describe('parseVmConfig: the profile limits', () => {
     }, '(disks)', '/srv/vms/web/a.vhd is attached more than once');
   });
 
-  test('other malformed settings are refused by field: document, name, id, version, engine, bootOrder, com2, floppy, lists', () => {
+  test('other malformed settings are refused by field: document, name ("/", too long, only dots), id, version, engine, bootOrder, com2, floppy, lists', () => {
     refusedAt([], '(document)', 'JSON object');
     refusedAt({}, 'name', 'needs a name');
     refusedAt({ name: 'a/b' }, 'name', '64 characters');
     refusedAt({ name: 'x'.repeat(65) }, 'name', '64 characters');
+    for (const dots of ['.', '..', ' .. ', '...']) refusedAt({ name: dots }, 'name', 'not only dots');
+    assert.equal(parseVmConfig({ name: '.web.' }, BASE).name, '.web.', 'dots beside other characters are a name');
     refusedAt({ name: 'x', id: 'not-a-uuid' }, 'id', 'not a UUID');
     refusedAt({ name: 'x', version: 2 }, 'version', 'version 2');
     refusedAt({ name: 'x', engine: 'hyperv' }, 'engine', '"hyperv"', 'auto, kvm, tcg');

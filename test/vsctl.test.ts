@@ -60,7 +60,7 @@ describe('vsctl --json output', () => {
     const info = json(['vhd', 'create', file, '--size', '33M']);
     assert.equal(info.file, file);
     assert.equal(info.type, 'dynamic');
-    assert.equal(info.requestedSize, 33 * MiB);
+    assert.equal(info.originalSize, 34607104, 'original size == current size: 33M rounded up to its geometry');
     assert.equal(info.sizeInGuest, 34607104);
     assert.equal(info.currentSize, 34607104);
     assert.deepEqual(info.geometry, { cylinders: 994, heads: 4, sectorsPerTrack: 17 });
@@ -77,7 +77,7 @@ describe('vsctl --json output', () => {
 
   test('create without --size makes a 127 GiB dynamic disk; --type fixed writes the whole disk', () => {
     const dynamic = json(['vhd', 'create', fresh('default.vhd')]);
-    assert.equal(dynamic.requestedSize, 127 * 1024 ** 3);
+    assert.equal(dynamic.originalSize, 136365219840);
     assert.equal(dynamic.sizeInGuest, 136365219840);
     const fixedFile = fresh('fixed.vhd');
     const fixed = json(['vhd', 'create', fixedFile, '--type', 'fixed', '--size', '4M']);
@@ -146,11 +146,11 @@ describe('vsctl --json output', () => {
     assert.ok((expanded.size as number) >= 1024 ** 3);
   });
 
-  test('sizes take binary units or bare bytes: 1.5G is 1.5 GiB requested, 100000 is 100000 bytes rounded to sectors', () => {
+  test('sizes take binary units or bare bytes: 1.5G is 1.5 GiB, 100000 is 100000 bytes (each rounded up to its geometry)', () => {
     const units = json(['vhd', 'create', fresh('units.vhd'), '--size', '1.5G']);
-    assert.equal(units.requestedSize, 1.5 * 1024 ** 3);
+    assert.equal(units.sizeInGuest, 1610735616, '1.5 GiB rounded up to its geometry');
     const bytes = json(['vhd', 'create', fresh('bytes.vhd'), '--size', '100000']);
-    assert.equal(bytes.requestedSize, 100352);
+    assert.equal(bytes.originalSize, 104448);
     assert.equal(bytes.sizeInGuest, 104448);
   });
 
@@ -176,7 +176,7 @@ describe('vsctl --json output', () => {
     const file = fresh('plain.vhd');
     assert.match(expectExit(['vhd', 'create', file, '--size', '4M'], 0).stdout, /^created dynamic disk .*plain\.vhd, /);
     const info = expectExit(['vhd', 'info', file], 0).stdout;
-    for (const row of ['File:', 'Type:', 'Size in guest:', 'Requested size:', 'Geometry:', 'Unique id:']) assert.ok(info.includes(row), row);
+    for (const row of ['File:', 'Type:', 'Size in guest:', 'Original size:', 'Geometry:', 'Unique id:']) assert.ok(info.includes(row), row);
     assert.match(expectExit(['vhd', 'check', file], 0).stdout, /: valid$/m);
   });
 });

@@ -72,7 +72,10 @@ export function parseVmConfig(document: unknown, baseDir: string): VmConfig {
 
   const name = typeof doc.name === 'string' ? doc.name.trim() : '';
   if (!name) fail('name', 'a VM needs a name');
-  else if (name.length > 64 || hasControlCharacter(name) || /[/\\]/.test(name)) fail('name', 'a name is 1 to 64 characters without control characters, "/" or "\\"');
+  // The name also names the VM's files (NAME.vmc, NAME.vsv) and, by default, its folder: "." and ".." would name others.
+  else if (name.length > 64 || hasControlCharacter(name) || /[/\\]/.test(name) || /^\.+$/.test(name)) {
+    fail('name', 'a name is 1 to 64 characters without control characters, "/" or "\\", and not only dots');
+  }
   const id = doc.id === undefined ? globalThis.crypto.randomUUID() : String(doc.id);
   if (!UUID.test(id)) fail('id', `"${id}" is not a UUID`);
 

@@ -25,6 +25,8 @@ export interface VmStatus {
   engineReason?: string;
   workerPid?: number;
   qemuPid?: number;
+  /** When the VM last became Running from a turn on or a restore (pause and reset keep it): its uptime counts from here. */
+  runningSince?: string;
   /** Set when the VM stopped without being asked to: QEMU or its worker died. */
   crashed?: { reason: string; at: string };
   /** Why the VM last stopped, when it stopped normally ("turned off", "guest shut down", ...). */

@@ -29,7 +29,7 @@ export function showInfo(info: DiskInfo): void {
     ['File', info.file],
     ['Type', info.type],
     ['Size in guest', formatSize(info.sizeInGuest)],
-    ['Requested size', formatSize(info.requestedSize)],
+    ['Original size', formatSize(info.originalSize)],
     ['Current size', formatSize(info.currentSize)],
     ['Geometry', `${g.cylinders}/${g.heads}/${g.sectorsPerTrack} (C/H/S), addresses ${formatSize(info.addressableSize)}`],
     ['Size taken from', info.sizeRule === 'chs' ? 'CHS geometry' : 'current size'],

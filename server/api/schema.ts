@@ -4,6 +4,8 @@
 // vsctl's help are generated from it. Each member says what it does, the right it needs, and
 // shows an example.
 
+import { DEFAULT_DISK_SIZE } from '../../storage/vhd/format.js';
+import { sizeForRequest } from '../../storage/vhd/geometry.js';
 import { PROFILE, NIC_MODELS, SCSI_MODELS, USB_DEVICES } from '../../vmm/profile.js';
 import { VM_STATES } from '../../vmm/state.js';
 import type { InterfaceSpec, MemberSpec, ParamSpec, Right, Schema, TypeSpec } from './schema-types.js';
@@ -18,6 +20,8 @@ export const EVENT_CATEGORIES = ['Virtual Server', 'Virtual Machine', 'Virtual D
 const VM = 'VirtualMachine/7d8e5c1a-3b9f-4e2d-a6c0-1f2e3d4c5b6a';
 const DISK = 'HardDisk//var/lib/vserver/disks/web.vhd';
 const TASK = 'Task/4f1c2b3a-9e8d-4c7b-b6a5-0e1d2c3b4a59';
+/** The examples' disk is a default one: its size in the guest as the engine makes it. */
+const DEFAULT_DISK_BYTES = sizeForRequest(DEFAULT_DISK_SIZE).size;
 
 const string: TypeSpec = { type: 'string' };
 const integer: TypeSpec = { type: 'integer' };
@@ -65,7 +69,7 @@ const virtualServer: InterfaceSpec = {
       { hostName: 'vhost1', logicalProcessors: 2, memoryMB: 24000, memoryAvailableMB: 20000, operatingSystem: 'Linux 6.1.0', engine: 'tcg', engineReason: 'the CPU has no hardware virtualization (no vmx or svm flag)', qemuVersion: '7.2.0' }, null),
     get_MaximumMemoryPerVM: get('The most memory a VM may have, in MB (3.6 GB).', integer, PROFILE.memoryMB.max, null),
     get_MinimumMemoryPerVM: get('The least memory a VM may have, in MB.', integer, PROFILE.memoryMB.min, null),
-    get_MaximumNumberOfProcessorsPerVM: get('Processors per VM: exactly one.', integer, PROFILE.processors, null),
+    get_MaximumNumberOfProcessorsPerVM: get(`Processors per VM: exactly ${PROFILE.processors}, Virtual Server's limit. It is not a setting: no member sets a VM's processor count, and a .vmc may state "processors": ${PROFILE.processors} but no other count (VM_E_CONFIG_INVALID).`, integer, PROFILE.processors, null),
     get_MaximumNetworkAdaptersPerVM: get('Network adapters per VM.', integer, PROFILE.networkAdapters.max, null),
     get_MaximumNumberOfIDEBuses: get('IDE channels per VM, each with two devices.', integer, PROFILE.ide.channels, null),
     get_MaximumNumberOfSCSIControllers: get('SCSI adapters per VM, each with seven disks.', integer, PROFILE.scsi.adapters, null),
@@ -74,8 +78,8 @@ const virtualServer: InterfaceSpec = {
     get_MaximumFloppyDrivesPerVM: get('Floppy drives per VM.', integer, PROFILE.floppyDrives, null),
     get_StorageRoots: get('The folders every file path given to the API must lie in; the first is where relative paths start.', { type: 'array', items: string }, ['/var/lib/vserver'], null),
     get_VirtualMachines: get('Every registered VM the caller may read.', refs('VirtualMachine'), [{ $ref: VM }], null),
-    CreateVirtualMachine: method('Creates a VM (1 processor, 128 MB, no disks) and writes its configuration as NAME.vmc in its folder (PATH, or NAME/ under the first storage root).', {
-      params: { name: param({ type: 'string', maxLength: 64 }, 'The VM\'s name, unique on this host.'), path: path('The folder for its files (NAME under the first storage root when omitted).', true) },
+    CreateVirtualMachine: method(`Creates a VM (${PROFILE.processors} processor, fixed; ${PROFILE.memoryMB.default} MB, no disks) and writes its configuration as NAME.vmc in its folder (PATH, or NAME/ under the first storage root).`, {
+      params: { name: param({ type: 'string', maxLength: 64 }, 'The VM\'s name, unique on this host: no control characters, "/" or "\\", and not only dots.'), path: path('The folder for its files (NAME under the first storage root when omitted).', true) },
       returns: ref('VirtualMachine'), right: 'change', errors: ['VM_E_NAME_IN_USE', 'VM_E_CONFIG_INVALID'],
       example: { params: { name: 'web' }, result: { $ref: VM } },
     }),
@@ -102,9 +106,9 @@ const virtualServer: InterfaceSpec = {
     CreateFixedVirtualHardDisk: task('Creates a fixed-size VHD of sizeMB; the whole file is written, with progress.', 'change',
       { path: path('The new .vhd.'), sizeMB: param({ type: 'integer', min: 1, max: 2_088_960 }, 'Size in MB.') },
       { path: 'disks/data.vhd', sizeMB: 1024 }, ['VHD_E_EXISTS', 'VHD_E_SIZE_LIMIT']),
-    CreateDifferencingVirtualHardDisk: task('Creates a differencing VHD whose parent is parentPath.', 'change',
+    CreateDifferencingVirtualHardDisk: task('Creates a differencing VHD whose parent is parentPath. A parent that is being written (a disk of a VM that is not turned off or saved, or any disk open for writing) is refused with VM_E_DRIVE_IN_USE naming the VM: the child would be stale from birth. A saved VM\'s disk is at rest, so a child of it holds the disk as the VM left it.', 'change',
       { path: path('The new .vhd.'), parentPath: path('The parent .vhd.') },
-      { path: 'disks/web-child.vhd', parentPath: 'disks/web.vhd' }, ['VHD_E_EXISTS', 'VM_E_HD_IMAGE_NOT_FOUND']),
+      { path: 'disks/web-child.vhd', parentPath: 'disks/web.vhd' }, ['VHD_E_EXISTS', 'VM_E_HD_IMAGE_NOT_FOUND', 'VM_E_DRIVE_IN_USE']),
     GetHardDisk: method('Opens an existing VHD.', {
       params: { path: path('The .vhd.') }, returns: ref('HardDisk'), right: 'read', errors: ['VM_E_HD_IMAGE_NOT_FOUND', 'VHD_E_BAD_FOOTER'],
       example: { params: { path: 'disks/web.vhd' }, result: { $ref: DISK } },
@@ -184,7 +188,7 @@ const virtualMachine: InterfaceSpec = {
     put_ShutdownActionOnQuit: put('Sets the action on quit; allowed while the VM runs.', oneOf(SHUTDOWN_ACTIONS), 'TurnOff', VM),
     get_State: get('The state (VMVMState).', oneOf(VM_STATES), 'Running', VM),
     get_Engine: get('The execution engine the VM runs (or last ran) on and why; null before its first start.', { type: 'object', fields: { engine: '"kvm" or "tcg"', reason: 'string' } }, { engine: 'tcg', reason: 'the CPU has no hardware virtualization' }, VM),
-    get_Uptime: get('Seconds since the VM was last turned on, or null when it is not running.', integer, 120, VM),
+    get_Uptime: get('Seconds since the VM last became Running by a turn on or a restore (a restore starts the count again; a pause or a reset does not), or null when it is not running.', integer, 120, VM),
     get_File: get('The VM\'s .vmc file.', string, '/var/lib/vserver/web/web.vmc', VM),
     get_SavedStateFilePath: get('Where the VM\'s saved state (.vsv) is written.', string, '/var/lib/vserver/web/web.vsv', VM),
     get_Configuration: get('The whole configuration document (docs/vm-config.md), as stored in the .vmc.', { type: 'object' }, { version: 1, name: 'web', memoryMB: 512 }, VM),
@@ -377,11 +381,11 @@ const hardDisk: InterfaceSpec = {
   members: {
     get_File: get('The file.', string, '/var/lib/vserver/disks/web.vhd', DISK),
     get_Type: get('Dynamic, Fixed or Differencing.', oneOf(DISK_TYPES), 'Dynamic', DISK),
-    get_SizeInGuest: get('The size the guest sees, in bytes.', integer, 136365211648, DISK),
+    get_SizeInGuest: get('The size the guest sees, in bytes.', integer, DEFAULT_DISK_BYTES, DISK),
     get_SizeOnHost: get('The file\'s size, in bytes.', integer, 42496, DISK),
     get_HostFreeDiskSpace: get('Free bytes on the host file system holding it.', integer, 53687091200, DISK),
     get_Parent: get('The parent of a differencing disk, or null.', ref('HardDisk'), null, DISK),
-    get_Info: get('Everything the VHD engine reports: geometry, unique id, blocks, the parent chain.', { type: 'object' }, { type: 'Dynamic', sizeInGuest: 136365211648 }, DISK),
+    get_Info: get('Everything the VHD engine reports: geometry, unique id, blocks, the parent chain.', { type: 'object' }, { type: 'Dynamic', sizeInGuest: DEFAULT_DISK_BYTES }, DISK),
     Compact: task('Compacts a dynamic disk: blocks of zeros are dropped.', 'change', {}, { this: DISK }, ['VHD_E_WRONG_TYPE', 'VM_E_DRIVE_IN_USE']),
     Convert: task('Writes a copy of the disk of another type (Dynamic or Fixed) at path.', 'change', { path: path('The new file.'), type: param(oneOf(['Dynamic', 'Fixed']), 'The new type.') }, { this: DISK, path: 'disks/web-fixed.vhd', type: 'Fixed' }, ['VHD_E_EXISTS']),
     Merge: task('Merges a differencing disk into its parent and deletes it; neither may be in use, and no VM may have the child attached.', 'change', {}, { this: DISK }, ['VHD_E_WRONG_TYPE', 'VM_E_DRIVE_IN_USE']),

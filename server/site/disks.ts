@@ -140,7 +140,7 @@ interface Inspection {
 }
 
 interface DiskInfo {
-  file: string; sizeInGuest: number; sizeOnHost: number; fileSize: number; requestedSize: number; currentSize: number;
+  file: string; sizeInGuest: number; sizeOnHost: number; fileSize: number; originalSize: number; currentSize: number;
   geometry: { cylinders: number; heads: number; sectorsPerTrack: number }; addressableSize: number; sizeRule: string;
   creator: { application: string; version: string; hostOs: string }; uniqueId: string; created: string; modified: string;
   savedState: boolean; blockSize: number | null; blocks: { allocated: number; total: number } | null;
@@ -173,7 +173,7 @@ async function inspect(ctx: SiteContext, req: SiteRequest, input: string): Promi
     { label: 'Size in the guest', value: formatBytes(info.sizeInGuest) },
     { label: 'Size on the host', value: formatBytes(info.sizeOnHost) },
     { label: 'File size', value: formatBytes(info.fileSize) },
-    { label: 'Size asked at creation', value: formatBytes(info.requestedSize) },
+    { label: 'Original size (footer)', value: formatBytes(info.originalSize) },
     { label: 'Current size (footer)', value: formatBytes(info.currentSize) },
     { label: 'Geometry', value: `${g.cylinders} cylinders, ${g.heads} heads, ${g.sectorsPerTrack} sectors per track` },
     { label: 'Addressable by geometry', value: formatBytes(info.addressableSize) },

@@ -126,7 +126,7 @@ async function toFlat(source: SourceImage, targetPath: string, type: 'fixed' | '
       await step(options, offset + piece.length, size);
     }
     await writeback.finished();
-    if (geometry) writeAll(fd, encodeFooter(newFooter(DiskType.Fixed, source.size, size, geometry)), size);
+    if (geometry) writeAll(fd, encodeFooter(newFooter(DiskType.Fixed, size, geometry)), size);
   });
 }
 

@@ -16,6 +16,7 @@ import {
 import { geometryForSectors, geometrySectors, sizeForRequest } from './geometry.js';
 import { VhdDisk } from './disk.js';
 import { planLocators } from './locators.js';
+import { lockHolder } from './lock.js';
 
 /** The creator this engine writes: Virtual Server's code, so CHS readers and size readers agree. */
 export const CREATOR_APPLICATION = 'vs  ';
@@ -38,7 +39,12 @@ export function validateRequestedSize(size: number): void {
   }
 }
 
-export function newFooter(type: DiskType, requested: number, size: number, geometry: Geometry): Footer {
+/**
+ * A new disk's footer. Original and current size are the same (the specification's rule at
+ * creation, and what qemu-img writes): readers that take the original size as the disk's
+ * size (libvhdi and the tools built on it) then see the disk that QEMU and this engine see.
+ */
+export function newFooter(type: DiskType, size: number, geometry: Geometry): Footer {
   return {
     cookie: 'conectix',
     features: FEATURES_RESERVED,
@@ -48,7 +54,7 @@ export function newFooter(type: DiskType, requested: number, size: number, geome
     creatorApplication: CREATOR_APPLICATION,
     creatorVersion: CREATOR_VERSION,
     creatorHostOs: CREATOR_HOST_OS,
-    originalSize: roundUp(requested, SECTOR_SIZE),
+    originalSize: size,
     currentSize: size,
     geometry,
     diskType: type,
@@ -147,7 +153,7 @@ export function writeDynamicDisk(fd: number, options: CreateOptions = {}): void 
   validateRequestedSize(requested);
   checkBlockSize(blockSize);
   const { size, geometry } = sizeForRequest(requested);
-  writeSparseDisk(fd, newFooter(DiskType.Dynamic, requested, size, geometry), newHeader(size, blockSize));
+  writeSparseDisk(fd, newFooter(DiskType.Dynamic, size, geometry), newHeader(size, blockSize));
 }
 
 const FILL_CHUNK = 4 * 1024 * 1024;
@@ -161,21 +167,29 @@ export async function createFixed(target: string, requested: number, options: Lo
       writeAll(fd, zeros.subarray(0, Math.min(FILL_CHUNK, size - done)), done);
       await step(options, Math.min(done + FILL_CHUNK, size), size);
     }
-    writeAll(fd, encodeFooter(newFooter(DiskType.Fixed, requested, size, geometry)), size);
+    writeAll(fd, encodeFooter(newFooter(DiskType.Fixed, size, geometry)), size);
   });
 }
 
-/** A differencing child of any disk; the whole parent chain is validated first. */
+/**
+ * A differencing child of any disk; the whole parent chain is validated first. A parent that
+ * is open for writing is refused: the child would be stale from birth.
+ */
 export async function createDifferencing(target: string, parentPath: string, options: { blockSize?: number } = {}): Promise<void> {
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
   checkBlockSize(blockSize);
+  const writer = lockHolder(parentPath);
+  if (writer) {
+    throw new VhdError('VHD_E_LOCKED',
+      `${parentPath} is open for writing by ${writer.holder} (pid ${writer.pid} on ${writer.host}); a child of a disk that is still being written would be stale from birth`, parentPath);
+  }
   const parent = VhdDisk.open(parentPath);
   try {
     const parentFooter = parent.file.layout.footer;
     // The parent's geometry where it fits the size, so CHS readers of the child see what they see of the parent.
     const geometry = geometrySectors(parentFooter.geometry) * SECTOR_SIZE <= parent.size
       ? parentFooter.geometry : geometryForSectors(parent.size / SECTOR_SIZE);
-    const footer = newFooter(DiskType.Differencing, parent.size, parent.size, geometry);
+    const footer = newFooter(DiskType.Differencing, parent.size, geometry);
     const header = newHeader(parent.size, blockSize);
     header.parentUniqueId = Buffer.from(parentFooter.uniqueId);
     header.parentTimestamp = toVhdTime(fs.statSync(parent.path).mtime);

@@ -14,8 +14,8 @@ export interface DiskInfo {
   /** Bytes the file takes on the host (allocated, not apparent). */
   sizeOnHost: number;
   fileSize: number;
-  /** The footer's original size: the size asked for at creation. */
-  requestedSize: number;
+  /** The footer's original size: the size at creation (older versions of this engine wrote the size asked for). */
+  originalSize: number;
   currentSize: number;
   geometry: { cylinders: number; heads: number; sectorsPerTrack: number };
   /** C*H*S*512: what a CHS reader (Virtual PC, Virtual Server, QEMU by default) can address. */
@@ -54,7 +54,7 @@ export function describe(disk: VhdDisk): DiskInfo {
     sizeInGuest: disk.size,
     sizeOnHost: stat.blocks * 512,
     fileSize: stat.size,
-    requestedSize: footer.originalSize,
+    originalSize: footer.originalSize,
     currentSize: footer.currentSize,
     geometry: { ...footer.geometry },
     addressableSize: geometrySectors(footer.geometry) * SECTOR_SIZE,

@@ -79,6 +79,13 @@ export function qemuVirtualSize(file: string, format = 'vpc'): number {
   return qemuInfo(file, format)['virtual-size'] as number;
 }
 
+/** The disk's size as libvhdi (and the tools built on it) reads it: vhdiinfo's media size. */
+export function vhdiMediaSize(file: string): number {
+  const size = /Media size\s*:.*\((\d+) bytes\)/.exec(mustRun('vhdiinfo', [file]))?.[1];
+  assert.ok(size, `vhdiinfo ${file} printed no media size`);
+  return Number(size);
+}
+
 /** `qemu-img convert -f FORMAT -O raw`: the whole disk as QEMU reads it. */
 export function qemuToRaw(file: string, rawFile: string, format = 'vpc'): void {
   qemuImg('convert', '-f', format, '-O', 'raw', file, rawFile);

@@ -76,7 +76,7 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
         // Keep this last: from here on the guest runs.
         await this.qmp().execute('cont');
         if (restoring) fs.rmSync(this.config.savedState, { force: true });
-        this.setState('Running');
+        this.setState('Running', { runningSince: new Date().toISOString() });
       } catch (e) {
         await this.abandonStart(restoring ? 'Saved' : 'TurnedOff');
         throw e;
@@ -381,8 +381,14 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     }
   }
 
+  /** The one place a state change is announced: a state reached again (a turn off that interrupts a turn on settles it twice) is not news. */
   private setState(state: VmState, extra: Partial<VmStatus> = {}): void {
+    if (state === this.status.state) {
+      this.status = { ...this.status, ...extra };
+      return;
+    }
     this.status = { ...this.status, ...extra, state, since: new Date().toISOString() };
+    if (!isActive(state)) delete this.status.runningSince;
     this.emit('state', this.status);
   }
 

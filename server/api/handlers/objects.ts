@@ -3,28 +3,21 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  compactDisk, convertDisk, expandDisk, inspectDisk, lockHolder, mergeIntoParent, mergeToNewDisk,
+  compactDisk, convertDisk, expandDisk, inspectDisk, mergeIntoParent, mergeToNewDisk,
 } from '../../../storage/vhd/index.js';
-import { hardDisks } from '../../../vmm/config.js';
 import { ROLES } from '../schema.js';
 import type { Right } from '../schema-types.js';
 import type { TaskState } from '../../tasks.js';
 import type { Call } from '../dispatch.js';
 import { ApiError } from '../errors.js';
 import { guardOf, ref, type SecurityObject } from '../objects.js';
-import { diskTask, type Handlers, newDiskFile } from './types.js';
+import { diskTask, type Handlers, newDiskFile, refuseInUse, vmsWithDisk } from './types.js';
 
 const MB = 1024 * 1024;
 const TYPE_NAMES = { dynamic: 'Dynamic', fixed: 'Fixed', differencing: 'Differencing' } as const;
 
 const task = (call: Call): TaskState => call.self as TaskState;
 const disk = (call: Call): string => call.self as string;
-
-/** The disk must not be open for writing by a VM or another tool while it is changed. */
-function refuseInUse(file: string): void {
-  const holder = lockHolder(file)?.holder;
-  if (holder) throw new ApiError('VM_E_DRIVE_IN_USE', `${file} is in use by ${holder}; turn that VM off (or stop that tool) first`);
-}
 
 export const objectHandlers: Handlers = {
   'Task.get_Description': (call) => task(call).description,
@@ -53,7 +46,7 @@ export const objectHandlers: Handlers = {
   },
   'HardDisk.get_Info': (call) => inspectDisk(disk(call)),
   'HardDisk.Compact': (call) => {
-    refuseInUse(disk(call));
+    refuseInUse(call, disk(call));
     return diskTask(call, call.thisRef, `Compact ${disk(call)}`, (signal, onProgress) => compactDisk(disk(call), { signal, onProgress }));
   },
   'HardDisk.Convert': (call) => {
@@ -68,10 +61,10 @@ export const objectHandlers: Handlers = {
     const info = inspectDisk(disk(call));
     if (!info.parent) throw new ApiError('VHD_E_WRONG_TYPE', `${disk(call)} is a ${info.type} disk; only a differencing disk can be merged`);
     // Merging deletes the child: a VM that has it attached, even turned off, would lose its disk.
-    const holder = call.services.machines.list().find((vm) => hardDisks(vm.config).some((d) => d.path === disk(call)));
+    const holder = vmsWithDisk(call, disk(call))[0];
     if (holder) throw new ApiError('VM_E_DRIVE_IN_USE', `${disk(call)} is attached to ${holder.name}; remove that connection before merging the disk away`);
-    refuseInUse(disk(call));
-    refuseInUse(info.parent.file);
+    refuseInUse(call, disk(call));
+    refuseInUse(call, info.parent.file);
     return diskTask(call, call.thisRef, `Merge ${disk(call)} into ${info.parent.file}`, async (signal, onProgress) => {
       await mergeIntoParent(disk(call), { signal, onProgress });
       return ref('HardDisk', info.parent!.file);
@@ -85,7 +78,7 @@ export const objectHandlers: Handlers = {
     });
   },
   'HardDisk.Expand': (call) => {
-    refuseInUse(disk(call));
+    refuseInUse(call, disk(call));
     return diskTask(call, call.thisRef, `Expand ${disk(call)} to ${String(call.params.sizeMB)} MB`, (signal, onProgress) =>
       expandDisk(disk(call), (call.params.sizeMB as number) * MB, { signal, onProgress }));
   },

@@ -1,6 +1,10 @@
 // The shape of a member's implementation, and small helpers the handlers share.
 
 import fs from 'node:fs';
+import os from 'node:os';
+import { lockHolder } from '../../../storage/vhd/index.js';
+import { hardDisks } from '../../../vmm/config.js';
+import type { VmRecord } from '../../machines.js';
 import type { Call } from '../dispatch.js';
 import { ApiError } from '../errors.js';
 import { ref, type Reference } from '../objects.js';
@@ -27,4 +31,24 @@ export function diskTask(call: Call, object: string, description: string, work: 
   const task = call.services.tasks.start(description, object, call.principal.user, { cancelable: true }, (handle) =>
     work(handle.signal, (done, total) => handle.progress(total ? (done / total) * 100 : 0)));
   return ref('Task', task.id);
+}
+
+/** The VMs that have `file` attached as a hard disk, whatever their state. */
+export function vmsWithDisk(call: Call, file: string): VmRecord[] {
+  return call.services.machines.list().filter((vm) => hardDisks(vm.config).some((d) => d.path === file));
+}
+
+/** Who holds `file` open for writing, for a message: a VM by its name, a tool as it names itself; null when nobody does. */
+function writerOf(call: Call, file: string): string | null {
+  const owner = lockHolder(file);
+  if (!owner) return null;
+  const { machines } = call.services;
+  const vm = owner.host === os.hostname() ? machines.list().find((v) => machines.status(v.id)?.workerPid === owner.pid) : undefined;
+  return vm ? `the VM ${vm.name}` : owner.holder;
+}
+
+/** The disk must not be open for writing by a VM or another tool while it is changed. */
+export function refuseInUse(call: Call, file: string): void {
+  const writer = writerOf(call, file);
+  if (writer) throw new ApiError('VM_E_DRIVE_IN_USE', `${file} is in use by ${writer}; turn that VM off (or stop that tool) first`);
 }

@@ -4,7 +4,6 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLOCK_TICKS_PER_SECOND, procStat } from '../../../storage/proc-stat.js';
 import { inspectDisk } from '../../../storage/vhd/index.js';
 import type { IdeDevice, VmConfig } from '../../../vmm/config.js';
 import { hardDisks, normalizeMac } from '../../../vmm/config.js';
@@ -47,15 +46,6 @@ function checkPosition(vm: VmRecord, bus: 'IDE' | 'SCSI', busNumber: number, dev
   if (taken) throw new ApiError('VM_E_DRIVE_IN_USE', `SCSI ${busNumber}:${deviceNumber} of ${vm.name} already holds ${taken.path}`);
 }
 
-/** How long a process has run, from /proc (its start in clock ticks after boot; Linux counts 100 a second). */
-function processAgeSeconds(pid: number): number | null {
-  const stat = procStat(pid);
-  if (!stat) return null;
-  const startTicks = Number(stat[19]);
-  const uptime = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
-  return Math.max(0, Math.floor(uptime - startTicks / CLOCK_TICKS_PER_SECOND));
-}
-
 function pngSize(png: Buffer): { width: number; height: number } {
   return { width: png.readUInt32BE(16), height: png.readUInt32BE(20) };
 }
@@ -80,7 +70,8 @@ export const virtualMachineHandlers: Handlers = {
   },
   'VirtualMachine.get_Uptime': (call) => {
     const status = call.services.machines.status(vmId(call));
-    return status?.qemuPid && isLive(status.state) ? processAgeSeconds(status.qemuPid) : null;
+    // From when the worker saw the VM become Running (turned on or restored), not from QEMU's start.
+    return status?.runningSince && isLive(status.state) ? Math.max(0, Math.floor((Date.now() - Date.parse(status.runningSince)) / 1000)) : null;
   },
   'VirtualMachine.get_File': (call) => vmOf(call).vmcPath,
   'VirtualMachine.get_SavedStateFilePath': (call) => vmOf(call).config.savedState,

@@ -8,12 +8,13 @@ import path from 'node:path';
 import { createDifferencing, createDynamic, createFixed, inspectDisk } from '../../../storage/vhd/index.js';
 import { probeEngine } from '../../../vmm/engine.js';
 import { PROFILE, VIRTUAL_SERVER_LIMITS } from '../../../vmm/profile.js';
+import { isActive } from '../../../vmm/state.js';
 import { narrower, type Role } from '../../auth/users.js';
 import type { Call } from '../dispatch.js';
 import { ApiError } from '../errors.js';
 import { existingDisk, ref, SERVER_REF } from '../objects.js';
 import type { VmRecord } from '../../machines.js';
-import { diskTask, type Handlers, newDiskFile, selfOrAdministrator } from './types.js';
+import { diskTask, type Handlers, newDiskFile, refuseInUse, selfOrAdministrator, vmsWithDisk } from './types.js';
 
 const MB = 1024 * 1024;
 
@@ -95,6 +96,14 @@ export const virtualServerHandlers: Handlers = {
     const file = newDiskFile(call, call.params.path);
     const parent = existingDisk(call.services, call.params.parentPath as string, 'parent disk');
     inspectDisk(parent); // a parent that is not a VHD is refused now, not in the task
+    // A child of a disk that is still being written is stale from birth. A saved VM's disk is at
+    // rest and matches its saved memory, so a child of it is as sound as one of an off VM's disk.
+    const writing = vmsWithDisk(call, parent).find((vm) => isActive(call.services.machines.state(vm)));
+    if (writing) {
+      throw new ApiError('VM_E_DRIVE_IN_USE',
+        `${parent} is a disk of the VM ${writing.name}, which is ${call.services.machines.state(writing)} and writes to it; turn ${writing.name} off or save it first`);
+    }
+    refuseInUse(call, parent);
     return creation(call, `Create differencing disk ${file} (parent ${parent})`, file, () => createDifferencing(file, parent));
   },
   'VirtualServer.GetHardDisk': ({ services, params }) => {
