@@ -47,8 +47,8 @@ async function main(): Promise<void> {
   const reattached = await services.machines.reattach();
   services.events.log('Virtual Server', 'Information', `vserverd ${version} started${reattached.length ? `; reattached to ${reattached.map((vm) => vm.name).join(', ')}` : ''}`);
 
-  const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, projectRoot, sessionTimeoutMinutes: config.sessionTimeoutMinutes, thumbnailSeconds: config.thumbnailSeconds }));
-  attachWebSocket(server, services, config.allowedOrigins, consoleUpgrades(services));
+  const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, allowedHosts: config.allowedHosts, projectRoot, sessionTimeoutMinutes: config.sessionTimeoutMinutes, thumbnailSeconds: config.thumbnailSeconds }));
+  attachWebSocket(server, services, { origins: config.allowedOrigins, hosts: config.allowedHosts }, consoleUpgrades(services));
   await listen(server, config);
   scheduleAutoStart(services);
 

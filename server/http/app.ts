@@ -12,16 +12,17 @@ import { EVENTS, SCHEMA } from '../api/schema.js';
 import type { Services } from '../api/services.js';
 import { createSite } from '../site/index.js';
 import { type Caller, authenticate, originAllowed } from './authenticate.js';
+import { hostAllowed, hostRefusal } from './host-check.js';
 
 const MAX_BODY = '1mb';
 /** Tokens from POST /api/login last this long; scripts wanting longer ones use CreateToken. */
 const LOGIN_TOKEN_DAYS = 30;
 
-export interface AppOptions { services: Services; allowedOrigins: string[]; projectRoot: string; sessionTimeoutMinutes: number; thumbnailSeconds: number }
+export interface AppOptions { services: Services; allowedOrigins: string[]; allowedHosts: string[]; projectRoot: string; sessionTimeoutMinutes: number; thumbnailSeconds: number }
 
 type AuthedRequest = Request & { caller?: Caller };
 
-export function createApp({ services, allowedOrigins, projectRoot, sessionTimeoutMinutes, thumbnailSeconds }: AppOptions): express.Express {
+export function createApp({ services, allowedOrigins, allowedHosts, projectRoot, sessionTimeoutMinutes, thumbnailSeconds }: AppOptions): express.Express {
   const app = express();
   const sessions = services.sessions;
   // Per user name, and more loosely per address: a few wrong guesses from one address (vsctl on
@@ -37,6 +38,11 @@ export function createApp({ services, allowedOrigins, projectRoot, sessionTimeou
   app.use((_req, res, next) => {
     res.set({ 'X-Content-Type-Options': 'nosniff', 'X-Frame-Options': 'DENY', 'Referrer-Policy': 'same-origin', 'Cache-Control': 'no-store' });
     next();
+  });
+  // Before anything answers, /healthz and the sign-in page included: see host-check.ts.
+  app.use((req, res, next) => {
+    if (hostAllowed(req.headers, allowedHosts, req.socket.localPort)) return next();
+    res.status(421).type('text/plain').send(hostRefusal(req.headers));
   });
 
   app.get('/healthz', (_req, res) => { res.type('text/plain').send('ok\n'); });
