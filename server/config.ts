@@ -95,7 +95,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
 }
 
 /** A Host header's form: a name or IPv4 address, or an IPv6 address in brackets; then an optional port. */
-export const HOST_ENTRY = /^(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
+const HOST_ENTRY = /^(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
 const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
 const WILDCARDS = ['0.0.0.0', '::'];
 
