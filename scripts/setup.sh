@@ -71,9 +71,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- npm packages --------------------------------------------------------------------------
-# Reinstall when node_modules is missing or older than the lock file.
+# Reinstall when node_modules is missing or older than the lock file. Not for package.json alone:
+# npm ci installs what the lock file says, and a change to the scripts needs no reinstall.
 stamp=node_modules/.package-lock.json
-if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   say "installing npm packages (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error >&2 || die "npm ci failed; check that the npm registry is reachable, then run again"
   touch "$stamp"

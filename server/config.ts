@@ -3,6 +3,7 @@
 // data folder beside the checkout, that folder as the only storage root.
 
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -14,6 +15,12 @@ export interface ServerConfig {
   storageRoots: string[];
   /** Browser origins (besides the server's own) allowed to open the WebSocket. */
   allowedOrigins: string[];
+  /**
+   * The names and addresses requests may carry in their Host header (NAME, or NAME:PORT for a
+   * proxy's port; without a port, the port listened on). Anything else is refused, so that a
+   * web page whose name was rebound to this host's address (DNS rebinding) cannot reach it.
+   */
+  allowedHosts: string[];
   /** Idle minutes before a browser session ends. */
   sessionTimeoutMinutes: number;
   /** Seconds between refreshes of Master Status's thumbnails (Virtual Server's "refresh interval"). */
@@ -23,15 +30,19 @@ export interface ServerConfig {
 
 export class ConfigError extends Error {}
 
-const FILE_KEYS = ['host', 'port', 'dataDir', 'storageRoots', 'allowedOrigins', 'sessionTimeoutMinutes', 'thumbnailSeconds', 'adminUser'] as const;
+const FILE_KEYS = ['host', 'port', 'dataDir', 'storageRoots', 'allowedOrigins', 'allowedHosts', 'sessionTimeoutMinutes', 'thumbnailSeconds', 'adminUser'] as const;
 
-export const USAGE = `usage: node dist/server/main.js [--config FILE] [--host ADDRESS] [--port N] [--data FOLDER] [--storage-root FOLDER ...]
+export const USAGE = `usage: node dist/server/main.js [--config FILE] [--host ADDRESS] [--port N] [--data FOLDER] [--storage-root FOLDER ...] [--allowed-host NAME ...]
   --config FILE         a JSON file with any of: ${FILE_KEYS.join(', ')}   (VSERVER_CONFIG)
   --host ADDRESS        the address to listen on; 127.0.0.1 unless set          (VSERVER_HOST)
   --port N              the port; 8080 unless set, 0 for any free one          (VSERVER_PORT)
   --data FOLDER         catalog, VMs and disks; ./data in the checkout         (VSERVER_DATA)
   --storage-root DIR    a folder API paths may use (repeat for more); the data folder unless set
                                                                       (VSERVER_STORAGE_ROOTS, colon-separated)
+  --allowed-host NAME   a further name (or NAME:PORT) browsers and clients may reach this server by
+                        (repeat for more); this host's name and the listen address are always allowed,
+                        and localhost, 127.0.0.1 and [::1] when listening on loopback or on every address
+                                                                      (VSERVER_ALLOWED_HOSTS, comma-separated)
   VSERVER_ADMIN_PASSWORD sets the first administrator's password (else one is generated and shown once).`;
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: string): ServerConfig {
@@ -41,7 +52,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
       args: argv,
       options: {
         config: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, data: { type: 'string' },
-        'storage-root': { type: 'string', multiple: true }, help: { type: 'boolean', short: 'h' },
+        'storage-root': { type: 'string', multiple: true }, 'allowed-host': { type: 'string', multiple: true }, help: { type: 'boolean', short: 'h' },
       },
       strict: true,
     }));
@@ -63,6 +74,12 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
       : file.storageRoots !== undefined ? listSetting(file.storageRoots, 'storageRoots').map(fromFile) : [dataDir];
   if (roots.length === 0) throw new ConfigError('at least one storage root is needed');
   const allowedOrigins = file.allowedOrigins !== undefined ? listSetting(file.allowedOrigins, 'allowedOrigins') : [];
+  const extraHosts = values['allowed-host']?.length ? values['allowed-host']
+    : env.VSERVER_ALLOWED_HOSTS ? env.VSERVER_ALLOWED_HOSTS.split(',').map((h) => h.trim()).filter(Boolean)
+      : file.allowedHosts !== undefined ? listSetting(file.allowedHosts, 'allowedHosts') : [];
+  const badHost = extraHosts.find((h) => !HOST_ENTRY.test(h));
+  if (badHost !== undefined) throw new ConfigError(`"${badHost}" is not a host name or address, with an optional :PORT (--allowed-host, VSERVER_ALLOWED_HOSTS or "allowedHosts")`);
+  const allowedHosts = [...new Set([...defaultHosts(host), ...extraHosts].map((h) => h.toLowerCase()))];
   const minutesText = env.VSERVER_SESSION_MINUTES ?? (file.sessionTimeoutMinutes === undefined ? '30' : String(file.sessionTimeoutMinutes));
   const sessionTimeoutMinutes = Number(minutesText);
   if (!Number.isInteger(sessionTimeoutMinutes) || sessionTimeoutMinutes < 1 || sessionTimeoutMinutes > 7 * 24 * 60) {
@@ -74,7 +91,19 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
     throw new ConfigError(`thumbnailSeconds must be a whole number of seconds from 1 to 3600, not "${thumbnailText}"`);
   }
   const adminUser = env.VSERVER_ADMIN_USER ?? stringSetting(file.adminUser, 'adminUser') ?? 'admin';
-  return { host, port, dataDir, storageRoots: roots, allowedOrigins, sessionTimeoutMinutes, thumbnailSeconds, adminUser };
+  return { host, port, dataDir, storageRoots: roots, allowedOrigins, allowedHosts, sessionTimeoutMinutes, thumbnailSeconds, adminUser };
+}
+
+/** A Host header's form: a name or IPv4 address, or an IPv6 address in brackets; then an optional port. */
+const HOST_ENTRY = /^(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
+const WILDCARDS = ['0.0.0.0', '::'];
+
+/** The names a client may use without configuration: the listen address, this host's name, and loopback's names where loopback reaches the server. */
+function defaultHosts(host: string): string[] {
+  const address = host.includes(':') ? `[${host}]` : host;
+  const loopback = host === 'localhost' || host === '::1' || host.startsWith('127.') || WILDCARDS.includes(host);
+  return [...(WILDCARDS.includes(host) ? [] : [address]), os.hostname(), ...(loopback ? LOOPBACK_NAMES : [])];
 }
 
 function readConfigFile(file: string | undefined): Record<string, unknown> {

@@ -47,11 +47,10 @@ async function main(): Promise<void> {
   const reattached = await services.machines.reattach();
   services.events.log('Virtual Server', 'Information', `vserverd ${version} started${reattached.length ? `; reattached to ${reattached.map((vm) => vm.name).join(', ')}` : ''}`);
 
-  const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, projectRoot, sessionTimeoutMinutes: config.sessionTimeoutMinutes, thumbnailSeconds: config.thumbnailSeconds }));
-  attachWebSocket(server, services, config.allowedOrigins, consoleUpgrades(services));
-  await listen(server, config);
-  scheduleAutoStart(services);
+  const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, allowedHosts: config.allowedHosts, projectRoot, sessionTimeoutMinutes: config.sessionTimeoutMinutes, thumbnailSeconds: config.thumbnailSeconds }));
+  attachWebSocket(server, services, { origins: config.allowedOrigins, hosts: config.allowedHosts }, consoleUpgrades(services));
 
+  // Before the start line: a signal sent as soon as it is read must find the orderly stop.
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -60,6 +59,8 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  await listen(server, config);
+  scheduleAutoStart(services);
 }
 
 function listen(server: http.Server, config: ServerConfig): Promise<void> {
@@ -68,7 +69,8 @@ function listen(server: http.Server, config: ServerConfig): Promise<void> {
     server.listen(config.port, config.host, () => {
       const { port } = server.address() as AddressInfo;
       const shown = config.host.includes(':') ? `[${config.host}]` : config.host;
-      console.log(`vserverd: listening on http://${shown}:${port}/ (data folder ${config.dataDir}; storage roots ${config.storageRoots.join(', ')})`);
+      // The pid is the one to signal (SIGTERM) to stop it in order: npm start execs vserverd.
+      console.log(`vserverd: listening on http://${shown}:${port}/ (pid ${process.pid}; data folder ${config.dataDir}; storage roots ${config.storageRoots.join(', ')})`);
       resolve();
     });
   });

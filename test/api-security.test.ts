@@ -635,20 +635,26 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
       }
     });
 
-    test('CreateToken narrows a role broader than the caller\'s to the caller\'s own', async () => {
-      const fromViewer = await server.call<{ token: string; role: string; user: string }>('VirtualServer.CreateToken', { role: 'Administrator' }, viewerToken);
-      assert.equal(fromViewer.user, 'viewer');
-      assert.equal(fromViewer.role, 'Viewer');
-      const fromOperator = await server.call<{ token: string; role: string }>('VirtualServer.CreateToken', { role: 'Administrator' }, opToken);
-      assert.equal(fromOperator.role, 'Operator');
-      const tokens = await server.call<{ user: string; role: string }[]>('VirtualServer.get_Tokens');
-      assert.ok(tokens.filter((t) => t.user !== 'admin').every((t) => t.role !== 'Administrator'), 'no token of a non-administrator is stored as Administrator');
-      await denied('VirtualServer.get_Users', {}, fromViewer.token);
-      await denied('VirtualServer.get_Users', {}, fromOperator.token);
-      await denied('VirtualMachine.put_Notes', { this: vmA, value: 'no' }, fromOperator.token);
-      // A narrower role asked for is kept.
-      const narrowed = await server.call<{ role: string }>('VirtualServer.CreateToken', { role: 'Viewer' }, opToken);
-      assert.equal(narrowed.role, 'Viewer');
+    test('CreateToken asking for a role above the caller\'s is refused with VM_E_ACCESS_DENIED naming both roles, and makes no token', async () => {
+      const adminViewerToken = (await server.call<{ token: string }>('VirtualServer.CreateToken', { role: 'Viewer', description: 'narrowed admin' })).token;
+      const before = (await server.call<{ id: string }[]>('VirtualServer.get_Tokens')).length;
+      const cases: [string, string, string, string][] = [
+        ['a Viewer', viewerToken, 'Viewer', 'Administrator'],
+        ['a Viewer', viewerToken, 'Viewer', 'Operator'],
+        ['an Operator', opToken, 'Operator', 'Administrator'],
+        ['an administrator\'s Viewer-role token', adminViewerToken, 'Viewer', 'Operator'],
+      ];
+      for (const [who, token, has, asked] of cases) {
+        const message = await refusedWith('VM_E_ACCESS_DENIED', 'VirtualServer.CreateToken', { role: asked }, token);
+        assert.ok(message.includes(has) && message.includes(asked), `${who} asking for ${asked}: the message names both roles: ${message}`);
+      }
+      assert.equal((await server.call<{ id: string }[]>('VirtualServer.get_Tokens')).length, before, 'no token was made');
+      // The caller's own role, a narrower one, or none (the caller's) are given as asked.
+      assert.equal((await server.call<{ role: string }>('VirtualServer.CreateToken', { role: 'Operator' }, opToken)).role, 'Operator');
+      assert.equal((await server.call<{ role: string }>('VirtualServer.CreateToken', { role: 'Viewer' }, opToken)).role, 'Viewer');
+      const own = await server.call<{ token: string; role: string; user: string }>('VirtualServer.CreateToken', {}, viewerToken);
+      assert.deepEqual([own.user, own.role], ['viewer', 'Viewer']);
+      await denied('VirtualServer.get_Users', {}, own.token);
     });
 
     test('a token\'s role caps what access entries give its user', async () => {

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import { ConsoleTickets, TICKET_SECONDS } from '../server/http/console-tickets.js';
 import { isAlive, processesMentioning } from '../storage/mount/host.js';
-import { launchBrowser, newContext, saveArtifact, signIn } from './helpers/browser.js';
+import { launchBrowser, newContext, policyViolations, saveArtifact, signIn } from './helpers/browser.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
 import { ADMIN_PASSWORD, TestServer } from './helpers/server.js';
 import { SiteSession } from './helpers/site.js';
@@ -305,6 +305,10 @@ describe('the consoles of a running VM, through their tickets and WebSockets', {
     } finally {
       await browser.close();
     }
+  });
+
+  it('in a browser: neither console, nor the sign-in and Remote Control pages, reported a Content-Security-Policy violation', () => {
+    assert.deepEqual(policyViolations(), []);
   });
 
   it('closes both consoles with the VM\'s state as the reason when it is turned off, and then gives no tickets (409)', async () => {

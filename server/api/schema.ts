@@ -151,10 +151,10 @@ const virtualServer: InterfaceSpec = {
       params: { name: param(string, 'The user.'), password: param(string, 'At least 8 characters.') }, returns: nothing, right: 'read',
       errors: ['VM_E_USER_UNKNOWN', 'VM_E_WEAK_PASSWORD', 'VM_E_ACCESS_DENIED'], example: { params: { name: 'ops', password: 'battery staple' }, result: null },
     }),
-    CreateToken: method('Creates an API token for the caller, shown once. A role narrows it below the caller\'s own.', {
+    CreateToken: method('Creates an API token for the caller, shown once. A role narrows it; one above the caller\'s own is refused (VM_E_ACCESS_DENIED).', {
       params: {
         description: param({ type: 'string', maxLength: 200 }, 'What the token is for.', true),
-        role: param(oneOf(ROLES), 'The most it may do; the caller\'s role when omitted, never more.', true),
+        role: param(oneOf(ROLES), 'The most it may do; the caller\'s role when omitted. Not above the caller\'s.', true),
         expiresInDays: param({ type: 'integer', min: 1, max: 3650 }, 'Days until it stops working; never when omitted.', true),
       },
       returns: { type: 'object', fields: { id: 'string', token: 'string (shown once)', user: 'string', role: 'string', expires: 'ISO 8601 or null' } },

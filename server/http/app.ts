@@ -12,16 +12,18 @@ import { EVENTS, SCHEMA } from '../api/schema.js';
 import type { Services } from '../api/services.js';
 import { createSite } from '../site/index.js';
 import { type Caller, authenticate, originAllowed } from './authenticate.js';
+import { contentSecurityPolicy, styleHash } from './content-policy.js';
+import { hostAllowed, hostRefusal } from './host-check.js';
 
 const MAX_BODY = '1mb';
 /** Tokens from POST /api/login last this long; scripts wanting longer ones use CreateToken. */
 const LOGIN_TOKEN_DAYS = 30;
 
-export interface AppOptions { services: Services; allowedOrigins: string[]; projectRoot: string; sessionTimeoutMinutes: number; thumbnailSeconds: number }
+export interface AppOptions { services: Services; allowedOrigins: string[]; allowedHosts: string[]; projectRoot: string; sessionTimeoutMinutes: number; thumbnailSeconds: number }
 
 type AuthedRequest = Request & { caller?: Caller };
 
-export function createApp({ services, allowedOrigins, projectRoot, sessionTimeoutMinutes, thumbnailSeconds }: AppOptions): express.Express {
+export function createApp({ services, allowedOrigins, allowedHosts, projectRoot, sessionTimeoutMinutes, thumbnailSeconds }: AppOptions): express.Express {
   const app = express();
   const sessions = services.sessions;
   // Per user name, and more loosely per address: a few wrong guesses from one address (vsctl on
@@ -34,14 +36,23 @@ export function createApp({ services, allowedOrigins, projectRoot, sessionTimeou
   app.set('view engine', 'ejs');
   app.set('views', path.join(projectRoot, 'views'));
   app.set('trust proxy', false);
+  // The sign-in page carries its styles inline: /static, like everything else, needs a caller.
+  const loginStyles = fs.readFileSync(path.join(projectRoot, 'static', 'site.css'), 'utf8');
+  const policy = contentSecurityPolicy([styleHash(loginStyles)]);
   app.use((_req, res, next) => {
-    res.set({ 'X-Content-Type-Options': 'nosniff', 'X-Frame-Options': 'DENY', 'Referrer-Policy': 'same-origin', 'Cache-Control': 'no-store' });
+    res.set({
+      'Content-Security-Policy': policy,
+      'X-Content-Type-Options': 'nosniff', 'X-Frame-Options': 'DENY', 'Referrer-Policy': 'same-origin', 'Cache-Control': 'no-store',
+    });
     next();
+  });
+  // Before anything answers, /healthz and the sign-in page included: see host-check.ts.
+  app.use((req, res, next) => {
+    if (hostAllowed(req.headers, allowedHosts, req.socket.localPort)) return next();
+    res.status(421).type('text/plain').send(hostRefusal(req.headers));
   });
 
   app.get('/healthz', (_req, res) => { res.type('text/plain').send('ok\n'); });
-  // The sign-in page carries its styles inline: /static, like everything else, needs a caller.
-  const loginStyles = fs.readFileSync(path.join(projectRoot, 'static', 'site.css'), 'utf8');
 
   /** Checks the rate limit, then the password; answers the refusals itself and returns the user on success. */
   async function signIn(req: Request, res: Response, user: unknown, password: unknown, refuse: (status: number, message: string, name: string) => void): Promise<string | null> {

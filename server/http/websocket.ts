@@ -1,7 +1,8 @@
 // The API over a WebSocket at /api/ws: the same JSON-RPC calls, plus the events as JSON-RPC
 // notifications (VirtualMachine.OnStateChange, Task.OnProgress, VirtualServer.OnEventLogged),
-// each sent only to callers who may read the object concerned. The browser's Origin is checked
-// before the upgrade, and the caller is checked again on every message (a revoked token stops).
+// each sent only to callers who may read the object concerned. The Host (host-check.ts; for the
+// consoles' upgrades too) and the browser's Origin are checked before the upgrade, and the caller
+// is checked again on every message (a revoked token stops).
 
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -13,6 +14,7 @@ import type { LoggedEvent } from '../event-log.js';
 import type { StateChange } from '../machines.js';
 import type { TaskState } from '../tasks.js';
 import { type Caller, authenticate, originAllowed } from './authenticate.js';
+import { hostAllowed } from './host-check.js';
 import type { Sessions } from './sessions.js';
 
 const MAX_MESSAGE = 1024 * 1024;
@@ -22,14 +24,15 @@ const MAX_BUFFERED = 8 * 1024 * 1024;
 /** Another WebSocket endpoint (the consoles), given a request that passed the Origin and caller checks. */
 export type UpgradeHandler = (req: http.IncomingMessage, socket: Duplex, head: Buffer, caller: Caller) => void;
 
-export function attachWebSocket(server: http.Server, services: Services, allowedOrigins: string[], others: Record<string, UpgradeHandler> = {}): WebSocketServer {
+export function attachWebSocket(server: http.Server, services: Services, allowed: { origins: string[]; hosts: string[] }, others: Record<string, UpgradeHandler> = {}): WebSocketServer {
   const sessions = services.sessions;
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE });
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     const pathname = new URL(req.url ?? '/', 'http://x').pathname;
     const other = Object.hasOwn(others, pathname) ? others[pathname] : null;
+    if (!hostAllowed(req.headers, allowed.hosts, req.socket.localPort)) return refuse(socket, 421, 'Misdirected Request');
     if (pathname !== '/api/ws' && !other) return refuse(socket, 404, 'Not Found');
-    if (!originAllowed(req.headers, allowedOrigins)) return refuse(socket, 403, 'Forbidden');
+    if (!originAllowed(req.headers, allowed.origins)) return refuse(socket, 403, 'Forbidden');
     const caller = authenticate(req.headers, services.users, sessions);
     if (!caller) return refuse(socket, 401, 'Unauthorized');
     if (other) return other(req, socket, head, caller);

@@ -6,6 +6,7 @@
 import type { Response, Router } from 'express';
 import { type VmState, isLive } from '../../vmm/state.js';
 import { CONSOLE_KINDS, type ConsoleKind, consoleTickets } from '../http/console-tickets.js';
+import { CONSOLE_POLICY } from '../http/content-policy.js';
 import { type SiteContext, type SiteRequest, api, can, refuseFor, refusalMessage, refusalStatus } from './context.js';
 
 /** The VM's name and state as the caller may read them. */
@@ -26,6 +27,7 @@ export function consoleRoutes(router: Router, ctx: SiteContext): void {
     } catch (error) {
       return refuseFor(req, res, error);
     }
+    res.set('Content-Security-Policy', CONSOLE_POLICY);
     res.render('console', {
       title: `Remote Control: ${vm.name}`, vm: { id, ...vm },
       canControl: can(ctx, req, 'control', `VirtualMachine/${id}`), live: isLive(vm.state),

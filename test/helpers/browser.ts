@@ -16,11 +16,34 @@ export async function launchBrowser(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
 }
 
-/** A fresh browser profile (no cookies) at 1280x800, or a narrow phone-sized one. */
+/** Every Content-Security-Policy violation any page of any context made here reported, with its page. */
+const violations: string[] = [];
+export function policyViolations(): readonly string[] {
+  return violations;
+}
+
+/**
+ * Reports each CSP violation of the context's pages: the page's securitypolicyviolation events
+ * (through a binding, which outlives navigations) and the browser's own console messages.
+ */
+async function watchPolicy(context: BrowserContext): Promise<void> {
+  await context.exposeBinding('__vserverPolicyViolation', ({ page }, what: string) => { violations.push(`${page.url()}: ${what}`); });
+  await context.addInitScript({
+    content: `document.addEventListener('securitypolicyviolation', (e) => {
+      window.__vserverPolicyViolation(e.effectiveDirective + ' refused ' + (e.blockedURI || 'an inline part') + (e.sample ? ' (' + e.sample + ')' : '') + ' at ' + e.sourceFile + ':' + e.lineNumber);
+    });`,
+  });
+  context.on('console', (message) => {
+    if (/Content Security Policy/i.test(message.text())) violations.push(`${message.page()?.url() ?? '?'}: ${message.text()}`);
+  });
+}
+
+/** A fresh browser profile (no cookies) at 1280x800, or a narrow phone-sized one, whose CSP violations are recorded. */
 export async function newContext(browser: Browser, baseURL: string, size: 'desktop' | 'narrow' = 'desktop'): Promise<BrowserContext> {
   const viewport = size === 'desktop' ? { width: 1280, height: 800 } : { width: 390, height: 760 };
   const context = await browser.newContext({ baseURL, viewport });
   context.setDefaultTimeout(30_000);
+  await watchPolicy(context);
   return context;
 }
 

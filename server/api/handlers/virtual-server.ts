@@ -134,8 +134,13 @@ export const virtualServerHandlers: Handlers = {
     call.services.sessions.endUser(call.params.name as string);
   },
   'VirtualServer.CreateToken': ({ services, principal, params }) => {
+    const role = (params.role as Role | undefined) ?? principal.role;
+    // Asking for more than one has is refused, not quietly lowered: the script would fail later, puzzlingly.
+    if (narrower(principal.role, role) !== role) {
+      throw new ApiError('VM_E_ACCESS_DENIED', `a ${principal.role} caller cannot create a token with the role ${role}; ask for ${principal.role} or less`);
+    }
     const created = services.users.createToken(principal.user, {
-      role: narrower(principal.role, (params.role as Role | undefined) ?? principal.role), description: params.description as string | undefined, expiresInDays: params.expiresInDays as number | undefined,
+      role, description: params.description as string | undefined, expiresInDays: params.expiresInDays as number | undefined,
     });
     return { id: created.id, token: created.token, user: created.user, role: created.role, expires: created.expires };
   },
