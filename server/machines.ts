@@ -38,6 +38,9 @@ interface VmRow { id: string; name: string; vmc_path: string; config: string; no
 
 /** How long a guest gets to shut down when vserverd stops with "Shutdown" as the action on quit (within systemd's 90 s stop timeout). */
 const SHUTDOWN_ON_QUIT_MS = 60_000;
+/** States a VM passes through on its way to another. */
+const BETWEEN_STATES: readonly VmState[] = ['TurningOn', 'Restoring', 'Saving', 'TurningOff'];
+const SETTLE_POLL_MS = 250;
 
 export class Machines extends EventEmitter<{ state: [StateChange]; progress: [string, Progress] }> {
   private readonly clients = new Map<string, WorkerClient>();
@@ -241,6 +244,16 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
       }
     }
     return found;
+  }
+
+  /** The VM's state once it is no longer between two (TurningOn, Saving...), or as it is when timeoutMs has passed. */
+  async settledState(vm: VmRecord, timeoutMs: number): Promise<VmState> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const state = this.state(vm);
+      if (!BETWEEN_STATES.includes(state) || Date.now() > deadline) return state;
+      await new Promise((r) => setTimeout(r, SETTLE_POLL_MS));
+    }
   }
 
   /** vserverd is stopping: applies each running VM's action on quit and remembers which ran. */

@@ -20,6 +20,7 @@ import { Sessions } from './http/sessions.js';
 import { attachWebSocket } from './http/websocket.js';
 import { Machines, type StateChange } from './machines.js';
 import { StorageRoots } from './storage-roots.js';
+import { settleFromVm } from './interrupted-tasks.js';
 import { Tasks } from './tasks.js';
 
 const projectRoot = path.resolve(import.meta.dirname, '..', '..');
@@ -45,6 +46,7 @@ async function main(): Promise<void> {
   }
   services.machines.on('state', (change) => logStateChange(services, change));
   const reattached = await services.machines.reattach();
+  services.tasks.settleInterrupted((task) => settleFromVm(task, services.machines));
   services.events.log('Virtual Server', 'Information', `vserverd ${version} started${reattached.length ? `; reattached to ${reattached.map((vm) => vm.name).join(', ')}` : ''}`);
 
   const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, projectRoot, sessionTimeoutMinutes: config.sessionTimeoutMinutes, thumbnailSeconds: config.thumbnailSeconds }));
