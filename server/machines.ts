@@ -10,6 +10,7 @@ import path from 'node:path';
 import { type Catalog, prepared } from './catalog/database.js';
 import { ApiError } from './api/errors.js';
 import type { AUTO_START, SHUTDOWN_ACTIONS } from './api/schema.js';
+import { deadDraftsOf } from '../storage/drafts.js';
 import { parseVmConfig, type VmConfig } from '../vmm/config.js';
 import { VmManager } from '../vmm/manager.js';
 import { isActive, type VmState, type VmStatus } from '../vmm/state.js';
@@ -42,7 +43,7 @@ const SHUTDOWN_ON_QUIT_MS = 60_000;
 const BETWEEN_STATES: readonly VmState[] = ['TurningOn', 'Restoring', 'Saving', 'TurningOff'];
 const SETTLE_POLL_MS = 250;
 
-export class Machines extends EventEmitter<{ state: [StateChange]; progress: [string, Progress] }> {
+export class Machines extends EventEmitter<{ state: [StateChange]; progress: [string, Progress]; cleaned: [message: string, object: string | null] }> {
   private readonly clients = new Map<string, WorkerClient>();
   private readonly lastState = new Map<string, VmState>();
   /** VMs whose auto-start delay has not yet run out. */
@@ -111,9 +112,16 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
     prepared(this.db, 'DELETE FROM vms WHERE id = ?').run(id);
     this.records.delete(id);
     this.lastState.delete(id);
+    void this.manager.removeRunFolder(id).then((dir) => {
+      if (dir) this.emit('cleaned', `removed the run folder ${dir} of ${vm.name}, which is no longer registered`, `VirtualMachine/${id}`);
+    }, (e: Error) => this.emit('cleaned', `could not remove the run folder of ${vm.name}: ${e.message}`, `VirtualMachine/${id}`));
     if (deleteFiles) {
       fs.rmSync(vm.vmcPath, { force: true });
       fs.rmSync(vm.config.savedState, { force: true });
+      for (const draft of deadDraftsOf(vm.config.savedState)) {
+        fs.rmSync(draft, { force: true });
+        this.emit('cleaned', `removed ${draft}, an unfinished saved state of ${vm.name} whose writer is gone`, `VirtualMachine/${id}`);
+      }
       try {
         fs.rmdirSync(path.dirname(vm.vmcPath));
       } catch {
@@ -253,6 +261,24 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
       const state = this.state(vm);
       if (!BETWEEN_STATES.includes(state) || Date.now() > deadline) return state;
       await new Promise((r) => setTimeout(r, SETTLE_POLL_MS));
+    }
+  }
+
+  /**
+   * At start, after reattach: removes the run folders of VMs that are not registered (any more)
+   * and the sockets left in those of registered VMs whose worker is gone (their status and logs
+   * stay: LastCrash reads them). Each removal is announced ('cleaned').
+   */
+  async cleanRunFolders(): Promise<void> {
+    for (const id of this.manager.runFolders()) {
+      const vm = this.get(id);
+      if (!vm) {
+        const dir = await this.manager.removeRunFolder(id);
+        if (dir) this.emit('cleaned', `removed the run folder ${dir} of a VM that is not registered`, null);
+        continue;
+      }
+      const sockets = this.manager.removeStaleSockets(id);
+      if (sockets.length) this.emit('cleaned', `removed ${sockets.length} stale socket${sockets.length === 1 ? '' : 's'} of ${vm.name} (its worker is gone): ${sockets.join(', ')}`, `VirtualMachine/${id}`);
     }
   }
 

@@ -88,6 +88,42 @@ export class VmManager {
     return crashed;
   }
 
+  /** The VM ids that have a run folder. */
+  runFolders(): string[] {
+    return fs.existsSync(this.root) ? fs.readdirSync(this.root) : [];
+  }
+
+  /**
+   * Removes the run folder of a VM that is not registered any more, once its worker (if it is
+   * still closing down) has exited; a worker whose VM is active keeps it. Resolves with the folder
+   * removed, or null.
+   */
+  async removeRunFolder(vmId: string): Promise<string | null> {
+    const paths = VmPaths.of(vmId, this.root);
+    if (!fs.existsSync(paths.dir)) return null;
+    const status = this.status(vmId);
+    if (status && isActive(status.state)) return null;
+    if (status?.workerPid) await waitForExit(status.workerPid, paths.dir);
+    fs.rmSync(paths.dir, { recursive: true, force: true });
+    return paths.dir;
+  }
+
+  /** Removes the sockets left in the run folder of a VM whose worker is gone; returns them. */
+  removeStaleSockets(vmId: string): string[] {
+    const paths = VmPaths.of(vmId, this.root);
+    const status = this.status(vmId);
+    if (status?.workerPid && isWorker(status.workerPid, paths.dir)) return [];
+    const sockets = [paths.dir, paths.qemuDir].flatMap((dir) => {
+      try {
+        return fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isSocket()).map((e) => path.join(dir, e.name));
+      } catch {
+        return [];
+      }
+    });
+    for (const socket of sockets) fs.rmSync(socket, { force: true });
+    return sockets;
+  }
+
   /** MAC addresses are unique per host: a running VM's addresses cannot be used by another. */
   private refuseMacsInUse(config: VmConfig): void {
     for (const other of this.list()) {

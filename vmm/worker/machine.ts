@@ -8,6 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as pty from 'node-pty';
+import { draftOf } from '../../storage/drafts.js';
 import { serveFile, type ServedFile } from '../../storage/nbd/index.js';
 import { hardDisks, type VmConfig } from '../config.js';
 import { chooseEngine, type EngineProbe } from '../engine.js';
@@ -117,7 +118,7 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     return this.exclusive('save', ['Running', 'Paused'], async () => {
       const before = this.status.state;
       this.setState('Saving');
-      const partial = `${this.config.savedState}.partial`;
+      const partial = draftOf(this.config.savedState);
       try {
         await this.qmp().execute('stop');
         await this.writeSavedState(partial);
