@@ -15,10 +15,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { VhdDisk, createDifferencing, createDynamic, createFixed } from '../storage/vhd/index.js';
+import { CAMPAIGN_ROUNDS, killPoint } from './helpers/campaign.js';
 import { RpcError, TestServer } from './helpers/server.js';
 import { MiB, patternBytes, run, vsctl } from './helpers/vhd-fixtures.js';
 
-const ROUNDS = Math.max(1, Number(process.env.VSERVER_CAMPAIGN_ROUNDS ?? 1));
 const TASK_MS = 60_000;
 
 interface Ref { $ref: string }
@@ -199,9 +199,9 @@ describe('kill -9 of vserverd during each disk task', { timeout: 600_000 }, () =
     for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  for (let round = 0; round < ROUNDS; round++) {
+  for (let round = 0; round < CAMPAIGN_ROUNDS; round++) {
     // Round 0 kills at the first percent; later rounds spread over the task.
-    const at = round === 0 ? 1 : 1 + ((round * 37) % 95);
+    const at = killPoint(round, 1, 95);
     for (const scenario of SCENARIOS) {
       it(`${scenario.name}: killed at ${at}%, restarted, the task is settled, no draft, the disks valid, and it runs again`, async () => {
         const files = filesOf(server.dataDir, scenario.name);
