@@ -144,7 +144,7 @@ export class Tasks extends EventEmitter<{ progress: [TaskState] }> {
       this.appendLog(state, phase);
     }
     // Work without phases is one phase, from the task's start.
-    live.phase ??= { name: 'the work', since: Date.parse(state.started), bytes: 0 };
+    live.phase ??= { name: '', since: Date.parse(state.started), bytes: 0 };
     if (bytes !== undefined) live.phase.bytes = bytes;
     const whole = Math.max(0, Math.min(99, Math.floor(percent)));
     if (whole <= state.percent || state.finished) return;
@@ -167,7 +167,8 @@ export class Tasks extends EventEmitter<{ progress: [TaskState] }> {
     const phase = live.phase;
     if (!phase?.bytes) return;
     const seconds = Math.max(0.001, (Date.now() - phase.since) / 1000);
-    this.appendLog(live.state, `${phase.name}: ${(phase.bytes / MB).toFixed(1)} MB in ${seconds.toFixed(1)} s, ${(phase.bytes / MB / seconds).toFixed(1)} MB/s`);
+    const rate = `${(phase.bytes / MB).toFixed(1)} MB in ${seconds.toFixed(1)} s, ${(phase.bytes / MB / seconds).toFixed(1)} MB/s`;
+    this.appendLog(live.state, phase.name ? `${phase.name}: ${rate}` : rate);
   }
 
   get(id: string): TaskState | null {

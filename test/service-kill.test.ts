@@ -33,6 +33,8 @@ interface Scenario {
   redoNeedsRoom?: string;
   /** Whether the work is already in place (the kill came after the point of no return), so that there is nothing to run again. */
   alreadyDone?(files: Files): boolean;
+  /** The bytes the whole task handles, which its log's rate line must give (in MB) when it completes. */
+  bytes?: number;
   /** Checks of the content after the kill, beyond validity. */
   checkContent?(files: Files, context: string): void;
 }
@@ -86,17 +88,20 @@ const SCENARIOS: Scenario[] = [
     prepare: async () => {},
     start: (server, f) => server.call<Ref>('VirtualServer.CreateFixedVirtualHardDisk', { path: f.api('new.vhd'), sizeMB: 768 }),
     redoNeedsRoom: 'new.vhd',
+    bytes: 768 * MiB,
   },
   {
     name: 'convert a dynamic disk to a fixed one',
     prepare: async (f) => { await createDynamic(f.file('source.vhd'), { size: 768 * MiB }); },
     start: (server, f) => server.call<Ref>('HardDisk.Convert', { this: `HardDisk/${f.file('source.vhd')}`, path: f.api('copy.vhd'), type: 'Fixed' }),
     redoNeedsRoom: 'copy.vhd',
+    bytes: 768 * MiB,
   },
   {
     name: 'compact a dynamic disk',
     prepare: async (f) => { await halfZeroDisk(f.file('sparse.vhd'), 160); },
     start: (server, f) => server.call<Ref>('HardDisk.Compact', { this: `HardDisk/${f.file('sparse.vhd')}` }),
+    bytes: 160 * 2 * MiB,
     checkContent: (f, context) => assertBlocks(f.file('sparse.vhd'), 160, (b) => (b % 2 ? patternBytes(b, 2 * MiB) : null), context),
   },
   {
@@ -225,6 +230,12 @@ describe('kill -9 of vserverd during each disk task', { timeout: 600_000 }, () =
         if (scenario.redoNeedsRoom) fs.rmSync(files.file(scenario.redoNeedsRoom), { force: true });
         const again = await scenario.start(server, files);
         assert.equal(await waitDone(again), null, `${context}: run again after the restart, the task completes`);
+        if (scenario.bytes) {
+          const log = await server.call<string[]>('Task.get_Log', { this: again.$ref });
+          // Sizes are rounded up as at creation (CHS geometry), by well under 1%.
+          const rates = log.map((l) => / (\d+\.\d) MB in \d+\.\d s, \d+\.\d MB\/s$/.exec(l)).filter((m) => m !== null).map((m) => Number(m[1]) * 1e6);
+          assert.ok(rates.some((b) => b >= scenario.bytes! && b < scenario.bytes! * 1.01), `${context}: the log gives the rate over ${scenario.bytes} bytes:\n${log.join('\n')}`);
+        }
         assertDisksValid(files.dir, `${context}, run again`);
       });
     }
