@@ -18,7 +18,7 @@ export interface TaskState {
   /** The object the task acts on; its rights decide who may see the task. */
   object: string | null;
   owner: string;
-  /** What the task does (TaskKind), so that a task cut by a restart of vserverd can be settled. */
+  /** The VM operation the task asks of a worker ('turnOn', 'save'...), or null: how a task cut by a restart of vserverd is settled. */
   kind: string | null;
   cancelable: boolean;
   started: string;
@@ -83,7 +83,6 @@ export class Tasks extends EventEmitter<{ progress: [TaskState] }> {
     this.appendLog(state, description);
     this.insert(state);
     this.run(state, work);
-    this.emit('progress', state);
     return state;
   }
 
@@ -107,7 +106,7 @@ export class Tasks extends EventEmitter<{ progress: [TaskState] }> {
 
   private run(state: TaskState, work: (task: TaskHandle) => Promise<unknown>): void {
     const abort = new AbortController();
-    const live: Live = { state, abort, done: Promise.resolve(), announcedPercent: state.percent, announcedAt: 0, trailing: null, phase: null };
+    const live: Live = { state, abort, done: Promise.resolve(), announcedPercent: state.percent, announcedAt: Date.now(), trailing: null, phase: null };
     const handle: TaskHandle = {
       id: state.id,
       signal: abort.signal,
@@ -115,6 +114,8 @@ export class Tasks extends EventEmitter<{ progress: [TaskState] }> {
       note: (line) => this.appendLog(state, line),
     };
     this.running.set(state.id, live);
+    // Announced before the work begins, so that its first reports come after.
+    this.emit('progress', state);
     live.done = (async () => {
       try {
         state.result = (await work(handle)) ?? null;
