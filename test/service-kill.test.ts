@@ -1,6 +1,6 @@
 // The reliability campaign, as the project's own repeatable test: vserverd is killed (-9) in the
 // middle of each disk task it runs (create dynamic and fixed, convert, compact, merge, expand),
-// started again on the same folders, and then the catalog opens, the task is finished (failed
+// started again on the same folders, and then the catalog passes SQLite's integrity check, the task is finished (failed
 // with VM_E_SERVICE_STOPPED, or done if it finished first), no draft is left, every disk there
 // passes `vsctl vhd check` and QEMU reads its block map, and the task can be run again to its end.
 // And a full file system as a storage root: out of space is a named error, nothing is left
@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { openCatalog } from '../server/catalog/database.js';
 import { VhdDisk, createDifferencing, createDynamic, createFixed } from '../storage/vhd/index.js';
 import { CAMPAIGN_ROUNDS, killPoint } from './helpers/campaign.js';
 import { RpcError, TestServer } from './helpers/server.js';
@@ -217,6 +218,13 @@ describe('kill -9 of vserverd during each disk task', { timeout: 600_000 }, () =
         const context = `${scenario.name} killed at ${killed.percent}%${killed.complete ? ' (complete)' : ''}`;
         const leftBehind = drafts(files.dir);
         t.diagnostic(`${context}; drafts at the kill: ${leftBehind.join(', ') || 'none'}`);
+
+        const catalog = openCatalog(server.dataDir);
+        try {
+          assert.equal(catalog.pragma('integrity_check', { simple: true }), 'ok', `${context}: the catalog is sound`);
+        } finally {
+          catalog.close();
+        }
 
         server = await TestServer.start({ dataDir: server.dataDir, runDir: server.runDir });
         assert.equal(await server.call<boolean>('Task.get_IsComplete', { this: task.$ref }), true, `${context}: the task is finished`);
