@@ -1,10 +1,10 @@
 // The reliability campaign, as the project's own repeatable test: vserverd is killed (-9) in the
-// middle of each disk task it runs (create dynamic and fixed, convert, compact, merge, expand),
-// started again on the same folders, and then the catalog passes SQLite's integrity check, the task is finished (failed
-// with VM_E_SERVICE_STOPPED, or done if it finished first), no draft is left, every disk there
-// passes `vsctl vhd check` and QEMU reads its block map, and the task can be run again to its end.
-// And a full file system as a storage root: out of space is a named error, nothing is left
-// behind, and the service keeps answering.
+// middle of each disk task it runs (create dynamic and fixed, convert, compact, merge, expand)
+// and started again on the same folders. Then the catalog passes SQLite's integrity check, the
+// task is finished (failed with VM_E_SERVICE_STOPPED, or done if it finished first), no draft
+// is left, every disk there passes `vsctl vhd check` and QEMU reads its block map, and the task
+// can be run again to its end. And a full file system as a storage root: out of space is a
+// named error, nothing is left behind, and the service keeps answering.
 //
 // One round (each task killed once, at its first percent) by default; VSERVER_CAMPAIGN_ROUNDS=N
 // runs N rounds, each killing later in the task.
