@@ -12,7 +12,7 @@ import { ApiError } from './api/errors.js';
 import type { AUTO_START, SHUTDOWN_ACTIONS } from './api/schema.js';
 import { deadDraftsOf } from '../storage/drafts.js';
 import { parseVmConfig, type VmConfig } from '../vmm/config.js';
-import { VmManager } from '../vmm/manager.js';
+import { VmManager, WORKER_EXIT_MS } from '../vmm/manager.js';
 import { isActive, type VmState, type VmStatus } from '../vmm/state.js';
 import type { WorkerClient } from '../vmm/worker-client.js';
 import type { Progress } from '../vmm/worker/machine.js';
@@ -112,7 +112,7 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
     prepared(this.db, 'DELETE FROM vms WHERE id = ?').run(id);
     this.records.delete(id);
     this.lastState.delete(id);
-    void this.manager.removeRunFolder(id).then((dir) => {
+    void this.manager.removeRunFolder(id, WORKER_EXIT_MS).then((dir) => {
       if (dir) this.emit('cleaned', `removed the run folder ${dir} of ${vm.name}, which is no longer registered`, `VirtualMachine/${id}`);
     }, (e: Error) => this.emit('cleaned', `could not remove the run folder of ${vm.name}: ${e.message}`, `VirtualMachine/${id}`));
     if (deleteFiles) {
@@ -273,7 +273,7 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
     for (const id of this.manager.runFolders()) {
       const vm = this.get(id);
       if (!vm) {
-        const dir = await this.manager.removeRunFolder(id);
+        const dir = await this.manager.removeRunFolder(id, 0);
         if (dir) this.emit('cleaned', `removed the run folder ${dir} of a VM that is not registered`, null);
         continue;
       }

@@ -3,7 +3,7 @@
 // not registered, stale sockets of registered VMs whose worker is gone; a deleted VM's run folder.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -16,6 +16,7 @@ interface Ref { $ref: string }
 interface LoggedEvent { id: number; category: string; message: string; object: string | null }
 
 const servers: TestServer[] = [];
+const others: ChildProcess[] = [];
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -56,6 +57,7 @@ async function events(server: TestServer): Promise<LoggedEvent[]> {
 
 describe('leftovers of killed processes are cleaned and logged', { timeout: 120_000 }, () => {
   after(async () => {
+    for (const child of others) child.kill('SIGKILL');
     for (const server of servers) {
       await server.stop('SIGKILL');
       server.remove();
@@ -78,6 +80,11 @@ describe('leftovers of killed processes are cleaned and logged', { timeout: 120_
 
     const ghost = writeStatus(server.runDir, '00000000-0000-4000-8000-000000000000', { workerPid: await deadPid() });
     await leaveSocket(ghost.control);
+    // Not registered, off, but its worker runs (a `vsctl vm run` sharing the run root, before its turn on): it is left alone.
+    const other = writeStatus(server.runDir, '11111111-1111-4111-8111-111111111111', {});
+    const otherWorker = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 120000)', other.dir], { stdio: 'ignore' });
+    others.push(otherWorker);
+    other.writeStatus({ ...other.readStatus()!, workerPid: otherWorker.pid });
     const keeper = writeStatus(server.runDir, keeperId, {});
     const keeperWorker = await leaveSocket(keeper.control);
     keeper.writeStatus({ ...keeper.readStatus()!, workerPid: keeperWorker });
@@ -89,6 +96,7 @@ describe('leftovers of killed processes are cleaned and logged', { timeout: 120_
     assert.ok(fs.existsSync(live), 'a draft whose writer runs stays');
     assert.ok(fs.existsSync(notADraft), 'a file not named as a draft stays');
     assert.ok(!fs.existsSync(ghost.dir), 'the run folder of an unregistered VM is removed');
+    assert.ok(fs.existsSync(other.status) && isAlive(otherWorker.pid!), 'a folder whose worker runs stays, and so does the worker');
     assert.ok(!fs.existsSync(keeper.control) && !fs.existsSync(keeper.migrationOut), 'the stale sockets of a registered VM are removed');
     assert.equal(keeper.readStatus()?.id, keeperId, 'its status stays (LastCrash reads it)');
 
