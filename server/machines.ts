@@ -10,8 +10,9 @@ import path from 'node:path';
 import { type Catalog, prepared } from './catalog/database.js';
 import { ApiError } from './api/errors.js';
 import type { AUTO_START, SHUTDOWN_ACTIONS } from './api/schema.js';
+import { deadDraftsOf } from '../storage/drafts.js';
 import { parseVmConfig, type VmConfig } from '../vmm/config.js';
-import { VmManager } from '../vmm/manager.js';
+import { VmManager, WORKER_EXIT_MS } from '../vmm/manager.js';
 import { isActive, type VmState, type VmStatus } from '../vmm/state.js';
 import type { WorkerClient } from '../vmm/worker-client.js';
 import type { Progress } from '../vmm/worker/machine.js';
@@ -38,8 +39,11 @@ interface VmRow { id: string; name: string; vmc_path: string; config: string; no
 
 /** How long a guest gets to shut down when vserverd stops with "Shutdown" as the action on quit (within systemd's 90 s stop timeout). */
 const SHUTDOWN_ON_QUIT_MS = 60_000;
+/** States a VM passes through on its way to another. */
+const BETWEEN_STATES: readonly VmState[] = ['TurningOn', 'Restoring', 'Saving', 'TurningOff'];
+const SETTLE_POLL_MS = 250;
 
-export class Machines extends EventEmitter<{ state: [StateChange]; progress: [string, Progress] }> {
+export class Machines extends EventEmitter<{ state: [StateChange]; progress: [string, Progress]; cleaned: [message: string, object: string | null] }> {
   private readonly clients = new Map<string, WorkerClient>();
   private readonly lastState = new Map<string, VmState>();
   /** VMs whose auto-start delay has not yet run out. */
@@ -108,9 +112,16 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
     prepared(this.db, 'DELETE FROM vms WHERE id = ?').run(id);
     this.records.delete(id);
     this.lastState.delete(id);
+    void this.manager.removeRunFolder(id, WORKER_EXIT_MS).then((dir) => {
+      if (dir) this.emit('cleaned', `removed the run folder ${dir} of ${vm.name}, which is no longer registered`, `VirtualMachine/${id}`);
+    }, (e: Error) => this.emit('cleaned', `could not remove the run folder of ${vm.name}: ${e.message}`, `VirtualMachine/${id}`));
     if (deleteFiles) {
       fs.rmSync(vm.vmcPath, { force: true });
       fs.rmSync(vm.config.savedState, { force: true });
+      for (const draft of deadDraftsOf(vm.config.savedState)) {
+        fs.rmSync(draft, { force: true });
+        this.emit('cleaned', `removed ${draft}, an unfinished saved state of ${vm.name} whose writer is gone`, `VirtualMachine/${id}`);
+      }
       try {
         fs.rmdirSync(path.dirname(vm.vmcPath));
       } catch {
@@ -241,6 +252,34 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
       }
     }
     return found;
+  }
+
+  /** The VM's state once it is no longer between two (TurningOn, Saving...), or as it is when timeoutMs has passed. */
+  async settledState(vm: VmRecord, timeoutMs: number): Promise<VmState> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const state = this.state(vm);
+      if (!BETWEEN_STATES.includes(state) || Date.now() > deadline) return state;
+      await new Promise((r) => setTimeout(r, SETTLE_POLL_MS));
+    }
+  }
+
+  /**
+   * At start, after reattach: removes the run folders of VMs that are not registered (any more)
+   * and the sockets left in those of registered VMs whose worker is gone (their status and logs
+   * stay: LastCrash reads them). Each removal is announced ('cleaned').
+   */
+  async cleanRunFolders(): Promise<void> {
+    for (const id of this.manager.runFolders()) {
+      const vm = this.get(id);
+      if (!vm) {
+        const dir = await this.manager.removeRunFolder(id, 0);
+        if (dir) this.emit('cleaned', `removed the run folder ${dir} of a VM that is not registered`, null);
+        continue;
+      }
+      const sockets = this.manager.removeStaleSockets(id);
+      if (sockets.length) this.emit('cleaned', `removed ${sockets.length} stale socket${sockets.length === 1 ? '' : 's'} of ${vm.name} (its worker is gone): ${sockets.join(', ')}`, `VirtualMachine/${id}`);
+    }
   }
 
   /** vserverd is stopping: applies each running VM's action on quit and remembers which ran. */

@@ -7,6 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { deadDrafts, draftWriter } from '../storage/drafts.js';
 import { AccessControl } from './auth/access.js';
 import { Users } from './auth/users.js';
 import { openCatalog } from './catalog/database.js';
@@ -20,6 +21,7 @@ import { Sessions } from './http/sessions.js';
 import { attachWebSocket } from './http/websocket.js';
 import { Machines, type StateChange } from './machines.js';
 import { StorageRoots } from './storage-roots.js';
+import { settleFromVm } from './interrupted-tasks.js';
 import { Tasks } from './tasks.js';
 
 const projectRoot = path.resolve(import.meta.dirname, '..', '..');
@@ -44,7 +46,11 @@ async function main(): Promise<void> {
     console.log('vserverd: it is shown this once; change it with VirtualServer.SetUserPassword (or set VSERVER_ADMIN_PASSWORD before the first start).');
   }
   services.machines.on('state', (change) => logStateChange(services, change));
+  services.machines.on('cleaned', (message, object) => services.events.log(object ? 'Virtual Machine' : 'Virtual Server', 'Information', message, SERVICE, object));
   const reattached = await services.machines.reattach();
+  services.tasks.settleInterrupted((task) => settleFromVm(task, services.machines));
+  await services.machines.cleanRunFolders();
+  removeDeadDrafts(services);
   services.events.log('Virtual Server', 'Information', `vserverd ${version} started${reattached.length ? `; reattached to ${reattached.map((vm) => vm.name).join(', ')}` : ''}`);
 
   const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, allowedHosts: config.allowedHosts, projectRoot, sessionTimeoutMinutes: config.sessionTimeoutMinutes, thumbnailSeconds: config.thumbnailSeconds }));
@@ -82,6 +88,18 @@ function logStateChange(services: Services, { vm, state, status }: StateChange):
     services.events.log('Virtual Machine', 'Error', `${vm.name} stopped unexpectedly: ${status.crashed.reason}`, SERVICE, object);
   } else if (['Running', 'Paused', 'TurnedOff', 'Saved'].includes(state)) {
     services.events.log('Virtual Machine', 'Information', `${vm.name} is ${state}${status?.stopReason && state === 'TurnedOff' ? ` (${status.stopReason})` : ''}`, SERVICE, object);
+  }
+}
+
+/** Unfinished files (new disks, converted copies, saved states) whose writer died, under the storage roots. */
+function removeDeadDrafts(services: Services): void {
+  for (const draft of deadDrafts(services.roots.roots)) {
+    try {
+      fs.rmSync(draft);
+      services.events.log('Virtual Disk', 'Information', `removed ${draft}, an unfinished file whose writer (pid ${draftWriter(draft)}) is gone`);
+    } catch (e) {
+      services.events.log('Virtual Disk', 'Warning', `could not remove ${draft}, an unfinished file whose writer is gone: ${(e as Error).message}`);
+    }
   }
 }
 

@@ -50,7 +50,7 @@ test('a catalog written by a newer vserver is refused, naming both versions, and
   raw.prepare("INSERT INTO schema_migrations (version, description, applied) VALUES (999, 'from the future', 'later')").run();
   raw.close();
   const before = fs.readFileSync(file);
-  assert.throws(() => openCatalog(dir), (e: Error) => e instanceof CatalogError && /schema version 999, newer than this vserver knows \(1\)/.test(e.message));
+  assert.throws(() => openCatalog(dir), (e: Error) => e instanceof CatalogError && e.message.includes(`schema version 999, newer than this vserver knows (${MIGRATIONS.at(-1)!.version})`));
   assert.deepEqual(fs.readFileSync(file), before);
 });
 

@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { CAMPAIGN_ROUNDS, killPoint } from './helpers/campaign.js';
 import { MiB, PROJECT_ROOT, makeTempDir, mustRun, patternBytes, removeDir, run, sha256File, vsctl } from './helpers/vhd-fixtures.js';
 
 const VHDMOUNT = path.join(PROJECT_ROOT, 'bin', 'vhdmount');
@@ -260,11 +261,13 @@ describe('vhdmount', { skip: unavailable() }, () => {
     assertValid(vhd);
   });
 
-  it('after a kill -9 mid-mount, --unmount undoes what was set up', async () => {
+  it('after a kill -9 mid-mount, --unmount undoes what was set up, and the VHD mounts again', async () => {
     const vhd = makePartitionedVhd('killed', 'dos');
     const before = sha256File(vhd);
     const mnt = folder('killed-mnt');
-    for (const delay of [100, 200, 300]) {
+    // More kill instants with VSERVER_CAMPAIGN_ROUNDS (the reliability campaign).
+    const delays = [100, 200, 300, ...Array.from({ length: CAMPAIGN_ROUNDS - 1 }, (_, round) => killPoint(round + 1, 20, 1200))];
+    for (const delay of delays) {
       const child = spawn(VHDMOUNT, [vhd, mnt], { env, stdio: 'ignore' });
       const exited = once(child, 'exit');
       await new Promise((resolve) => setTimeout(resolve, delay));
@@ -280,6 +283,12 @@ describe('vhdmount', { skip: unavailable() }, () => {
       assert.equal(sha256File(vhd), before);
     }
     assertValid(vhd);
+    // Consistent: nothing of the killed mounts stands in the way of the next one.
+    mustVhdmount(vhd, mnt);
+    assert.ok(fs.readdirSync(mnt).includes('lost+found'), 'the first partition\'s ext4 is mounted');
+    mustVhdmount('--unmount', mnt, '--discard');
+    assertNothingLeft(vhd, mnt);
+    assert.equal(sha256File(vhd), before);
   });
 });
 

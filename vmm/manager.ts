@@ -13,6 +13,8 @@ import { WorkerClient } from './worker-client.js';
 
 const WORKER_MAIN = path.join(import.meta.dirname, 'worker', 'main.js');
 const WORKER_READY_MS = 15_000;
+/** How long a worker whose VM has stopped may take to exit (it closes its sockets and writes its last status). */
+export const WORKER_EXIT_MS = 5_000;
 /**
  * A worker lives as long as its VM, one per VM: a 1 MiB young generation (instead of growing to
  * 16) keeps its resident memory near 55 MiB instead of 65 (bench/vm-start.ts measures it).
@@ -41,7 +43,7 @@ export class VmManager {
     }
     this.refuseMacsInUse(config);
     // A worker whose VM has just stopped may still be closing; its sockets share these paths.
-    if (current?.workerPid) await waitForExit(current.workerPid, paths.dir);
+    if (current?.workerPid && !(await waitForExit(current.workerPid, paths.dir))) process.kill(current.workerPid, 'SIGKILL');
     // The root may be crossed (not listed) by QEMU's unprivileged user, to reach its own folder.
     fs.mkdirSync(this.root, { recursive: true, mode: 0o711 });
     fs.chmodSync(this.root, 0o711);
@@ -88,6 +90,43 @@ export class VmManager {
     return crashed;
   }
 
+  /** The VM ids that have a run folder. */
+  runFolders(): string[] {
+    return fs.existsSync(this.root) ? fs.readdirSync(this.root) : [];
+  }
+
+  /**
+   * Removes the run folder of a VM that is not registered any more, once its worker (if it is
+   * still closing down) has exited within `waitMs`. A worker that runs on keeps its folder: its VM
+   * is active, or it belongs to someone else sharing the run root (vsctl vm run). Resolves with
+   * the folder removed, or null.
+   */
+  async removeRunFolder(vmId: string, waitMs: number): Promise<string | null> {
+    const paths = VmPaths.of(vmId, this.root);
+    if (!fs.existsSync(paths.dir)) return null;
+    const status = this.status(vmId);
+    if (status && isActive(status.state)) return null;
+    if (status?.workerPid && !(await waitForExit(status.workerPid, paths.dir, waitMs))) return null;
+    fs.rmSync(paths.dir, { recursive: true, force: true });
+    return paths.dir;
+  }
+
+  /** Removes the sockets left in the run folder of a VM whose worker is gone; returns them. */
+  removeStaleSockets(vmId: string): string[] {
+    const paths = VmPaths.of(vmId, this.root);
+    const status = this.status(vmId);
+    if (status?.workerPid && isWorker(status.workerPid, paths.dir)) return [];
+    const sockets = [paths.dir, paths.qemuDir].flatMap((dir) => {
+      try {
+        return fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isSocket()).map((e) => path.join(dir, e.name));
+      } catch {
+        return [];
+      }
+    });
+    for (const socket of sockets) fs.rmSync(socket, { force: true });
+    return sockets;
+  }
+
   /** MAC addresses are unique per host: a running VM's addresses cannot be used by another. */
   private refuseMacsInUse(config: VmConfig): void {
     for (const other of this.list()) {
@@ -118,15 +157,14 @@ export class VmManager {
   }
 }
 
-async function waitForExit(pid: number, dir: string, timeoutMs = 5_000): Promise<void> {
+/** Resolves true once the worker has gone, false if it still runs after timeoutMs. */
+async function waitForExit(pid: number, dir: string, timeoutMs = WORKER_EXIT_MS): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (isWorker(pid, dir)) {
-    if (Date.now() > deadline) {
-      process.kill(pid, 'SIGKILL');
-      return;
-    }
+    if (Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 25));
   }
+  return true;
 }
 
 function isWorker(pid: number, dir: string): boolean {

@@ -68,4 +68,9 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    description: 'what each task does (its kind), so that a task cut by a restart can be settled from its VM',
+    sql: 'ALTER TABLE tasks ADD COLUMN kind TEXT;',
+  },
 ];

@@ -47,7 +47,7 @@ async function dropZeroBlocks(disk: VhdDisk, options: LongOperationOptions): Pro
         dropped++;
       }
     }
-    await step(options, block + 1, blocks);
+    await step(options, (block + 1) * file.blockSize, blocks * file.blockSize); // progress counts bytes
   }
   file.flush();
   return dropped;

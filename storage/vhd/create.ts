@@ -6,6 +6,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { draftOf } from '../drafts.js';
 import { type LongOperationOptions, step } from '../progress.js';
 import { VhdError, ioError } from './errors.js';
 import {
@@ -92,7 +93,7 @@ export async function buildFile(target: string, build: (fd: number, draft: strin
   if (!fs.existsSync(path.dirname(target))) {
     throw new VhdError('VHD_E_NOT_FOUND', `cannot create ${target}: folder ${path.dirname(target)} does not exist`, target);
   }
-  const draft = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.partial`);
+  const draft = draftOf(target);
   let fd: number;
   try {
     fd = fs.openSync(draft, 'wx', 0o644);

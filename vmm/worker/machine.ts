@@ -8,6 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as pty from 'node-pty';
+import { draftOf } from '../../storage/drafts.js';
 import { serveFile, type ServedFile } from '../../storage/nbd/index.js';
 import { hardDisks, type VmConfig } from '../config.js';
 import { chooseEngine, type EngineProbe } from '../engine.js';
@@ -27,7 +28,8 @@ export interface MachineOptions {
   log: (line: string) => void;
 }
 
-export interface Progress { operation: string; percent: number }
+/** How far an operation is: its phase ("saving memory"), percent of the whole, and the bytes the phase has moved so far. */
+export interface Progress { operation: string; percent: number; bytes?: number }
 
 interface Running {
   terminal: pty.IPty;
@@ -116,7 +118,7 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     return this.exclusive('save', ['Running', 'Paused'], async () => {
       const before = this.status.state;
       this.setState('Saving');
-      const partial = `${this.config.savedState}.partial`;
+      const partial = draftOf(this.config.savedState);
       try {
         await this.qmp().execute('stop');
         await this.writeSavedState(partial);
@@ -254,11 +256,13 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     const socketPath = this.paths.migrationOut;
     fs.rmSync(socketPath, { force: true });
     let received!: Promise<void>;
+    const written = { bytes: 0 };
     const server = net.createServer();
     const accepted = new Promise<void>((resolve, reject) => {
       server.once('connection', (socket) => {
         server.close();
         const out = fs.createWriteStream(file);
+        socket.on('data', (chunk: Buffer) => { written.bytes += chunk.length; });
         received = new Promise((done, fail) => {
           socket.pipe(out);
           out.on('close', () => { syncFile(file); done(); });
@@ -273,8 +277,9 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     this.giveToQemu(socketPath);
     try {
       await this.qmp().execute('migrate', { uri: `unix:${socketPath}` });
-      await this.followMigration('save');
+      await this.followMigration('save', written);
       await accepted;
+      this.emit('progress', { operation: 'writing the state file', percent: 99 });
       await received;
     } finally {
       server.close();
@@ -290,10 +295,15 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     const socket = net.connect(socketPath);
     const total = fs.statSync(this.config.savedState).size;
     let sent = 0;
+    let percent = -1;
     const input = fs.createReadStream(this.config.savedState);
     input.on('data', (chunk) => {
       sent += chunk.length;
-      this.emit('progress', { operation: 'restore', percent: Math.floor((sent / total) * 100) });
+      // Only a new whole percent goes to vserverd, not each chunk.
+      const now = Math.floor((sent / total) * 100);
+      if (now === percent) return;
+      percent = now;
+      this.emit('progress', { operation: 'restoring memory', percent: Math.min(99, now), bytes: sent });
     });
     const streamed = new Promise<void>((resolve, reject) => {
       input.pipe(socket);
@@ -305,21 +315,26 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     await this.followMigration('restore');
   }
 
-  /** Polls QEMU's migration until it completes, reporting progress; throws when it fails. */
-  private async followMigration(operation: string): Promise<void> {
+  /**
+   * Polls QEMU's migration until it completes; throws when it fails. A save reports the share
+   * of memory sent (total less remaining: zero pages cost QEMU almost nothing to send, so the
+   * bytes transferred would stay near 0%) and the bytes written to the file.
+   */
+  private async followMigration(operation: 'save' | 'restore', written?: { bytes: number }): Promise<void> {
     for (;;) {
-      const info = await this.qmp().execute<{ status?: string; ram?: { transferred: number; total: number }; 'error-desc'?: string }>('query-migrate');
+      const info = await this.qmp().execute<{ status?: string; ram?: { transferred: number; remaining: number; total: number }; 'error-desc'?: string }>('query-migrate');
       if (info.status === 'completed') break;
       if (info.status === 'failed' || info.status === 'cancelled') {
         throw new VmError(operation === 'save' ? 'VM_E_SAVE_FAILED' : 'VM_E_RESTORE_FAILED',
           `${operation} failed: ${info['error-desc'] ?? info.status}${operation === 'restore' ? `; ${this.qemuLogTail()}` : ''}`);
       }
-      if (operation === 'save' && info.ram?.total) {
-        this.emit('progress', { operation, percent: Math.min(99, Math.floor((info.ram.transferred / info.ram.total) * 100)) });
+      if (written && info.ram?.total) {
+        const sent = info.ram.total - info.ram.remaining;
+        this.emit('progress', { operation: 'saving memory', percent: Math.min(98, Math.floor((sent / info.ram.total) * 100)), bytes: written.bytes });
       }
       await delay(SAVE_POLL_MS);
     }
-    this.emit('progress', { operation, percent: 100 });
+    if (written) this.emit('progress', { operation: 'saving memory', percent: 98, bytes: written.bytes });
   }
 
   private async qemuExited(running: Running, exitCode: number, signal?: number): Promise<void> {

@@ -29,7 +29,7 @@ export function newDiskFile(call: Call, input: unknown): string {
 /** Starts a cancelable disk operation on `object` as a task with its progress; what the work returns is the task's result. */
 export function diskTask(call: Call, object: string, description: string, work: (signal: AbortSignal, onProgress: (done: number, total: number) => void) => Promise<unknown>): Reference {
   const task = call.services.tasks.start(description, object, call.principal.user, { cancelable: true }, (handle) =>
-    work(handle.signal, (done, total) => handle.progress(total ? (done / total) * 100 : 0)));
+    work(handle.signal, (done, total) => handle.progress(total ? (done / total) * 100 : 0, undefined, done)));
   return ref('Task', task.id);
 }
 

@@ -190,8 +190,8 @@ export const virtualMachineHandlers: Handlers = {
     const vm = vmOf(call);
     const { machines, tasks } = call.services;
     machines.claimStart(vm);
-    const task = tasks.start(`${machines.state(vm) === 'Saved' ? 'Restore' : 'Startup'} of ${vm.name}`, call.thisRef, call.principal.user, {}, async (t) => {
-      await machines.startup(vm, (p) => t.progress(p.percent, p.operation));
+    const task = tasks.start(`${machines.state(vm) === 'Saved' ? 'Restore' : 'Startup'} of ${vm.name}`, `VirtualMachine/${vm.id}`, call.principal.user, { kind: 'turnOn' }, async (t) => {
+      await machines.startup(vm, (p) => t.progress(p.percent, p.operation, p.bytes));
     });
     return ref('Task', task.id);
   },
@@ -247,8 +247,8 @@ export const virtualMachineHandlers: Handlers = {
 function powerTask(call: Call, what: string, op: 'turnOff' | 'save' | 'reset' | 'shutdown', states: readonly string[] = ['Running', 'Paused'], vm = vmOf(call)): unknown {
   const { machines, tasks } = call.services;
   machines.refuseNotRunning(vm, states as never);
-  const task = tasks.start(`${what} of ${vm.name}`, `VirtualMachine/${vm.id}`, call.principal.user, {}, async (t) => {
-    await machines.operate(vm, op, undefined, (p) => t.progress(p.percent, p.operation));
+  const task = tasks.start(`${what} of ${vm.name}`, `VirtualMachine/${vm.id}`, call.principal.user, { kind: op }, async (t) => {
+    await machines.operate(vm, op, undefined, (p) => t.progress(p.percent, p.operation, p.bytes));
   });
   return ref('Task', task.id);
 }
