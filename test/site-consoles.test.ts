@@ -327,13 +327,13 @@ describe('console tickets', () => {
   it(`expire after ${TICKET_SECONDS} s`, () => {
     let now = 1_000_000;
     const tickets = new ConsoleTickets(() => now);
-    const grant = { user: 'admin', sessionId: 's1', vmId: 'vm', kind: 'serial' as const };
+    const grant = { user: 'admin', holder: 'session:s1', vmId: 'vm', kind: 'serial' as const };
     const fresh = tickets.issue(grant);
     const stale = tickets.issue(grant);
     now += TICKET_SECONDS * 1000 - 1;
-    assert.deepEqual(tickets.redeem(fresh.ticket, 'serial', 's1'), { ...grant, expires: 1_000_000 + TICKET_SECONDS * 1000 });
+    assert.deepEqual(tickets.redeem(fresh.ticket, 'serial', 'session:s1'), { ...grant, expires: 1_000_000 + TICKET_SECONDS * 1000 });
     now += 1;
-    const refusal = tickets.redeem(stale.ticket, 'serial', 's1');
+    const refusal = tickets.redeem(stale.ticket, 'serial', 'session:s1');
     assert.equal('status' in refusal && refusal.status, 401);
     assert.match('message' in refusal ? refusal.message : '', /has expired/);
   });
