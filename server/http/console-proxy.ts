@@ -14,7 +14,7 @@ import type { StateChange, VmRecord } from '../machines.js';
 import { VmPaths } from '../../vmm/paths.js';
 import { isLive } from '../../vmm/state.js';
 import { type Caller, authenticate } from './authenticate.js';
-import { type ConsoleKind, type ConsoleTicket, consoleTickets, holderOf } from './console-tickets.js';
+import { CLOSE_NOT_ALLOWED, CLOSE_VM_STOPPED, type ConsoleKind, type ConsoleTicket, consoleTickets, holderOf } from './console-tickets.js';
 import type { UpgradeHandler } from './websocket.js';
 
 /** A paste, or noVNC's clipboard text; RFB's own messages are tiny. */
@@ -23,10 +23,6 @@ const MAX_MESSAGE = 1024 * 1024;
 const MAX_BUFFERED = 8 * 1024 * 1024;
 /** How often, at most, a console's input re-checks that the session lives and still has the control right. */
 const RECHECK_MS = 2_000;
-
-/** Close codes the page tells apart (docs/consoles.md). */
-const CLOSE_VM_STOPPED = 4001;
-const CLOSE_NOT_ALLOWED = 4401;
 
 const NAMES: Record<ConsoleKind, string> = { vnc: 'graphical console', serial: 'serial console (COM1)' };
 

@@ -12,6 +12,10 @@ import type { Caller } from './authenticate.js';
 export const CONSOLE_KINDS = ['vnc', 'serial'] as const;
 export type ConsoleKind = (typeof CONSOLE_KINDS)[number];
 
+/** Close codes a console ends with, besides WebSocket's own (docs/consoles.md). */
+export const CLOSE_VM_STOPPED = 4001;
+export const CLOSE_NOT_ALLOWED = 4401;
+
 /** Long enough for the page to open its WebSocket, short enough to be useless later. */
 export const TICKET_SECONDS = 30;
 /** Unspent tickets kept at most; the oldest give way (each needs a signed-in request to make). */
