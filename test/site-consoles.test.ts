@@ -178,9 +178,9 @@ describe('the consoles of a running VM, through their tickets and WebSockets', {
     await refused(open(url, {}), 401, /^$/);
   });
 
-  it('refuses a console WebSocket to a script\'s bearer token (401): the consoles are for browser sessions', async () => {
+  it('refuses a session\'s ticket presented with a bearer token of the same user (403): a ticket opens for its holder only', async () => {
     const { url } = await ticket(admin, 'serial');
-    await refused(open(url, { authorization: `Bearer ${server.adminToken}` }), 401, /need a browser session/);
+    await refused(open(url, { authorization: `Bearer ${server.adminToken}` }), 403, /given to another session or token/);
   });
 
   it('refuses a console WebSocket without a ticket, or with a made-up one (401)', async () => {
