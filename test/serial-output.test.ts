@@ -296,7 +296,7 @@ describe('a guest\'s serial output for scripts: GetSerialOutput, console tickets
     assert.match(body.error!.message, /POST \/vms\/ID\/console\/ticket/);
   });
 
-  it('vsctl vm console on a terminal: replays the scrollback, runs what is typed, Ctrl+] leaves with 0 and the terminal restored', async () => {
+  it('vsctl vm console on a terminal: replays the scrollback, sends Ctrl-C and what is typed to the guest, Ctrl+] leaves with 0 and the terminal restored', async () => {
     const shown: TextWatch = new TextWatch('the terminal of vsctl vm console', () => `it showed:\n${shown.text.slice(-3000)}`);
     const script = `"$0" vm console serial-vm --url "$1" --token "$2"; echo "vsctl-exit=$?"; stty -a`;
     const env = { ...process.env } as Record<string, string>;
@@ -307,6 +307,8 @@ describe('a guest\'s serial output for scripts: GetSerialOutput, console tickets
     const shellExited = new Promise<void>((resolve) => terminal.onExit(() => { shown.end('the shell exited'); resolve(); }));
     const attached = await shown.waitFor('Ctrl+] leaves', 30_000);
     await shown.waitFor('token-42', 30_000);
+    // Raw mode: Ctrl-C goes to the guest's shell, it does not interrupt vsctl.
+    terminal.write('\x03');
     terminal.write('echo console-$((6*7))\r');
     await shown.waitFor(/^console-42$/m, 30_000, attached.index);
     terminal.write('\x1d');

@@ -27,15 +27,23 @@ const FOLLOW_MS = 500;
 // eslint-disable-next-line no-control-regex -- the escape character is what the pattern is about
 const TERMINAL_QUERIES = /\x1b\[[?>]?\d*[nc]/g;
 
-/** Opens the serial console WebSocket with a new ticket; refusals become ApiCallErrors with vserverd's reason. */
-async function openSerialConsole(client: ApiClient, vm: string): Promise<WebSocket> {
+interface Message { data: RawData; isBinary: boolean }
+
+/**
+ * Opens the serial console WebSocket with a new ticket; refusals become ApiCallErrors with
+ * vserverd's reason. The scrollback may come with the upgrade's answer, before the caller
+ * listens: the messages received so far are kept in `early`.
+ */
+async function openSerialConsole(client: ApiClient, vm: string): Promise<{ ws: WebSocket; early: Message[] }> {
   const { url } = await client.call<{ url: string }>('VirtualMachine.CreateConsoleTicket', { this: vm, kind: 'serial' });
   const headers = client.connection.token ? { authorization: `Bearer ${client.connection.token}` } : undefined;
   const ws = new WebSocket(`${client.url.replace(/^http/, 'ws')}${url}`, { headers });
+  const early: Message[] = [];
+  ws.on('message', (data: RawData, isBinary: boolean) => { early.push({ data, isBinary }); });
   return new Promise((resolve, reject) => {
     ws.once('open', () => {
       ws.removeAllListeners('error');
-      resolve(ws);
+      resolve({ ws, early });
     });
     ws.once('unexpected-response', (_request, response) => {
       let body = '';
@@ -48,7 +56,7 @@ async function openSerialConsole(client: ApiClient, vm: string): Promise<WebSock
 }
 
 /** COM1 on this terminal (raw) or on stdin and stdout; resolves with the exit status once the console has ended. */
-function attach(ws: WebSocket, name: string): Promise<number> {
+function attach({ ws, early }: { ws: WebSocket; early: Message[] }, name: string): Promise<number> {
   const stdin = process.stdin;
   const raw = stdin.isTTY === true;
   let filterQueries = raw && process.stdout.isTTY === true;
@@ -84,20 +92,25 @@ function attach(ws: WebSocket, name: string): Promise<number> {
     process.exit(130);
   };
 
+  const show = (data: RawData, isBinary: boolean): void => {
+    if (!isBinary) {
+      const note = JSON.parse(String(data)) as { type?: string; message?: string };
+      if (note.type === 'error') say(`vserverd: ${note.message ?? ''}`);
+      return;
+    }
+    const bytes = data as Buffer;
+    process.stdout.write(filterQueries ? bytes.toString('latin1').replace(TERMINAL_QUERIES, '') : bytes, filterQueries ? 'latin1' : undefined);
+    if (inputEnded) {
+      if (quiet) clearTimeout(quiet);
+      quiet = setTimeout(leave, QUIET_AFTER_INPUT_MS);
+    }
+  };
+
   return new Promise((resolve) => {
-    ws.on('message', (data: RawData, isBinary: boolean) => {
-      if (!isBinary) {
-        const note = JSON.parse(String(data)) as { type?: string; message?: string };
-        if (note.type === 'error') say(`vserverd: ${note.message ?? ''}`);
-        return;
-      }
-      const bytes = data as Buffer;
-      process.stdout.write(filterQueries ? bytes.toString('latin1').replace(TERMINAL_QUERIES, '') : bytes, filterQueries ? 'latin1' : undefined);
-      if (inputEnded) {
-        if (quiet) clearTimeout(quiet);
-        quiet = setTimeout(leave, QUIET_AFTER_INPUT_MS);
-      }
-    });
+    // From here on, messages are shown as they come; those that came first, before them.
+    ws.removeAllListeners('message');
+    for (const { data, isBinary } of early) show(data, isBinary);
+    ws.on('message', show);
     ws.on('error', () => ws.terminate());
     ws.on('close', (code, reason) => {
       restore();

@@ -223,11 +223,11 @@ export const virtualMachineHandlers: Handlers = {
   'VirtualMachine.get_Security': (call) => ref('Security', call.thisRef),
   'VirtualMachine.GetSerialOutput': async (call) => {
     const vm = vmOf(call);
+    const com2 = call.params.port === 2 ? connectedCom2(vm) : null;
     call.services.machines.refuseNotRunning(vm);
     const since = call.params.since as number | undefined;
     try {
-      if (call.params.port === 1) return await call.services.machines.operate<SerialOutput>(vm, 'serialOutput', { since });
-      return readCom2(vm, since);
+      return com2 ? readCom2(com2, since) : await call.services.machines.operate<SerialOutput>(vm, 'serialOutput', { since });
     } catch (e) {
       if (e instanceof VmError && e.code === 'VM_E_INVALID_PARAMS') throw invalidParams(e.message, { param: 'since' });
       throw e;
@@ -300,14 +300,19 @@ function portFile(call: Call, port: string): string | null {
   return file;
 }
 
+/** COM2's file; refused by name when COM2 is not connected to one (whatever the VM's state). */
+function connectedCom2(vm: VmRecord): string {
+  const file = vm.config.com2?.file;
+  if (!file) throw new ApiError('VM_E_PORT_NOT_CONNECTED', `COM2 of ${vm.name} is not connected to a file (ConfigureSerialPort2 connects it while the VM is off); COM1 is the serial console`);
+  return file;
+}
+
 /**
  * COM2's output from its file, which QEMU rewrites at each turn on, so its byte offsets are the
  * positions. The file keeps everything: nothing is skipped, and an answer holds at most a
  * scrollback's worth (the last, when since is omitted).
  */
-function readCom2(vm: VmRecord, since: number | undefined): SerialOutput {
-  const file = vm.config.com2?.file;
-  if (!file) throw new ApiError('VM_E_PORT_NOT_CONNECTED', `COM2 of ${vm.name} is not connected to a file (ConfigureSerialPort2 connects it while the VM is off); COM1 is the serial console`);
+function readCom2(file: string, since: number | undefined): SerialOutput {
   const most = scrollbackBytes();
   let fd: number;
   try {
