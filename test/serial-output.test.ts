@@ -284,6 +284,23 @@ describe('a guest\'s serial output for scripts: GetSerialOutput, console tickets
     await refused(open(url, bearer(server.adminToken)), 403, /given to another session or token/);
   });
 
+  it('checks a token\'s ticket again at the upgrade: refused when the control right was taken away, or the token revoked, since it was given', async () => {
+    const security = `Security/${vm}`;
+    const denied = await ticket('serial', operatorToken);
+    await server.call('Security.AddEntry', { this: security, name: 'ops', type: 'Denied', rights: ['control'] });
+    try {
+      await refused(open(denied.url, bearer(operatorToken)), 403, /ops may not use the consoles of serial-vm: that needs the control right/);
+    } finally {
+      await server.call('Security.RemoveEntry', { this: security, name: 'ops' });
+    }
+    const own = await server.call<{ id: string; token: string }>('VirtualServer.CreateToken', { description: 'revoked before its ticket is used' }, operatorToken);
+    const orphan = await ticket('serial', own.token);
+    await server.call('VirtualServer.RevokeToken', { id: own.id }, operatorToken);
+    const answer = await open(orphan.url, bearer(own.token));
+    assert.ok('status' in answer && answer.status === 401, 'a revoked token\'s ticket opened a console');
+    (await opened(open((await ticket('serial', operatorToken)).url, bearer(operatorToken)))).ws.close();
+  });
+
   it('gives no ticket through the API to a session cookie: its tickets come from the website', async () => {
     const session = await SiteSession.signIn(server.url, 'admin', ADMIN_PASSWORD);
     const response = await fetch(`${server.url}/api/rpc`, {
