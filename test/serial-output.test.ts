@@ -261,9 +261,10 @@ describe('a guest\'s serial output for scripts: GetSerialOutput, console tickets
     ws.send(Buffer.from('echo token-$((6*7))\r'), { binary: true });
     await shown.waitFor(/^token-42$/m, 30_000, from);
     ws.close();
+    // The banner may come with the upgrade's answer: the watch has listened since the socket was made.
     const vnc = await opened(open((await ticket('vnc')).url, bearer(server.adminToken)));
-    const banner = await new Promise<Buffer>((resolve) => vnc.ws.once('message', (data) => resolve(data as Buffer)));
-    assert.equal(banner.subarray(0, 12).toString('latin1'), 'RFB 003.008\n');
+    const banner = await vnc.output.waitFor('RFB 003.008\n', 30_000);
+    assert.equal(banner.index, 0);
     vnc.ws.close();
   });
 
@@ -349,6 +350,14 @@ describe('a guest\'s serial output for scripts: GetSerialOutput, console tickets
     assert.match(run.stderr.text, /left the serial console of serial-vm/);
   });
 
+  it('vsctl vm console with input that ends: types it, shows the answer, and leaves with 0 once the guest is quiet', async () => {
+    const run = vsctlPiped(['vm', 'console', 'serial-vm']);
+    run.child.stdin.end('echo ended-$((6*7))\n');
+    assert.equal(await run.exited, 0, run.stderr.text);
+    assert.match(run.stdout.text, /^ended-42$/m);
+    assert.match(run.stderr.text, /left the serial console of serial-vm/);
+  });
+
   it('reports the bytes skipped when the guest has overrun the scrollback since the position asked for', async () => {
     const before = await output({ port: 1 });
     // More than the scrollback: 40000 bytes of yes, then a marker the shell builds (the typed line does not match it).
@@ -365,12 +374,19 @@ describe('a guest\'s serial output for scripts: GetSerialOutput, console tickets
     assert.ok(!late.text.includes(GUEST_READY_MARKER));
   });
 
-  it('vsctl vm console exits 0 saying the VM stopped when it is turned off; then the output is refused as not running', async () => {
+  it('vsctl vm console and vm serial --follow exit 0 saying the VM stopped when it is turned off; then the output is refused as not running', async () => {
     const run = vsctlPiped(['vm', 'console', 'serial-vm']);
     await run.stderr.waitFor('Ctrl+] leaves', 30_000);
+    const follow = vsctlPiped(['vm', 'serial', 'serial-vm', '--follow', '--since', String((await output({ port: 1 })).next)]);
+    follow.child.stdin.end();
+    await typeLine('echo follow-$((6*7))');
+    await follow.stdout.waitFor(/^follow-42$/m, 30_000);
+    assert.ok(!follow.stdout.text.includes(GUEST_READY_MARKER), '--since was not followed');
     await finish(await server.call<Ref>('VirtualMachine.TurnOff', { this: vm }), 30_000);
     assert.equal(await run.exited, 0, run.stderr.text);
     assert.match(run.stderr.text, /the VM stopped \(serial-vm is (TurningOff|TurnedOff)\)/);
+    assert.equal(await follow.exited, 0, follow.stderr.text);
+    assert.match(follow.stderr.text, /the VM stopped/);
     const e = await rpcError(output({ port: 1 }));
     assert.equal(e.data.name, 'VM_E_VM_NOT_RUNNING');
   });

@@ -19,6 +19,8 @@ const ESCAPE = 0x1d;
 const QUIET_AFTER_INPUT_MS = 1_000;
 /** How often --follow asks for new output. */
 const FOLLOW_MS = 500;
+/** The errors that end --follow quietly: the VM is no longer there to read. */
+const STOPPED = ['VM_E_VM_NOT_RUNNING', 'VM_E_WORKER_GONE'];
 /**
  * Terminal queries (cursor position, device attributes). The scrollback replays the guest's old
  * ones; until the user types, they are not passed to the local terminal, whose answers would
@@ -182,7 +184,8 @@ export const consoleCommands: Command[] = [
         try {
           output = await client.call<SerialOutput>('VirtualMachine.GetSerialOutput', { this: vm, port, ...(since === undefined ? {} : { since }) });
         } catch (e) {
-          if (!args.values.follow || since === undefined || !(e instanceof ApiCallError) || e.name !== 'VM_E_VM_NOT_RUNNING') throw e;
+          // Followed to its end: the VM stopped (or its worker went while vserverd asked it).
+          if (!args.values.follow || since === undefined || !(e instanceof ApiCallError) || !STOPPED.includes(e.name)) throw e;
           process.stderr.write(`[vsctl] the VM stopped (${e.message})\n`);
           return 0;
         }
