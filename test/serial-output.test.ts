@@ -6,7 +6,10 @@
 
 import assert from 'node:assert/strict';
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as pty from 'node-pty';
@@ -116,10 +119,10 @@ async function finish(task: Ref, timeoutMs = BOOT_MS): Promise<void> {
 }
 
 /** vsctl with stdin, stdout and stderr as pipes; the environment names no server or token of its own. */
-function vsctlPiped(args: string[]): { child: ChildProcessWithoutNullStreams; stdout: TextWatch; stderr: TextWatch; exited: Promise<number | null> } {
+function vsctlPiped(args: string[], url = server.url, token = server.adminToken): { child: ChildProcessWithoutNullStreams; stdout: TextWatch; stderr: TextWatch; exited: Promise<number | null> } {
   const env = { ...process.env };
   for (const name of ['VSERVER_URL', 'VSERVER_TOKEN', 'VSERVER_CREDENTIALS']) delete env[name];
-  const child = spawn(VSCTL, [...args, '--url', server.url, '--token', server.adminToken], { env });
+  const child = spawn(VSCTL, [...args, '--url', url, '--token', token], { env });
   killers.push(() => child.kill('SIGKILL'));
   const stdout: TextWatch = new TextWatch('vsctl\'s stdout', () => `stdout:\n${stdout.text.slice(-2000)}\nstderr:\n${stderr.text}`);
   const stderr: TextWatch = new TextWatch('vsctl\'s stderr', () => `stderr:\n${stderr.text}\nstdout:\n${stdout.text.slice(-2000)}`);
@@ -415,5 +418,41 @@ describe('serial output positions (readFrom)', () => {
 
   it('refuses a position past the end', () => {
     assert.throws(() => readFrom(held, 100, 119), (e: Error & { code?: string }) => e.code === 'VM_E_INVALID_PARAMS' && /past the end/.test(e.message));
+  });
+});
+
+describe('vsctl vm console against a stand-in server', () => {
+  it('shows what comes in the same packet as the upgrade\'s answer (the scrollback), then exits 0 when the VM stopped', async () => {
+    // A server that answers the ticket call, then the upgrade with its first message and a
+    // close (4001) in one write, so that they reach vsctl together.
+    const frame = (opcode: number, payload: Buffer): Buffer => Buffer.concat([Buffer.from([0x80 | opcode, payload.length]), payload]);
+    const stand = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => { body += c.toString(); });
+      req.on('end', () => {
+        const { id, method } = JSON.parse(body) as { id: number; method: string };
+        assert.equal(method, 'VirtualMachine.CreateConsoleTicket');
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ jsonrpc: '2.0', id, result: { ticket: 't1', url: '/console/serial?ticket=t1', expiresInSeconds: TICKET_SECONDS } }));
+      });
+    });
+    stand.on('upgrade', (req: http.IncomingMessage, socket: import('node:stream').Duplex) => {
+      const accept = crypto.createHash('sha1').update(`${String(req.headers['sec-websocket-key'])}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+      const close = Buffer.concat([Buffer.from([0x0f, 0xa1]), Buffer.from('stand-in is TurnedOff')]); // 4001
+      socket.end(Buffer.concat([
+        Buffer.from(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`),
+        frame(0x2, Buffer.from('early-scrollback\r\n')),
+        frame(0x8, close),
+      ]));
+    });
+    await new Promise<void>((resolve) => stand.listen(0, '127.0.0.1', resolve));
+    try {
+      const run = vsctlPiped(['vm', 'console', '7d8e5c1a-3b9f-4e2d-a6c0-1f2e3d4c5b6a'], `http://127.0.0.1:${(stand.address() as AddressInfo).port}`, 'vst_0_stand-in');
+      assert.equal(await run.exited, 0, run.stderr.text);
+      assert.match(run.stdout.text, /^early-scrollback$/m, `stdout: ${run.stdout.text}\nstderr: ${run.stderr.text}`);
+      assert.match(run.stderr.text, /the VM stopped \(stand-in is TurnedOff\)/);
+    } finally {
+      stand.close();
+    }
   });
 });
