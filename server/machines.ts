@@ -219,7 +219,7 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
   }
 
   /** Sends an operation to the VM's worker; VM_E_VM_NOT_RUNNING when it has none. */
-  async operate<T = VmStatus>(vm: VmRecord, op: 'turnOff' | 'shutdown' | 'save' | 'pause' | 'resume' | 'reset' | 'screenshot', args?: Record<string, unknown>, onProgress?: (p: Progress) => void): Promise<T> {
+  async operate<T = VmStatus>(vm: VmRecord, op: 'turnOff' | 'shutdown' | 'save' | 'pause' | 'resume' | 'reset' | 'screenshot' | 'serialOutput', args?: Record<string, unknown>, onProgress?: (p: Progress) => void): Promise<T> {
     const client = await this.client(vm);
     if (onProgress) client.on('progress', onProgress);
     try {

@@ -825,7 +825,7 @@ describe('VirtualMachine: power, on a turned-off VM and on a diskless one', () =
     await call('VirtualMachine.put_AutoStartAtLaunch', { this: vm, value: 'Never' });
   });
 
-  test('TurnOff, Save, Reset, Pause, Resume and GuestOS.Shutdown of a turned-off VM are VM_E_VM_NOT_RUNNING; Display.get_Thumbnail is null; DiscardSavedState is VM_E_NO_SAVED_STATE', async () => {
+  test('TurnOff, Save, Reset, Pause, Resume, GuestOS.Shutdown, GetSerialOutput and CreateConsoleTicket of a turned-off VM are VM_E_VM_NOT_RUNNING; Display.get_Thumbnail is null; DiscardSavedState is VM_E_NO_SAVED_STATE', async () => {
     const id = idOf(vm);
     for (const method of ['VirtualMachine.TurnOff', 'VirtualMachine.Save', 'VirtualMachine.Reset', 'VirtualMachine.Pause', 'VirtualMachine.Resume']) {
       await refused(method, { this: vm }, 'VM_E_VM_NOT_RUNNING', ['power', 'TurnedOff']);
@@ -833,6 +833,9 @@ describe('VirtualMachine: power, on a turned-off VM and on a diskless one', () =
     await refused('GuestOS.Shutdown', { this: `GuestOS/${id}` }, 'VM_E_VM_NOT_RUNNING', ['power']);
     assert.equal(await call('Display.get_Thumbnail', { this: `Display/${id}` }), null);
     await refused('VirtualMachine.DiscardSavedState', { this: vm }, 'VM_E_NO_SAVED_STATE', ['power']);
+    await refused('VirtualMachine.GetSerialOutput', { this: vm, port: 1 }, 'VM_E_VM_NOT_RUNNING', ['power', 'TurnedOff']);
+    await refused('VirtualMachine.GetSerialOutput', { this: vm, port: 2 }, 'VM_E_PORT_NOT_CONNECTED', ['COM2 of power']);
+    await refused('VirtualMachine.CreateConsoleTicket', { this: vm, kind: 'serial' }, 'VM_E_VM_NOT_RUNNING', ['power', 'TurnedOff']);
     assert.equal(await call('VirtualMachine.get_State', { this: vm }), 'TurnedOff');
   });
 
@@ -855,6 +858,11 @@ describe('VirtualMachine: power, on a turned-off VM and on a diskless one', () =
     const engine = await call<{ engine: string; reason: string }>('VirtualMachine.get_Engine', { this: vm });
     assert.ok(['kvm', 'tcg'].includes(engine.engine) && engine.reason.length > 0, JSON.stringify(engine));
     await refused('VirtualMachine.Startup', { this: vm }, 'VM_E_VM_RUNNING');
+    // COM1 by position (test/serial-output.test.ts reads a real guest's): what there is, from 0.
+    const com1 = await call<{ text: string; next: number; skipped: number }>('VirtualMachine.GetSerialOutput', { this: vm, port: 1 });
+    assert.deepEqual([typeof com1.text, com1.next, com1.skipped], ['string', Buffer.byteLength(com1.text), 0]);
+    const consoleTicket = await call<{ ticket: string; url: string; expiresInSeconds: number }>('VirtualMachine.CreateConsoleTicket', { this: vm, kind: 'vnc' });
+    assert.equal(consoleTicket.url, `/console/vnc?ticket=${consoleTicket.ticket}`);
     await unchanged(vm, async () => {
       await refused('VirtualMachine.put_Memory', { this: vm, value: 256 }, 'VM_E_VM_RUNNING', ['Running']);
       await refused('VirtualMachine.AddNetworkAdapter', { this: vm }, 'VM_E_VM_RUNNING');

@@ -178,9 +178,9 @@ describe('the consoles of a running VM, through their tickets and WebSockets', {
     await refused(open(url, {}), 401, /^$/);
   });
 
-  it('refuses a console WebSocket to a script\'s bearer token (401): the consoles are for browser sessions', async () => {
+  it('refuses a session\'s ticket presented with a bearer token of the same user (403): a ticket opens for its holder only', async () => {
     const { url } = await ticket(admin, 'serial');
-    await refused(open(url, { authorization: `Bearer ${server.adminToken}` }), 401, /need a browser session/);
+    await refused(open(url, { authorization: `Bearer ${server.adminToken}` }), 403, /given to another session or token/);
   });
 
   it('refuses a console WebSocket without a ticket, or with a made-up one (401)', async () => {
@@ -331,13 +331,13 @@ describe('console tickets', () => {
   it(`expire after ${TICKET_SECONDS} s`, () => {
     let now = 1_000_000;
     const tickets = new ConsoleTickets(() => now);
-    const grant = { user: 'admin', sessionId: 's1', vmId: 'vm', kind: 'serial' as const };
+    const grant = { user: 'admin', holder: 'session:s1', vmId: 'vm', kind: 'serial' as const };
     const fresh = tickets.issue(grant);
     const stale = tickets.issue(grant);
     now += TICKET_SECONDS * 1000 - 1;
-    assert.deepEqual(tickets.redeem(fresh.ticket, 'serial', 's1'), { ...grant, expires: 1_000_000 + TICKET_SECONDS * 1000 });
+    assert.deepEqual(tickets.redeem(fresh.ticket, 'serial', 'session:s1'), { ...grant, expires: 1_000_000 + TICKET_SECONDS * 1000 });
     now += 1;
-    const refusal = tickets.redeem(stale.ticket, 'serial', 's1');
+    const refusal = tickets.redeem(stale.ticket, 'serial', 'session:s1');
     assert.equal('status' in refusal && refusal.status, 401);
     assert.match('message' in refusal ? refusal.message : '', /has expired/);
   });

@@ -175,7 +175,7 @@ describe('vsctl call: help, names and types from the schema (no server)', () => 
     const r = expectStatus(vsctlSync(['--help'], offline()), 0, 'vsctl --help');
     for (const group of ['vhd', 'vm', 'disk', 'task', 'events', 'token', 'call', 'login', 'logout']) assert.match(r.stdout, new RegExp(`^\\s+${group}\\s`, 'm'), group);
     const vm = expectStatus(vsctlSync(['vm', '--help'], offline()), 0, 'vsctl vm --help');
-    for (const command of ['list', 'show', 'create', 'start', 'stop', 'save', 'pause', 'resume', 'reset', 'shutdown', 'delete', 'run', 'check']) {
+    for (const command of ['list', 'show', 'create', 'start', 'stop', 'save', 'pause', 'resume', 'reset', 'shutdown', 'delete', 'console', 'serial', 'run', 'check']) {
       assert.match(vm.stdout, new RegExp(`^\\s+${command}\\s`, 'm'), `vm ${command}`);
     }
   });

@@ -12,7 +12,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const VM_PREFIX = 'VirtualMachine/';
 
 /** A VM named on the command line: a reference, an id (a UUID), or a name found with FindVirtualMachine. */
-async function resolveVm(client: ApiClient, text: string): Promise<string> {
+export async function resolveVm(client: ApiClient, text: string): Promise<string> {
   if (text.startsWith(VM_PREFIX)) return text;
   if (UUID.test(text)) return `${VM_PREFIX}${text.toLowerCase()}`;
   const found = await client.call('VirtualServer.FindVirtualMachine', { name: text });

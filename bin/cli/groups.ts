@@ -2,6 +2,7 @@
 // commands ("vsctl vm start ...") or a single command of its own ("vsctl events ...").
 
 import { callCommand } from './api-call.js';
+import { consoleCommands } from './api-console.js';
 import { diskCommands, taskCommands } from './api-disk.js';
 import { eventsCommand } from './api-events.js';
 import { loginCommand, logoutCommand, tokenCommands } from './api-session.js';
@@ -16,7 +17,7 @@ export type CommandGroup =
 
 export const commandGroups: CommandGroup[] = [
   { name: 'vhd', summary: 'virtual hard disks on this host, without vserverd: create, info, check, convert, compact, merge, expand', commands: vhdCommands },
-  { name: 'vm', summary: 'virtual machines in vserverd: list, show, create, start, stop, delete, ...; run and check work without vserverd', commands: [...vmApiCommands, ...vmCommands] },
+  { name: 'vm', summary: 'virtual machines in vserverd: list, show, create, start, stop, delete, console, ...; run and check work without vserverd', commands: [...vmApiCommands, ...consoleCommands, ...vmCommands] },
   { name: 'disk', summary: 'virtual hard disks through vserverd: create, inspect', commands: diskCommands },
   { name: 'task', summary: 'long operations in vserverd: list them, wait for one', commands: taskCommands },
   { name: 'events', summary: 'the event log of vserverd, once or followed as it grows', command: eventsCommand },

@@ -184,9 +184,10 @@ function deny(principal: Principal, method: string, target: string, services: Se
   throw new ApiError('VM_E_ACCESS_DENIED', `${principal.user} (${principal.role}) may not call ${method} on ${on}: it needs ${needed}`);
 }
 
-const READ_ONLY_METHODS = new Set(['FindVirtualMachine', 'GetHardDisk', 'GetEvents', 'GetFiles', 'WaitForCompletion']);
+/** Methods that change nothing; GetSerialOutput needs control (a console may show secrets) but a script polls it. */
+const READ_ONLY_METHODS = new Set(['FindVirtualMachine', 'GetHardDisk', 'GetEvents', 'GetFiles', 'WaitForCompletion', 'GetSerialOutput']);
 function isChange(member: string, spec: MemberSpec): boolean {
-  return spec.right !== 'read' || (!member.startsWith('get_') && !READ_ONLY_METHODS.has(member));
+  return !READ_ONLY_METHODS.has(member) && (spec.right !== 'read' || !member.startsWith('get_'));
 }
 
 /** Every change goes to the event log: who did what to which object, with its parameters (never passwords). */

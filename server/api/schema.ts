@@ -7,6 +7,8 @@
 import { DEFAULT_DISK_SIZE } from '../../storage/vhd/format.js';
 import { sizeForRequest } from '../../storage/vhd/geometry.js';
 import { PROFILE, NIC_MODELS, SCSI_MODELS, USB_DEVICES } from '../../vmm/profile.js';
+import { DEFAULT_SCROLLBACK_BYTES } from '../../vmm/serial-output.js';
+import { CONSOLE_KINDS, TICKET_SECONDS } from '../http/console-tickets.js';
 import { VM_STATES } from '../../vmm/state.js';
 import type { InterfaceSpec, MemberSpec, ParamSpec, Right, Schema, TypeSpec } from './schema-types.js';
 
@@ -281,6 +283,21 @@ const virtualMachine: InterfaceSpec = {
     get_GuestOS: get('The guest operating system (IVMGuestOS).', ref('GuestOS'), { $ref: `GuestOS/${VM.slice(15)}` }, VM),
     get_Display: get('The VM\'s screen (IVMDisplay).', ref('Display'), { $ref: `Display/${VM.slice(15)}` }, VM),
     get_Security: get('The VM\'s access entries.', ref('Security'), { $ref: `Security/${VM}` }, VM),
+    GetSerialOutput: method(`What a serial port of the running VM has written since position "since": a position is a byte offset into everything the port wrote since the VM was turned on (0 again at the next turn on). COM1 keeps the last ${DEFAULT_SCROLLBACK_BYTES / 1024} KiB (its scrollback); asking from older than that returns what is kept and says how many bytes were skipped. COM2 is read from its file when it is connected to one, with the same positions and at most as much per answer. The text is UTF-8 and ends on a whole character; ask again from "next" for what follows. Needs the control right, as the consoles do: a guest's console may show secrets.`, {
+      params: {
+        port: param({ type: 'integer', min: 1, max: 2 }, '1 for COM1 (the serial console), 2 for COM2.'),
+        since: param({ type: 'integer', min: 0 }, 'The position to read from: "next" of the previous answer. Everything kept when omitted; a position past the end is refused.', true),
+      },
+      returns: { type: 'object', fields: { text: 'string: the output from "since" on', next: 'integer: the position after it, to ask from next time', skipped: 'integer: bytes lost between "since" and the oldest kept (0 when none)' } },
+      right: 'control', errors: ['VM_E_VM_NOT_RUNNING', 'VM_E_PORT_NOT_CONNECTED'],
+      example: { params: { this: VM, port: 1, since: 1024 }, result: { text: 'guest# uptime\r\n 10:00:03 up 2 min\r\n', next: 1061, skipped: 0 } },
+    }),
+    CreateConsoleTicket: method(`A one-time ticket for a console WebSocket of the running VM (${CONSOLE_KINDS.join(' or ')}), for a caller with a bearer token: open the url it gives, with the same "Authorization: Bearer" header, within ${TICKET_SECONDS} s. The ticket opens one console, once, for this token only. docs/consoles.md describes the protocol; the website asks for its tickets itself.`, {
+      params: { kind: param(oneOf(CONSOLE_KINDS), `The console: ${CONSOLE_KINDS.join(' or ')}.`) },
+      returns: { type: 'object', fields: { ticket: 'string', url: 'string: the WebSocket path with the ticket, /console/KIND?ticket=...', expiresInSeconds: 'integer' } },
+      right: 'control', errors: ['VM_E_VM_NOT_RUNNING', 'VM_E_TOKEN_REQUIRED'],
+      example: { params: { this: VM, kind: 'serial' }, result: { ticket: 'q3T…', url: '/console/serial?ticket=q3T…', expiresInSeconds: TICKET_SECONDS } },
+    }),
   },
 };
 

@@ -1,9 +1,9 @@
 // The console WebSockets: /console/vnc carries the VM's QEMU VNC socket (the raw RFB stream, in
 // binary messages, for noVNC) and /console/serial its worker's COM1 socket (the scrollback, then
 // live output; what the browser sends is typed into the guest). An upgrade needs the session
-// cookie and a one-time ticket (console-tickets.ts), and the caller's control right on the VM is
-// checked again here; anything less is refused before the upgrade. docs/consoles.md describes
-// the protocol.
+// cookie or bearer token that was given a one-time ticket (console-tickets.ts), and the ticket,
+// and the caller's control right on the VM is checked again here; anything less is refused
+// before the upgrade. docs/consoles.md describes the protocol.
 
 import http from 'node:http';
 import net from 'node:net';
@@ -14,7 +14,7 @@ import type { StateChange, VmRecord } from '../machines.js';
 import { VmPaths } from '../../vmm/paths.js';
 import { isLive } from '../../vmm/state.js';
 import { type Caller, authenticate } from './authenticate.js';
-import { type ConsoleKind, type ConsoleTicket, consoleTickets } from './console-tickets.js';
+import { CLOSE_NOT_ALLOWED, CLOSE_VM_STOPPED, type ConsoleKind, type ConsoleTicket, consoleTickets, holderOf } from './console-tickets.js';
 import type { UpgradeHandler } from './websocket.js';
 
 /** A paste, or noVNC's clipboard text; RFB's own messages are tiny. */
@@ -23,10 +23,6 @@ const MAX_MESSAGE = 1024 * 1024;
 const MAX_BUFFERED = 8 * 1024 * 1024;
 /** How often, at most, a console's input re-checks that the session lives and still has the control right. */
 const RECHECK_MS = 2_000;
-
-/** Close codes the page tells apart (docs/consoles.md). */
-const CLOSE_VM_STOPPED = 4001;
-const CLOSE_NOT_ALLOWED = 4401;
 
 const NAMES: Record<ConsoleKind, string> = { vnc: 'graphical console', serial: 'serial console (COM1)' };
 
@@ -60,9 +56,10 @@ interface Refusal { status: number; message: string }
 
 /** The ticket's grant when this caller may open this console now; otherwise why not. */
 function admit(services: Services, req: http.IncomingMessage, kind: ConsoleKind, caller: Caller): ConsoleTicket | Refusal {
-  if (!caller.session) return { status: 401, message: 'the consoles need a browser session (sign in at /login)' };
+  const holder = holderOf(caller);
+  if (!holder) return { status: 401, message: 'the consoles need a browser session or a bearer token' };
   const ticket = new URL(req.url ?? '/', 'http://x').searchParams.get('ticket');
-  const grant = consoleTickets.redeem(ticket, kind, caller.session.id);
+  const grant = consoleTickets.redeem(ticket, kind, holder);
   if ('status' in grant) return grant;
   const vm = services.machines.get(grant.vmId);
   if (!vm) return { status: 404, message: 'the virtual machine no longer exists' };
@@ -97,7 +94,7 @@ function bridge(services: Services, { ws, unix, kind, vm, req, caller }: Connect
     if (Date.now() - checked < RECHECK_MS) return true;
     checked = Date.now();
     const now = authenticate(req.headers, services.users, services.sessions);
-    return now?.session?.id === caller.session!.id && mayControl(services, now, vm);
+    return now !== null && holderOf(now) === holderOf(caller) && mayControl(services, now, vm);
   };
 
   unix.on('data', (chunk: Buffer) => {
@@ -111,7 +108,7 @@ function bridge(services: Services, { ws, unix, kind, vm, req, caller }: Connect
   });
 
   ws.on('message', (data: RawData, isBinary: boolean) => {
-    if (!stillAllowed()) return close(CLOSE_NOT_ALLOWED, 'the session has ended or no longer has the control right');
+    if (!stillAllowed()) return close(CLOSE_NOT_ALLOWED, 'the session or token has ended or no longer has the control right');
     if (kind === 'serial' && !isBinary) return control(ws, data.toString());
     if (unix.writableLength > MAX_BUFFERED) return close(1008, `${vm.name} is not taking input`);
     unix.write(toBuffer(data));

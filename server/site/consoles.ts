@@ -5,7 +5,7 @@
 
 import type { Response, Router } from 'express';
 import { type VmState, isLive } from '../../vmm/state.js';
-import { CONSOLE_KINDS, type ConsoleKind, consoleTickets } from '../http/console-tickets.js';
+import { CONSOLE_KINDS, type ConsoleKind, consoleTickets, holderOf } from '../http/console-tickets.js';
 import { CONSOLE_POLICY } from '../http/content-policy.js';
 import { type SiteContext, type SiteRequest, api, can, refuseFor, refusalMessage, refusalStatus } from './context.js';
 
@@ -53,7 +53,7 @@ export function consoleRoutes(router: Router, ctx: SiteContext): void {
       return refuse(403, `${caller.principal.user} (${caller.principal.role}) may not use the consoles of ${vm.name}: that needs the control right`);
     }
     if (!isLive(vm.state)) return refuse(409, `${vm.name} is ${vm.state}: its consoles are there only while it runs`);
-    const issued = consoleTickets.issue({ user: caller.principal.user, sessionId: caller.session!.id, vmId: id, kind: kind as ConsoleKind });
-    res.json({ ok: true, ...issued, url: `/console/${kind}?ticket=${issued.ticket}` });
+    const issued = consoleTickets.issue({ user: caller.principal.user, holder: holderOf(caller)!, vmId: id, kind: kind as ConsoleKind });
+    res.json({ ok: true, ...issued });
   });
 }

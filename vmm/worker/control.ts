@@ -9,7 +9,7 @@ import { QmpError } from '../qmp.js';
 import { VmError } from '../state.js';
 import type { VirtualMachine } from './machine.js';
 
-export const OPERATIONS = ['status', 'turnOn', 'turnOff', 'shutdown', 'save', 'pause', 'resume', 'reset', 'screenshot', 'type', 'scrollback'] as const;
+export const OPERATIONS = ['status', 'turnOn', 'turnOff', 'shutdown', 'save', 'pause', 'resume', 'reset', 'screenshot', 'type', 'scrollback', 'serialOutput'] as const;
 export type Operation = (typeof OPERATIONS)[number];
 
 export interface ControlRequest { id: number; op: Operation; args?: Record<string, unknown> }
@@ -75,6 +75,7 @@ export class ControlServer {
         vm.console.type(String(args.text ?? ''));
         return {};
       case 'scrollback': return { text: vm.console.scrollback().toString('utf8') };
+      case 'serialOutput': return vm.console.read(typeof args.since === 'number' ? args.since : undefined);
       default: throw new VmError('VM_E_BAD_REQUEST', `unknown operation "${String(op)}" (known: ${OPERATIONS.join(', ')})`);
     }
   }

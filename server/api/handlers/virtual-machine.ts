@@ -8,7 +8,9 @@ import { inspectDisk } from '../../../storage/vhd/index.js';
 import type { IdeDevice, VmConfig } from '../../../vmm/config.js';
 import { hardDisks, normalizeMac } from '../../../vmm/config.js';
 import { PROFILE, type NicModel, type ScsiModel } from '../../../vmm/profile.js';
-import { isLive } from '../../../vmm/state.js';
+import { readFrom, scrollbackBytes, type SerialOutput } from '../../../vmm/serial-output.js';
+import { isLive, VmError } from '../../../vmm/state.js';
+import { type ConsoleKind, consoleTickets, holderOf } from '../../http/console-tickets.js';
 import type { VmRecord } from '../../machines.js';
 import type { Call } from '../dispatch.js';
 import { ApiError, invalidParams } from '../errors.js';
@@ -210,6 +212,26 @@ export const virtualMachineHandlers: Handlers = {
   'VirtualMachine.get_GuestOS': (call) => ref('GuestOS', vmId(call)),
   'VirtualMachine.get_Display': (call) => ref('Display', vmId(call)),
   'VirtualMachine.get_Security': (call) => ref('Security', call.thisRef),
+  'VirtualMachine.GetSerialOutput': async (call) => {
+    const vm = vmOf(call);
+    const com2 = call.params.port === 2 ? connectedCom2(vm) : null;
+    call.services.machines.refuseNotRunning(vm);
+    const since = call.params.since as number | undefined;
+    try {
+      return com2 ? readCom2(com2, since) : await call.services.machines.operate<SerialOutput>(vm, 'serialOutput', { since });
+    } catch (e) {
+      if (e instanceof VmError && e.code === 'VM_E_INVALID_PARAMS') throw invalidParams(e.message, { param: 'since' });
+      throw e;
+    }
+  },
+  'VirtualMachine.CreateConsoleTicket': (call) => {
+    const vm = vmOf(call);
+    // Only a token: an API call made with a session cookie carries no session to bind the ticket to.
+    const holder = call.principal.tokenId ? holderOf({ principal: call.principal, session: null }) : null;
+    if (!holder) throw new ApiError('VM_E_TOKEN_REQUIRED', 'CreateConsoleTicket gives tickets to bearer tokens; the website asks for its own with POST /vms/ID/console/ticket');
+    call.services.machines.refuseNotRunning(vm);
+    return consoleTickets.issue({ user: call.principal.user, holder, vmId: vm.id, kind: call.params.kind as ConsoleKind });
+  },
 
   'HardDiskConnection.get_HardDisk': (call) => ref('HardDisk', (call.self as ConnectionObject).path),
   'HardDiskConnection.get_BusType': (call) => (call.self as ConnectionObject).bus,
@@ -267,6 +289,38 @@ function portFile(call: Call, port: string): string | null {
   if (fs.existsSync(file) && !fs.statSync(file).isFile()) throw new ApiError('VM_E_INVALID_PATH', `${file} is not a file; ${port} writes to a text file`);
   if (!fs.existsSync(path.dirname(file))) throw new ApiError('VM_E_FILE_NOT_FOUND', `the folder ${path.dirname(file)} for ${port}'s output file does not exist`);
   return file;
+}
+
+/** COM2's file; refused by name when COM2 is not connected to one (whatever the VM's state). */
+function connectedCom2(vm: VmRecord): string {
+  const file = vm.config.com2?.file;
+  if (!file) throw new ApiError('VM_E_PORT_NOT_CONNECTED', `COM2 of ${vm.name} is not connected to a file (ConfigureSerialPort2 connects it while the VM is off); COM1 is the serial console`);
+  return file;
+}
+
+/**
+ * COM2's output from its file, which QEMU rewrites at each turn on, so its byte offsets are the
+ * positions. The file keeps everything: nothing is skipped, and an answer holds at most a
+ * scrollback's worth (the last, when since is omitted).
+ */
+function readCom2(file: string, since: number | undefined): SerialOutput {
+  const most = scrollbackBytes();
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return readFrom(Buffer.alloc(0), 0, since);
+    throw e;
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const from = since !== undefined && since <= size ? since : Math.max(0, size - most);
+    const held = Buffer.alloc(Math.min(most, size - from));
+    const read = fs.readSync(fd, held, 0, held.length, from);
+    return readFrom(held.subarray(0, read), from, since);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** Floppy changes need a turned-off VM that has the drive. */
