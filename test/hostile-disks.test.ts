@@ -2,13 +2,21 @@
 // FIFO, a character device or a folder must not hang `vsctl vhd info/check/serve` (open() of a
 // FIFO blocks until a writer comes): each fails at once with VHD_E_NOT_A_FILE. Every command
 // is spawned with a time limit, and one that is killed by it fails the test.
+//
+// In vserverd the same children are refused by GetHardDisk and HardDisk.get_Info, for a Viewer
+// too; and a parent that is a really slow file (a FUSE file whose every read takes 30 s:
+// nbdfuse over nbdkit's memory plugin with the delay filter) costs its caller VM_E_FILE_TIMEOUT
+// after the 10 s limit, while /healthz and other calls keep answering within a second.
 
 import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { createDifferencing, createDynamic } from '../storage/vhd/index.js';
+import { FILE_TIME_LIMIT_MS } from '../server/file-workers.js';
 import { MiB, makeTempDir, removeDir, run, VSCTL } from './helpers/vhd-fixtures.js';
+import { RpcError, TestServer, login } from './helpers/server.js';
 
 /** Far above what a refusal takes (under 1 s), far below "forever". */
 const COMMAND_LIMIT_MS = 15_000;
@@ -34,11 +42,13 @@ function mkfifo(file: string): void {
   assert.equal(r.status, 0, r.stderr);
 }
 
-const HOSTILE_PARENTS: Array<{ what: string; make: (parent: string) => void }> = [
+/** `apiError`: what vserverd says, when not VHD_E_NOT_A_FILE. */
+const HOSTILE_PARENTS: Array<{ what: string; make: (parent: string) => void; apiError?: string }> = [
   { what: 'a FIFO', make: mkfifo },
   // /dev/zero's own numbers (1, 5): a device made here, as a locator could name anywhere.
   { what: 'a character device', make: (p) => assert.equal(run('mknod', [p, 'c', '1', '5']).status, 0) },
-  { what: 'a symlink to /dev/zero', make: (p) => fs.symlinkSync('/dev/zero', p) },
+  // For vserverd, before anything else, a link that leads outside its storage roots.
+  { what: 'a symlink to /dev/zero', make: (p) => fs.symlinkSync('/dev/zero', p), apiError: 'VM_E_PATH_OUTSIDE_ROOTS' },
   { what: 'a folder', make: (p) => fs.mkdirSync(p) },
 ];
 
@@ -85,5 +95,112 @@ describe('the engine refuses a parent that is not a regular file, without blocki
       assert.equal((JSON.parse(r.stdout) as { error: { code: string } }).error.code, 'VHD_E_NOT_A_FILE', args.join(' '));
     }
     assert.ok(!fs.existsSync(path.join(dir, 'out.vhd')));
+  });
+});
+
+/** What a call that must stay quick may take while a slow file is being read. */
+const RESPONSIVE_MS = 1000;
+/** Each read of the slow file takes this long: far past the time limit. */
+const SLOW_READ_SECONDS = 30;
+
+async function refusal(promise: Promise<unknown>): Promise<RpcError> {
+  try {
+    await promise;
+  } catch (e) {
+    if (e instanceof RpcError) return e;
+    throw e;
+  }
+  assert.fail('the call succeeded');
+}
+
+async function timed<T>(what: string, work: () => Promise<T>): Promise<T> {
+  const started = Date.now();
+  const result = await work();
+  const took = Date.now() - started;
+  assert.ok(took < RESPONSIVE_MS, `${what} took ${took} ms while a slow disk was being read`);
+  return result;
+}
+
+describe('vserverd refuses hostile parents and stays responsive', () => {
+  const root = path.join(dir, 'root');
+  let server: TestServer;
+  let viewer: string;
+  let nbdfuse: ChildProcess | null = null;
+  const slowFolder = path.join(root, 'slow');
+
+  before(async () => {
+    fs.mkdirSync(root);
+    server = await TestServer.start({ args: ['--storage-root', root] });
+    await server.call('VirtualServer.CreateUser', { name: 'viewer', password: 'viewer-password', role: 'Viewer' });
+    viewer = await login(server.url, 'viewer', 'viewer-password');
+  });
+  after(async () => {
+    // Unmounted first: a worker still reading the slow file is then released.
+    if (nbdfuse) {
+      run('fusermount3', ['-u', slowFolder]);
+      if (nbdfuse.exitCode === null) nbdfuse.kill('SIGKILL');
+    }
+    await server?.stop();
+    server?.remove();
+  });
+
+  for (const { what, make, apiError = 'VHD_E_NOT_A_FILE' } of HOSTILE_PARENTS) {
+    test(`a parent that is ${what}: GetHardDisk and HardDisk.get_Info are ${apiError}, for a Viewer too`, async () => {
+      const folder = `api-${what.replace(/\W+/g, '-')}`;
+      fs.mkdirSync(path.join(root, folder));
+      const parent = path.join(root, folder, 'parent.vhd');
+      const child = path.join(root, folder, 'child.vhd');
+      await createDynamic(parent, { size: 8 * MiB });
+      await createDifferencing(child, parent);
+      fs.rmSync(parent);
+      make(parent);
+      for (const token of [server.adminToken, viewer]) {
+        const got = await refusal(server.call('VirtualServer.GetHardDisk', { path: child }, token));
+        assert.equal(got.data.name, apiError, got.message);
+        assert.ok(got.message.includes(parent), got.message);
+        const info = await refusal(server.call('HardDisk.get_Info', { this: `HardDisk/${child}` }, token));
+        assert.equal(info.data.name, apiError, info.message);
+      }
+      assert.equal(await timed('/healthz', async () => (await fetch(`${server.url}/healthz`)).status), 200);
+    });
+  }
+
+  test(`a parent whose reads take ${SLOW_READ_SECONDS} s: VM_E_FILE_TIMEOUT after the limit, /healthz and other calls answered meanwhile`, async () => {
+    // The child's locators name slow/parent.vhd; then that name becomes the FUSE file.
+    fs.mkdirSync(slowFolder);
+    const parent = path.join(slowFolder, 'parent.vhd');
+    const child = path.join(root, 'slow-child.vhd');
+    const normal = path.join(root, 'normal.vhd');
+    await createDynamic(parent, { size: 8 * MiB });
+    await createDifferencing(child, parent);
+    await createDynamic(normal, { size: 8 * MiB });
+    fs.rmSync(parent);
+    nbdfuse = spawn('nbdfuse', ['-r', parent, '--command', 'nbdkit', '-s', '--filter=delay', 'memory', '8M', `rdelay=${SLOW_READ_SECONDS}`], { stdio: 'ignore' });
+    for (let i = 0; !fs.existsSync(parent); i++) {
+      assert.ok(i < 100 && nbdfuse.exitCode === null, 'nbdfuse did not mount the slow file');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+
+    const started = Date.now();
+    let settled = false;
+    const slow = refusal(server.call('VirtualServer.GetHardDisk', { path: child }, viewer)).finally(() => { settled = true; });
+    // The first answers come while the slow call is certainly still pending.
+    let checks = 0;
+    while (!settled) {
+      assert.equal(await timed('/healthz', async () => (await fetch(`${server.url}/healthz`)).status), 200);
+      assert.equal(await timed('VirtualServer.get_Name', () => server.call('VirtualServer.get_Name', {}, viewer)), (await server.call('VirtualServer.get_Name')));
+      // Another disk is inspected meanwhile: the slow file holds one worker, not all.
+      assert.deepEqual(await timed('GetHardDisk of a normal disk', () => server.call('VirtualServer.GetHardDisk', { path: normal }, viewer)), { $ref: `HardDisk/${normal}` });
+      checks++;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const got = await slow;
+    const took = Date.now() - started;
+    assert.equal(got.data.name, 'VM_E_FILE_TIMEOUT', got.message);
+    assert.match(got.message, new RegExp(`did not answer within ${FILE_TIME_LIMIT_MS / 1000} s`));
+    assert.ok(took >= FILE_TIME_LIMIT_MS - 100 && took < FILE_TIME_LIMIT_MS + 5000, `the slow call ended after ${took} ms`);
+    assert.ok(checks >= 10, `only ${checks} rounds of checks ran while the slow call was pending`);
+    // The stuck worker was replaced: inspection still works afterwards.
+    assert.deepEqual(await server.call('HardDisk.get_Type', { this: `HardDisk/${normal}` }), 'Dynamic');
   });
 });
