@@ -99,9 +99,9 @@ describe('a chain that leaves the storage roots is refused', () => {
       const next = path.join(path.dirname(child), 'next.vhd');
       assertOutside(await refusal(server.call('VirtualServer.CreateDifferencingVirtualHardDisk', { path: next, parentPath: child })), link, `${how}: CreateDifferencingVirtualHardDisk`);
       assert.ok(!fs.existsSync(next), `${how}: a child of the refused disk was made`);
-      for (const member of ['Convert', 'MergeTo']) {
+      for (const [member, extra] of [['Convert', { type: 'Dynamic' }], ['MergeTo', {}]] as const) {
         const target = path.join(path.dirname(child), `${member}.vhd`);
-        assertOutside(await refusal(server.call(`HardDisk.${member}`, { this: `HardDisk/${child}`, path: target })), link, `${how}: HardDisk.${member}`);
+        assertOutside(await refusal(server.call(`HardDisk.${member}`, { this: `HardDisk/${child}`, path: target, ...extra })), link, `${how}: HardDisk.${member}`);
         assert.ok(!fs.existsSync(target));
       }
     }
