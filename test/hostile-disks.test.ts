@@ -86,6 +86,15 @@ describe('the engine refuses a parent that is not a regular file, without blocki
     });
   }
 
+  test('a FIFO in place of a disk\'s write lock (disk.vhd.lock) is not read: vhd compact takes the lock over and finishes', async () => {
+    const disk = path.join(dir, 'locked.vhd');
+    await createDynamic(disk, { size: 8 * MiB });
+    mkfifo(`${disk}.lock`);
+    const r = vsctlBounded(['vhd', 'compact', disk]);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.ok(!fs.existsSync(`${disk}.lock`), 'the FIFO (taken for a stale lock) is still there');
+  });
+
   test('a FIFO named directly, as the disk or as convert\'s source, is refused the same way', () => {
     const fifo = path.join(dir, 'direct.vhd');
     mkfifo(fifo);
@@ -164,6 +173,17 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
       assert.equal(await timed('/healthz', async () => (await fetch(`${server.url}/healthz`)).status), 200);
     });
   }
+
+  test('a FIFO in place of a disk\'s write lock: HardDisk.Compact answers at once and its task completes', async () => {
+    const disk = path.join(root, 'locked.vhd');
+    await createDynamic(disk, { size: 8 * MiB });
+    mkfifo(`${disk}.lock`);
+    const task = await timed('HardDisk.Compact', () => server.call<{ $ref: string }>('HardDisk.Compact', { this: `HardDisk/${disk}` }));
+    assert.equal(await timed('/healthz', async () => (await fetch(`${server.url}/healthz`)).status), 200);
+    await server.call('Task.WaitForCompletion', { this: task.$ref, timeoutMs: 10_000 });
+    assert.equal(await server.call('Task.get_Error', { this: task.$ref }), null);
+    assert.equal(await server.call('Task.get_IsComplete', { this: task.$ref }), true);
+  });
 
   test(`a parent whose reads take ${SLOW_READ_SECONDS} s: VM_E_FILE_TIMEOUT after the limit, /healthz and other calls answered meanwhile`, async () => {
     // The child's locators name slow/parent.vhd; then that name becomes the FUSE file.

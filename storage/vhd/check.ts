@@ -8,7 +8,7 @@ import { type Problem, VhdError, ioError } from './errors.js';
 import { DiskType } from './format.js';
 import { readLayout } from './layout.js';
 import { VhdDisk } from './disk.js';
-import { openRegularFile } from './file.js';
+import { openRegularFile } from './regular-file.js';
 
 export interface CheckReport {
   file: string;

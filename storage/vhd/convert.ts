@@ -9,7 +9,7 @@ import { DiskType, FOOTER_COOKIE, FOOTER_SIZE, SECTOR_SIZE, encodeFooter } from 
 import { sizeForRequest } from './geometry.js';
 import { buildFile, newFooter, writeAll, writeDynamicDisk } from './create.js';
 import { VhdDisk } from './disk.js';
-import { openRegularFile } from './file.js';
+import { openRegularFile } from './regular-file.js';
 
 export type ImageType = 'dynamic' | 'fixed' | 'raw';
 export const IMAGE_TYPES: readonly ImageType[] = ['dynamic', 'fixed', 'raw'];

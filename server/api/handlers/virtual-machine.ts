@@ -254,17 +254,18 @@ export const virtualMachineHandlers: Handlers = {
 /**
  * Every file a VM is about to open, checked before its worker starts (a .vmc registered from
  * elsewhere may name any file): each disk a VHD whose whole chain lies inside the storage roots,
- * the DVD and floppy images regular files inside them, the saved state inside them.
+ * the DVD and floppy images and the saved state inside them (a missing image still fails in
+ * the Startup task, as QEMU finds it missing).
  */
 async function checkVmFiles(call: Call, vm: VmRecord): Promise<void> {
   const { services } = call;
   const { ide, floppy, savedState } = vm.config;
-  const image = (input: string, kind: string): Promise<string> => services.files.run({ op: 'regular-file', input, kind });
+  const inRoots = (input: string, kind: string): Promise<string> => services.files.run({ op: 'resolve', input, options: { kind } });
   await Promise.all([
     ...hardDisks(vm.config).map((d) => inspectedDisk(services, d.path)),
-    ...ide.flatMap((d) => (d.type === 'DVD' && d.image ? [image(d.image, 'ISO image')] : [])),
-    ...(floppy?.image ? [image(floppy.image, 'floppy disk image')] : []),
-    services.files.run({ op: 'resolve', input: savedState, options: { kind: 'saved state file' } }),
+    ...ide.flatMap((d) => (d.type === 'DVD' && d.image ? [inRoots(d.image, 'ISO image')] : [])),
+    ...(floppy?.image ? [inRoots(floppy.image, 'floppy disk image')] : []),
+    inRoots(savedState, 'saved state file'),
   ]);
 }
 
