@@ -185,6 +185,14 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     assert.equal(await server.call('Task.get_IsComplete', { this: task.$ref }), true);
   });
 
+  test('RegisterVirtualMachine of a FIFO named .vmc is VM_E_INVALID_PATH at once', async () => {
+    const vmc = path.join(root, 'pipe.vmc');
+    mkfifo(vmc);
+    const got = await timed('RegisterVirtualMachine', () => refusal(server.call('VirtualServer.RegisterVirtualMachine', { path: vmc })));
+    assert.equal(got.data.name, 'VM_E_INVALID_PATH', got.message);
+    assert.ok(got.message.includes(vmc), got.message);
+  });
+
   test(`a parent whose reads take ${SLOW_READ_SECONDS} s: VM_E_FILE_TIMEOUT after the limit, /healthz and other calls answered meanwhile`, async () => {
     // The child's locators name slow/parent.vhd; then that name becomes the FUSE file.
     fs.mkdirSync(slowFolder);

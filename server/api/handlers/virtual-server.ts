@@ -67,7 +67,8 @@ export const virtualServerHandlers: Handlers = {
     return ref('VirtualMachine', services.machines.create(name, folder).id);
   },
   'VirtualServer.RegisterVirtualMachine': async ({ services, params }) => {
-    const file = await services.files.run({ op: 'resolve', input: params.path as string, options: { mustExist: true, kind: '.vmc file' } });
+    // A regular file: the catalog reads it at once, and a FIFO would never answer.
+    const file = await services.files.run({ op: 'regular-file', input: params.path as string, kind: '.vmc file' });
     return ref('VirtualMachine', services.machines.register(file).id);
   },
   'VirtualServer.UnregisterVirtualMachine': ({ services, params }) => {
