@@ -144,9 +144,9 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     viewer = await login(server.url, 'viewer', 'viewer-password');
   });
   after(async () => {
-    // Unmounted first: a worker still reading the slow file is then released.
+    // Unmounted first (lazily, should a reader be left): a worker still reading is then released.
     if (nbdfuse) {
-      run('fusermount3', ['-u', slowFolder]);
+      run('fusermount3', ['-uz', slowFolder]);
       if (nbdfuse.exitCode === null) nbdfuse.kill('SIGKILL');
     }
     await server?.stop();
@@ -212,6 +212,8 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     const started = Date.now();
     let settled = false;
     const slow = refusal(server.call('VirtualServer.GetHardDisk', { path: child }, viewer)).finally(() => { settled = true; });
+    const workers = (): string[] => run('pgrep', ['-P', String(server.process.pid), '-f', 'file-worker.js']).stdout.split('\n').filter(Boolean);
+    let workersDuring: string[] = [];
     // The first answers come while the slow call is certainly still pending.
     let checks = 0;
     while (!settled) {
@@ -220,6 +222,8 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
       // Another disk is inspected meanwhile: the slow file holds one worker, not all.
       assert.deepEqual(await timed('GetHardDisk of a normal disk', () => server.call('VirtualServer.GetHardDisk', { path: normal }, viewer)), { $ref: `HardDisk/${normal}` });
       checks++;
+      // One worker reads the slow file, the other answered the normal disk.
+      if (checks === 1) workersDuring = workers();
       await new Promise((r) => setTimeout(r, 250));
     }
     const got = await slow;
@@ -228,7 +232,13 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     assert.match(got.message, new RegExp(`did not answer within ${FILE_TIME_LIMIT_MS / 1000} s`));
     assert.ok(took >= FILE_TIME_LIMIT_MS - 100 && took < FILE_TIME_LIMIT_MS + 5000, `the slow call ended after ${took} ms`);
     assert.ok(checks >= 10, `only ${checks} rounds of checks ran while the slow call was pending`);
-    // The stuck worker was replaced: inspection still works afterwards.
+    assert.equal(workersDuring.length, 2, `vserverd had file workers ${workersDuring.join(', ')} during the slow call`);
+    // The stuck worker was killed, not left reading (SIGKILL ends a FUSE request) ...
+    for (let i = 0; workersDuring.every((pid) => fs.existsSync(`/proc/${pid}`)); i++) {
+      assert.ok(i < 50, `all of vserverd's file workers (${workersDuring.join(', ')}) still run 5 s after the time-out`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // ... and replaced: inspection still works afterwards.
     assert.deepEqual(await server.call('HardDisk.get_Type', { this: `HardDisk/${normal}` }), 'Dynamic');
   });
 });
