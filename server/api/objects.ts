@@ -61,13 +61,30 @@ export async function resolveRef(services: Services, iface: string, reference: s
   }
 }
 
-/** An existing file inside the storage roots (its real path); a missing one is Virtual Server's VM_E_HD_IMAGE_NOT_FOUND. */
+/** A missing disk is Virtual Server's VM_E_HD_IMAGE_NOT_FOUND. */
+function diskError(e: unknown): unknown {
+  return e instanceof StoragePathError && e.code === 'VM_E_FILE_NOT_FOUND' ? new ApiError('VM_E_HD_IMAGE_NOT_FOUND', e.message) : e;
+}
+
+/** An existing file inside the storage roots (its real path), looked up off the event loop. */
 export async function existingDisk(services: Services, input: string, kind = 'hard disk image'): Promise<string> {
   try {
     return await services.files.run({ op: 'resolve', input, options: { mustExist: true, kind } });
   } catch (e) {
-    if (e instanceof StoragePathError && e.code === 'VM_E_FILE_NOT_FOUND') throw new ApiError('VM_E_HD_IMAGE_NOT_FOUND', e.message);
-    throw e;
+    throw diskError(e);
+  }
+}
+
+/**
+ * An existing VHD inside the storage roots, inspected off the event loop: every file of its
+ * chain lies inside them too, or VM_E_PATH_OUTSIDE_ROOTS names the link at fault and nothing
+ * of the file outside is told.
+ */
+export async function inspectedDisk(services: Services, input: string, kind = 'hard disk image'): Promise<DiskInfo> {
+  try {
+    return await services.files.run({ op: 'inspect', input, kind });
+  } catch (e) {
+    throw diskError(e);
   }
 }
 
@@ -121,18 +138,6 @@ function securityOf(services: Services, object: string, reference: string): Secu
   if (iface !== 'VirtualMachine') throw new ApiError('VM_E_OBJECT_UNKNOWN', `${reference}: access entries exist for the server and for virtual machines`);
   vmOf(services, rest, object);
   return { object };
-}
-/**
- * An existing VHD inside the storage roots, inspected: every file of its chain lies inside them
- * too, or VM_E_PATH_OUTSIDE_ROOTS names the link at fault and nothing of the file outside is told.
- */
-export async function inspectedDisk(services: Services, input: string, kind = 'hard disk image'): Promise<DiskInfo> {
-  try {
-    return await services.files.run({ op: 'inspect', input, kind });
-  } catch (e) {
-    if (e instanceof StoragePathError && e.code === 'VM_E_FILE_NOT_FOUND') throw new ApiError('VM_E_HD_IMAGE_NOT_FOUND', e.message);
-    throw e;
-  }
 }
 
 /** For messages: the name of what a reference points at. */
