@@ -185,12 +185,26 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     assert.equal(await server.call('Task.get_IsComplete', { this: task.$ref }), true);
   });
 
-  test('RegisterVirtualMachine of a FIFO named .vmc is VM_E_INVALID_PATH at once', async () => {
-    const vmc = path.join(root, 'pipe.vmc');
-    mkfifo(vmc);
-    const got = await timed('RegisterVirtualMachine', () => refusal(server.call('VirtualServer.RegisterVirtualMachine', { path: vmc })));
-    assert.equal(got.data.name, 'VM_E_INVALID_PATH', got.message);
-    assert.ok(got.message.includes(vmc), got.message);
+  test('FIFOs named directly: a disk is VHD_E_NOT_A_FILE, a .vmc, ISO or floppy image VM_E_INVALID_PATH, each at once', async () => {
+    const pipe = (name: string): string => {
+      const file = path.join(root, name);
+      mkfifo(file);
+      return file;
+    };
+    const vhd = pipe('pipe.vhd');
+    const disk = await timed('GetHardDisk', () => refusal(server.call('VirtualServer.GetHardDisk', { path: vhd }, viewer)));
+    assert.equal(disk.data.name, 'VHD_E_NOT_A_FILE', disk.message);
+    const vmc = pipe('pipe.vmc');
+    const registered = await timed('RegisterVirtualMachine', () => refusal(server.call('VirtualServer.RegisterVirtualMachine', { path: vmc })));
+    assert.equal(registered.data.name, 'VM_E_INVALID_PATH', registered.message);
+    assert.ok(registered.message.includes(vmc), registered.message);
+    const vm = await server.call<{ $ref: string }>('VirtualServer.CreateVirtualMachine', { name: 'pipes' });
+    const drive = await server.call<{ $ref: string }>('VirtualMachine.AddDVDROMDrive', { this: vm.$ref, busNumber: 1, deviceNumber: 0 });
+    const iso = await timed('AttachImage', () => refusal(server.call('DVDROMDrive.AttachImage', { this: drive.$ref, path: pipe('pipe.iso') })));
+    assert.equal(iso.data.name, 'VM_E_INVALID_PATH', iso.message);
+    await server.call('VirtualMachine.AddFloppyDrive', { this: vm.$ref });
+    const floppy = await timed('AttachFloppyImage', () => refusal(server.call('VirtualMachine.AttachFloppyImage', { this: vm.$ref, path: pipe('pipe.vfd') })));
+    assert.equal(floppy.data.name, 'VM_E_INVALID_PATH', floppy.message);
   });
 
   test(`a parent whose reads take ${SLOW_READ_SECONDS} s: VM_E_FILE_TIMEOUT after the limit, /healthz and other calls answered meanwhile`, async () => {
