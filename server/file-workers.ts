@@ -15,8 +15,10 @@ import { type FileJob, type JobReply, type JobResults, describeJob, fromJobError
 
 /** How long one file job may take before its caller gets VM_E_FILE_TIMEOUT. */
 export const FILE_TIME_LIMIT_MS = 10_000;
-/** Workers kept ready; more jobs wait for one. Inspection is short, so two keep up with the API. */
-const POOL_SIZE = 2;
+/** Workers kept when idle: inspection is short, so two keep up with the API. */
+const IDLE_WORKERS = 2;
+/** Workers at once; jobs beyond wait. Files that do not answer then hold a few workers, not all file work. */
+const MAX_WORKERS = 6;
 /** Workers given up on that have not exited yet; beyond this, file jobs are refused. */
 export const MAX_STUCK_WORKERS = 4;
 
@@ -70,7 +72,7 @@ export class FileWorkers {
     while (this.#queue.length) {
       let worker = this.#workers.find((w) => w.pending === null);
       if (!worker) {
-        if (this.#workers.length >= POOL_SIZE) return;
+        if (this.#workers.length >= MAX_WORKERS) return;
         worker = this.#spawn();
       }
       const pending = this.#queue.shift()!;
@@ -111,6 +113,10 @@ export class FileWorkers {
     clearTimeout(worker.pending!.timer);
     worker.pending = null;
     this.#dispatch();
+    if (worker.pending === null && this.#workers.filter((w) => w.pending === null).length > IDLE_WORKERS) {
+      this.#workers = this.#workers.filter((w) => w !== worker);
+      worker.child.kill();
+    }
   }
 
   #timeOut(pending: Pending): void {

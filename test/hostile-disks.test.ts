@@ -109,6 +109,8 @@ describe('the engine refuses a parent that is not a regular file, without blocki
 
 /** What a call that must stay quick may take while a slow file is being read. */
 const RESPONSIVE_MS = 1000;
+/** Calls on slow files at once, each on a file of its own. */
+const SLOW_CALLS = 2;
 /** Each read of the slow file takes this long: far past the time limit. */
 const SLOW_READ_SECONDS = 30;
 
@@ -134,8 +136,15 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
   const root = path.join(dir, 'root');
   let server: TestServer;
   let viewer: string;
-  let nbdfuse: ChildProcess | null = null;
-  const slowFolder = path.join(root, 'slow');
+  /** Each slow file: its own FUSE mount, so that each read of it is a request in flight of its own. */
+  const mounts: Array<{ folder: string; nbdfuse: ChildProcess }> = [];
+  const unmountAll = (): void => {
+    for (const { folder, nbdfuse } of mounts.splice(0)) {
+      // Its process group: nbdfuse and the nbdkit it started.
+      if (nbdfuse.exitCode === null) process.kill(-nbdfuse.pid!, 'SIGKILL');
+      run('fusermount3', ['-uz', folder]);
+    }
+  };
 
   before(async () => {
     fs.mkdirSync(root);
@@ -144,11 +153,8 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     viewer = await login(server.url, 'viewer', 'viewer-password');
   });
   after(async () => {
-    // Unmounted first (lazily, should a reader be left): a worker still reading is then released.
-    if (nbdfuse) {
-      run('fusermount3', ['-uz', slowFolder]);
-      if (nbdfuse.exitCode === null) nbdfuse.kill('SIGKILL');
-    }
+    // Unmounted first (the server's FUSE daemon killed): a worker still reading is then released.
+    unmountAll();
     await server?.stop();
     server?.remove();
   });
@@ -207,52 +213,65 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     assert.equal(floppy.data.name, 'VM_E_INVALID_PATH', floppy.message);
   });
 
-  test(`a parent whose reads take ${SLOW_READ_SECONDS} s: VM_E_FILE_TIMEOUT after the limit, /healthz and other calls answered meanwhile`, async () => {
-    // The child's locators name slow/parent.vhd; then that name becomes the FUSE file.
-    fs.mkdirSync(slowFolder);
-    const parent = path.join(slowFolder, 'parent.vhd');
-    const child = path.join(root, 'slow-child.vhd');
+  test(`parents whose reads take ${SLOW_READ_SECONDS} s: VM_E_FILE_TIMEOUT after the limit, /healthz and other calls answered meanwhile, the workers reading killed`, async () => {
+    // Each child's locators name slow-N/parent.vhd; then that name becomes a FUSE file.
     const normal = path.join(root, 'normal.vhd');
-    await createDynamic(parent, { size: 8 * MiB });
-    await createDifferencing(child, parent);
     await createDynamic(normal, { size: 8 * MiB });
-    fs.rmSync(parent);
-    nbdfuse = spawn('nbdfuse', ['-r', parent, '--command', 'nbdkit', '-s', '--filter=delay', 'memory', '8M', `rdelay=${SLOW_READ_SECONDS}`], { stdio: 'ignore' });
-    for (let i = 0; !fs.existsSync(parent); i++) {
-      assert.ok(i < 100 && nbdfuse.exitCode === null, 'nbdfuse did not mount the slow file');
-      await new Promise((r) => setTimeout(r, 100));
+    const children: string[] = [];
+    for (let n = 0; n < SLOW_CALLS; n++) {
+      const folder = path.join(root, `slow-${n}`);
+      fs.mkdirSync(folder);
+      const parent = path.join(folder, 'parent.vhd');
+      const child = path.join(root, `slow-child-${n}.vhd`);
+      await createDynamic(parent, { size: 8 * MiB });
+      await createDifferencing(child, parent);
+      fs.rmSync(parent);
+      const nbdfuse = spawn('nbdfuse', ['-r', parent, '--command', 'nbdkit', '-s', '--filter=delay', 'memory', '8M', `rdelay=${SLOW_READ_SECONDS}`], { stdio: 'ignore', detached: true });
+      mounts.push({ folder, nbdfuse });
+      for (let i = 0; !fs.existsSync(parent); i++) {
+        assert.ok(i < 100 && nbdfuse.exitCode === null, 'nbdfuse did not mount the slow file');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      children.push(child);
     }
 
+    // Several at once: each holds a worker, and other file work still gets one.
     const started = Date.now();
-    let settled = false;
-    const slow = refusal(server.call('VirtualServer.GetHardDisk', { path: child }, viewer)).finally(() => { settled = true; });
+    let settled = 0;
+    const slow = children.map((child, i) =>
+      refusal(i % 2 ? server.call('HardDisk.get_Info', { this: `HardDisk/${child}` }) : server.call('VirtualServer.GetHardDisk', { path: child }, viewer))
+        .finally(() => { settled++; }));
     const workers = (): string[] => run('pgrep', ['-P', String(server.process.pid), '-f', 'file-worker.js']).stdout.split('\n').filter(Boolean);
     let workersDuring: string[] = [];
-    // The first answers come while the slow call is certainly still pending.
+    // The first answers come while the slow calls are certainly still pending.
     let checks = 0;
-    while (!settled) {
+    while (settled < slow.length) {
       assert.equal(await timed('/healthz', async () => (await fetch(`${server.url}/healthz`)).status), 200);
       assert.equal(await timed('VirtualServer.get_Name', () => server.call('VirtualServer.get_Name', {}, viewer)), (await server.call('VirtualServer.get_Name')));
-      // Another disk is inspected meanwhile: the slow file holds one worker, not all.
       assert.deepEqual(await timed('GetHardDisk of a normal disk', () => server.call('VirtualServer.GetHardDisk', { path: normal }, viewer)), { $ref: `HardDisk/${normal}` });
       checks++;
-      // One worker reads the slow file, the other answered the normal disk.
       if (checks === 1) workersDuring = workers();
       await new Promise((r) => setTimeout(r, 250));
     }
-    const got = await slow;
     const took = Date.now() - started;
-    assert.equal(got.data.name, 'VM_E_FILE_TIMEOUT', got.message);
-    assert.match(got.message, new RegExp(`did not answer within ${FILE_TIME_LIMIT_MS / 1000} s`));
-    assert.ok(took >= FILE_TIME_LIMIT_MS - 100 && took < FILE_TIME_LIMIT_MS + 5000, `the slow call ended after ${took} ms`);
-    assert.ok(checks >= 10, `only ${checks} rounds of checks ran while the slow call was pending`);
-    assert.equal(workersDuring.length, 2, `vserverd had file workers ${workersDuring.join(', ')} during the slow call`);
-    // The stuck worker was killed, not left reading (SIGKILL ends a FUSE request) ...
-    for (let i = 0; workersDuring.every((pid) => fs.existsSync(`/proc/${pid}`)); i++) {
-      assert.ok(i < 50, `all of vserverd's file workers (${workersDuring.join(', ')}) still run 5 s after the time-out`);
+    for (const got of await Promise.all(slow)) {
+      assert.equal(got.data.name, 'VM_E_FILE_TIMEOUT', got.message);
+      assert.match(got.message, new RegExp(`did not answer within ${FILE_TIME_LIMIT_MS / 1000} s`));
+    }
+    assert.ok(took >= FILE_TIME_LIMIT_MS - 100 && took < FILE_TIME_LIMIT_MS + 5000, `the slow calls ended after ${took} ms`);
+    assert.ok(checks >= 10, `only ${checks} rounds of checks ran while the slow calls were pending`);
+    // One worker for each slow call, and one more for the normal disk.
+    assert.equal(workersDuring.length, SLOW_CALLS + 1, `vserverd's file workers during the slow calls: ${workersDuring.join(', ')}`);
+
+    // The workers given up on were killed, not left behind: once the slow file systems are gone
+    // (a read in flight in one may outlive SIGKILL until answered), only the normal disk's remains ...
+    unmountAll();
+    const running = (): string[] => workersDuring.filter((pid) => fs.existsSync(`/proc/${pid}`));
+    for (let i = 0; running().length > 1; i++) {
+      assert.ok(i < 50, `vserverd's file workers ${running().join(', ')} still run 5 s after the slow file systems went`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    // ... and replaced: inspection still works afterwards.
+    // ... and file work goes on.
     assert.deepEqual(await server.call('HardDisk.get_Type', { this: `HardDisk/${normal}` }), 'Dynamic');
   });
 });
