@@ -3,7 +3,7 @@
 #   scripts/setup.sh start   what the service needs: npm packages, QEMU with SeaBIOS, and (as root)
 #                            the unprivileged user vserver-qemu that QEMU runs as
 #   scripts/setup.sh test    that, plus the tools the tests drive (qemu-img/io/nbd, libnbd's tools,
-#                            FUSE, sfdisk, mkfs.ext4, losetup, libvhdi's vhdiinfo) and the test guest (test/guest/build.sh,
+#                            nbdkit, FUSE, sfdisk, mkfs.ext4, losetup, libvhdi's vhdiinfo) and the test guest (test/guest/build.sh,
 #                            with kmod, cpio, dosfstools, mtools and syslinux)
 #                            and Debian's chromium for the website's browser tests
 #   scripts/setup.sh bench   that, plus fio (the benchmarks' NBD client)
@@ -32,6 +32,8 @@ case "$mode" in
       [fusermount3]=fuse3 [sfdisk]=fdisk [mkfs.ext4]=e2fsprogs [losetup]=mount
       # libvhdi's reader, a third reading of our disks' size
       [vhdiinfo]=libvhdi-utils
+      # a FUSE file whose reads are slow (nbdkit's delay filter), for the file time limit's test
+      [nbdkit]=nbdkit
       # what test/guest/build.sh builds the test guest with
       [depmod]=kmod [cpio]=cpio [mkfs.fat]=dosfstools [mcopy]=mtools [syslinux]=syslinux
       [/usr/lib/syslinux/mbr/mbr.bin]=syslinux-common

@@ -15,6 +15,7 @@ import { ConfigError, loadConfig, type ServerConfig } from './config.js';
 import { call } from './api/dispatch.js';
 import type { Services } from './api/services.js';
 import { EventLog, SERVICE } from './event-log.js';
+import { FileWorkers } from './file-workers.js';
 import { createApp } from './http/app.js';
 import { consoleUpgrades } from './http/console-proxy.js';
 import { Sessions } from './http/sessions.js';
@@ -36,9 +37,10 @@ async function main(): Promise<void> {
   const db = openCatalog(config.dataDir);
   const users = new Users(db);
   const admin = await users.ensureAdministrator(config.adminUser, process.env.VSERVER_ADMIN_PASSWORD || undefined);
+  const roots = new StorageRoots(config.storageRoots);
   const services: Services = {
     db, users, machines: new Machines(db), tasks: new Tasks(db), events: new EventLog(db), access: new AccessControl(db),
-    roots: new StorageRoots(config.storageRoots), sessions: new Sessions(config.sessionTimeoutMinutes * 60_000),
+    roots, files: new FileWorkers(roots.roots), sessions: new Sessions(config.sessionTimeoutMinutes * 60_000),
     hostName: os.hostname(), version, startedAt: Date.now(),
   };
   if (admin.generated) {
@@ -129,6 +131,7 @@ async function shutDown(services: Services, server: http.Server, signal: string)
   services.machines.detach();
   services.events.log('Virtual Server', 'Information', `vserverd stopped (${signal})`);
   services.db.close();
+  services.files.close();
   process.exit(0);
 }
 

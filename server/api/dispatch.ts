@@ -84,8 +84,8 @@ export async function call(method: string, rawParams: unknown, principal: Princi
   const given = { ...(rawParams as Record<string, unknown> | undefined) };
 
   const thisRef = takeThis(iface, method, given);
-  const self = iface === 'VirtualServer' ? null : resolveRef(services, iface, thisRef);
-  const { params, refs } = checkParams(method, spec, given, services);
+  const self = iface === 'VirtualServer' ? null : await resolveRef(services, iface, thisRef);
+  const { params, refs } = await checkParams(method, spec, given, services);
 
   const guarded = spec.rightOn ? refs[spec.rightOn] : thisRef;
   // A task is guarded by the object it acts on (its VM), not by the server.
@@ -112,7 +112,7 @@ function takeThis(iface: string, method: string, given: Record<string, unknown>)
   return thisRef;
 }
 
-function checkParams(method: string, spec: MemberSpec, given: Record<string, unknown>, services: Services): { params: Record<string, unknown>; refs: Record<string, string> } {
+async function checkParams(method: string, spec: MemberSpec, given: Record<string, unknown>, services: Services): Promise<{ params: Record<string, unknown>; refs: Record<string, string> }> {
   const declared = spec.params ?? {};
   const unknown = Object.keys(given).filter((k) => !Object.hasOwn(declared, k));
   if (unknown.length) {
@@ -133,7 +133,7 @@ function checkParams(method: string, spec: MemberSpec, given: Record<string, unk
     if (problem) throw invalidParams(`${method}: "${name}" ${problem}`, { param: name });
     if (p.type === 'ref') {
       refs[name] = value as string;
-      params[name] = resolveRef(services, p.interface, value as string);
+      params[name] = await resolveRef(services, p.interface, value as string);
     } else {
       params[name] = value;
     }

@@ -2,13 +2,13 @@
 // is resolved to the thing it names, and which object's access entries guard it. Devices of a
 // VM are guarded by the VM; disks, tasks without a VM and the server by the server.
 
-import fs from 'node:fs';
 import { hardDisks } from '../../vmm/config.js';
 import type { TaskState } from '../tasks.js';
 import type { VmRecord } from '../machines.js';
 import type { Services } from './services.js';
 import { ApiError, invalidParams, unknownObject } from './errors.js';
 import { StoragePathError } from '../storage-roots.js';
+import type { DiskInfo } from '../../storage/vhd/index.js';
 
 export const SERVER_REF = 'VirtualServer';
 
@@ -43,7 +43,7 @@ export function splitRef(reference: string): { iface: string; rest: string } {
 }
 
 /** Resolves a reference of interface `iface` to its object; VM_E_OBJECT_UNKNOWN (or a more precise error) when it names nothing. */
-export function resolveRef(services: Services, iface: string, reference: string): unknown {
+export async function resolveRef(services: Services, iface: string, reference: string): Promise<unknown> {
   const { iface: named, rest } = splitRef(reference);
   if (named !== iface) throw invalidParams(`"${reference}" is not a ${iface} reference (${iface}/...)`);
   switch (iface) {
@@ -61,13 +61,30 @@ export function resolveRef(services: Services, iface: string, reference: string)
   }
 }
 
-/** An existing VHD inside the storage roots; a missing one is Virtual Server's VM_E_HD_IMAGE_NOT_FOUND. */
-export function existingDisk(services: Services, input: string, kind = 'hard disk image'): string {
+/** A missing disk is Virtual Server's VM_E_HD_IMAGE_NOT_FOUND. */
+function diskError(e: unknown): unknown {
+  return e instanceof StoragePathError && e.code === 'VM_E_FILE_NOT_FOUND' ? new ApiError('VM_E_HD_IMAGE_NOT_FOUND', e.message) : e;
+}
+
+/** An existing file inside the storage roots (its real path), looked up off the event loop. */
+export async function existingDisk(services: Services, input: string, kind = 'hard disk image'): Promise<string> {
   try {
-    return services.roots.resolve(input, { mustExist: true, kind });
+    return await services.files.run({ op: 'resolve', input, options: { mustExist: true, kind } });
   } catch (e) {
-    if (e instanceof StoragePathError && e.code === 'VM_E_FILE_NOT_FOUND') throw new ApiError('VM_E_HD_IMAGE_NOT_FOUND', e.message);
-    throw e;
+    throw diskError(e);
+  }
+}
+
+/**
+ * An existing VHD inside the storage roots, inspected off the event loop: every file of its
+ * chain lies inside them too, or VM_E_PATH_OUTSIDE_ROOTS names the link at fault and nothing
+ * of the file outside is told.
+ */
+export async function inspectedDisk(services: Services, input: string, kind = 'hard disk image'): Promise<DiskInfo> {
+  try {
+    return await services.files.run({ op: 'inspect', input, kind });
+  } catch (e) {
+    throw diskError(e);
   }
 }
 
@@ -128,6 +145,6 @@ export function describeRef(services: Services, reference: string): string {
   const vmId = vmIdOf(reference);
   if (vmId) return services.machines.get(vmId)?.name ?? reference;
   const { iface, rest } = splitRef(reference);
-  if (iface === 'HardDisk' && fs.existsSync(rest)) return rest;
+  if (iface === 'HardDisk') return rest; // resolved before any message names it: the file exists
   return reference;
 }

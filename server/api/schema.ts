@@ -457,4 +457,4 @@ export const EVENTS: Record<string, { doc: string; params: Record<string, string
 };
 
 /** Errors every member may return. */
-export const COMMON_ERRORS = ['VM_E_NOT_AUTHENTICATED', 'VM_E_ACCESS_DENIED', 'VM_E_INVALID_PARAMS', 'VM_E_OBJECT_UNKNOWN', 'VM_E_PATH_OUTSIDE_ROOTS'] as const;
+export const COMMON_ERRORS = ['VM_E_NOT_AUTHENTICATED', 'VM_E_ACCESS_DENIED', 'VM_E_INVALID_PARAMS', 'VM_E_OBJECT_UNKNOWN', 'VM_E_PATH_OUTSIDE_ROOTS', 'VM_E_FILE_TIMEOUT'] as const;

@@ -4,6 +4,7 @@ import type { AccessControl } from '../auth/access.js';
 import type { Users } from '../auth/users.js';
 import type { Catalog } from '../catalog/database.js';
 import type { EventLog } from '../event-log.js';
+import type { FileWorkers } from '../file-workers.js';
 import type { Machines } from '../machines.js';
 import type { StorageRoots } from '../storage-roots.js';
 import type { Tasks } from '../tasks.js';
@@ -17,6 +18,8 @@ export interface Services {
   users: Users;
   access: AccessControl;
   roots: StorageRoots;
+  /** File work for calls (lookups in the roots, VHD inspection), off the event loop with a time limit. */
+  files: FileWorkers;
   /** Browser sessions, ended when their user is deleted or given a new password. */
   sessions: Sessions;
   hostName: string;

@@ -8,6 +8,7 @@ import { type Problem, VhdError, ioError } from './errors.js';
 import { DiskType } from './format.js';
 import { readLayout } from './layout.js';
 import { VhdDisk } from './disk.js';
+import { openRegularFile } from './regular-file.js';
 
 export interface CheckReport {
   file: string;
@@ -27,7 +28,7 @@ export async function checkDisk(filePath: string, options: LongOperationOptions 
   };
   let disk: VhdDisk;
   try {
-    const fd = fs.openSync(file, 'r');
+    const fd = openRegularFile(file, false);
     try {
       for (const p of readLayout(fd).problems) add(p, file);
     } finally {

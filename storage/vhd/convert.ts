@@ -4,11 +4,12 @@
 
 import fs from 'node:fs';
 import { type LongOperationOptions, step } from '../progress.js';
-import { VhdError, ioError } from './errors.js';
+import { VhdError } from './errors.js';
 import { DiskType, FOOTER_COOKIE, FOOTER_SIZE, SECTOR_SIZE, encodeFooter } from './format.js';
 import { sizeForRequest } from './geometry.js';
 import { buildFile, newFooter, writeAll, writeDynamicDisk } from './create.js';
 import { VhdDisk } from './disk.js';
+import { openRegularFile } from './regular-file.js';
 
 export type ImageType = 'dynamic' | 'fixed' | 'raw';
 export const IMAGE_TYPES: readonly ImageType[] = ['dynamic', 'fixed', 'raw'];
@@ -23,12 +24,7 @@ export interface SourceImage {
 }
 
 export function isVhdFile(filePath: string): boolean {
-  let fd: number;
-  try {
-    fd = fs.openSync(filePath, 'r');
-  } catch (e) {
-    throw ioError(filePath, 'opening', e);
-  }
+  const fd = openRegularFile(filePath, false);
   try {
     const size = fs.fstatSync(fd).size;
     if (size < FOOTER_SIZE) return false;
@@ -44,7 +40,7 @@ export function isVhdFile(filePath: string): boolean {
 
 export function openSource(filePath: string): SourceImage {
   if (isVhdFile(filePath)) return VhdDisk.open(filePath);
-  const fd = fs.openSync(filePath, 'r');
+  const fd = openRegularFile(filePath, false);
   const size = fs.fstatSync(fd).size;
   if (size === 0 || size % SECTOR_SIZE !== 0) {
     fs.closeSync(fd);

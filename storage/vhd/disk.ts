@@ -11,7 +11,14 @@ import { DiskType, SECTOR_SIZE, UNALLOCATED, toVhdTime } from './format.js';
 import { type FileOpenOptions, VhdFile } from './file.js';
 import { parentCandidates } from './locators.js';
 
-export type DiskOpenOptions = FileOpenOptions;
+export interface DiskOpenOptions extends FileOpenOptions {
+  /**
+   * Asked before each parent candidate is looked at (vserverd: is it inside the storage roots?).
+   * Throwing refuses the candidate unseen; when no other candidate is the parent, the first
+   * refusal is what open() throws.
+   */
+  admitParent?: (candidate: string, child: string) => void;
+}
 
 /** A run of bytes that the chain either holds or reads as zeros. */
 export interface AllocationRun {
@@ -47,7 +54,7 @@ export class VhdDisk {
     if (file.type !== DiskType.Differencing) return new VhdDisk(file, null, file.layout.ownSize, []);
     try {
       seen.add(realPath(filePath));
-      const { parent, warnings } = VhdDisk.openParent(file, seen);
+      const { parent, warnings } = VhdDisk.openParent(file, seen, options.admitParent);
       if (parent.size !== file.layout.ownSize) {
         warnings.push(`its size (${file.layout.ownSize} bytes) differs from its parent's (${parent.size}); past the parent's end it reads zeros`);
       }
@@ -59,14 +66,22 @@ export class VhdDisk {
   }
 
   /** Tries each candidate location; the first whose unique id matches the child's record wins. */
-  private static openParent(child: VhdFile, seen: Set<string>): { parent: VhdDisk; warnings: string[] } {
+  private static openParent(child: VhdFile, seen: Set<string>, admitParent?: DiskOpenOptions['admitParent']): { parent: VhdDisk; warnings: string[] } {
     const header = child.layout.header!;
     const candidates = parentCandidates(child.fd, child.path, header);
     const mismatched: string[] = [];
     const inChain: string[] = [];
     let unopenable: VhdError | null = null;
+    let refused: unknown = null;
     for (const candidate of candidates) {
-      if (!fs.existsSync(candidate.path)) continue;
+      if (admitParent) {
+        try {
+          admitParent(candidate.path, child.path);
+        } catch (e) {
+          refused ??= e;
+          continue;
+        }
+      }
       // The child itself (a same-named parent looked for beside it) or a disk below it: never its parent.
       if (seen.has(realPath(candidate.path))) {
         inChain.push(candidate.path);
@@ -75,15 +90,16 @@ export class VhdDisk {
       let parent: VhdDisk;
       try {
         // A copy: a candidate that turns out wrong must not leave its chain marked as seen.
-        parent = VhdDisk.openLevel(candidate.path, { writable: false }, new Set(seen));
+        parent = VhdDisk.openLevel(candidate.path, { writable: false, admitParent }, new Set(seen));
       } catch (e) {
         if (!(e instanceof VhdError)) throw e;
-        unopenable ??= e;
+        // A candidate that does not exist is simply not the parent (no existsSync first: one open, which cannot block).
+        if (!(e.code === 'VHD_E_NOT_FOUND' && e.file === candidate.path)) unopenable ??= e;
         continue;
       }
       if (parent.file.layout.footer.uniqueId.equals(header.parentUniqueId)) {
         const warnings: string[] = [];
-        const mtime = toVhdTime(fs.statSync(candidate.path).mtime);
+        const mtime = toVhdTime(fs.fstatSync(parent.file.fd).mtime);
         if (header.parentTimestamp !== mtime && header.parentTimestamp !== parent.file.layout.footer.timestamp) {
           warnings.push(`its parent ${candidate.path} was modified after this disk was created (the parent timestamp differs)`);
         }
@@ -92,6 +108,8 @@ export class VhdDisk {
       mismatched.push(`${candidate.path} (${candidate.source}) has unique id ${formatUuid(parent.file.layout.footer.uniqueId)}`);
       parent.close();
     }
+    // A refused candidate (outside the storage roots) was never opened: nothing is known of it.
+    if (refused) throw refused;
     // The parent's own fault (damage, a missing grandparent) says more than "not found".
     if (unopenable) throw unopenable;
     const expected = formatUuid(header.parentUniqueId);

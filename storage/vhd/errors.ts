@@ -3,6 +3,7 @@
 
 export type VhdErrorCode =
   | 'VHD_E_NOT_FOUND'
+  | 'VHD_E_NOT_A_FILE'
   | 'VHD_E_EXISTS'
   | 'VHD_E_BAD_FOOTER'
   | 'VHD_E_BAD_HEADER'
@@ -49,8 +50,10 @@ export function problemToError(file: string, problem: Problem): VhdError {
 /** Wraps an fs error so callers see which file and what the engine was doing. */
 export function ioError(file: string, doing: string, cause: unknown): VhdError {
   const e = cause as NodeJS.ErrnoException;
-  if (e?.code === 'ENOENT') return new VhdError('VHD_E_NOT_FOUND', `${file}: no such file`, file);
-  if (e?.code === 'EISDIR') return new VhdError('VHD_E_BAD_ARGUMENT', `${file} is a folder, not a disk file`, file);
+  if (e?.code === 'ENOENT' || e?.code === 'ENOTDIR') return new VhdError('VHD_E_NOT_FOUND', `${file}: no such file`, file);
+  if (e?.code === 'EISDIR') return new VhdError('VHD_E_NOT_A_FILE', `${file} is a folder; a disk or image must be a regular file`, file);
+  // What open() says of a socket, or of a device with no driver behind it.
+  if (e?.code === 'ENXIO') return new VhdError('VHD_E_NOT_A_FILE', `${file} is not a regular file (a socket or an absent device); a disk or image must be a regular file`, file);
   if (e?.code === 'EACCES' || e?.code === 'EPERM') return new VhdError('VHD_E_IO', `${file}: permission denied ${doing} it`, file);
   return new VhdError('VHD_E_IO', `${file}: ${doing} failed: ${e?.message ?? String(cause)}`, file);
 }

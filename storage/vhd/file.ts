@@ -14,6 +14,7 @@ import { type Problem, VhdError, ioError, problemToError } from './errors.js';
 import { DiskType, FOOTER_SIZE, SECTOR_SIZE, UNALLOCATED } from './format.js';
 import { type Layout, readAt, readLayout } from './layout.js';
 import { acquireWriteLock, releaseWriteLock } from './lock.js';
+import { openRegularFile } from './regular-file.js';
 
 export interface FileOpenOptions {
   writable?: boolean;
@@ -47,12 +48,7 @@ export class VhdFile {
 
   static open(path: string, options: FileOpenOptions = {}): VhdFile {
     const writable = options.writable ?? false;
-    let fd: number;
-    try {
-      fd = fs.openSync(path, writable ? 'r+' : 'r');
-    } catch (e) {
-      throw ioError(path, 'opening', e);
-    }
+    const fd = openRegularFile(path, writable);
     try {
       if (writable) acquireWriteLock(path, options.holder ?? `vserver (pid ${process.pid})`);
       const { layout, problems } = readLayout(fd);

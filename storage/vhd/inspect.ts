@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import { DiskType, SECTOR_SIZE, diskTypeName, fromVhdTime } from './format.js';
 import { geometrySectors } from './geometry.js';
-import { VhdDisk, formatUuid } from './disk.js';
+import { type DiskOpenOptions, VhdDisk, formatUuid } from './disk.js';
 
 export interface DiskInfo {
   file: string;
@@ -34,8 +34,8 @@ export interface DiskInfo {
   warnings: string[];
 }
 
-export function inspectDisk(filePath: string): DiskInfo {
-  const disk = VhdDisk.open(filePath);
+export function inspectDisk(filePath: string, options: DiskOpenOptions = {}): DiskInfo {
+  const disk = VhdDisk.open(filePath, options);
   try {
     return describe(disk);
   } finally {
@@ -46,7 +46,7 @@ export function inspectDisk(filePath: string): DiskInfo {
 export function describe(disk: VhdDisk): DiskInfo {
   const { layout } = disk.file;
   const { footer, header } = layout;
-  const stat = fs.statSync(disk.path);
+  const stat = fs.fstatSync(disk.file.fd);
   const version = footer.creatorVersion;
   return {
     file: disk.path,

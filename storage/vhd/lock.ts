@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { procStat } from '../proc-stat.js';
 import { VhdError } from './errors.js';
+import { readRegularFile } from './regular-file.js';
 
 export interface LockOwner {
   holder: string;
@@ -37,7 +38,7 @@ export function lockPath(file: string): string {
 /** Reads who holds a file's write lock, or null when nobody living does. */
 export function lockHolder(file: string): LockOwner | null {
   try {
-    const owner = JSON.parse(fs.readFileSync(lockPath(file), 'utf8')) as LockOwner;
+    const owner = JSON.parse(readRegularFile(lockPath(file))) as LockOwner;
     return isAlive(owner) ? owner : null;
   } catch {
     return null;
@@ -88,9 +89,10 @@ export function releaseWriteLock(file: string): void {
   fs.rmSync(path, { force: true });
 }
 
+/** The lock's owner; null when it is unreadable, or not a regular file (a FIFO put there must not block). */
 function readOwner(path: string): LockOwner | null {
   try {
-    return JSON.parse(fs.readFileSync(path, 'utf8')) as LockOwner;
+    return JSON.parse(readRegularFile(path)) as LockOwner;
   } catch {
     return null;
   }

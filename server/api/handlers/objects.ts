@@ -1,16 +1,15 @@
 // The members of Task, HardDisk and Security.
 
-import fs from 'node:fs';
 import path from 'node:path';
 import {
-  compactDisk, convertDisk, expandDisk, inspectDisk, mergeIntoParent, mergeToNewDisk,
+  type DiskInfo, compactDisk, convertDisk, expandDisk, mergeIntoParent, mergeToNewDisk,
 } from '../../../storage/vhd/index.js';
 import { ROLES } from '../schema.js';
 import type { Right } from '../schema-types.js';
 import type { TaskState } from '../../tasks.js';
 import type { Call } from '../dispatch.js';
 import { ApiError } from '../errors.js';
-import { guardOf, ref, type SecurityObject } from '../objects.js';
+import { guardOf, inspectedDisk, ref, type SecurityObject } from '../objects.js';
 import { diskTask, type Handlers, newDiskFile, refuseInUse, vmsWithDisk } from './types.js';
 
 const MB = 1024 * 1024;
@@ -18,6 +17,8 @@ const TYPE_NAMES = { dynamic: 'Dynamic', fixed: 'Fixed', differencing: 'Differen
 
 const task = (call: Call): TaskState => call.self as TaskState;
 const disk = (call: Call): string => call.self as string;
+/** The disk inspected off the event loop, its chain checked against the storage roots. */
+const inspect = (call: Call): Promise<DiskInfo> => inspectedDisk(call.services, disk(call));
 
 export const objectHandlers: Handlers = {
   'Task.get_Description': (call) => task(call).description,
@@ -33,32 +34,32 @@ export const objectHandlers: Handlers = {
   'Task.Cancel': (call) => call.services.tasks.cancel(task(call).id),
 
   'HardDisk.get_File': (call) => disk(call),
-  'HardDisk.get_Type': (call) => TYPE_NAMES[inspectDisk(disk(call)).type],
-  'HardDisk.get_SizeInGuest': (call) => inspectDisk(disk(call)).sizeInGuest,
-  'HardDisk.get_SizeOnHost': (call) => inspectDisk(disk(call)).sizeOnHost,
-  'HardDisk.get_HostFreeDiskSpace': (call) => {
-    const stats = fs.statfsSync(path.dirname(disk(call)));
-    return stats.bavail * stats.bsize;
-  },
-  'HardDisk.get_Parent': (call) => {
-    const parent = inspectDisk(disk(call)).parent;
+  'HardDisk.get_Type': async (call) => TYPE_NAMES[(await inspect(call)).type],
+  'HardDisk.get_SizeInGuest': async (call) => (await inspect(call)).sizeInGuest,
+  'HardDisk.get_SizeOnHost': async (call) => (await inspect(call)).sizeOnHost,
+  'HardDisk.get_HostFreeDiskSpace': (call) => call.services.files.run({ op: 'free-space', dir: path.dirname(disk(call)) }),
+  'HardDisk.get_Parent': async (call) => {
+    const parent = (await inspect(call)).parent;
     return parent ? ref('HardDisk', parent.file) : null;
   },
-  'HardDisk.get_Info': (call) => inspectDisk(disk(call)),
-  'HardDisk.Compact': (call) => {
+  'HardDisk.get_Info': (call) => inspect(call),
+  // The operations open the whole chain: it must be inside the roots and made of regular files.
+  'HardDisk.Compact': async (call) => {
+    await inspect(call);
     refuseInUse(call, disk(call));
     return diskTask(call, call.thisRef, `Compact ${disk(call)}`, (signal, onProgress) => compactDisk(disk(call), { signal, onProgress }));
   },
-  'HardDisk.Convert': (call) => {
-    const target = newDiskFile(call, call.params.path);
+  'HardDisk.Convert': async (call) => {
+    await inspect(call);
+    const target = await newDiskFile(call, call.params.path);
     const type = call.params.type === 'Fixed' ? 'fixed' : 'dynamic';
     return diskTask(call, call.thisRef, `Convert ${disk(call)} to a ${type} disk ${target}`, async (signal, onProgress) => {
       await convertDisk(disk(call), target, { type, signal, onProgress });
       return ref('HardDisk', target);
     });
   },
-  'HardDisk.Merge': (call) => {
-    const info = inspectDisk(disk(call));
+  'HardDisk.Merge': async (call) => {
+    const info = await inspect(call);
     if (!info.parent) throw new ApiError('VHD_E_WRONG_TYPE', `${disk(call)} is a ${info.type} disk; only a differencing disk can be merged`);
     // Merging deletes the child: a VM that has it attached, even turned off, would lose its disk.
     const holder = vmsWithDisk(call, disk(call))[0];
@@ -70,14 +71,16 @@ export const objectHandlers: Handlers = {
       return ref('HardDisk', info.parent!.file);
     });
   },
-  'HardDisk.MergeTo': (call) => {
-    const target = newDiskFile(call, call.params.path);
+  'HardDisk.MergeTo': async (call) => {
+    await inspect(call);
+    const target = await newDiskFile(call, call.params.path);
     return diskTask(call, call.thisRef, `Merge ${disk(call)} into a new disk ${target}`, async (signal, onProgress) => {
       await mergeToNewDisk(disk(call), target, { signal, onProgress });
       return ref('HardDisk', target);
     });
   },
-  'HardDisk.Expand': (call) => {
+  'HardDisk.Expand': async (call) => {
+    await inspect(call);
     refuseInUse(call, disk(call));
     return diskTask(call, call.thisRef, `Expand ${disk(call)} to ${String(call.params.sizeMB)} MB`, (signal, onProgress) =>
       expandDisk(disk(call), (call.params.sizeMB as number) * MB, { signal, onProgress }));

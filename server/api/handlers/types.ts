@@ -1,6 +1,5 @@
 // The shape of a member's implementation, and small helpers the handlers share.
 
-import fs from 'node:fs';
 import os from 'node:os';
 import { lockHolder } from '../../../storage/vhd/index.js';
 import { hardDisks } from '../../../vmm/config.js';
@@ -19,11 +18,9 @@ export function selfOrAdministrator(call: Call, name: string, what: string): voi
   }
 }
 
-/** A disk file to be written inside the storage roots; one that exists already is refused. */
-export function newDiskFile(call: Call, input: unknown): string {
-  const file = call.services.roots.resolve(input as string, { kind: 'new disk' });
-  if (fs.existsSync(file)) throw new ApiError('VHD_E_EXISTS', `${file} already exists`);
-  return file;
+/** A disk file to be written inside the storage roots; one that exists already is refused (VHD_E_EXISTS). */
+export function newDiskFile(call: Call, input: unknown): Promise<string> {
+  return call.services.files.run({ op: 'new-file', input: input as string, kind: 'new disk' });
 }
 
 /** Starts a cancelable disk operation on `object` as a task with its progress; what the work returns is the task's result. */

@@ -4,7 +4,6 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { inspectDisk } from '../../../storage/vhd/index.js';
 import type { IdeDevice, VmConfig } from '../../../vmm/config.js';
 import { hardDisks, normalizeMac } from '../../../vmm/config.js';
 import { PROFILE, type NicModel, type ScsiModel } from '../../../vmm/profile.js';
@@ -15,7 +14,7 @@ import type { VmRecord } from '../../machines.js';
 import type { Call } from '../dispatch.js';
 import { ApiError, invalidParams } from '../errors.js';
 import { PORT_FILE_REFUSED } from '../schema.js';
-import { type ConnectionObject, type DriveObject, type IndexedObject, existingDisk, ref } from '../objects.js';
+import { type ConnectionObject, type DriveObject, type IndexedObject, inspectedDisk, ref } from '../objects.js';
 import type { Handlers } from './types.js';
 
 const vmOf = (call: Call): VmRecord => call.self as VmRecord;
@@ -81,11 +80,11 @@ export const virtualMachineHandlers: Handlers = {
   'VirtualMachine.get_LastCrash': (call) => call.services.machines.status(vmId(call))?.crashed ?? null,
 
   'VirtualMachine.get_HardDiskConnections': (call) => hardDisks(vmOf(call).config).map(({ slot }) => ref('HardDiskConnection', `${vmId(call)}/${slot}`)),
-  'VirtualMachine.AddHardDiskConnection': (call) => {
+  'VirtualMachine.AddHardDiskConnection': async (call) => {
     const vm = vmOf(call);
     const { busType, busNumber, deviceNumber } = call.params as { busType: 'IDE' | 'SCSI'; busNumber: number; deviceNumber: number };
-    const file = existingDisk(call.services, call.params.path as string);
-    inspectDisk(file); // a file that is not a VHD is refused now, not when the VM starts
+    // A file that is not a VHD, or whose chain leaves the roots, is refused now, not when the VM starts.
+    const file = (await inspectedDisk(call.services, call.params.path as string)).file;
     call.services.machines.refuseUnlessOff(vm);
     checkPosition(vm, busType, busNumber, deviceNumber);
     reconfigure(call, (doc) => {
@@ -156,13 +155,13 @@ export const virtualMachineHandlers: Handlers = {
   },
 
   'VirtualMachine.get_SerialPort2': (call) => vmOf(call).config.com2?.file ?? null,
-  'VirtualMachine.ConfigureSerialPort2': (call) => {
-    const file = portFile(call, 'COM2');
+  'VirtualMachine.ConfigureSerialPort2': async (call) => {
+    const file = await portFile(call, 'COM2');
     reconfigure(call, (doc) => { doc.com2 = file ? { file } : null; });
   },
   'VirtualMachine.get_ParallelPort1': (call) => vmOf(call).config.lpt1?.file ?? null,
-  'VirtualMachine.ConfigureParallelPort1': (call) => {
-    const file = portFile(call, 'LPT1');
+  'VirtualMachine.ConfigureParallelPort1': async (call) => {
+    const file = await portFile(call, 'LPT1');
     reconfigure(call, (doc) => { doc.lpt1 = file ? { file } : null; });
   },
 
@@ -177,9 +176,8 @@ export const virtualMachineHandlers: Handlers = {
     requireFloppyDrive(call);
     reconfigure(call, (doc) => { doc.floppy = null; });
   },
-  'VirtualMachine.AttachFloppyImage': (call) => {
-    const image = call.services.roots.resolve(call.params.path as string, { mustExist: true, kind: 'floppy disk image' });
-    if (!fs.statSync(image).isFile()) throw new ApiError('VM_E_INVALID_PATH', `${image} is not a file; a floppy disk image is a .vfd file`);
+  'VirtualMachine.AttachFloppyImage': async (call) => {
+    const image = await call.services.files.run({ op: 'regular-file', input: call.params.path as string, kind: 'floppy disk image' });
     requireFloppyDrive(call);
     reconfigure(call, (doc) => { doc.floppy = { image }; });
   },
@@ -188,8 +186,9 @@ export const virtualMachineHandlers: Handlers = {
     reconfigure(call, (doc) => { doc.floppy = { image: null }; });
   },
 
-  'VirtualMachine.Startup': (call) => {
+  'VirtualMachine.Startup': async (call) => {
     const vm = vmOf(call);
+    await checkVmFiles(call, vm);
     const { machines, tasks } = call.services;
     machines.claimStart(vm);
     const task = tasks.start(`${machines.state(vm) === 'Saved' ? 'Restore' : 'Startup'} of ${vm.name}`, `VirtualMachine/${vm.id}`, call.principal.user, { kind: 'turnOn' }, async (t) => {
@@ -241,8 +240,8 @@ export const virtualMachineHandlers: Handlers = {
   'DVDROMDrive.get_BusNumber': (call) => (call.self as DriveObject).channel,
   'DVDROMDrive.get_DeviceNumber': (call) => (call.self as DriveObject).device,
   'DVDROMDrive.get_ImageFile': (call) => (call.self as DriveObject).image,
-  'DVDROMDrive.AttachImage': (call) => {
-    const image = call.services.roots.resolve(call.params.path as string, { mustExist: true, kind: 'ISO image' });
+  'DVDROMDrive.AttachImage': async (call) => {
+    const image = await call.services.files.run({ op: 'regular-file', input: call.params.path as string, kind: 'ISO image' });
     setDriveImage(call, image);
   },
   'DVDROMDrive.ReleaseImage': (call) => setDriveImage(call, null),
@@ -265,6 +264,24 @@ export const virtualMachineHandlers: Handlers = {
   },
 };
 
+/**
+ * Every file a VM is about to open, checked before its worker starts (a .vmc registered from
+ * elsewhere may name any file): each disk a VHD whose whole chain lies inside the storage roots,
+ * the DVD and floppy images and the saved state inside them (a missing image still fails in
+ * the Startup task, as QEMU finds it missing).
+ */
+async function checkVmFiles(call: Call, vm: VmRecord): Promise<void> {
+  const { services } = call;
+  const { ide, floppy, savedState } = vm.config;
+  const inRoots = (input: string, kind: string): Promise<string> => services.files.run({ op: 'resolve', input, options: { kind } });
+  await Promise.all([
+    ...hardDisks(vm.config).map((d) => inspectedDisk(services, d.path)),
+    ...ide.flatMap((d) => (d.type === 'DVD' && d.image ? [inRoots(d.image, 'ISO image')] : [])),
+    ...(floppy?.image ? [inRoots(floppy.image, 'floppy disk image')] : []),
+    inRoots(savedState, 'saved state file'),
+  ]);
+}
+
 /** A power operation as a task; the VM's state is checked first so that the caller hears at once. */
 function powerTask(call: Call, what: string, op: 'turnOff' | 'save' | 'reset' | 'shutdown', states: readonly string[] = ['Running', 'Paused'], vm = vmOf(call)): unknown {
   const { machines, tasks } = call.services;
@@ -280,9 +297,9 @@ function powerTask(call: Call, what: string, op: 'turnOff' | 'save' | 'reset' | 
  * (QEMU creates the file, it does not make folders), and it must not be one of a VM's own kinds
  * of file, since QEMU rewrites it from the start at each turn-on.
  */
-function portFile(call: Call, port: string): string | null {
+async function portFile(call: Call, port: string): Promise<string | null> {
   if (call.params.path === undefined) return null;
-  const file = call.services.roots.resolve(call.params.path as string, { kind: `${port} output file` });
+  const file = await call.services.files.run({ op: 'resolve', input: call.params.path as string, options: { kind: `${port} output file` } });
   if (PORT_FILE_REFUSED.some((ext) => file.toLowerCase().endsWith(ext))) {
     throw new ApiError('VM_E_INVALID_PATH', `${port} would overwrite ${file} each time the VM is turned on; choose a text file (not ${PORT_FILE_REFUSED.join(', ')})`);
   }

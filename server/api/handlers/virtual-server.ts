@@ -5,14 +5,14 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createDifferencing, createDynamic, createFixed, inspectDisk } from '../../../storage/vhd/index.js';
+import { createDifferencing, createDynamic, createFixed } from '../../../storage/vhd/index.js';
 import { probeEngine } from '../../../vmm/engine.js';
 import { PROFILE, VIRTUAL_SERVER_LIMITS } from '../../../vmm/profile.js';
 import { isActive } from '../../../vmm/state.js';
 import { narrower, type Role } from '../../auth/users.js';
 import type { Call } from '../dispatch.js';
 import { ApiError } from '../errors.js';
-import { existingDisk, ref, SERVER_REF } from '../objects.js';
+import { inspectedDisk, ref, SERVER_REF } from '../objects.js';
 import type { VmRecord } from '../../machines.js';
 import { diskTask, type Handlers, newDiskFile, refuseInUse, selfOrAdministrator, vmsWithDisk } from './types.js';
 
@@ -62,13 +62,14 @@ export const virtualServerHandlers: Handlers = {
   'VirtualServer.get_MaximumFloppyDrivesPerVM': () => PROFILE.floppyDrives,
   'VirtualServer.get_StorageRoots': ({ services }) => services.roots.roots,
   'VirtualServer.get_VirtualMachines': (call) => call.services.machines.list().filter((vm) => canRead(call, `VirtualMachine/${vm.id}`)).map((vm) => ref('VirtualMachine', vm.id)),
-  'VirtualServer.CreateVirtualMachine': ({ services, params }) => {
+  'VirtualServer.CreateVirtualMachine': async ({ services, params }) => {
     const name = params.name as string;
-    const folder = services.roots.resolve(params.path === undefined ? safeFolderName(name) : params.path as string, { kind: 'VM folder' });
+    const folder = await services.files.run({ op: 'resolve', input: params.path === undefined ? safeFolderName(name) : params.path as string, options: { kind: 'VM folder' } });
     return ref('VirtualMachine', services.machines.create(name, folder).id);
   },
-  'VirtualServer.RegisterVirtualMachine': ({ services, params }) => {
-    const file = services.roots.resolve(params.path as string, { mustExist: true, kind: '.vmc file' });
+  'VirtualServer.RegisterVirtualMachine': async ({ services, params }) => {
+    // A regular file: the catalog reads it at once, and a FIFO would never answer.
+    const file = await services.files.run({ op: 'regular-file', input: params.path as string, kind: '.vmc file' });
     return ref('VirtualMachine', services.machines.register(file).id);
   },
   'VirtualServer.UnregisterVirtualMachine': ({ services, params }) => {
@@ -83,19 +84,19 @@ export const virtualServerHandlers: Handlers = {
     const vm = call.services.machines.findByName(call.params.name as string);
     return vm && canRead(call, `VirtualMachine/${vm.id}`) ? ref('VirtualMachine', vm.id) : null;
   },
-  'VirtualServer.CreateDynamicVirtualHardDisk': (call) => {
-    const file = newDiskFile(call, call.params.path);
+  'VirtualServer.CreateDynamicVirtualHardDisk': async (call) => {
+    const file = await newDiskFile(call, call.params.path);
     const size = call.params.sizeMB === undefined ? undefined : (call.params.sizeMB as number) * MB;
     return creation(call, `Create dynamic disk ${file}`, file, () => createDynamic(file, { size }));
   },
-  'VirtualServer.CreateFixedVirtualHardDisk': (call) => {
-    const file = newDiskFile(call, call.params.path);
+  'VirtualServer.CreateFixedVirtualHardDisk': async (call) => {
+    const file = await newDiskFile(call, call.params.path);
     return creation(call, `Create fixed disk ${file}`, file, (signal, onProgress) => createFixed(file, (call.params.sizeMB as number) * MB, { signal, onProgress }));
   },
-  'VirtualServer.CreateDifferencingVirtualHardDisk': (call) => {
-    const file = newDiskFile(call, call.params.path);
-    const parent = existingDisk(call.services, call.params.parentPath as string, 'parent disk');
-    inspectDisk(parent); // a parent that is not a VHD is refused now, not in the task
+  'VirtualServer.CreateDifferencingVirtualHardDisk': async (call) => {
+    const file = await newDiskFile(call, call.params.path);
+    // A parent that is not a VHD, or whose own chain leaves the roots, is refused now, not in the task.
+    const parent = (await inspectedDisk(call.services, call.params.parentPath as string, 'parent disk')).file;
     // A child of a disk that is still being written is stale from birth. A saved VM's disk is at
     // rest and matches its saved memory, so a child of it is as sound as one of an off VM's disk.
     const writing = vmsWithDisk(call, parent).find((vm) => isActive(call.services.machines.state(vm)));
@@ -106,13 +107,9 @@ export const virtualServerHandlers: Handlers = {
     refuseInUse(call, parent);
     return creation(call, `Create differencing disk ${file} (parent ${parent})`, file, () => createDifferencing(file, parent));
   },
-  'VirtualServer.GetHardDisk': ({ services, params }) => {
-    const file = existingDisk(services, params.path as string);
-    inspectDisk(file);
-    return ref('HardDisk', file);
-  },
-  'VirtualServer.GetFiles': ({ services, params }) => {
-    const listing = services.roots.list(params.path as string | undefined);
+  'VirtualServer.GetHardDisk': async ({ services, params }) => ref('HardDisk', (await inspectedDisk(services, params.path as string)).file),
+  'VirtualServer.GetFiles': async ({ services, params }) => {
+    const listing = await services.files.run({ op: 'list', dir: params.path as string | undefined });
     return { root: listing.root, folder: listing.path, entries: listing.entries };
   },
   'VirtualServer.get_Tasks': (call) => call.services.tasks.list().filter((t) => canRead(call, t.object ?? SERVER_REF)).map((t) => ref('Task', t.id)),
