@@ -14,7 +14,7 @@ import { isAlive, processesMentioning } from '../storage/mount/host.js';
 import { VmPaths } from '../vmm/paths.js';
 import type { VmStatus } from '../vmm/state.js';
 import { GUEST_POWER_BUTTON_MARKER, GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
-import { login, RpcError, TestServer } from './helpers/server.js';
+import { login, rejectsWith, RpcError, TestServer } from './helpers/server.js';
 import { SerialReader } from './helpers/vm.js';
 
 const BOOT_MS = 120_000;
@@ -132,16 +132,6 @@ async function startServer(reuse?: TestServer): Promise<TestServer> {
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Asserts that `promise` fails with the API error `name` (and a message matching `message`). */
-async function rejectsWith(promise: Promise<unknown>, name: string, message?: RegExp): Promise<RpcError> {
-  let caught: unknown;
-  await assert.rejects(promise, (e: unknown) => { caught = e; return true; });
-  assert.ok(caught instanceof RpcError, `expected an API error ${name}, got ${String(caught)}`);
-  assert.equal(caught.data.name, name, `expected ${name}, got ${caught.data.name}: ${caught.message}`);
-  if (message) assert.match(caught.message, message);
-  return caught;
 }
 
 /** Waits for a task to finish and asserts it succeeded. */

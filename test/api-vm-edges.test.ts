@@ -13,7 +13,7 @@ import { CLOCK_TICKS_PER_SECOND, procStat } from '../storage/proc-stat.js';
 import { acquireWriteLock, releaseWriteLock } from '../storage/vhd/lock.js';
 import { VmPaths } from '../vmm/paths.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
-import { RpcError, TestServer } from './helpers/server.js';
+import { rejectsWith, TestServer } from './helpers/server.js';
 import { SerialReader } from './helpers/vm.js';
 
 const BOOT_MS = 120_000;
@@ -33,15 +33,6 @@ const vms: Vm[] = [];
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-async function rejectsWith(promise: Promise<unknown>, name: string, message?: RegExp): Promise<RpcError> {
-  let caught: unknown;
-  await assert.rejects(promise, (e: unknown) => { caught = e; return true; });
-  assert.ok(caught instanceof RpcError, `expected an API error ${name}, got ${String(caught)}`);
-  assert.equal(caught.data.name, name, `expected ${name}, got ${caught.data.name}: ${caught.message}`);
-  if (message) assert.match(caught.message, message);
-  return caught;
 }
 
 /** Waits for a task; returns its error (null when it succeeded). */

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createDifferencing, createDynamic, inspectDisk } from '../storage/vhd/index.js';
 import { MiB, makeTempDir, removeDir } from './helpers/vhd-fixtures.js';
-import { RpcError, TestServer, login } from './helpers/server.js';
+import { RpcError, TestServer, login, refusal } from './helpers/server.js';
 
 const dir = makeTempDir('roots');
 const root = path.join(dir, 'root');
@@ -20,16 +20,6 @@ const base = path.join(outside, 'base.vhd');
 let server: TestServer;
 let viewer: string;
 let baseId: string;
-
-async function refusal(promise: Promise<unknown>): Promise<RpcError> {
-  try {
-    await promise;
-  } catch (e) {
-    if (e instanceof RpcError) return e;
-    throw e;
-  }
-  assert.fail('the call succeeded');
-}
 
 /** VM_E_PATH_OUTSIDE_ROOTS naming `link` (the file whose real path is outside), and no trace of the outside disk's unique id. */
 function assertOutside(e: RpcError, link: string, what: string): void {

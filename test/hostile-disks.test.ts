@@ -16,7 +16,7 @@ import { after, before, describe, test } from 'node:test';
 import { createDifferencing, createDynamic } from '../storage/vhd/index.js';
 import { FILE_TIME_LIMIT_MS } from '../server/file-workers.js';
 import { MiB, makeTempDir, removeDir, run, VSCTL } from './helpers/vhd-fixtures.js';
-import { RpcError, TestServer, login } from './helpers/server.js';
+import { TestServer, login, refusal } from './helpers/server.js';
 
 /** Far above what a refusal takes (under 1 s), far below "forever". */
 const COMMAND_LIMIT_MS = 15_000;
@@ -113,16 +113,6 @@ const RESPONSIVE_MS = 1000;
 const SLOW_CALLS = 2;
 /** Each read of the slow file takes this long: far past the time limit. */
 const SLOW_READ_SECONDS = 30;
-
-async function refusal(promise: Promise<unknown>): Promise<RpcError> {
-  try {
-    await promise;
-  } catch (e) {
-    if (e instanceof RpcError) return e;
-    throw e;
-  }
-  assert.fail('the call succeeded');
-}
 
 async function timed<T>(what: string, work: () => Promise<T>): Promise<T> {
   const started = Date.now();

@@ -1,6 +1,7 @@
 // A real vserverd for tests: its own data folder, run folder and port, an administrator whose
 // password the test knows, and a JSON-RPC client that speaks to it over HTTP.
 
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,6 +16,25 @@ export class RpcError extends Error {
   constructor(readonly code: number, message: string, readonly data: { name: string; [key: string]: unknown }) {
     super(message);
   }
+}
+
+/** The API error `promise` fails with; the test fails when it succeeds or fails any other way. */
+export async function refusal(promise: Promise<unknown>): Promise<RpcError> {
+  try {
+    await promise;
+  } catch (e) {
+    if (e instanceof RpcError) return e;
+    throw e;
+  }
+  assert.fail('the call succeeded');
+}
+
+/** Asserts that `promise` fails with the API error `name` (and a message matching `message`). */
+export async function rejectsWith(promise: Promise<unknown>, name: string, message?: RegExp): Promise<RpcError> {
+  const error = await refusal(promise);
+  assert.equal(error.data.name, name, `expected ${name}, got ${error.data.name}: ${error.message}`);
+  if (message) assert.match(error.message, message);
+  return error;
 }
 
 export interface ServerOptions {
