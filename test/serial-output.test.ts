@@ -18,7 +18,7 @@ import { TICKET_SECONDS } from '../server/http/console-tickets.js';
 import { isAlive, processesMentioning } from '../storage/mount/host.js';
 import { readFrom, type SerialOutput } from '../vmm/serial-output.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
-import { ADMIN_PASSWORD, RpcError, TestServer, login } from './helpers/server.js';
+import { ADMIN_PASSWORD, TestServer, login, refusal } from './helpers/server.js';
 import { SiteSession } from './helpers/site.js';
 import { TextWatch } from './helpers/text-watch.js';
 import { VSCTL } from './helpers/vhd-fixtures.js';
@@ -56,16 +56,6 @@ async function readUntil(pattern: RegExp, since: number | undefined, port = 1, t
     since = last.next;
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
-}
-
-async function rpcError(promise: Promise<unknown>): Promise<RpcError> {
-  try {
-    await promise;
-  } catch (e) {
-    if (e instanceof RpcError) return e;
-    throw e;
-  }
-  return assert.fail('the call succeeded; it should have been refused');
 }
 
 /** Opens a console WebSocket with these headers; the socket and what it shows, or the refusal. */
@@ -223,31 +213,31 @@ describe('a guest\'s serial output for scripts: GetSerialOutput, console tickets
 
   it('refuses a port that does not exist, a position past the end, and COM2 when it is not connected, by name', async () => {
     for (const port of [0, 3]) {
-      const e = await rpcError(output({ port }));
+      const e = await refusal(output({ port }));
       assert.equal(e.data.name, 'VM_E_INVALID_PARAMS', e.message);
       assert.match(e.message, /"port" must be at (least 1|most 2)/);
     }
     const end = (await output({ port: 1 })).next;
-    const past = await rpcError(output({ port: 1, since: end + 1_000_000 }));
+    const past = await refusal(output({ port: 1, since: end + 1_000_000 }));
     assert.equal(past.data.name, 'VM_E_INVALID_PARAMS');
     assert.equal(past.data.param, 'since');
     assert.match(past.message, /past the end of the output/);
-    const com2 = await rpcError(server.call('VirtualMachine.GetSerialOutput', { this: idleVm, port: 2 }));
+    const com2 = await refusal(server.call('VirtualMachine.GetSerialOutput', { this: idleVm, port: 2 }));
     assert.equal(com2.data.name, 'VM_E_PORT_NOT_CONNECTED');
     assert.match(com2.message, /COM2 of idle-vm is not connected to a file/);
   });
 
   it('refuses a VM that is off, by name', async () => {
-    const e = await rpcError(server.call('VirtualMachine.GetSerialOutput', { this: idleVm, port: 1 }));
+    const e = await refusal(server.call('VirtualMachine.GetSerialOutput', { this: idleVm, port: 1 }));
     assert.equal(e.data.name, 'VM_E_VM_NOT_RUNNING');
     assert.match(e.message, /idle-vm is TurnedOff/);
-    const t = await rpcError(server.call('VirtualMachine.CreateConsoleTicket', { this: idleVm, kind: 'serial' }));
+    const t = await refusal(server.call('VirtualMachine.CreateConsoleTicket', { this: idleVm, kind: 'serial' }));
     assert.equal(t.data.name, 'VM_E_VM_NOT_RUNNING');
   });
 
   it('refuses a Viewer both the output and a console ticket (they need the control right); an Operator may read', async () => {
     for (const [member, params] of [['GetSerialOutput', { port: 1 }], ['CreateConsoleTicket', { kind: 'serial' }]] as const) {
-      const e = await rpcError(server.call(`VirtualMachine.${member}`, { this: vm, ...params }, viewerToken));
+      const e = await refusal(server.call(`VirtualMachine.${member}`, { this: vm, ...params }, viewerToken));
       assert.equal(e.data.name, 'VM_E_ACCESS_DENIED');
       assert.match(e.message, /watcher \(Viewer\) may not call .* it needs the "control" right/);
     }
@@ -390,7 +380,7 @@ describe('a guest\'s serial output for scripts: GetSerialOutput, console tickets
     assert.match(run.stderr.text, /the VM stopped \(serial-vm is (TurningOff|TurnedOff)\)/);
     assert.equal(await follow.exited, 0, follow.stderr.text);
     assert.match(follow.stderr.text, /the VM stopped/);
-    const e = await rpcError(output({ port: 1 }));
+    const e = await refusal(output({ port: 1 }));
     assert.equal(e.data.name, 'VM_E_VM_NOT_RUNNING');
   });
 });

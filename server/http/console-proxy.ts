@@ -23,6 +23,8 @@ const MAX_MESSAGE = 1024 * 1024;
 const MAX_BUFFERED = 8 * 1024 * 1024;
 /** How often, at most, a console's input re-checks that the session lives and still has the control right. */
 const RECHECK_MS = 2_000;
+/** How long the VM's side may take to read the last input after the browser's socket closed. */
+const LET_GO_MS = 5_000;
 
 const NAMES: Record<ConsoleKind, string> = { vnc: 'graphical console', serial: 'serial console (COM1)' };
 
@@ -35,7 +37,7 @@ export function consoleUpgrades(services: Services): Record<string, UpgradeHandl
     const paths = VmPaths.of(vm.id, services.machines.manager.root);
     const unix = net.connect(kind === 'vnc' ? paths.vnc : paths.console);
     // Whenever the browser's socket closes (the console ended, or ws refused the handshake itself), the VM's goes too.
-    socket.once('close', () => unix.destroy());
+    socket.once('close', () => letGo(unix));
     let upgraded = false;
     unix.on('error', (error) => {
       if (!upgraded) refuseWith(socket, 503, `the ${NAMES[kind]} of ${vm.name} is not available: ${error.message}`);
@@ -71,6 +73,17 @@ function admit(services: Services, req: http.IncomingMessage, kind: ConsoleKind,
 
 function mayControl(services: Services, caller: Caller, vm: VmRecord): boolean {
   return services.access.rightsOn(caller.principal, `VirtualMachine/${vm.id}`).has('control');
+}
+
+/**
+ * Ends the VM's socket once what was typed has gone: a half-close, so the worker reads the last
+ * input before it sees the end. Destroying it at once loses that input when the worker is slow to
+ * read: its next write (the scrollback of a connection it has only now accepted) fails on a peer
+ * that has gone, and Node drops the socket with the input still unread.
+ */
+function letGo(unix: net.Socket): void {
+  unix.end();
+  setTimeout(() => unix.destroy(), LET_GO_MS).unref();
 }
 
 /** Refuses an upgrade with an HTTP answer whose body says why (scripts and tests read it; browsers only see the status). */
@@ -115,7 +128,7 @@ function bridge(services: Services, { ws, unix, kind, vm, req, caller }: Connect
   });
   ws.on('error', () => ws.terminate());
   ws.on('close', () => {
-    unix.destroy();
+    letGo(unix);
     services.machines.off('state', onState);
   });
 
