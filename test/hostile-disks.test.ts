@@ -162,6 +162,34 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     server?.remove();
   });
 
+  /**
+   * A fixed disk at root/NAME/source.vhd. The API's inspection reads only its footer and a
+   * conversion first its first sector, which are quick; every other read below the footer's
+   * page (the data, once the draft of the copy is made) takes SLOW_READ_SECONDS.
+   */
+  const slowFixedDisk = async (name: string): Promise<string> => {
+    const backing = path.join(dir, `${name}.vhd`);
+    await createFixed(backing, 8 * MiB);
+    const size = fs.statSync(backing).size;
+    const quickFrom = Math.floor((size - 512) / 4096) * 4096;
+    const source = path.join(root, name, 'source.vhd');
+    fs.mkdirSync(path.dirname(source));
+    await mountSlowFile(source, ['eval', `get_size=echo ${size}`,
+      `pread=if [ "$4" -ge 4096 ] && [ "$4" -lt ${quickFrom} ]; then sleep ${SLOW_READ_SECONDS}; fi; exec dd if=${backing} iflag=skip_bytes,count_bytes skip=$4 count=$3 status=none`]);
+    return source;
+  };
+  /** The pid of the one disk job vserverd runs, once it has started and made its draft in `folder`. */
+  const theDiskJob = async (folder: string): Promise<number> => {
+    let jobs: number[] = [];
+    for (let i = 0; jobs.length === 0 || fs.readdirSync(folder).length === 0; i++) {
+      assert.ok(i < 50, 'no disk job process with a draft within 5 s');
+      await new Promise((r) => setTimeout(r, 100));
+      jobs = server.children('disk-job.js');
+    }
+    assert.equal(jobs.length, 1, `disk jobs: ${jobs.join(', ')}`);
+    return jobs[0];
+  };
+
   for (const { what, make, apiError = 'VHD_E_NOT_A_FILE' } of HOSTILE_PARENTS) {
     test(`a parent that is ${what}: GetHardDisk and HardDisk.get_Info are ${apiError}, for a Viewer too`, async () => {
       const folder = `api-${what.replace(/\W+/g, '-')}`;
@@ -274,17 +302,7 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
   });
 
   test(`a Convert whose source's reads take ${SLOW_READ_SECONDS} s: /healthz and other calls answered meanwhile, Task.Cancel ends it with VM_E_TASK_CANCELLED, no draft, its disk job gone`, async () => {
-    // A fixed disk: the call's inspection reads only its footer and the conversion first its
-    // first sector, which are quick; every other read below the footer's page (the data, once
-    // the draft of the copy is made) takes 30 s.
-    const backing = path.join(dir, 'slow-source.vhd');
-    await createFixed(backing, 8 * MiB);
-    const size = fs.statSync(backing).size;
-    const quickFrom = Math.floor((size - 512) / 4096) * 4096;
-    const source = path.join(root, 'slow-source', 'source.vhd');
-    fs.mkdirSync(path.dirname(source));
-    await mountSlowFile(source, ['eval', `get_size=echo ${size}`,
-      `pread=if [ "$4" -ge 4096 ] && [ "$4" -lt ${quickFrom} ]; then sleep ${SLOW_READ_SECONDS}; fi; exec dd if=${backing} iflag=skip_bytes,count_bytes skip=$4 count=$3 status=none`]);
+    const source = await slowFixedDisk('slow-source');
     const normal = path.join(root, 'convert-normal.vhd');
     await createDynamic(normal, { size: 8 * MiB });
     const targetFolder = path.join(root, 'converted');
@@ -292,13 +310,7 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     const target = path.join(targetFolder, 'copy.vhd');
 
     const task = await timed('HardDisk.Convert', () => server.call<{ $ref: string }>('HardDisk.Convert', { this: `HardDisk/${source}`, path: target, type: 'Fixed' }));
-    let jobs: number[] = [];
-    for (let i = 0; jobs.length === 0; i++) {
-      assert.ok(i < 50, 'no disk job process started within 5 s');
-      await new Promise((r) => setTimeout(r, 100));
-      jobs = server.children('disk-job.js');
-    }
-    assert.equal(jobs.length, 1, `disk jobs: ${jobs.join(', ')}`);
+    const jobs = [await theDiskJob(targetFolder)];
     // Several seconds of a read in flight: everything else answers at once.
     const started = Date.now();
     while (Date.now() - started < 4000) {
@@ -322,5 +334,23 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     assert.deepEqual(fs.readdirSync(targetFolder), [], 'no draft nor copy is left');
     assert.ok(!isAlive(jobs[0]), `the disk job ${jobs[0]} still runs after the cancel`);
     assert.equal(await timed('/healthz', async () => (await fetch(`${server.url}/healthz`)).status), 200);
+  });
+
+  test('vserverd stopped (SIGTERM) while a disk job waits for a slow read: the job is killed, and the next start settles the task as VM_E_SERVICE_STOPPED and removes the draft', async () => {
+    const source = await slowFixedDisk('slow-at-stop');
+    const targetFolder = path.join(root, 'converted-at-stop');
+    fs.mkdirSync(targetFolder);
+    const task = await server.call<{ $ref: string }>('HardDisk.Convert', { this: `HardDisk/${source}`, path: path.join(targetFolder, 'copy.vhd'), type: 'Fixed' });
+    const job = await theDiskJob(targetFolder);
+    assert.equal(await server.stop('SIGTERM'), 0);
+    // Stuck in its read, the job cannot notice that vserverd went: the stop itself kills it.
+    for (let i = 0; isAlive(job); i++) {
+      assert.ok(i < 20, `the disk job ${job} still runs 2 s after vserverd stopped`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    server = await TestServer.start({ dataDir: server.dataDir, runDir: server.runDir, args: ['--storage-root', root] });
+    const error = await server.call<{ name: string } | null>('Task.get_Error', { this: task.$ref });
+    assert.equal(error?.name, 'VM_E_SERVICE_STOPPED', JSON.stringify(error));
+    assert.deepEqual(fs.readdirSync(targetFolder), [], 'the killed job\'s draft is removed at the start');
   });
 });

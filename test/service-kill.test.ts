@@ -262,6 +262,34 @@ describe('kill -9 of vserverd during each disk task', { timeout: 600_000 }, () =
   }
 });
 
+describe('an orderly stop of vserverd during a disk task', { timeout: 120_000 }, () => {
+  it('SIGTERM kills the task\'s disk job; the next start settles the task as VM_E_SERVICE_STOPPED and removes its draft', async () => {
+    let stopped = await TestServer.start();
+    const folder = path.join(stopped.dataDir, 'stop');
+    try {
+      const task = await stopped.call<Ref>('VirtualServer.CreateFixedVirtualHardDisk', { path: path.join(folder, 'big.vhd'), sizeMB: 8000 });
+      let jobs: number[] = [];
+      for (let i = 0; jobs.length === 0 || !fs.existsSync(folder) || drafts(folder).length === 0; i++) {
+        assert.ok(i < 100, 'the disk job and its draft did not appear within 5 s');
+        await delay(50);
+        jobs = stopped.children('disk-job.js');
+      }
+      assert.equal(await stopped.stop('SIGTERM'), 0);
+      for (let i = 0; jobs.some(isAlive); i++) {
+        assert.ok(i < JOB_EXIT_MS / 50, `the disk job ${jobs.join(', ')} still runs ${JOB_EXIT_MS} ms after vserverd stopped`);
+        await delay(50);
+      }
+      stopped = await TestServer.start({ dataDir: stopped.dataDir, runDir: stopped.runDir });
+      const error = await stopped.call<{ name: string } | null>('Task.get_Error', { this: task.$ref });
+      assert.equal(error?.name, 'VM_E_SERVICE_STOPPED', JSON.stringify(error));
+      assert.deepEqual(fs.readdirSync(folder), [], 'the killed job\'s draft is removed at the start');
+    } finally {
+      await stopped.stop('SIGKILL');
+      stopped.remove();
+    }
+  });
+});
+
 /** A small tmpfs as the only storage root: room for some, not all. */
 describe('a full file system as a storage root', { timeout: 120_000, skip: process.geteuid?.() !== 0 ? 'mounting a tmpfs needs root' : false }, () => {
   let mountPoint: string;
