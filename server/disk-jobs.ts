@@ -67,7 +67,13 @@ export function runDiskJob<Op extends DiskOperation>(op: Op, args: DiskJobArgs<O
       if ('progress' in message) options.onProgress?.(...message.progress);
       else answer = message;
     });
-    child.on('error', () => { /* a failed fork or send: 'close' follows and settles the job */ });
+    // A process that could not be started: no 'close' may follow. (A failed send: 'close' does.)
+    child.on('error', (error) => {
+      if (child.pid !== undefined) return;
+      running.delete(child);
+      options.signal?.removeEventListener('abort', cancel);
+      reject(new Error(`the disk job ${op} could not start: ${error.message}`));
+    });
     // 'close', not 'exit': after the IPC channel too has closed, so the answer has been read.
     child.on('close', (code, signal) => {
       running.delete(child);
