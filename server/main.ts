@@ -14,6 +14,7 @@ import { openCatalog } from './catalog/database.js';
 import { ConfigError, loadConfig, type ServerConfig } from './config.js';
 import { call } from './api/dispatch.js';
 import type { Services } from './api/services.js';
+import { killDiskJobs } from './disk-jobs.js';
 import { EventLog, SERVICE } from './event-log.js';
 import { FileWorkers } from './file-workers.js';
 import { createApp } from './http/app.js';
@@ -132,6 +133,8 @@ async function shutDown(services: Services, server: http.Server, signal: string)
   services.events.log('Virtual Server', 'Information', `vserverd stopped (${signal})`);
   services.db.close();
   services.files.close();
+  // After the catalog closed: their tasks stay unfinished there, and the next start settles them.
+  killDiskJobs();
   process.exit(0);
 }
 

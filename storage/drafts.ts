@@ -8,9 +8,9 @@ import { isAlive } from './mount/host.js';
 
 const DRAFT = /^\.(.+)\.(\d+)\.partial$/;
 
-/** The draft of `target` written by this process. */
-export function draftOf(target: string): string {
-  return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.partial`);
+/** The draft of `target` written by this process (or by the process `pid`). */
+export function draftOf(target: string, pid = process.pid): string {
+  return path.join(path.dirname(target), `.${path.basename(target)}.${pid}.partial`);
 }
 
 /** The pid that writes a draft (from its file name), or null when the name is not a draft's. */

@@ -6,14 +6,18 @@
 // In vserverd the same children are refused by GetHardDisk and HardDisk.get_Info, for a Viewer
 // too; and a parent that is a really slow file (a FUSE file whose every read takes 30 s:
 // nbdfuse over nbdkit's memory plugin with the delay filter) costs its caller VM_E_FILE_TIMEOUT
-// after the 10 s limit, while /healthz and other calls keep answering within a second.
+// after the 10 s limit, while /healthz and other calls keep answering within a second. A disk
+// task reading a slow file (a Convert whose source's data reads take 30 s, its footer quick so
+// that the call's inspection passes) leaves vserverd as responsive, and its cancel ends it.
 
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createDifferencing, createDynamic } from '../storage/vhd/index.js';
+import { isAlive } from '../storage/mount/host.js';
+import { createDifferencing, createDynamic, createFixed } from '../storage/vhd/index.js';
+import { CANCEL_GRACE_MS } from '../server/disk-jobs.js';
 import { FILE_TIME_LIMIT_MS } from '../server/file-workers.js';
 import { MiB, makeTempDir, removeDir, run, VSCTL } from './helpers/vhd-fixtures.js';
 import { TestServer, login, refusal } from './helpers/server.js';
@@ -128,6 +132,15 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
   let viewer: string;
   /** Each slow file: its own FUSE mount, so that each read of it is a request in flight of its own. */
   const mounts: Array<{ folder: string; nbdfuse: ChildProcess }> = [];
+  /** Puts a read-only FUSE file at `file` (its folder becomes the mount), served by nbdkit with `nbdkitArgs`. */
+  const mountSlowFile = async (file: string, nbdkitArgs: string[]): Promise<void> => {
+    const nbdfuse = spawn('nbdfuse', ['-r', file, '--command', 'nbdkit', '-s', ...nbdkitArgs], { stdio: 'ignore', detached: true });
+    mounts.push({ folder: path.dirname(file), nbdfuse });
+    for (let i = 0; !fs.existsSync(file); i++) {
+      assert.ok(i < 100 && nbdfuse.exitCode === null, 'nbdfuse did not mount the slow file');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
   const unmountAll = (): void => {
     for (const { folder, nbdfuse } of mounts.splice(0)) {
       // Its process group: nbdfuse and the nbdkit it started.
@@ -148,6 +161,34 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     await server?.stop();
     server?.remove();
   });
+
+  /**
+   * A fixed disk at root/NAME/source.vhd. The API's inspection reads only its footer and a
+   * conversion first its first sector, which are quick; every other read below the footer's
+   * page (the data, once the draft of the copy is made) takes SLOW_READ_SECONDS.
+   */
+  const slowFixedDisk = async (name: string): Promise<string> => {
+    const backing = path.join(dir, `${name}.vhd`);
+    await createFixed(backing, 8 * MiB);
+    const size = fs.statSync(backing).size;
+    const quickFrom = Math.floor((size - 512) / 4096) * 4096;
+    const source = path.join(root, name, 'source.vhd');
+    fs.mkdirSync(path.dirname(source));
+    await mountSlowFile(source, ['eval', `get_size=echo ${size}`,
+      `pread=if [ "$4" -ge 4096 ] && [ "$4" -lt ${quickFrom} ]; then sleep ${SLOW_READ_SECONDS}; fi; exec dd if=${backing} iflag=skip_bytes,count_bytes skip=$4 count=$3 status=none`]);
+    return source;
+  };
+  /** The pid of the one disk job vserverd runs, once it has started and made its draft in `folder`. */
+  const theDiskJob = async (folder: string): Promise<number> => {
+    let jobs: number[] = [];
+    for (let i = 0; jobs.length === 0 || fs.readdirSync(folder).length === 0; i++) {
+      assert.ok(i < 50, 'no disk job process with a draft within 5 s');
+      await new Promise((r) => setTimeout(r, 100));
+      jobs = server.children('disk-job.js');
+    }
+    assert.equal(jobs.length, 1, `disk jobs: ${jobs.join(', ')}`);
+    return jobs[0];
+  };
 
   for (const { what, make, apiError = 'VHD_E_NOT_A_FILE' } of HOSTILE_PARENTS) {
     test(`a parent that is ${what}: GetHardDisk and HardDisk.get_Info are ${apiError}, for a Viewer too`, async () => {
@@ -216,12 +257,7 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
       await createDynamic(parent, { size: 8 * MiB });
       await createDifferencing(child, parent);
       fs.rmSync(parent);
-      const nbdfuse = spawn('nbdfuse', ['-r', parent, '--command', 'nbdkit', '-s', '--filter=delay', 'memory', '8M', `rdelay=${SLOW_READ_SECONDS}`], { stdio: 'ignore', detached: true });
-      mounts.push({ folder, nbdfuse });
-      for (let i = 0; !fs.existsSync(parent); i++) {
-        assert.ok(i < 100 && nbdfuse.exitCode === null, 'nbdfuse did not mount the slow file');
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await mountSlowFile(parent, ['--filter=delay', 'memory', '8M', `rdelay=${SLOW_READ_SECONDS}`]);
       children.push(child);
     }
 
@@ -263,5 +299,58 @@ describe('vserverd refuses hostile parents and stays responsive', () => {
     }
     // ... and file work goes on.
     assert.deepEqual(await server.call('HardDisk.get_Type', { this: `HardDisk/${normal}` }), 'Dynamic');
+  });
+
+  test(`a Convert whose source's reads take ${SLOW_READ_SECONDS} s: /healthz and other calls answered meanwhile, Task.Cancel ends it with VM_E_TASK_CANCELLED, no draft, its disk job gone`, async () => {
+    const source = await slowFixedDisk('slow-source');
+    const normal = path.join(root, 'convert-normal.vhd');
+    await createDynamic(normal, { size: 8 * MiB });
+    const targetFolder = path.join(root, 'converted');
+    fs.mkdirSync(targetFolder);
+    const target = path.join(targetFolder, 'copy.vhd');
+
+    const task = await timed('HardDisk.Convert', () => server.call<{ $ref: string }>('HardDisk.Convert', { this: `HardDisk/${source}`, path: target, type: 'Fixed' }));
+    const jobs = [await theDiskJob(targetFolder)];
+    // Several seconds of a read in flight: everything else answers at once.
+    const started = Date.now();
+    while (Date.now() - started < 4000) {
+      assert.equal(await timed('/healthz', async () => (await fetch(`${server.url}/healthz`)).status), 200);
+      assert.equal(await timed('VirtualServer.get_Name', () => server.call('VirtualServer.get_Name', {}, viewer)), await server.call('VirtualServer.get_Name'));
+      assert.deepEqual(await timed('GetHardDisk of a normal disk', () => server.call('VirtualServer.GetHardDisk', { path: normal }, viewer)), { $ref: `HardDisk/${normal}` });
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.equal(await server.call('Task.get_IsComplete', { this: task.$ref }), false, 'the Convert finished although its source does not answer');
+    assert.deepEqual(fs.readdirSync(targetFolder), [`.copy.vhd.${jobs[0]}.partial`], 'the disk job has its draft and waits for a read');
+
+    const cancelled = Date.now();
+    await timed('Task.Cancel', () => server.call('Task.Cancel', { this: task.$ref }));
+    // The child cannot hear the request while it waits for its read: it is killed after the grace.
+    const limit = CANCEL_GRACE_MS + 5000;
+    assert.equal(await server.call('Task.WaitForCompletion', { this: task.$ref, timeoutMs: limit }), true, `the cancelled Convert did not end within ${limit} ms`);
+    const took = Date.now() - cancelled;
+    assert.ok(took >= CANCEL_GRACE_MS - 100 && took < limit, `the cancel took ${took} ms`);
+    const error = await server.call<{ name: string; message: string }>('Task.get_Error', { this: task.$ref });
+    assert.equal(error?.name, 'VM_E_TASK_CANCELLED', JSON.stringify(error));
+    assert.deepEqual(fs.readdirSync(targetFolder), [], 'no draft nor copy is left');
+    assert.ok(!isAlive(jobs[0]), `the disk job ${jobs[0]} still runs after the cancel`);
+    assert.equal(await timed('/healthz', async () => (await fetch(`${server.url}/healthz`)).status), 200);
+  });
+
+  test('vserverd stopped (SIGTERM) while a disk job waits for a slow read: the job is killed, and the next start settles the task as VM_E_SERVICE_STOPPED and removes the draft', async () => {
+    const source = await slowFixedDisk('slow-at-stop');
+    const targetFolder = path.join(root, 'converted-at-stop');
+    fs.mkdirSync(targetFolder);
+    const task = await server.call<{ $ref: string }>('HardDisk.Convert', { this: `HardDisk/${source}`, path: path.join(targetFolder, 'copy.vhd'), type: 'Fixed' });
+    const job = await theDiskJob(targetFolder);
+    assert.equal(await server.stop('SIGTERM'), 0);
+    // Stuck in its read, the job cannot notice that vserverd went: the stop itself kills it.
+    for (let i = 0; isAlive(job); i++) {
+      assert.ok(i < 20, `the disk job ${job} still runs 2 s after vserverd stopped`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    server = await TestServer.start({ dataDir: server.dataDir, runDir: server.runDir, args: ['--storage-root', root] });
+    const error = await server.call<{ name: string } | null>('Task.get_Error', { this: task.$ref });
+    assert.equal(error?.name, 'VM_E_SERVICE_STOPPED', JSON.stringify(error));
+    assert.deepEqual(fs.readdirSync(targetFolder), [], 'the killed job\'s draft is removed at the start');
   });
 });

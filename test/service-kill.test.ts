@@ -15,12 +15,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { openCatalog } from '../server/catalog/database.js';
+import { isAlive } from '../storage/mount/host.js';
 import { VhdDisk, createDifferencing, createDynamic, createFixed } from '../storage/vhd/index.js';
 import { CAMPAIGN_ROUNDS, killPoint } from './helpers/campaign.js';
 import { RpcError, TestServer } from './helpers/server.js';
 import { MiB, patternBytes, run, vsctl } from './helpers/vhd-fixtures.js';
 
 const TASK_MS = 60_000;
+/** How long a disk job may take to notice that vserverd is gone and stop: far less than the tasks take. */
+const JOB_EXIT_MS = 1000;
 
 interface Ref { $ref: string }
 interface Files { dir: string; file: (name: string) => string; api: (name: string) => string }
@@ -83,7 +86,7 @@ const SCENARIOS: Scenario[] = [
     prepare: async () => {},
     start: (server, f) => server.call<Ref>('VirtualServer.CreateDynamicVirtualHardDisk', { path: f.api('new.vhd'), sizeMB: 2_000_000 }),
     redoNeedsRoom: 'new.vhd',
-    // Written at once (headers and block table) before the call even answers: the kill finds it done.
+    // Written at once (headers and block table), with no progress to report: the kill finds it done.
   },
   {
     name: 'create a fixed disk',
@@ -157,15 +160,16 @@ function filesOf(root: string, name: string): Files {
   return { dir, file: (n) => path.join(dir, n), api: (n) => path.join(dir, n) };
 }
 
-/** Kills vserverd once the task has reached `percent` (or finished); resolves with what it had reached. */
-async function killAt(task: Ref, percent: number): Promise<{ percent: number; complete: boolean }> {
+/** Kills vserverd once the task has reached `percent` (or finished); resolves with what it had reached, and the disk jobs it had then. */
+async function killAt(task: Ref, percent: number): Promise<{ percent: number; complete: boolean; jobs: number[] }> {
   const deadline = Date.now() + TASK_MS;
   for (;;) {
     const reached = await server.call<number>('Task.get_PercentCompleted', { this: task.$ref });
     const complete = await server.call<boolean>('Task.get_IsComplete', { this: task.$ref });
     if (reached >= percent || complete || Date.now() > deadline) {
+      const jobs = server.children('disk-job.js');
       await server.stop('SIGKILL');
-      return { percent: reached, complete };
+      return { percent: reached, complete, jobs };
     }
     await delay(10);
   }
@@ -216,8 +220,14 @@ describe('kill -9 of vserverd during each disk task', { timeout: 600_000 }, () =
         const task = await scenario.start(server, files);
         const killed = await killAt(task, at);
         const context = `${scenario.name} killed at ${killed.percent}%${killed.complete ? ' (complete)' : ''}`;
+        // The task's disk job does not outlive vserverd: it stops when its IPC channel closes.
+        // (A zombie has stopped: this sandbox's init reaps orphans late.)
+        for (let i = 0; killed.jobs.some(isAlive); i++) {
+          assert.ok(i < JOB_EXIT_MS / 50, `${context}: the disk job ${killed.jobs.join(', ')} still runs ${JOB_EXIT_MS} ms after vserverd's kill`);
+          await delay(50);
+        }
         const leftBehind = drafts(files.dir);
-        t.diagnostic(`${context}; drafts at the kill: ${leftBehind.join(', ') || 'none'}`);
+        t.diagnostic(`${context}; disk jobs at the kill: ${killed.jobs.join(', ') || 'none'}; drafts once they were gone: ${leftBehind.join(', ') || 'none'}`);
 
         const catalog = openCatalog(server.dataDir);
         try {
@@ -250,6 +260,34 @@ describe('kill -9 of vserverd during each disk task', { timeout: 600_000 }, () =
       });
     }
   }
+});
+
+describe('an orderly stop of vserverd during a disk task', { timeout: 120_000 }, () => {
+  it('SIGTERM kills the task\'s disk job; the next start settles the task as VM_E_SERVICE_STOPPED and removes its draft', async () => {
+    let stopped = await TestServer.start();
+    const folder = path.join(stopped.dataDir, 'stop');
+    try {
+      const task = await stopped.call<Ref>('VirtualServer.CreateFixedVirtualHardDisk', { path: path.join(folder, 'big.vhd'), sizeMB: 8000 });
+      let jobs: number[] = [];
+      for (let i = 0; jobs.length === 0 || !fs.existsSync(folder) || drafts(folder).length === 0; i++) {
+        assert.ok(i < 100, 'the disk job and its draft did not appear within 5 s');
+        await delay(50);
+        jobs = stopped.children('disk-job.js');
+      }
+      assert.equal(await stopped.stop('SIGTERM'), 0);
+      for (let i = 0; jobs.some(isAlive); i++) {
+        assert.ok(i < JOB_EXIT_MS / 50, `the disk job ${jobs.join(', ')} still runs ${JOB_EXIT_MS} ms after vserverd stopped`);
+        await delay(50);
+      }
+      stopped = await TestServer.start({ dataDir: stopped.dataDir, runDir: stopped.runDir });
+      const error = await stopped.call<{ name: string } | null>('Task.get_Error', { this: task.$ref });
+      assert.equal(error?.name, 'VM_E_SERVICE_STOPPED', JSON.stringify(error));
+      assert.deepEqual(fs.readdirSync(folder), [], 'the killed job\'s draft is removed at the start');
+    } finally {
+      await stopped.stop('SIGKILL');
+      stopped.remove();
+    }
+  });
 });
 
 /** A small tmpfs as the only storage root: room for some, not all. */

@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PROJECT_ROOT } from './vhd-fixtures.js';
+import { PROJECT_ROOT, run } from './vhd-fixtures.js';
 
 export const SERVER_MAIN = path.join(PROJECT_ROOT, 'dist', 'server', 'main.js');
 export const ADMIN_PASSWORD = 'test-admin-password';
@@ -95,6 +95,11 @@ export class TestServer {
     const exited = new Promise<number | null>((resolve) => this.process.once('exit', (code) => resolve(code)));
     this.process.kill(signal);
     return exited;
+  }
+
+  /** The pids of vserverd's child processes running `script` ('disk-job.js', 'file-worker.js'). */
+  children(script: string): number[] {
+    return run('pgrep', ['-P', String(this.process.pid), '-f', script]).stdout.split('\n').filter(Boolean).map(Number);
   }
 
   /** Removes the data and run folders; call after stop (and after the VMs are off). */

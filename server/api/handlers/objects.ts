@@ -1,9 +1,7 @@
 // The members of Task, HardDisk and Security.
 
 import path from 'node:path';
-import {
-  type DiskInfo, compactDisk, convertDisk, expandDisk, mergeIntoParent, mergeToNewDisk,
-} from '../../../storage/vhd/index.js';
+import type { DiskInfo } from '../../../storage/vhd/index.js';
 import { ROLES } from '../schema.js';
 import type { Right } from '../schema-types.js';
 import type { TaskState } from '../../tasks.js';
@@ -47,16 +45,14 @@ export const objectHandlers: Handlers = {
   'HardDisk.Compact': async (call) => {
     await inspect(call);
     refuseInUse(call, disk(call));
-    return diskTask(call, call.thisRef, `Compact ${disk(call)}`, (signal, onProgress) => compactDisk(disk(call), { signal, onProgress }));
+    return diskTask(call, call.thisRef, `Compact ${disk(call)}`, 'compactDisk', { file: disk(call) });
   },
   'HardDisk.Convert': async (call) => {
     await inspect(call);
     const target = await newDiskFile(call, call.params.path);
     const type = call.params.type === 'Fixed' ? 'fixed' : 'dynamic';
-    return diskTask(call, call.thisRef, `Convert ${disk(call)} to a ${type} disk ${target}`, async (signal, onProgress) => {
-      await convertDisk(disk(call), target, { type, signal, onProgress });
-      return ref('HardDisk', target);
-    });
+    return diskTask(call, call.thisRef, `Convert ${disk(call)} to a ${type} disk ${target}`, 'convertDisk', { source: disk(call), target, type },
+      () => ref('HardDisk', target));
   },
   'HardDisk.Merge': async (call) => {
     const info = await inspect(call);
@@ -66,24 +62,20 @@ export const objectHandlers: Handlers = {
     if (holder) throw new ApiError('VM_E_DRIVE_IN_USE', `${disk(call)} is attached to ${holder.name}; remove that connection before merging the disk away`);
     refuseInUse(call, disk(call));
     refuseInUse(call, info.parent.file);
-    return diskTask(call, call.thisRef, `Merge ${disk(call)} into ${info.parent.file}`, async (signal, onProgress) => {
-      await mergeIntoParent(disk(call), { signal, onProgress });
-      return ref('HardDisk', info.parent!.file);
-    });
+    return diskTask(call, call.thisRef, `Merge ${disk(call)} into ${info.parent.file}`, 'mergeIntoParent', { child: disk(call) },
+      () => ref('HardDisk', info.parent!.file));
   },
   'HardDisk.MergeTo': async (call) => {
     await inspect(call);
     const target = await newDiskFile(call, call.params.path);
-    return diskTask(call, call.thisRef, `Merge ${disk(call)} into a new disk ${target}`, async (signal, onProgress) => {
-      await mergeToNewDisk(disk(call), target, { signal, onProgress });
-      return ref('HardDisk', target);
-    });
+    return diskTask(call, call.thisRef, `Merge ${disk(call)} into a new disk ${target}`, 'mergeToNewDisk', { child: disk(call), target },
+      () => ref('HardDisk', target));
   },
   'HardDisk.Expand': async (call) => {
     await inspect(call);
     refuseInUse(call, disk(call));
-    return diskTask(call, call.thisRef, `Expand ${disk(call)} to ${String(call.params.sizeMB)} MB`, (signal, onProgress) =>
-      expandDisk(disk(call), (call.params.sizeMB as number) * MB, { signal, onProgress }));
+    return diskTask(call, call.thisRef, `Expand ${disk(call)} to ${String(call.params.sizeMB)} MB`, 'expandDisk',
+      { file: disk(call), size: (call.params.sizeMB as number) * MB });
   },
 
   'Security.get_AccessRights': (call) => call.services.access.entries((call.self as SecurityObject).object),

@@ -3,6 +3,7 @@
 import os from 'node:os';
 import { lockHolder } from '../../../storage/vhd/index.js';
 import { hardDisks } from '../../../vmm/config.js';
+import { type DiskJobArgs, type DiskJobResult, type DiskOperation, runDiskJob } from '../../disk-jobs.js';
 import type { VmRecord } from '../../machines.js';
 import type { Call } from '../dispatch.js';
 import { ApiError } from '../errors.js';
@@ -23,10 +24,17 @@ export function newDiskFile(call: Call, input: unknown): Promise<string> {
   return call.services.files.run({ op: 'new-file', input: input as string, kind: 'new disk' });
 }
 
-/** Starts a cancelable disk operation on `object` as a task with its progress; what the work returns is the task's result. */
-export function diskTask(call: Call, object: string, description: string, work: (signal: AbortSignal, onProgress: (done: number, total: number) => void) => Promise<unknown>): Reference {
-  const task = call.services.tasks.start(description, object, call.principal.user, { cancelable: true }, (handle) =>
-    work(handle.signal, (done, total) => handle.progress(total ? (done / total) * 100 : 0, undefined, done)));
+/**
+ * Starts a cancelable disk operation on `object` as a task with its progress, in a disk job
+ * process of its own; the task's result is what the engine returns, or what `result` makes of it.
+ */
+export function diskTask<Op extends DiskOperation>(call: Call, object: string, description: string, op: Op, args: DiskJobArgs<Op>,
+  result: (value: DiskJobResult<Op>) => unknown = (value) => value): Reference {
+  const task = call.services.tasks.start(description, object, call.principal.user, { cancelable: true }, async (handle) =>
+    result(await runDiskJob(op, args, {
+      signal: handle.signal,
+      onProgress: (done, total) => handle.progress(total ? (done / total) * 100 : 0, undefined, done),
+    })));
   return ref('Task', task.id);
 }
 

@@ -2,17 +2,15 @@
 // tasks, the event log, users and tokens.
 
 import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { createDifferencing, createDynamic, createFixed } from '../../../storage/vhd/index.js';
 import { probeEngine } from '../../../vmm/engine.js';
 import { PROFILE, VIRTUAL_SERVER_LIMITS } from '../../../vmm/profile.js';
 import { isActive } from '../../../vmm/state.js';
 import { narrower, type Role } from '../../auth/users.js';
 import type { Call } from '../dispatch.js';
 import { ApiError } from '../errors.js';
-import { inspectedDisk, ref, SERVER_REF } from '../objects.js';
+import { inspectedDisk, ref, type Reference, SERVER_REF } from '../objects.js';
+import type { DiskJobArgs } from '../../disk-jobs.js';
 import type { VmRecord } from '../../machines.js';
 import { diskTask, type Handlers, newDiskFile, refuseInUse, selfOrAdministrator, vmsWithDisk } from './types.js';
 
@@ -28,13 +26,9 @@ function canRead(call: Call, object: string): boolean {
   return call.services.access.canRead(call.principal, object);
 }
 
-/** Creates a disk in a task, making its folder first; the new disk's reference is the task's result. */
-function creation(call: Call, description: string, file: string, create: (signal: AbortSignal, onProgress: (done: number, total: number) => void) => Promise<unknown>): unknown {
-  return diskTask(call, `HardDisk/${file}`, description, async (signal, onProgress) => {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    await create(signal, onProgress);
-    return ref('HardDisk', file);
-  });
+/** Creates a disk in a task (the disk job makes its folder first); the new disk's reference is the task's result. */
+function creation<Op extends 'createDynamic' | 'createFixed' | 'createDifferencing'>(call: Call, description: string, op: Op, args: DiskJobArgs<Op>): Reference {
+  return diskTask(call, `HardDisk/${args.target}`, description, op, args, () => ref('HardDisk', args.target));
 }
 
 const limit = (name: keyof typeof VIRTUAL_SERVER_LIMITS) => (): number => VIRTUAL_SERVER_LIMITS[name];
@@ -87,11 +81,11 @@ export const virtualServerHandlers: Handlers = {
   'VirtualServer.CreateDynamicVirtualHardDisk': async (call) => {
     const file = await newDiskFile(call, call.params.path);
     const size = call.params.sizeMB === undefined ? undefined : (call.params.sizeMB as number) * MB;
-    return creation(call, `Create dynamic disk ${file}`, file, () => createDynamic(file, { size }));
+    return creation(call, `Create dynamic disk ${file}`, 'createDynamic', { target: file, size });
   },
   'VirtualServer.CreateFixedVirtualHardDisk': async (call) => {
     const file = await newDiskFile(call, call.params.path);
-    return creation(call, `Create fixed disk ${file}`, file, (signal, onProgress) => createFixed(file, (call.params.sizeMB as number) * MB, { signal, onProgress }));
+    return creation(call, `Create fixed disk ${file}`, 'createFixed', { target: file, size: (call.params.sizeMB as number) * MB });
   },
   'VirtualServer.CreateDifferencingVirtualHardDisk': async (call) => {
     const file = await newDiskFile(call, call.params.path);
@@ -105,7 +99,7 @@ export const virtualServerHandlers: Handlers = {
         `${parent} is a disk of the VM ${writing.name}, which is ${call.services.machines.state(writing)} and writes to it; turn ${writing.name} off or save it first`);
     }
     refuseInUse(call, parent);
-    return creation(call, `Create differencing disk ${file} (parent ${parent})`, file, () => createDifferencing(file, parent));
+    return creation(call, `Create differencing disk ${file} (parent ${parent})`, 'createDifferencing', { target: file, parent });
   },
   'VirtualServer.GetHardDisk': async ({ services, params }) => ref('HardDisk', (await inspectedDisk(services, params.path as string)).file),
   'VirtualServer.GetFiles': async ({ services, params }) => {
