@@ -149,6 +149,7 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
 
   /** Deletes a Saved VM's saved state: the VM is then turned off, and that is announced. */
   discardSavedState(vm: VmRecord): void {
+    if (this.isBeingTurnedOn(vm)) throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is being restored from its saved state`);
     const state = this.state(vm);
     if (state !== 'Saved') throw new ApiError(state === 'TurnedOff' ? 'VM_E_NO_SAVED_STATE' : 'VM_E_VM_RUNNING', `${vm.name} is ${state}; only a Saved VM has a saved state to discard`);
     fs.rmSync(vm.config.savedState, { force: true });
@@ -182,7 +183,17 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
     return fs.existsSync(vm.config.savedState) ? 'Saved' : 'TurnedOff';
   }
 
+  /**
+   * Whether a Startup has claimed the VM and not yet finished: until its worker announces
+   * TurningOn the VM still reads TurnedOff (or Saved), yet it is about to use its files, so
+   * checks that refuse work on an active VM count it as active.
+   */
+  isBeingTurnedOn(vm: VmRecord): boolean {
+    return this.starting.has(vm.id);
+  }
+
   refuseUnlessOff(vm: VmRecord): void {
+    if (this.isBeingTurnedOn(vm)) throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is being turned on; its configuration can change only while it is turned off`);
     const state = this.state(vm);
     if (state === 'Saved') throw new ApiError('VM_E_VM_SAVED', `${vm.name} has a saved state; restore and turn it off, or discard the saved state, before changing its configuration`);
     if (state !== 'TurnedOff') throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is ${state}; its configuration can change only while it is turned off`);
@@ -190,12 +201,14 @@ export class Machines extends EventEmitter<{ state: [StateChange]; progress: [st
 
   refuseActive(vm: VmRecord, what: string): void {
     const state = this.state(vm);
-    if (isActive(state) || this.starting.has(vm.id)) throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is ${state}; it must be turned off before it is ${what}`);
+    if (isActive(state) || this.isBeingTurnedOn(vm)) {
+      throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is ${this.isBeingTurnedOn(vm) ? 'being turned on' : state}; it must be turned off before it is ${what}`);
+    }
   }
 
   /** Checks that Startup may begin; done before its task is made, so a second caller is told at once. */
   claimStart(vm: VmRecord): void {
-    if (this.starting.has(vm.id)) throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is already being turned on`);
+    if (this.isBeingTurnedOn(vm)) throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is already being turned on`);
     const state = this.state(vm);
     if (isActive(state)) throw new ApiError('VM_E_VM_RUNNING', `${vm.name} is already ${state}`);
     this.starting.add(vm.id);

@@ -1,5 +1,6 @@
 // A file in the making (a new disk, a converted copy, a VM's saved state) is written as a hidden
-// draft beside its target, named after the writing process: ".NAME.PID.partial". A draft whose
+// draft beside its target, named after the writing process: ".NAME.PID.partial". A disk's write
+// lock is made the same way, as "NAME.lock.PID.tmp" (storage/vhd/lock.ts). A draft whose
 // process is gone (kill -9, a crash) is garbage, and the pid in its name is how to tell.
 
 import fs from 'node:fs';
@@ -7,15 +8,22 @@ import path from 'node:path';
 import { isAlive } from './mount/host.js';
 
 const DRAFT = /^\.(.+)\.(\d+)\.partial$/;
+const LOCK_DRAFT = /^(.+\.lock)\.(\d+)\.tmp$/;
 
 /** The draft of `target` written by this process (or by the process `pid`). */
 export function draftOf(target: string, pid = process.pid): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${pid}.partial`);
 }
 
-/** The pid that writes a draft (from its file name), or null when the name is not a draft's. */
+/** The draft of the write lock `lock` made by this process, linked into place once written whole. */
+export function lockDraftOf(lock: string): string {
+  return `${lock}.${process.pid}.tmp`;
+}
+
+/** The pid that writes a draft or a lock draft (from its file name), or null when the name is neither's. */
 export function draftWriter(file: string): number | null {
-  const match = DRAFT.exec(path.basename(file));
+  const name = path.basename(file);
+  const match = DRAFT.exec(name) ?? LOCK_DRAFT.exec(name);
   return match ? Number(match[2]) : null;
 }
 

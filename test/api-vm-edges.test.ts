@@ -1,7 +1,8 @@
 // Edges of a VM's life through the API of a real vserverd running the test guest: a
-// differencing child of a disk that a VM is writing is refused, naming the VM; the uptime
-// counts from the restore, not from QEMU's start; a turn off that interrupts a turn on is
-// announced TurnedOff once; names of only dots are refused.
+// differencing child of a disk that a VM is writing is refused, naming the VM, from the moment
+// its Startup is called; the uptime counts from the restore, not from QEMU's start; a turn off
+// that interrupts a turn on is announced TurnedOff once and fails the Startup with
+// VM_E_TURNED_OFF; names of only dots are refused.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -178,6 +179,18 @@ describe('a VM\'s edges through the API of a real vserverd', { timeout: 600_000 
     await finish(await differencing('template-child.vhd', 'template.vhd'));
   });
 
+  it('a VM being turned on counts as active from its Startup call: no differencing child of its disk, no change of its configuration', async () => {
+    const racer = await createGuestVm('racer');
+    const startup = await server.call<Ref>('VirtualMachine.Startup', { this: racer.ref });
+    // Right after the call, before its worker has announced TurningOn, the VM would still read TurnedOff.
+    await rejectsWith(differencing('racer-child.vhd', 'racer.vhd'), 'VM_E_DRIVE_IN_USE', /VM racer, which is being turned on/);
+    await rejectsWith(server.call('VirtualMachine.put_Memory', { this: racer.ref, value: 64 }), 'VM_E_VM_RUNNING', /racer is being turned on/);
+    await finish(startup);
+    assert.equal(fs.existsSync(path.join(disks, 'racer-child.vhd')), false, 'no file was created');
+    assert.equal(await server.call('VirtualMachine.get_Memory', { this: racer.ref }), 128);
+    await finish(await server.call<Ref>('VirtualMachine.TurnOff', { this: racer.ref }), 30_000);
+  });
+
   it('the uptime counts from the restore, not from QEMU\'s start; a saved VM\'s disk may have a child; after a turn off too', async (t) => {
     const writer = vms.find((v) => v.name === 'writer')!;
     const serial = consoles[0];
@@ -235,6 +248,7 @@ describe('a VM\'s edges through the API of a real vserverd', { timeout: 600_000 
         continue;
       }
       assert.deepEqual(states, ['TurningOn', 'TurningOff', 'TurnedOff']);
+      assert.deepEqual(startError, { name: 'VM_E_TURNED_OFF', message: 'flicker was turned off while it was turning on' });
       const turnedOff = (await events(sinceEvent)).filter((e) => e.object === flicker.ref && /is TurnedOff/.test(e.message));
       assert.equal(turnedOff.length, 1, `one "is TurnedOff" event: ${JSON.stringify(turnedOff)}`);
       assert.equal(await state(flicker), 'TurnedOff');

@@ -1,6 +1,7 @@
 // What killed processes leave behind is cleaned by vserverd, and said in its event log: drafts
-// (".NAME.PID.partial") under the storage roots whose writer is gone, run folders of VMs that are
-// not registered, stale sockets of registered VMs whose worker is gone; a deleted VM's run folder.
+// (".NAME.PID.partial", and write locks in the making, "NAME.lock.PID.tmp") under the storage
+// roots whose writer is gone, run folders of VMs that are not registered, stale sockets of
+// registered VMs whose worker is gone; a deleted VM's run folder.
 
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -76,7 +77,10 @@ describe('leftovers of killed processes are cleaned and logged', { timeout: 120_
     const dead = path.join(folder, `.new.vhd.${await deadPid()}.partial`);
     const live = path.join(folder, `.other.vhd.${process.pid}.partial`);
     const notADraft = path.join(folder, 'notes.partial');
-    for (const file of [dead, live, notADraft]) fs.writeFileSync(file, 'x');
+    // A write lock is written as "<disk>.lock.PID.tmp" and linked into place (storage/vhd/lock.ts); a kill between leaves it.
+    const deadLockDraft = path.join(folder, `disk.vhd.lock.${await deadPid()}.tmp`);
+    const liveLockDraft = path.join(folder, `other.vhd.lock.${process.pid}.tmp`);
+    for (const file of [dead, live, notADraft, deadLockDraft, liveLockDraft]) fs.writeFileSync(file, 'x');
 
     const ghost = writeStatus(server.runDir, '00000000-0000-4000-8000-000000000000', { workerPid: await deadPid() });
     await leaveSocket(ghost.control);
@@ -95,6 +99,8 @@ describe('leftovers of killed processes are cleaned and logged', { timeout: 120_
     assert.ok(!fs.existsSync(dead), 'the dead draft is removed');
     assert.ok(fs.existsSync(live), 'a draft whose writer runs stays');
     assert.ok(fs.existsSync(notADraft), 'a file not named as a draft stays');
+    assert.ok(!fs.existsSync(deadLockDraft), 'a dead writer\'s unfinished write lock is removed');
+    assert.ok(fs.existsSync(liveLockDraft), 'an unfinished write lock whose writer runs stays');
     assert.ok(!fs.existsSync(ghost.dir), 'the run folder of an unregistered VM is removed');
     assert.ok(fs.existsSync(other.status) && isAlive(otherWorker.pid!), 'a folder whose worker runs stays, and so does the worker');
     assert.ok(!fs.existsSync(keeper.control) && !fs.existsSync(keeper.migrationOut), 'the stale sockets of a registered VM are removed');
@@ -103,6 +109,8 @@ describe('leftovers of killed processes are cleaned and logged', { timeout: 120_
     const messages = (await events(server)).map((e) => e.message);
     assert.ok(messages.some((m) => m.includes(dead) && /writer \(pid \d+\) is gone/.test(m)), `the draft's removal is logged:\n${messages.join('\n')}`);
     assert.ok(!messages.some((m) => m.includes(live)));
+    assert.ok(messages.some((m) => m.includes(deadLockDraft) && /writer \(pid \d+\) is gone/.test(m)), `the lock draft's removal is logged:\n${messages.join('\n')}`);
+    assert.ok(!messages.some((m) => m.includes(liveLockDraft)));
     assert.ok(messages.some((m) => m.includes(`removed the run folder ${ghost.dir}`)), `the run folder's removal is logged:\n${messages.join('\n')}`);
     assert.ok(messages.some((m) => m.startsWith('removed 2 stale sockets of keeper') && m.includes(keeper.control)), `the sockets' removal is logged:\n${messages.join('\n')}`);
   });

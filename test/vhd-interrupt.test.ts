@@ -2,18 +2,20 @@
 // a valid disk with every byte of the guest's data, and running the same command again
 // completes the job.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { VhdDisk, checkDisk, createDifferencing, createDynamic } from '../storage/vhd/index.js';
-import { KiB, MiB, VSCTL, makeTempDir, patternBytes, removeDir, sha256File, vsctl } from './helpers/vhd-fixtures.js';
+import { VhdDisk, checkDisk, createDifferencing, createDynamic, createFixed, expandDisk } from '../storage/vhd/index.js';
+import { KiB, MiB, VSCTL, makeTempDir, patternBytes, qemuImg, qemuVirtualSize, removeDir, sha256File, vsctl } from './helpers/vhd-fixtures.js';
 import { prng } from './helpers/random.js';
 
 const BLOCK = 64 * KiB;
 const SIZE = 32 * MiB;
 const KILLS = 8;
+const EXPAND_KILLER = fileURLToPath(new URL('./fixtures/expand-killer.js', import.meta.url));
 
 /** Runs vsctl and kills it with SIGKILL after `delayMs` (or lets it finish first). */
 function runKilledAfter(args: string[], delayMs: number): Promise<'killed' | 'finished'> {
@@ -223,5 +225,51 @@ describe('interrupted long operations', () => {
       grown.close();
     }
     assertSomeKilledMidway(outcomes);
+  });
+  test('a fixed disk\'s expand killed after each of its writes and syncs reads at the old size, or at the new one with zeros in all the new space', async () => {
+    const original = path.join(dir, 'fixed-original.vhd');
+    await createFixed(original, 4 * MiB);
+    const disk = VhdDisk.open(original, { writable: true });
+    const oldSize = disk.size;
+    disk.write(patternBytes(5, oldSize), 0);
+    disk.close();
+    const before = readAll(original);
+    const grow = 12 * MiB;
+    const expandCopy = (name: string, step: number): ReturnType<typeof spawnSync> => {
+      fs.copyFileSync(original, path.join(dir, name));
+      return spawnSync(process.execPath, [EXPAND_KILLER, path.join(dir, name), String(grow), String(step)], { encoding: 'utf8' });
+    };
+    const full = expandCopy('fixed-full.vhd', Number.MAX_SAFE_INTEGER);
+    assert.equal(full.status, 0, String(full.stderr));
+    const steps = Number(/^S (\d+)$/m.exec(String(full.stdout))?.[1]);
+    const after = readAll(path.join(dir, 'fixed-full.vhd'));
+    const newSize = after.length;
+    assert.ok(steps >= 4 && newSize > oldSize + 4 * MiB, `a finished expand took ${steps} steps to ${newSize} bytes`);
+    const seen = new Set<number>();
+    for (let step = 1; step <= steps; step++) {
+      const name = `fixed-${step}.vhd`;
+      const file = path.join(dir, name);
+      const killed = expandCopy(name, step);
+      assert.equal(killed.signal, 'SIGKILL', `the expand did not die after step ${step}: ${String(killed.stderr)}`);
+      await assertValid(file, `expand killed after step ${step}`);
+      const opened = VhdDisk.open(file);
+      const size = opened.size;
+      const data = opened.read(0, size);
+      opened.close();
+      seen.add(size);
+      assert.ok(size === oldSize || size === newSize, `after step ${step} the disk is ${size} bytes`);
+      assert.ok(data.subarray(0, oldSize).equals(before), `after step ${step} the old data changed`);
+      assert.ok(data.subarray(oldSize).equals(Buffer.alloc(size - oldSize)),
+        `after step ${step} the new space (the old footer's 512 bytes first) does not read as zeros`);
+      assert.equal(qemuVirtualSize(file), size, `qemu-img reads the disk after step ${step} at another size`);
+      qemuImg('compare', '-f', 'vpc', '-F', 'vpc', file, path.join(dir, size === oldSize ? 'fixed-original.vhd' : 'fixed-full.vhd'));
+      if (size === oldSize) await expandDisk(file, grow);
+      const grown = VhdDisk.open(file);
+      assert.equal(grown.size, newSize, `expanding again after step ${step} finishes the job`);
+      assert.ok(grown.read(0, newSize).equals(after));
+      grown.close();
+      fs.rmSync(file);
+    }
+    assert.deepEqual([...seen].sort((a, b) => a - b), [oldSize, newSize], 'kills left both the old and the new disk');
   });
 });

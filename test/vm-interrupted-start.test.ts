@@ -1,7 +1,7 @@
 // A turn off that interrupts a turn on, at the worker: QEMU is already up (its QMP socket
 // exists) but the VM is not yet Running. The worker must announce each state once:
 // TurningOn, TurningOff, TurnedOff, and never TurnedOff a second time when the turn on
-// gives up.
+// gives up. The turn on fails with VM_E_TURNED_OFF, which says so, not as a start that failed.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -12,6 +12,7 @@ import { createDifferencing } from '../storage/vhd/index.js';
 import { parseVmConfig, type VmConfig } from '../vmm/config.js';
 import { VmManager } from '../vmm/manager.js';
 import { VmPaths } from '../vmm/paths.js';
+import type { VmError } from '../vmm/state.js';
 import type { WorkerClient } from '../vmm/worker-client.js';
 import { testGuest } from './helpers/guest.js';
 import { makeTempDir, removeDir } from './helpers/vhd-fixtures.js';
@@ -73,6 +74,9 @@ describe('a turn off that interrupts a turn on', { timeout: 300_000 }, () => {
         continue;
       }
       assert.deepEqual(recorded.states, ['TurningOn', 'TurningOff', 'TurnedOff']);
+      // Turned off on purpose, not a QEMU that could not start.
+      assert.equal((startError as VmError).code, 'VM_E_TURNED_OFF', startError.message);
+      assert.equal(startError.message, 'interrupted was turned off while it was turning on');
       assert.equal(recorded.last()?.stopReason, 'turned off', 'stopped as asked, not crashed');
       assert.equal(recorded.last()?.crashed, undefined);
       return;

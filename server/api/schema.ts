@@ -273,7 +273,7 @@ const virtualMachine: InterfaceSpec = {
     ReleaseFloppyImage: method('Empties the floppy drive (IVMFloppyDrive.ReleaseImage).', {
       returns: nothing, right: 'change', errors: ['VM_E_DRIVE_INVALID', ...CONFIG_ERRORS], example: { params: { this: VM }, result: null },
     }),
-    Startup: task('Turns the VM on, or restores it from its saved state. The task completes when the VM runs.', 'control', {}, { this: VM }, ['VM_E_VM_RUNNING', 'VM_E_HD_IMAGE_NOT_FOUND', 'VM_E_START_FAILED', 'VM_E_MAC_IN_USE']),
+    Startup: task('Turns the VM on, or restores it from its saved state. The task completes when the VM runs.', 'control', {}, { this: VM }, ['VM_E_VM_RUNNING', 'VM_E_HD_IMAGE_NOT_FOUND', 'VM_E_START_FAILED', 'VM_E_TURNED_OFF', 'VM_E_MAC_IN_USE']),
     TurnOff: task('Cuts the power, as pulling the plug.', 'control', {}, { this: VM }, ['VM_E_VM_NOT_RUNNING']),
     Save: task('Saves the VM\'s state to its .vsv and stops it (Saving, TurningOff, TurnedOff; then Saved).', 'control', {}, { this: VM }, ['VM_E_VM_NOT_RUNNING']),
     Reset: task('A hardware reset.', 'control', {}, { this: VM }, ['VM_E_VM_NOT_RUNNING']),

@@ -1,6 +1,6 @@
-// Growing a fixed or dynamic disk. The new size is rounded as at creation; the footer (both
-// copies) is the last thing written, so until then the disk is its old size and valid, and
-// new space always reads as zeros.
+// Growing a fixed or dynamic disk. The new size is rounded as at creation; the footer with the
+// new size (both copies) is the last thing written, so until then the disk is its old size and
+// valid, and new space always reads as zeros.
 
 import { type LongOperationOptions, step } from '../progress.js';
 import { VhdError } from './errors.js';
@@ -33,22 +33,30 @@ export async function expandDisk(filePath: string, requested: number, options: L
   }
 }
 
+/**
+ * A fixed disk is the size its end footer says, so that footer changes last. First the old
+ * footer is copied to the new end: the disk still reads at its old size, and the old footer's
+ * place is now outside the guest's view. Then the whole new area (the old footer's 512 bytes
+ * included) is zeroed and synced, and only then does the end footer get the new size. A kill
+ * at any point leaves the old disk, or the new one reading zeros in all its new space. A file
+ * left longer by an earlier interrupted expand is cut to the new end.
+ */
 async function expandFixed(file: VhdFile, size: number, footerBytes: Buffer, options: LongOperationOptions): Promise<void> {
   const oldDataEnd = file.layout.footer.currentSize;
-  const oldFooterEnd = file.layout.footerOffset + FOOTER_SIZE;
-  file.writeFully(footerBytes, size);
-  file.sync();
-  // The old footer now lies inside the guest's new space: clear it before anything else.
-  file.writeFully(Buffer.alloc(oldFooterEnd - oldDataEnd), oldDataEnd);
-  file.sync();
+  if (file.layout.footerOffset < size) {
+    file.writeFully(file.layout.footerBytes, size);
+    file.sync();
+    file.layout.footerOffset = size;
+    file.layout.fileSize = size + FOOTER_SIZE;
+  }
   const zeros = Buffer.alloc(4 * 1024 * 1024);
-  for (let at = oldFooterEnd; at < size; at += zeros.length) {
+  for (let at = oldDataEnd; at < size; at += zeros.length) {
     file.writeFully(zeros.subarray(0, Math.min(zeros.length, size - at)), at);
-    await step(options, at - oldFooterEnd, size - oldFooterEnd);
+    await step(options, at - oldDataEnd, size - oldDataEnd);
   }
   file.sync();
-  file.layout.footerOffset = size;
   file.layout.footerBytes = footerBytes;
+  file.moveFooter(size);
 }
 
 /** Makes room for a longer block table (moving blocks that sit where it must grow), then grows it. */

@@ -1,9 +1,12 @@
 // One writer per disk: a writer holds "<file>.lock", created exclusively and naming its
 // holder. A lock whose process is gone (same host, pid no longer running the same process)
-// is stale and taken over, so a kill -9 never leaves a disk locked forever.
+// is stale and taken over, so a kill -9 never leaves a disk locked forever. A lock is written
+// as a draft first (storage/drafts.ts names it); a draft left by a killed writer is removed by
+// vserverd's start-up clean-up.
 
 import fs from 'node:fs';
 import os from 'node:os';
+import { lockDraftOf } from '../drafts.js';
 import { procStat } from '../proc-stat.js';
 import { VhdError } from './errors.js';
 import { readRegularFile } from './regular-file.js';
@@ -57,7 +60,7 @@ export function acquireWriteLock(file: string, holder: string): void {
   for (let attempt = 0; attempt < 3; attempt++) {
     // Written whole to a private name, then linked into place: link() fails atomically when the
     // lock exists, and nobody ever reads a half-written lock.
-    const draft = `${path}.${process.pid}.tmp`;
+    const draft = lockDraftOf(path);
     try {
       fs.writeFileSync(draft, JSON.stringify(owner), { mode: 0o644 });
       fs.linkSync(draft, path);

@@ -6,7 +6,7 @@ import net from 'node:net';
 import { onLines } from '../json-lines.js';
 import { listenPrivately } from './private-socket.js';
 import { QmpError } from '../qmp.js';
-import { VmError } from '../state.js';
+import { VmError, type VmStatus } from '../state.js';
 import type { VirtualMachine } from './machine.js';
 
 export const OPERATIONS = ['status', 'turnOn', 'turnOff', 'shutdown', 'save', 'pause', 'resume', 'reset', 'screenshot', 'type', 'scrollback', 'serialOutput'] as const;
@@ -21,8 +21,12 @@ export class ControlServer {
   private server: net.Server | null = null;
 
   constructor(private readonly vm: VirtualMachine) {
-    vm.on('state', (status) => this.broadcast({ event: 'state', status }));
     vm.on('progress', (p) => this.broadcast({ event: 'progress', ...p }));
+  }
+
+  /** Tells every client of a new state; the worker calls it once the state is in status.json. */
+  announceState(status: VmStatus): void {
+    this.broadcast({ event: 'state', status });
   }
 
   async listen(socketPath: string): Promise<void> {

@@ -80,7 +80,13 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
         if (restoring) fs.rmSync(this.config.savedState, { force: true });
         this.setState('Running', { runningSince: new Date().toISOString() });
       } catch (e) {
+        const stoppedBy = this.stopping;
         await this.abandonStart(restoring ? 'Saved' : 'TurnedOff');
+        // A turn off during the start makes the start's next step fail (QEMU is gone); say what happened.
+        if (stoppedBy) {
+          const why = stoppedBy === 'turned off' ? '' : ` (${stoppedBy})`;
+          throw new VmError('VM_E_TURNED_OFF', `${this.config.name} was turned off while it was turning on${why}`);
+        }
         throw e;
       }
       return this.status;

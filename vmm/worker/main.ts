@@ -28,7 +28,10 @@ async function main(): Promise<void> {
 
   let hasRun = false;
   vm.on('state', (status) => {
+    // Recorded before announced: whoever hears of a state and then reads status.json (vserverd's
+    // get_State does, once the VM is no longer active) must find that state there, not the one before.
     paths.writeStatus(status);
+    control.announceState(status);
     log(`${config.name}: ${status.state}${status.crashed ? ` (crashed: ${status.crashed.reason})` : ''}`);
     if (isActive(status.state)) hasRun = true;
     else if (hasRun) scheduleExit();

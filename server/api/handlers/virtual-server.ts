@@ -93,10 +93,12 @@ export const virtualServerHandlers: Handlers = {
     const parent = (await inspectedDisk(call.services, call.params.parentPath as string, 'parent disk')).file;
     // A child of a disk that is still being written is stale from birth. A saved VM's disk is at
     // rest and matches its saved memory, so a child of it is as sound as one of an off VM's disk.
-    const writing = vmsWithDisk(call, parent).find((vm) => isActive(call.services.machines.state(vm)));
+    const { machines } = call.services;
+    const writing = vmsWithDisk(call, parent).find((vm) => machines.isBeingTurnedOn(vm) || isActive(machines.state(vm)));
     if (writing) {
+      const state = machines.isBeingTurnedOn(writing) ? 'being turned on' : machines.state(writing);
       throw new ApiError('VM_E_DRIVE_IN_USE',
-        `${parent} is a disk of the VM ${writing.name}, which is ${call.services.machines.state(writing)} and writes to it; turn ${writing.name} off or save it first`);
+        `${parent} is a disk of the VM ${writing.name}, which is ${state} and writes to it; turn ${writing.name} off or save it first`);
     }
     refuseInUse(call, parent);
     return creation(call, `Create differencing disk ${file} (parent ${parent})`, 'createDifferencing', { target: file, parent });
