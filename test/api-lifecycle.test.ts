@@ -16,6 +16,7 @@ import type { VmStatus } from '../vmm/state.js';
 import { GUEST_POWER_BUTTON_MARKER, GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
 import { login, rejectsWith, RpcError, TestServer } from './helpers/server.js';
 import { SerialReader } from './helpers/vm.js';
+import { delay } from './helpers/wait.js';
 
 const BOOT_MS = 120_000;
 const MiB = 1024 * 1024;
@@ -128,10 +129,6 @@ async function startServer(reuse?: TestServer): Promise<TestServer> {
   const made = { dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-data-')), runDir: fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-run-')) };
   folders.push(made);
   return TestServer.start(made);
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** Waits for a task to finish and asserts it succeeded. */

@@ -16,6 +16,7 @@ import { VmPaths } from '../vmm/paths.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
 import { rejectsWith, TestServer } from './helpers/server.js';
 import { SerialReader } from './helpers/vm.js';
+import { delay } from './helpers/wait.js';
 
 const BOOT_MS = 120_000;
 /** How long the uptime test holds a restore after its QEMU has started: the gap the old uptime counted. */
@@ -31,10 +32,6 @@ let ws: WebSocket;
 const notes: StateNote[] = [];
 const consoles: SerialReader[] = [];
 const vms: Vm[] = [];
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 /** Waits for a task; returns its error (null when it succeeded). */
 async function settle(task: Ref, timeoutMs = BOOT_MS): Promise<unknown> {

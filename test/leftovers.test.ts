@@ -12,16 +12,13 @@ import { isAlive } from '../storage/mount/host.js';
 import { VmPaths } from '../vmm/paths.js';
 import type { VmStatus } from '../vmm/state.js';
 import { TestServer } from './helpers/server.js';
+import { delay } from './helpers/wait.js';
 
 interface Ref { $ref: string }
 interface LoggedEvent { id: number; category: string; message: string; object: string | null }
 
 const servers: TestServer[] = [];
 const others: ChildProcess[] = [];
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 /** A process that listens on a Unix socket and is then killed -9: the socket file stays, as a dead worker's does. Returns its pid. */
 async function leaveSocket(file: string): Promise<number> {

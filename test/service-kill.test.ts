@@ -20,6 +20,7 @@ import { VhdDisk, createDifferencing, createDynamic, createFixed } from '../stor
 import { CAMPAIGN_ROUNDS, killPoint } from './helpers/campaign.js';
 import { RpcError, TestServer } from './helpers/server.js';
 import { MiB, patternBytes, run, vsctl } from './helpers/vhd-fixtures.js';
+import { delay } from './helpers/wait.js';
 
 const TASK_MS = 60_000;
 /** How long a disk job may take to notice that vserverd is gone and stop: far less than the tasks take. */
@@ -149,10 +150,6 @@ const SCENARIOS: Scenario[] = [
 
 let server: TestServer;
 const dirs: string[] = [];
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 function filesOf(root: string, name: string): Files {
   const dir = path.join(root, 'campaign', name.replace(/\W+/g, '-'));

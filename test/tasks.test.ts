@@ -10,13 +10,10 @@ import { after, before, describe, it } from 'node:test';
 import { type Catalog, openCatalog } from '../server/catalog/database.js';
 import { ApiError } from '../server/api/errors.js';
 import { PROGRESS_INTERVAL_MS, type TaskHandle, Tasks, type TaskState } from '../server/tasks.js';
+import { delay } from './helpers/wait.js';
 
 let dir: string;
 let db: Catalog;
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 /** Starts a task whose work is `work` on its own Tasks, recording each announcement (time, percent, finished). */
 function recorded(tasks: Tasks, work: (t: TaskHandle) => Promise<unknown>): { state: TaskState; seen: { at: number; percent: number; finished: boolean }[] } {

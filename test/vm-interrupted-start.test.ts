@@ -17,6 +17,7 @@ import type { WorkerClient } from '../vmm/worker-client.js';
 import { testGuest } from './helpers/guest.js';
 import { makeTempDir, removeDir } from './helpers/vhd-fixtures.js';
 import { recordStates } from './helpers/vm.js';
+import { delay, waitFor } from './helpers/wait.js';
 
 /** Each try that misses the window (the VM was Running already) is turned off and tried again. */
 const TRIES = 5;
@@ -25,18 +26,6 @@ let work: string;
 let manager: VmManager;
 let config: VmConfig;
 const clients: WorkerClient[] = [];
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitFor(what: string, test: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!test()) {
-    if (Date.now() > deadline) assert.fail(`${what} did not happen within ${timeoutMs} ms`);
-    await delay(5);
-  }
-}
 
 describe('a turn off that interrupts a turn on', { timeout: 300_000 }, () => {
   before(async () => {

@@ -16,6 +16,7 @@ import { VmPaths } from '../vmm/paths.js';
 import type { VmState } from '../vmm/state.js';
 import type { WorkerClient } from '../vmm/worker-client.js';
 import { makeTempDir, removeDir } from './helpers/vhd-fixtures.js';
+import { delay, waitFor } from './helpers/wait.js';
 
 /** How long the worker's status write is held up. */
 const HOLD_MS = 1000;
@@ -24,18 +25,6 @@ let work: string;
 let manager: VmManager;
 let config: VmConfig;
 let client: WorkerClient | null = null;
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitFor(what: string, test: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!test()) {
-    if (Date.now() > deadline) assert.fail(`${what} did not happen within ${timeoutMs} ms`);
-    await delay(5);
-  }
-}
 
 describe('the worker\'s state announcements', { timeout: 120_000 }, () => {
   before(() => {

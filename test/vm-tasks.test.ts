@@ -14,6 +14,7 @@ import { VmPaths } from '../vmm/paths.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
 import { TestServer } from './helpers/server.js';
 import { SerialReader } from './helpers/vm.js';
+import { delay } from './helpers/wait.js';
 
 const BOOT_MS = 120_000;
 /** At most 5 a second (one per PROGRESS_INTERVAL_MS), and one more for a second's edges. */
@@ -59,10 +60,6 @@ let server: TestServer;
 let watch: ProgressWatch;
 const folders: { dataDir: string; runDir: string }[] = [];
 const consoles: SerialReader[] = [];
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 async function finished(task: Ref, timeoutMs = BOOT_MS): Promise<{ error: unknown; percent: number; log: string[] }> {
   assert.equal(await server.call<boolean>('Task.WaitForCompletion', { this: task.$ref, timeoutMs }), true, `${task.$ref} did not finish within ${timeoutMs} ms`);
