@@ -19,7 +19,7 @@ import { isAlive, processesMentioning } from '../storage/mount/host.js';
 import { readFrom, type SerialOutput } from '../vmm/serial-output.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
 import { ADMIN_PASSWORD, TestServer, login, refusal } from './helpers/server.js';
-import { SiteSession } from './helpers/site.js';
+import { SiteSession, type UpgradeRefusal, openedOrRefused } from './helpers/site.js';
 import { TextWatch } from './helpers/text-watch.js';
 import { VSCTL } from './helpers/vhd-fixtures.js';
 
@@ -29,7 +29,7 @@ const POLL_MS = 200;
 
 interface Ref { $ref: string }
 interface Ticket { ticket: string; url: string; expiresInSeconds: number }
-type Opened = { ws: WebSocket; output: TextWatch } | { status: number; body: string };
+type Opened = { ws: WebSocket; output: TextWatch } | UpgradeRefusal;
 
 let server: TestServer;
 let vm: string;
@@ -65,16 +65,7 @@ function open(url: string, headers: Record<string, string>): Promise<Opened> {
   const shown: TextWatch = new TextWatch('the console WebSocket', () => `it showed:\n${shown.text.slice(-2000)}`);
   ws.on('message', (data, isBinary) => { if (isBinary) shown.append((data as Buffer).toString('latin1').replace(/\r/g, '')); });
   ws.on('close', (code, reason) => shown.end(`the socket closed (${code} ${String(reason)})`));
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => resolve({ ws, output: shown }));
-    ws.once('unexpected-response', (_request, response) => {
-      let body = '';
-      response.setEncoding('utf8');
-      response.on('data', (s: string) => { body += s; });
-      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
-    });
-    ws.once('error', reject);
-  });
+  return openedOrRefused(ws, { ws, output: shown });
 }
 
 const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` });

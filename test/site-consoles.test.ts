@@ -13,7 +13,7 @@ import { isAlive, processesMentioning } from '../storage/mount/host.js';
 import { launchBrowser, newContext, policyViolations, saveArtifact, signIn } from './helpers/browser.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
 import { ADMIN_PASSWORD, TestServer } from './helpers/server.js';
-import { SiteSession } from './helpers/site.js';
+import { SiteSession, type UpgradeRefusal, openedOrRefused } from './helpers/site.js';
 import { TextWatch } from './helpers/text-watch.js';
 
 const BOOT_MS = 120_000;
@@ -31,7 +31,7 @@ const SCREEN_DRAWN = `(() => {
 interface Ref { $ref: string }
 interface Ticket { ok: true; ticket: string; url: string; expiresInSeconds: number }
 /** An accepted socket with every message it received from the first (which may come with the upgrade's answer), or a refusal. */
-type Opened = { ws: WebSocket; received: Message[] } | { status: number; body: string };
+type Opened = { ws: WebSocket; received: Message[] } | UpgradeRefusal;
 interface Message { data: Buffer; isBinary: boolean }
 
 let server: TestServer;
@@ -59,16 +59,7 @@ function open(pathAndQuery: string, headers: Record<string, string>): Promise<Op
   sockets.push(ws);
   const received: Message[] = [];
   ws.on('message', (data, isBinary) => received.push({ data: data as Buffer, isBinary }));
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => resolve({ ws, received }));
-    ws.once('unexpected-response', (_request, response) => {
-      let body = '';
-      response.setEncoding('utf8');
-      response.on('data', (s: string) => { body += s; });
-      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
-    });
-    ws.once('error', reject);
-  });
+  return openedOrRefused(ws, { ws, received });
 }
 
 function openWith(session: SiteSession, pathAndQuery: string): Promise<Opened> {

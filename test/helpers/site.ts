@@ -1,6 +1,9 @@
 // A browser session on the administration site, spoken over plain HTTP: sign in by the form,
 // then read pages and send forms with the session's cookie and CSRF token. For tests of what
-// the server answers; test/helpers/browser.ts drives a real browser.
+// the server answers; test/helpers/browser.ts drives a real browser. Also what a console
+// WebSocket's upgrade came to.
+
+import type { WebSocket } from 'ws';
 
 export class SiteSession {
   private constructor(readonly url: string, readonly cookie: string, readonly csrf: string) {}
@@ -48,4 +51,21 @@ export function unescapeHtml(text: string): string {
 export function fieldError(html: string, field: string): string | null {
   const match = new RegExp(`<span class="field-error" id="${field}-error" role="alert">([^<]*)</span>`).exec(html);
   return match ? unescapeHtml(match[1]) : null;
+}
+
+/** An upgrade the server refused: its HTTP status and the body saying why. */
+export interface UpgradeRefusal { status: number; body: string }
+
+/** Resolves with `opened` once the WebSocket opens, or with the refusal when the upgrade is answered otherwise. */
+export function openedOrRefused<T>(ws: WebSocket, opened: T): Promise<T | UpgradeRefusal> {
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve(opened));
+    ws.once('unexpected-response', (_request, response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (s: string) => { body += s; });
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+    });
+    ws.once('error', reject);
+  });
 }
