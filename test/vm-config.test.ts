@@ -159,7 +159,7 @@ describe('parseVmConfig: the profile limits', () => {
 
   test('SCSI disks: 7 on one adapter (targets 0-6) are accepted, an 8th is refused naming the limit of 7', () => {
     assert.deepEqual(parseVmConfig({ name: 'x', scsi: [{ disks: scsiDisks(7) }] }, BASE).scsi[0].disks.map((d) => d.target), [0, 1, 2, 3, 4, 5, 6]);
-    refusedAt({ name: 'x', scsi: [{ disks: scsiDisks(8) }] }, 'scsi[0].disks', 'at most 7 disks', '8 were given');
+    refusedAs('VM_E_DRIVE_INVALID', { name: 'x', scsi: [{ disks: scsiDisks(8) }] }, 'scsi[0].disks', 'at most 7 disks', '8 were given');
   });
 
   test('SCSI target 7 does not exist (targets are 0 to 6)', () => {
@@ -285,6 +285,13 @@ describe('parseVmConfig: a drive position refused by its field and error name', 
     const ide = refusal({ name: 'web', ide: [{ channel: 1, device: 1, type: 'DVD' }, { channel: 1, device: 1, type: 'HardDisk', path: 'c.vhd' }] }, 'VM_E_DRIVE_IN_USE');
     assert.deepEqual(ide.problems.map((p) => [p.field, p.error]), [['ide[1]', 'VM_E_DRIVE_IN_USE']]);
     assert.match(ide.problems[0].message, /IDE 1:1 of web holds a CD\/DVD drive/);
+  });
+
+  test('an 8th disk on a taken target names that target VM_E_DRIVE_IN_USE first, and the adapter\'s limit after it', () => {
+    const disks = [...scsiDisks(7), { target: 2, path: 'd7.vhd' }];
+    const error = refusal({ name: 'web', scsi: [{ disks }] }, 'VM_E_DRIVE_IN_USE');
+    assert.deepEqual(error.problems.map((p) => [p.field, p.error]), [['scsi[0].disks[7]', 'VM_E_DRIVE_IN_USE'], ['scsi[0].disks', 'VM_E_DRIVE_INVALID']]);
+    assert.match(error.problems[0].message, /SCSI 0:2 of web holds \/srv\/vms\/web\/d2\.vhd/);
   });
 
   test('a position problem beside another kind of problem: each keeps its name, the error is VM_E_CONFIG_INVALID', () => {

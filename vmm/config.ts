@@ -51,13 +51,16 @@ export type ConfigErrorName = 'VM_E_CONFIG_INVALID' | 'VM_E_DRIVE_INVALID' | 'VM
 export interface ConfigProblem { field: string; message: string; error: ConfigErrorName }
 
 export class VmConfigError extends Error {
-  /** The problems' own name when they all share it (a drive refused for its position), else VM_E_CONFIG_INVALID. */
+  /**
+   * When every problem is a drive position's, the first one's name, so that attaching a drive
+   * where none can go is refused as the API always refused it; otherwise VM_E_CONFIG_INVALID.
+   */
   readonly code: ConfigErrorName;
   constructor(readonly problems: ConfigProblem[]) {
     super(problems.map((p) => `${p.field}: ${p.message}`).join('; '));
     this.name = 'VmConfigError';
-    const names = new Set(problems.map((p) => p.error));
-    this.code = names.size === 1 ? [...names][0] : 'VM_E_CONFIG_INVALID';
+    const onlyPositions = problems.length > 0 && problems.every((p) => p.error !== 'VM_E_CONFIG_INVALID');
+    this.code = onlyPositions ? problems[0].error : 'VM_E_CONFIG_INVALID';
   }
 }
 
@@ -179,10 +182,10 @@ function parseScsi(value: unknown, vmName: string, resolve: (p: string) => strin
     const model = item.model === undefined ? PROFILE.scsi.defaultModel : item.model;
     if (!SCSI_MODELS.includes(model as ScsiModel)) fail(`${field}.model`, `"${String(model)}" is not a SCSI adapter model (${SCSI_MODELS.join(', ')})`);
     const disks = arrayOf(item.disks, `${field}.disks`, fail);
-    if (disks.length > disksPerAdapter) fail(`${field}.disks`, `a SCSI adapter holds at most ${disksPerAdapter} disks; ${disks.length} were given`);
     /** The file at each target taken so far, as the refusal of a second disk there names it. */
     const targets = new Map<number, string>();
-    const parsed = disks.slice(0, disksPerAdapter).flatMap((disk, d): ScsiDisk[] => {
+    // Every disk is placed, the ones past the limit too: the one that does not fit is named with where it wanted to go.
+    const parsed = disks.flatMap((disk, d): ScsiDisk[] => {
       const diskField = `${field}.disks[${d}]`;
       if (!isObject(disk) || typeof disk.path !== 'string' || !disk.path) { fail(diskField, `a SCSI disk is {"target": 0-${disksPerAdapter - 1}, "path": FILE}`); return []; }
       const target = disk.target === undefined ? d : disk.target;
@@ -195,6 +198,9 @@ function parseScsi(value: unknown, vmName: string, resolve: (p: string) => strin
       targets.set(target, resolve(disk.path));
       return [{ target, path: resolve(disk.path) }];
     });
+    if (disks.length > disksPerAdapter) {
+      fail(`${field}.disks`, `a SCSI adapter holds at most ${disksPerAdapter} disks (targets 0-${disksPerAdapter - 1}); ${disks.length} were given`, 'VM_E_DRIVE_INVALID');
+    }
     return [{ model: model as ScsiModel, disks: parsed }];
   });
 }
