@@ -19,6 +19,9 @@ export const NETWORKS = ['none', 'loopback'] as const;
 export type NetworkName = (typeof NETWORKS)[number];
 export interface NetworkAdapter { model: NicModel; mac: string; network: NetworkName }
 
+/** QEMU rewrites a port's file at each turn on, so a VM's own kinds of file are refused as port files. */
+export const PORT_FILE_REFUSED = ['.vhd', '.vmc', '.vsv', '.iso', '.vfd'] as const;
+
 export const BOOT_DEVICES = ['floppy', 'dvd', 'disk', 'network'] as const;
 export type BootDevice = (typeof BOOT_DEVICES)[number];
 export const ENGINES = ['auto', 'kvm', 'tcg'] as const;
