@@ -793,6 +793,18 @@ describe('VirtualMachine: the profile\'s limits, refused whole', () => {
     await unchanged(bare, () => refused('VirtualMachine.AddHardDiskConnection', { this: bare, path: disk, busType: 'SCSI', busNumber: 0, deviceNumber: 0 }, 'VM_E_DRIVE_INVALID', ['AddSCSIController']));
   });
 
+  test('a drive refused for its position carries data.problems naming the field and the error, as parseVmConfig found it', async () => {
+    const disk = await createDisk('limits-disks/placed.vhd');
+    await unchanged(vm, async () => {
+      const beyond = await refused('VirtualMachine.AddDVDROMDrive', { this: vm, busNumber: 0, deviceNumber: 2 }, 'VM_E_DRIVE_INVALID');
+      const ide = (await configOf(vm)).ide.length;
+      assert.deepEqual((beyond.data.problems as Array<{ field: string; error: string }>).map((p) => [p.field, p.error]), [[`ide[${ide}]`, 'VM_E_DRIVE_INVALID']]);
+      const taken = await refused('VirtualMachine.AddHardDiskConnection', { this: vm, path: disk, busType: 'SCSI', busNumber: 1, deviceNumber: 4 }, 'VM_E_DRIVE_IN_USE');
+      assert.deepEqual((taken.data.problems as Array<{ field: string; error: string }>).map((p) => [p.field, p.error]),
+        [['scsi[1].disks[7]', 'VM_E_DRIVE_IN_USE'], ['scsi[1].disks', 'VM_E_DRIVE_INVALID']]);
+    });
+  });
+
   test('AddUSBDevice "Printer" is refused naming the devices the profile allows; a device added twice is refused', async () => {
     await unchanged(vm, () => refused('VirtualMachine.AddUSBDevice', { this: vm, type: 'Printer' }, 'VM_E_CONFIG_INVALID', ['Printer', 'Keyboard, Mouse, Tablet, SmartCardReader']));
     await call('VirtualMachine.AddUSBDevice', { this: vm, type: 'Keyboard' });

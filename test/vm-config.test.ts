@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type VmConfig, VmConfigError, hardDisks, normalizeMac, parseVmConfig, randomMac } from '../vmm/config.js';
+import { type ConfigErrorName, type VmConfig, VmConfigError, hardDisks, normalizeMac, parseVmConfig, randomMac, scsiAdapterOf } from '../vmm/config.js';
 import { PROFILE, VIRTUAL_SERVER_LIMITS } from '../vmm/profile.js';
 import { type DiskSource, type QemuLaunch, qemuArgs } from '../vmm/qemu-args.js';
 import { QmpClient } from '../vmm/qmp.js';
@@ -21,14 +21,14 @@ const BASE = '/srv/vms/web';
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const PROFILE_MAC = /^00:03:FF(?::[0-9A-F]{2}){3}$/;
 
-/** parseVmConfig must throw a VmConfigError for the document; returns it. */
-function refusal(document: unknown): VmConfigError {
+/** parseVmConfig must throw a VmConfigError named `code` for the document; returns it. */
+function refusal(document: unknown, code: ConfigErrorName = 'VM_E_CONFIG_INVALID'): VmConfigError {
   let accepted: VmConfig;
   try {
     accepted = parseVmConfig(document, BASE);
   } catch (e) {
     if (!(e instanceof VmConfigError)) throw e;
-    assert.equal(e.code, 'VM_E_CONFIG_INVALID');
+    assert.equal(e.code, code);
     assert.ok(e.problems.length > 0, 'a refusal lists at least one problem');
     return e;
   }
@@ -40,9 +40,15 @@ function refusal(document: unknown): VmConfigError {
  * `mentions`; the error's own message names the field too. Returns that problem's message.
  */
 function refusedAt(document: unknown, field: string, ...mentions: (string | RegExp)[]): string {
-  const error = refusal(document);
+  return refusedAs('VM_E_CONFIG_INVALID', document, field, ...mentions);
+}
+
+/** As refusedAt, for a document refused under `code`, which the problem at `field` carries too. */
+function refusedAs(code: ConfigErrorName, document: unknown, field: string, ...mentions: (string | RegExp)[]): string {
+  const error = refusal(document, code);
   const problem = error.problems.find((p) => p.field === field);
   assert.ok(problem, `no problem at ${field}; problems: ${JSON.stringify(error.problems)}`);
+  assert.equal(problem.error, code);
   for (const m of mentions) {
     if (typeof m === 'string') assert.ok(problem.message.includes(m), `"${problem.message}" does not mention ${m}`);
     else assert.match(problem.message, m);
@@ -153,30 +159,30 @@ describe('parseVmConfig: the profile limits', () => {
 
   test('SCSI disks: 7 on one adapter (targets 0-6) are accepted, an 8th is refused naming the limit of 7', () => {
     assert.deepEqual(parseVmConfig({ name: 'x', scsi: [{ disks: scsiDisks(7) }] }, BASE).scsi[0].disks.map((d) => d.target), [0, 1, 2, 3, 4, 5, 6]);
-    refusedAt({ name: 'x', scsi: [{ disks: scsiDisks(8) }] }, 'scsi[0].disks', 'at most 7 disks', '8 were given');
+    refusedAs('VM_E_DRIVE_INVALID', { name: 'x', scsi: [{ disks: scsiDisks(8) }] }, 'scsi[0].disks', 'at most 7 disks', '8 were given');
   });
 
   test('SCSI target 7 does not exist (targets are 0 to 6)', () => {
-    refusedAt({ name: 'x', scsi: [{ disks: [{ target: 7, path: 'a.vhd' }] }] }, 'scsi[0].disks[0]', '0 to 6', '7 is not');
-    refusedAt({ name: 'x', scsi: [{ disks: [{ target: -1, path: 'a.vhd' }] }] }, 'scsi[0].disks[0]', '0 to 6');
+    refusedAs('VM_E_DRIVE_INVALID', { name: 'x', scsi: [{ disks: [{ target: 7, path: 'a.vhd' }] }] }, 'scsi[0].disks[0]', '0 to 6', '7 is not');
+    refusedAs('VM_E_DRIVE_INVALID', { name: 'x', scsi: [{ disks: [{ target: -1, path: 'a.vhd' }] }] }, 'scsi[0].disks[0]', '0 to 6');
   });
 
   test('a SCSI target used twice on one adapter is refused; the same target on two adapters is fine', () => {
-    refusedAt({ name: 'x', scsi: [{ disks: [{ target: 2, path: 'a.vhd' }, { target: 2, path: 'b.vhd' }] }] },
+    refusedAs('VM_E_DRIVE_IN_USE', { name: 'x', scsi: [{ disks: [{ target: 2, path: 'a.vhd' }, { target: 2, path: 'b.vhd' }] }] },
       'scsi[0].disks[1]', 'SCSI target 2 is already used');
     const config = parseVmConfig({ name: 'x', scsi: [{ disks: [{ target: 2, path: 'a.vhd' }] }, { disks: [{ target: 2, path: 'b.vhd' }] }] }, BASE);
     assert.deepEqual(hardDisks(config).map((d) => d.slot), ['scsi0-2', 'scsi1-2']);
   });
 
   test('IDE channel 2 and device 2 do not exist (2 channels of 2 devices)', () => {
-    refusedAt({ name: 'x', ide: [{ channel: 2, device: 0, type: 'DVD' }] }, 'ide[0]', '2 channels (0-1)', 'channel 2 device 0 does not exist');
-    refusedAt({ name: 'x', ide: [{ channel: 0, device: 2, type: 'DVD' }] }, 'ide[0]', '2 devices (0-1)', 'channel 0 device 2 does not exist');
+    refusedAs('VM_E_DRIVE_INVALID', { name: 'x', ide: [{ channel: 2, device: 0, type: 'DVD' }] }, 'ide[0]', '2 channels (0-1)', 'channel 2 device 0 does not exist');
+    refusedAs('VM_E_DRIVE_INVALID', { name: 'x', ide: [{ channel: 0, device: 2, type: 'DVD' }] }, 'ide[0]', '2 devices (0-1)', 'channel 0 device 2 does not exist');
     const four = [0, 1].flatMap((channel) => [0, 1].map((device) => ({ channel, device, type: 'DVD', image: null })));
     assert.equal(parseVmConfig({ name: 'x', ide: four }, BASE).ide.length, 4);
   });
 
   test('two IDE devices in the same position are refused', () => {
-    refusedAt({
+    refusedAs('VM_E_DRIVE_IN_USE', {
       name: 'x',
       ide: [{ channel: 1, device: 0, type: 'HardDisk', path: 'a.vhd' }, { channel: 1, device: 0, type: 'DVD', image: null }],
     }, 'ide[1]', 'IDE channel 1 device 0 is already used');
@@ -259,6 +265,50 @@ describe('parseVmConfig: the profile limits', () => {
       'cpu', 'ide[0]', 'memoryMB', 'networkAdapters[0].mac', 'networkAdapters[0].model', 'processors', 'usb[0]',
     ]);
     for (const p of error.problems) assert.ok(error.message.includes(`${p.field}: ${p.message}`), `${p.field} is in the message`);
+  });
+});
+
+describe('parseVmConfig: a drive position refused by its field and error name', () => {
+  test('an impossible SCSI target names its field and VM_E_DRIVE_INVALID, with the limit; the error is named VM_E_DRIVE_INVALID', () => {
+    const error = refusal({ name: 'web', scsi: [{ disks: [] }, { disks: [{ target: 7, path: 'a.vhd' }] }] }, 'VM_E_DRIVE_INVALID');
+    assert.equal(error.problems.length, 1);
+    const [problem] = error.problems;
+    assert.equal(problem.field, 'scsi[1].disks[0]');
+    assert.equal(problem.error, 'VM_E_DRIVE_INVALID');
+    assert.match(problem.message, /7 disks, 0-6\); 7 is not/);
+  });
+
+  test('a taken position names its field, VM_E_DRIVE_IN_USE, the VM and what holds it', () => {
+    const scsi = refusal({ name: 'web', scsi: [{ disks: [{ target: 3, path: 'a.vhd' }, { target: 3, path: 'b.vhd' }] }] }, 'VM_E_DRIVE_IN_USE');
+    assert.deepEqual(scsi.problems.map((p) => [p.field, p.error]), [['scsi[0].disks[1]', 'VM_E_DRIVE_IN_USE']]);
+    assert.match(scsi.problems[0].message, /SCSI 0:3 of web holds \/srv\/vms\/web\/a\.vhd/);
+    const ide = refusal({ name: 'web', ide: [{ channel: 1, device: 1, type: 'DVD' }, { channel: 1, device: 1, type: 'HardDisk', path: 'c.vhd' }] }, 'VM_E_DRIVE_IN_USE');
+    assert.deepEqual(ide.problems.map((p) => [p.field, p.error]), [['ide[1]', 'VM_E_DRIVE_IN_USE']]);
+    assert.match(ide.problems[0].message, /IDE 1:1 of web holds a CD\/DVD drive/);
+  });
+
+  test('an 8th disk on a taken target names that target VM_E_DRIVE_IN_USE first, and the adapter\'s limit after it', () => {
+    const disks = [...scsiDisks(7), { target: 2, path: 'd7.vhd' }];
+    const error = refusal({ name: 'web', scsi: [{ disks }] }, 'VM_E_DRIVE_IN_USE');
+    assert.deepEqual(error.problems.map((p) => [p.field, p.error]), [['scsi[0].disks[7]', 'VM_E_DRIVE_IN_USE'], ['scsi[0].disks', 'VM_E_DRIVE_INVALID']]);
+    assert.match(error.problems[0].message, /SCSI 0:2 of web holds \/srv\/vms\/web\/d2\.vhd/);
+  });
+
+  test('a position problem beside another kind of problem: each keeps its name, the error is VM_E_CONFIG_INVALID', () => {
+    const error = refusal({ name: 'web', memoryMB: 3, ide: [{ channel: 0, device: 5, type: 'DVD' }] }, 'VM_E_CONFIG_INVALID');
+    assert.deepEqual(error.problems.map((p) => [p.field, p.error]).sort(), [['ide[0]', 'VM_E_DRIVE_INVALID'], ['memoryMB', 'VM_E_CONFIG_INVALID']]);
+  });
+
+  test('scsiAdapterOf refuses an adapter the VM lacks as scsi[N], VM_E_DRIVE_INVALID, naming the VM, its adapters and AddSCSIController', () => {
+    const config = parseVmConfig({ name: 'web', scsi: [{ disks: [] }] }, BASE);
+    assert.equal(scsiAdapterOf(config, 0), config.scsi[0]);
+    assert.throws(() => scsiAdapterOf(config, 2), (e: unknown) => {
+      assert.ok(e instanceof VmConfigError);
+      assert.equal(e.code, 'VM_E_DRIVE_INVALID');
+      assert.deepEqual(e.problems.map((p) => [p.field, p.error]), [['scsi[2]', 'VM_E_DRIVE_INVALID']]);
+      assert.match(e.message, /^scsi\[2\]: web has 1 SCSI adapter \(0-0\); add one with AddSCSIController first \(at most 4\)$/);
+      return true;
+    });
   });
 });
 

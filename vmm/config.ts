@@ -19,6 +19,9 @@ export const NETWORKS = ['none', 'loopback'] as const;
 export type NetworkName = (typeof NETWORKS)[number];
 export interface NetworkAdapter { model: NicModel; mac: string; network: NetworkName }
 
+/** QEMU rewrites a port's file at each turn on, so a VM's own kinds of file are refused as port files. */
+export const PORT_FILE_REFUSED = ['.vhd', '.vmc', '.vsv', '.iso', '.vfd'] as const;
+
 export const BOOT_DEVICES = ['floppy', 'dvd', 'disk', 'network'] as const;
 export type BootDevice = (typeof BOOT_DEVICES)[number];
 export const ENGINES = ['auto', 'kvm', 'tcg'] as const;
@@ -43,13 +46,24 @@ export interface VmConfig {
   savedState: string;
 }
 
-export interface ConfigProblem { field: string; message: string }
+/**
+ * What a problem is, by name: a device position that the profile does not have
+ * (VM_E_DRIVE_INVALID), one already taken (VM_E_DRIVE_IN_USE), anything else VM_E_CONFIG_INVALID.
+ */
+export type ConfigErrorName = 'VM_E_CONFIG_INVALID' | 'VM_E_DRIVE_INVALID' | 'VM_E_DRIVE_IN_USE';
+export interface ConfigProblem { field: string; message: string; error: ConfigErrorName }
 
 export class VmConfigError extends Error {
-  readonly code = 'VM_E_CONFIG_INVALID';
+  /**
+   * When every problem is a drive position's, the first one's name, so that attaching a drive
+   * where none can go is refused as the API always refused it; otherwise VM_E_CONFIG_INVALID.
+   */
+  readonly code: ConfigErrorName;
   constructor(readonly problems: ConfigProblem[]) {
     super(problems.map((p) => `${p.field}: ${p.message}`).join('; '));
     this.name = 'VmConfigError';
+    const onlyPositions = problems.length > 0 && problems.every((p) => p.error !== 'VM_E_CONFIG_INVALID');
+    this.code = onlyPositions ? problems[0].error : 'VM_E_CONFIG_INVALID';
   }
 }
 
@@ -64,8 +78,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
  */
 export function parseVmConfig(document: unknown, baseDir: string): VmConfig {
   const problems: ConfigProblem[] = [];
-  const fail = (field: string, message: string): void => void problems.push({ field, message });
-  if (!isObject(document)) throw new VmConfigError([{ field: '(document)', message: 'a VM configuration is a JSON object' }]);
+  const fail: Fail = (field, message, error = 'VM_E_CONFIG_INVALID') => void problems.push({ field, message, error });
+  if (!isObject(document)) throw new VmConfigError([{ field: '(document)', message: 'a VM configuration is a JSON object', error: 'VM_E_CONFIG_INVALID' }]);
   const doc = document;
   for (const key of Object.keys(doc)) if (!KNOWN_KEYS.has(key)) fail(key, `unknown setting "${key}"`);
   if (doc.version !== undefined && doc.version !== 1) fail('version', `format version ${String(doc.version)} is not supported (this is version 1)`);
@@ -90,8 +104,9 @@ export function parseVmConfig(document: unknown, baseDir: string): VmConfig {
   }
 
   const resolve = (p: string): string => path.resolve(baseDir, p);
-  const ide = parseIde(doc.ide, resolve, fail);
-  const scsi = parseScsi(doc.scsi, resolve, fail);
+  const vmName = name || 'the VM';
+  const ide = parseIde(doc.ide, vmName, resolve, fail);
+  const scsi = parseScsi(doc.scsi, vmName, resolve, fail);
   const networkAdapters = parseNetworkAdapters(doc.networkAdapters, fail);
   const com2 = parseFilePort(doc.com2, 'com2', resolve, fail);
   const lpt1 = parseFilePort(doc.lpt1, 'lpt1', resolve, fail);
@@ -116,22 +131,39 @@ export function parseVmConfig(document: unknown, baseDir: string): VmConfig {
   };
 }
 
-type Fail = (field: string, message: string) => void;
+/**
+ * SCSI adapter `index` of a document being changed, to attach a disk to. The document cannot
+ * hold a disk on an adapter it lacks, so asking for one is refused here, by the same rule:
+ * a position that does not exist.
+ */
+export function scsiAdapterOf(config: VmConfig, index: number): ScsiAdapter {
+  const adapter = config.scsi[index];
+  if (adapter) return adapter;
+  const count = config.scsi.length;
+  throw new VmConfigError([{
+    field: `scsi[${index}]`, error: 'VM_E_DRIVE_INVALID',
+    message: `${config.name} has ${count} SCSI adapter${count === 1 ? '' : 's'}${count ? ` (0-${count - 1})` : ''}; add one with AddSCSIController first (at most ${PROFILE.scsi.adapters})`,
+  }]);
+}
 
-function parseIde(value: unknown, resolve: (p: string) => string, fail: Fail): IdeDevice[] {
+type Fail = (field: string, message: string, error?: ConfigErrorName) => void;
+
+function parseIde(value: unknown, vmName: string, resolve: (p: string) => string, fail: Fail): IdeDevice[] {
   const { channels, devicesPerChannel } = PROFILE.ide;
   const devices: IdeDevice[] = [];
-  const taken = new Set<string>();
+  /** What holds each position taken so far ("channel:device"), as the refusal of a second one names it. */
+  const taken = new Map<string, string>();
   for (const [i, item] of arrayOf(value, 'ide', fail).entries()) {
     const field = `ide[${i}]`;
     if (!isObject(item)) { fail(field, 'an IDE device is an object'); continue; }
     const { channel, device } = item;
     if (!isIndex(channel, channels) || !isIndex(device, devicesPerChannel)) {
-      fail(field, `IDE has ${channels} channels (0-${channels - 1}) of ${devicesPerChannel} devices (0-${devicesPerChannel - 1}); channel ${String(channel)} device ${String(device)} does not exist`);
+      fail(field, `IDE has ${channels} channels (0-${channels - 1}) of ${devicesPerChannel} devices (0-${devicesPerChannel - 1}); channel ${String(channel)} device ${String(device)} does not exist`, 'VM_E_DRIVE_INVALID');
       continue;
     }
-    if (taken.has(`${channel}:${device}`)) { fail(field, `IDE channel ${channel} device ${device} is already used`); continue; }
-    taken.add(`${channel}:${device}`);
+    const holder = taken.get(`${channel}:${device}`);
+    if (holder) { fail(field, `IDE channel ${channel} device ${device} is already used: IDE ${channel}:${device} of ${vmName} holds ${holder}`, 'VM_E_DRIVE_IN_USE'); continue; }
+    taken.set(`${channel}:${device}`, item.type === 'DVD' ? 'a CD/DVD drive' : typeof item.path === 'string' && item.path ? resolve(item.path) : 'a device');
     if (item.type === 'HardDisk' && typeof item.path === 'string' && item.path) {
       devices.push({ channel, device, type: 'HardDisk', path: resolve(item.path) });
     } else if (item.type === 'DVD' && (item.image === undefined || item.image === null || typeof item.image === 'string')) {
@@ -143,7 +175,7 @@ function parseIde(value: unknown, resolve: (p: string) => string, fail: Fail): I
   return devices;
 }
 
-function parseScsi(value: unknown, resolve: (p: string) => string, fail: Fail): ScsiAdapter[] {
+function parseScsi(value: unknown, vmName: string, resolve: (p: string) => string, fail: Fail): ScsiAdapter[] {
   const { adapters, disksPerAdapter } = PROFILE.scsi;
   const list = arrayOf(value, 'scsi', fail);
   if (list.length > adapters) fail('scsi', `a VM has at most ${adapters} SCSI adapters; ${list.length} were given`);
@@ -153,17 +185,25 @@ function parseScsi(value: unknown, resolve: (p: string) => string, fail: Fail): 
     const model = item.model === undefined ? PROFILE.scsi.defaultModel : item.model;
     if (!SCSI_MODELS.includes(model as ScsiModel)) fail(`${field}.model`, `"${String(model)}" is not a SCSI adapter model (${SCSI_MODELS.join(', ')})`);
     const disks = arrayOf(item.disks, `${field}.disks`, fail);
-    if (disks.length > disksPerAdapter) fail(`${field}.disks`, `a SCSI adapter holds at most ${disksPerAdapter} disks; ${disks.length} were given`);
-    const targets = new Set<number>();
-    const parsed = disks.slice(0, disksPerAdapter).flatMap((disk, d): ScsiDisk[] => {
+    /** The file at each target taken so far, as the refusal of a second disk there names it. */
+    const targets = new Map<number, string>();
+    // Every disk is placed, the ones past the limit too: the one that does not fit is named with where it wanted to go.
+    const parsed = disks.flatMap((disk, d): ScsiDisk[] => {
       const diskField = `${field}.disks[${d}]`;
-      if (!isObject(disk) || typeof disk.path !== 'string' || !disk.path) { fail(diskField, 'a SCSI disk is {"target": 0-6, "path": FILE}'); return []; }
+      if (!isObject(disk) || typeof disk.path !== 'string' || !disk.path) { fail(diskField, `a SCSI disk is {"target": 0-${disksPerAdapter - 1}, "path": FILE}`); return []; }
       const target = disk.target === undefined ? d : disk.target;
-      if (!isIndex(target, disksPerAdapter)) { fail(diskField, `SCSI targets are 0 to ${disksPerAdapter - 1} (the adapter is ${disksPerAdapter}); ${String(target)} is not`); return []; }
-      if (targets.has(target)) { fail(diskField, `SCSI target ${target} is already used on this adapter`); return []; }
-      targets.add(target);
+      if (!isIndex(target, disksPerAdapter)) {
+        fail(diskField, `SCSI targets are 0 to ${disksPerAdapter - 1} (a SCSI adapter holds ${disksPerAdapter} disks, 0-${disksPerAdapter - 1}); ${String(target)} is not`, 'VM_E_DRIVE_INVALID');
+        return [];
+      }
+      const holder = targets.get(target);
+      if (holder) { fail(diskField, `SCSI target ${target} is already used on this adapter: SCSI ${a}:${target} of ${vmName} holds ${holder}`, 'VM_E_DRIVE_IN_USE'); return []; }
+      targets.set(target, resolve(disk.path));
       return [{ target, path: resolve(disk.path) }];
     });
+    if (disks.length > disksPerAdapter) {
+      fail(`${field}.disks`, `a SCSI adapter holds at most ${disksPerAdapter} disks (targets 0-${disksPerAdapter - 1}); ${disks.length} were given`, 'VM_E_DRIVE_INVALID');
+    }
     return [{ model: model as ScsiModel, disks: parsed }];
   });
 }

@@ -6,6 +6,7 @@
 
 import { DEFAULT_DISK_SIZE } from '../../storage/vhd/format.js';
 import { sizeForRequest } from '../../storage/vhd/geometry.js';
+import { PORT_FILE_REFUSED } from '../../vmm/config.js';
 import { PROFILE, NIC_MODELS, SCSI_MODELS, USB_DEVICES } from '../../vmm/profile.js';
 import { DEFAULT_SCROLLBACK_BYTES } from '../../vmm/serial-output.js';
 import { CONSOLE_KINDS, TICKET_SECONDS } from '../http/console-tickets.js';
@@ -55,8 +56,7 @@ function task(doc: string, right: Right, params: Record<string, ParamSpec>, exam
 }
 
 const CONFIG_ERRORS = ['VM_E_VM_RUNNING', 'VM_E_VM_SAVED', 'VM_E_CONFIG_INVALID'] as const;
-/** QEMU rewrites a port's file at each start, so a VM's own kinds of file are refused as port files. */
-export const PORT_FILE_REFUSED = ['.vhd', '.vmc', '.vsv', '.iso', '.vfd'] as const;
+export { PORT_FILE_REFUSED };
 const PORT_FILE_DOC = `What the guest writes to the port goes to the file, which is rewritten from its start each time the VM is turned on; a path ending in ${PORT_FILE_REFUSED.join(', ')} is refused, so that a port cannot overwrite a VM's files. Only while the VM is turned off.`;
 
 const virtualServer: InterfaceSpec = {

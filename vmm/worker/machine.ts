@@ -18,6 +18,7 @@ import { QmpClient } from '../qmp.js';
 import { isActive, VmError, type VmState, type VmStatus } from '../state.js';
 import { SerialConsole } from './console.js';
 import { LoopbackSwitch } from './loopback-switch.js';
+import { preflight } from './preflight.js';
 import type { QemuAccount } from './user.js';
 
 export interface MachineOptions {
@@ -69,10 +70,13 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
       const restoring = this.status.state === 'Saved';
       this.setState('TurningOn', { crashed: undefined, stopReason: undefined });
       try {
+        // First, before anything is served or spawned: every file the VM names is there and usable.
+        preflight(this.config);
         const engine = await chooseEngine(this.config.engine);
         await this.serveDisks();
         await this.startLoopbackSwitch();
-        await this.startQemu(engine, restoring);
+        const running = this.spawnQemu(engine, this.qemuCommandLine(engine, restoring));
+        await this.connectQmp(running);
         if (restoring) await this.restoreSavedState();
         await this.unplugDisconnectedAdapters();
         // Keep this last: from here on the guest runs.
@@ -204,20 +208,17 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     await this.loopback.listen(this.paths.switch);
   }
 
-  private async startQemu(engine: EngineProbe, incoming: boolean): Promise<void> {
-    for (const image of [...this.config.ide.map((d) => (d.type === 'DVD' ? d.image : null)), this.config.floppy?.image]) {
-      if (image && !fs.existsSync(image)) throw new VmError('VM_E_MEDIA_NOT_FOUND', `the image ${image} does not exist`);
-    }
-    for (const port of [this.config.com2, this.config.lpt1]) {
-      if (port && !fs.existsSync(path.dirname(port.file))) {
-        throw new VmError('VM_E_PORT_FILE', `the folder of ${port.file} (a serial or parallel port's output) does not exist`);
-      }
-    }
+  /** QEMU's arguments: the served disks by their NBD sockets, and -incoming when a saved state is to be streamed in. */
+  private qemuCommandLine(engine: EngineProbe, incoming: boolean): string[] {
     const disks = new Map<string, DiskSource>(this.disks.map((d) => [d.exportName, { kind: 'nbd', socket: d.socket!, export: d.exportName }]));
-    const args = qemuArgs({
+    return qemuArgs({
       config: this.config, engine: engine.engine, qmpSocket: this.paths.qmp, vncSocket: this.paths.vnc,
       switchSocket: this.paths.switch, disks, incoming, runAs: this.options.runAs?.name ?? null,
     });
+  }
+
+  /** Starts QEMU under the pseudo-terminal that is COM1; its exit is followed from here on. */
+  private spawnQemu(engine: EngineProbe, args: string[]): Running {
     this.prepareQemuDir();
     fs.writeFileSync(this.paths.qemuLog, `# ${new Date().toISOString()} qemu-system-x86_64 ${args.join(' ')}\n`, { flag: 'a' });
     this.stopping = null;
@@ -236,19 +237,20 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     terminal.onExit(({ exitCode, signal }) => void this.qemuExited(running, exitCode, signal).finally(exited));
     this.console.attachTerminal(terminal);
     this.status = { ...this.status, engine: engine.engine, engineReason: engine.reason, qemuPid: terminal.pid };
-    running.qmp = await this.connectQmp(running);
-    running.qmp.on('event', (e) => {
-      if (e.event === 'SHUTDOWN' && e.data?.guest === true) this.guestPoweredOff = true;
-    });
+    return running;
   }
 
-  private async connectQmp(running: Running): Promise<QmpClient> {
+  /** Waits for QEMU's QMP socket; a QEMU that exits first is reported with the end of its log. */
+  private async connectQmp(running: Running): Promise<void> {
     try {
-      return await QmpClient.connectWhenReady(this.paths.qmp, { timeoutMs: 30_000, gone: () => this.qemu !== running });
+      running.qmp = await QmpClient.connectWhenReady(this.paths.qmp, { timeoutMs: 30_000, gone: () => this.qemu !== running });
     } catch (e) {
       const cause = this.qemu === running ? (e as Error).message : this.qemuLogTail();
       throw new VmError('VM_E_START_FAILED', `QEMU could not start: ${cause}`);
     }
+    running.qmp.on('event', (e) => {
+      if (e.event === 'SHUTDOWN' && e.data?.guest === true) this.guestPoweredOff = true;
+    });
   }
 
   private async unplugDisconnectedAdapters(): Promise<void> {

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { IdeDevice, VmConfig } from '../../../vmm/config.js';
-import { hardDisks, normalizeMac } from '../../../vmm/config.js';
+import { hardDisks, normalizeMac, scsiAdapterOf } from '../../../vmm/config.js';
 import { PROFILE, type NicModel, type ScsiModel } from '../../../vmm/profile.js';
 import { readFrom, scrollbackBytes, type SerialOutput } from '../../../vmm/serial-output.js';
 import { isLive, VmError } from '../../../vmm/state.js';
@@ -23,28 +23,6 @@ const vmId = (call: Call): string => vmOf(call).id;
 
 function reconfigure(call: Call, change: (doc: VmConfig) => void): VmRecord {
   return call.services.machines.reconfigure(vmOf(call).id, change);
-}
-
-/** The IDE position or SCSI target must exist in the profile and be free. */
-function checkPosition(vm: VmRecord, bus: 'IDE' | 'SCSI', busNumber: number, deviceNumber: number): void {
-  if (bus === 'IDE') {
-    const { channels, devicesPerChannel } = PROFILE.ide;
-    if (busNumber >= channels || deviceNumber >= devicesPerChannel) {
-      throw new ApiError('VM_E_DRIVE_INVALID', `IDE has ${channels} channels (0-${channels - 1}) of ${devicesPerChannel} devices (0-${devicesPerChannel - 1}); ${busNumber}:${deviceNumber} does not exist`);
-    }
-    const taken = vm.config.ide.find((d) => d.channel === busNumber && d.device === deviceNumber);
-    if (taken) throw new ApiError('VM_E_DRIVE_IN_USE', `IDE ${busNumber}:${deviceNumber} of ${vm.name} already holds ${taken.type === 'DVD' ? 'a CD/DVD drive' : taken.path}`);
-    return;
-  }
-  const adapters = vm.config.scsi.length;
-  if (busNumber >= adapters) {
-    throw new ApiError('VM_E_DRIVE_INVALID', `${vm.name} has ${adapters} SCSI adapter${adapters === 1 ? '' : 's'}${adapters ? ` (0-${adapters - 1})` : ''}; add one with AddSCSIController first (at most ${PROFILE.scsi.adapters})`);
-  }
-  if (deviceNumber >= PROFILE.scsi.disksPerAdapter) {
-    throw new ApiError('VM_E_DRIVE_INVALID', `a SCSI adapter holds ${PROFILE.scsi.disksPerAdapter} disks (targets 0-${PROFILE.scsi.disksPerAdapter - 1}); target ${deviceNumber} does not exist`);
-  }
-  const taken = vm.config.scsi[busNumber].disks.find((d) => d.target === deviceNumber);
-  if (taken) throw new ApiError('VM_E_DRIVE_IN_USE', `SCSI ${busNumber}:${deviceNumber} of ${vm.name} already holds ${taken.path}`);
 }
 
 function pngSize(png: Buffer): { width: number; height: number } {
@@ -86,10 +64,9 @@ export const virtualMachineHandlers: Handlers = {
     // A file that is not a VHD, or whose chain leaves the roots, is refused now, not when the VM starts.
     const file = (await inspectedDisk(call.services, call.params.path as string)).file;
     call.services.machines.refuseUnlessOff(vm);
-    checkPosition(vm, busType, busNumber, deviceNumber);
     reconfigure(call, (doc) => {
       if (busType === 'IDE') doc.ide.push({ channel: busNumber, device: deviceNumber, type: 'HardDisk', path: file });
-      else doc.scsi[busNumber].disks.push({ target: deviceNumber, path: file });
+      else scsiAdapterOf(doc, busNumber).disks.push({ target: deviceNumber, path: file });
     });
     return ref('HardDiskConnection', `${vm.id}/${busType.toLowerCase()}${busNumber}-${deviceNumber}`);
   },
@@ -107,7 +84,6 @@ export const virtualMachineHandlers: Handlers = {
     const vm = vmOf(call);
     const { busNumber, deviceNumber } = call.params as { busNumber: number; deviceNumber: number };
     call.services.machines.refuseUnlessOff(vm);
-    checkPosition(vm, 'IDE', busNumber, deviceNumber);
     reconfigure(call, (doc) => { doc.ide.push({ channel: busNumber, device: deviceNumber, type: 'DVD', image: null }); });
     return ref('DVDROMDrive', `${vm.id}/ide${busNumber}-${deviceNumber}`);
   },
