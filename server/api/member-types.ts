@@ -29,7 +29,7 @@ export interface ObjectOf {
 }
 export type InterfaceName = keyof ObjectOf;
 
-/** A parameter's value reaches the handler resolved; a result's reference goes out as {"$ref"}. */
+/** A parameter's value reaches the handler resolved; a result's reference goes out in {"$ref"}. */
 type Side = 'param' | 'result';
 type Plain<T, S extends Side> =
   T extends { type: 'string' } ? string
@@ -57,7 +57,7 @@ export type ResultOf<R> = R extends { type: 'null' } ? null | void : ValueOf<R, 
 export interface Call<I extends InterfaceName, P = NoParams> {
   principal: Principal;
   services: Services;
-  /** The reference given as "this" ("VirtualServer" for the server's members). */
+  /** The reference given for "this" ("VirtualServer" for the server's members). */
   thisRef: string;
   self: ObjectOf[I];
   params: ParamsOf<P>;
@@ -67,7 +67,7 @@ export interface Call<I extends InterfaceName, P = NoParams> {
 export type NoParams = Record<never, never>;
 export type Handler<I extends InterfaceName, P, R> = (call: Call<I, P>) => ResultOf<R> | Promise<ResultOf<R>>;
 
-/** The call as the dispatcher builds it, before it knows the member. */
+/** The call the dispatcher builds, before it knows the member. */
 export interface AnyCall { principal: Principal; services: Services; thisRef: string; self: unknown; params: Record<string, unknown>; refs: Record<string, string> }
 /** A member's declaration with its handler. */
 export interface MemberRecord extends MemberSpec {

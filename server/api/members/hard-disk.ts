@@ -1,5 +1,5 @@
 // HardDisk (IVMHardDisk), a VHD file, declared member by member with its handler. The
-// operations run in disk jobs as tasks and refuse a disk that is in use.
+// operations run in disk jobs, each in a task, and refuse a disk that is in use.
 
 import nodePath from 'node:path';
 import { DEFAULT_DISK_SIZE } from '../../../storage/vhd/format.js';
@@ -17,7 +17,7 @@ const TYPE_NAMES = { dynamic: 'Dynamic', fixed: 'Fixed', differencing: 'Differen
 const { get, task } = membersOf<'HardDisk'>(DISK_EXAMPLE);
 /** The disk inspected off the event loop, its chain checked against the storage roots. */
 const inspect = ({ services, self }: Call<'HardDisk', unknown>): Promise<DiskInfo> => inspectedDisk(services, self);
-/** The examples' disk is a default one: its size in the guest as the engine makes it. */
+/** The examples' disk is a default one: its size in the guest, the engine's rounding included. */
 const DEFAULT_DISK_BYTES = sizeForRequest(DEFAULT_DISK_SIZE).size;
 
 export const hardDisk: InterfaceRecord = {

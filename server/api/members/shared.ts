@@ -41,7 +41,7 @@ export function newDiskFile(call: AnyInterfaceCall, input: string): Promise<stri
 }
 
 /**
- * Starts a cancelable disk operation on `object` as a task with its progress, in a disk job
+ * Starts a cancelable disk operation on `object` in a task with its progress, in a disk job
  * process of its own; the task's result is what the engine returns, or what `result` makes of it.
  */
 export function diskTask<Op extends DiskOperation>(call: AnyInterfaceCall, object: string, description: string, op: Op, args: DiskJobArgs<Op>,
@@ -54,12 +54,12 @@ export function diskTask<Op extends DiskOperation>(call: AnyInterfaceCall, objec
   return ref('Task', task.id);
 }
 
-/** The VMs that have `file` attached as a hard disk, whatever their state. */
+/** The VMs that have `file` attached for a hard disk, whatever their state. */
 export function vmsWithDisk(call: AnyInterfaceCall, file: string): VmRecord[] {
   return call.services.machines.list().filter((vm) => hardDisks(vm.config).some((d) => d.path === file));
 }
 
-/** Who holds `file` open for writing, for a message: a VM by its name, a tool as it names itself; null when nobody does. */
+/** Who holds `file` open for writing, for a message: a VM by its name, a tool by the name it gives; null when nobody does. */
 function writerOf(call: AnyInterfaceCall, file: string): string | null {
   const owner = lockHolder(file);
   if (!owner) return null;

@@ -53,7 +53,7 @@ function checkPosition(vm: VmRecord, bus: 'IDE' | 'SCSI', busNumber: number, dev
   if (taken) throw new ApiError('VM_E_DRIVE_IN_USE', `SCSI ${busNumber}:${deviceNumber} of ${vm.name} already holds ${taken.path}`);
 }
 
-/** A part given as a parameter must belong to this VM. */
+/** A part given in a parameter must belong to this VM. */
 function ownPart(call: VmCall, part: { vm: VmRecord }, param: string, what: string): void {
   if (part.vm.id !== call.self.id) throw invalidParams(`${call.refs[param]} is not ${what} of ${call.self.name}`);
 }
@@ -362,7 +362,7 @@ export const virtualMachine: InterfaceRecord = {
  * Every file a VM is about to open, checked before its worker starts (a .vmc registered from
  * elsewhere may name any file): each disk a VHD whose whole chain lies inside the storage roots,
  * the DVD and floppy images and the saved state inside them (a missing image still fails in
- * the Startup task, as QEMU finds it missing).
+ * the Startup task, where QEMU finds it missing).
  */
 async function checkVmFiles(call: VmCall, vm: VmRecord): Promise<void> {
   const { services } = call;
@@ -376,7 +376,7 @@ async function checkVmFiles(call: VmCall, vm: VmRecord): Promise<void> {
   ]);
 }
 
-/** A power operation of `vm` as a task; the VM's state is checked first so that the caller hears at once. */
+/** A power operation of `vm` in a task; the VM's state is checked first so that the caller hears at once. */
 export function powerTask(call: Call<'VirtualMachine' | 'GuestOS', unknown>, vm: VmRecord, what: string, op: 'turnOff' | 'save' | 'reset' | 'shutdown',
   states: readonly VmState[] = ['Running', 'Paused']): Reference {
   const { machines, tasks } = call.services;

@@ -39,7 +39,7 @@ function creation<Op extends 'createDynamic' | 'createFixed' | 'createDifferenci
   return diskTask(call, `HardDisk/${args.target}`, description, op, args, () => ref('HardDisk', args.target));
 }
 
-/** One of the profile's limits, as a property. */
+/** A property that reads one of the profile's limits. */
 function limit(doc: string, name: keyof typeof VIRTUAL_SERVER_LIMITS) {
   return get(doc, integer, VIRTUAL_SERVER_LIMITS[name], () => VIRTUAL_SERVER_LIMITS[name]);
 }
@@ -150,7 +150,7 @@ export const virtualServer: InterfaceRecord = {
         // A parent that is not a VHD, or whose own chain leaves the roots, is refused now, not in the task.
         const parent = (await inspectedDisk(call.services, call.params.parentPath, 'parent disk')).file;
         // A child of a disk that is still being written is stale from birth. A saved VM's disk is at
-        // rest and matches its saved memory, so a child of it is as sound as one of an off VM's disk.
+        // rest and matches its saved memory, so a child of it is sound, like one of an off VM's disk.
         const { machines } = call.services;
         const writing = vmsWithDisk(call, parent).find((vm) => machines.isBeingTurnedOn(vm) || isActive(machines.state(vm)));
         if (writing) {
