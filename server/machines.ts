@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type Catalog, prepared } from './catalog/database.js';
 import { ApiError } from './api/errors.js';
-import type { AUTO_START, SHUTDOWN_ACTIONS } from './api/schema.js';
+import type { AUTO_START, SHUTDOWN_ACTIONS } from './api/vocabulary.js';
 import { deadDraftsOf } from '../storage/drafts.js';
 import { parseVmConfig, type VmConfig } from '../vmm/config.js';
 import { VmManager, WORKER_EXIT_MS } from '../vmm/manager.js';

@@ -88,7 +88,7 @@ export function typeText(type: TypeSpec): string {
     case 'enum': return type.values.join('|');
     case 'ref': return `${type.interface} reference`;
     case 'array': return `list of ${typeText(type.items)}`;
-    case 'object': return type.fields ? `object {${Object.entries(type.fields).map(([k, v]) => `${k}: ${v}`).join(', ')}}` : 'object';
+    case 'object': return type.fields ? `object {${Object.entries(type.fields).map(([k, v]) => `${k}: ${typeText(v)}`).join(', ')}}` : 'object';
     case 'null': return 'nothing';
   }
 }

@@ -1,44 +1,26 @@
 // JSON-RPC 2.0 over the object model: one request or a batch in, answers out. Every call is
-// checked against the schema (member, parameter names and types, "this"), its references are
-// resolved, the caller's right on the object is checked, and changes are written to the event log.
+// checked against its member's declaration (member, parameter names and types, "this"), its
+// references are resolved, the caller's right on the object is checked, the member's handler
+// runs, changes are written to the event log, and the result is checked against its declared type.
 
 import type { Principal } from '../auth/users.js';
 import type { Category } from '../event-log.js';
-import { HANDLERS } from './handlers/index.js';
 import { ApiError, RPC_INVALID_REQUEST, RPC_METHOD_NOT_FOUND, RPC_PARSE_ERROR, invalidParams, rpcErrorObject, toApiError } from './errors.js';
-import { SERVER_REF, describeRef, guardOf, resolveRef, vmIdOf } from './objects.js';
+import { describeRef, resolveRef } from './objects.js';
+import { guardOf, SERVER_REF, vmIdOf } from './references.js';
 import type { TaskState } from '../tasks.js';
-import { SCHEMA } from './schema.js';
-import type { MemberSpec, TypeSpec } from './schema-types.js';
+import { INTERFACES, SCHEMA } from './schema.js';
+import type { MemberSpec } from './schema-types.js';
+import { typeProblem } from './type-check.js';
 import type { Services } from './services.js';
 
 export interface RpcResponse { jsonrpc: '2.0'; id: unknown; result?: unknown; error?: ReturnType<typeof rpcErrorObject> }
 
-/** What the handler of a member receives: the caller, "this" resolved, and the parameters with references resolved. */
-export interface Call {
-  principal: Principal;
-  services: Services;
-  /** The reference given as "this" ("VirtualServer" for the server's members). */
-  thisRef: string;
-  self: unknown;
-  params: Record<string, unknown>;
-  /** The references given for ref-typed parameters, unresolved. */
-  refs: Record<string, string>;
-}
+export { typeProblem } from './type-check.js';
 
 const SECRET_PARAMS = new Set(['password']);
 /** Calls in one batch are run together; a bound keeps one request from holding the service. */
 const MAX_BATCH = 1000;
-
-for (const [iface, spec] of Object.entries(SCHEMA)) {
-  for (const member of Object.keys(spec.members)) {
-    if (!HANDLERS[`${iface}.${member}`]) throw new Error(`the schema declares ${iface}.${member}, which has no handler`);
-  }
-}
-for (const name of Object.keys(HANDLERS)) {
-  const [iface, member] = name.split('.');
-  if (!SCHEMA[iface]?.members[member]) throw new Error(`the handler ${name} is not declared in the schema`);
-}
 
 /** Answers a request body (text): a single response, an array for a batch, or null when nothing is owed (notifications only). */
 export async function handleRpcBody(body: string, principal: Principal, services: Services): Promise<RpcResponse | RpcResponse[] | null> {
@@ -93,12 +75,17 @@ export async function call(method: string, rawParams: unknown, principal: Princi
   if (spec.administratorsOnly && principal.role !== 'Administrator') deny(principal, method, target, services, 'administrators only');
   if (!services.access.rightsOn(principal, target).has(spec.right)) deny(principal, method, target, services, `the "${spec.right}" right`);
 
-  const handler = HANDLERS[`${iface}.${member}`];
   const change = isChange(member, spec);
   const label = change ? describeRef(services, guarded) : ''; // before the call: it may delete the object
-  const result = await handler({ principal, services, thisRef, self, params, refs });
+  const result = (await INTERFACES[iface].members[member].handler({ principal, services, thisRef, self, params, refs })) ?? null;
   if (change) audit(services, principal, method, guarded, label, given);
-  return result ?? null;
+  // A result that breaks its declaration is a bug here, not the caller's: it is logged and reported as internal.
+  const problem = typeProblem(spec.returns, result, 'result');
+  if (problem) {
+    console.error(`vserverd: ${method} returned a result that does not fit its declaration: ${problem}`);
+    throw new Error(`${method} returned a result that does not fit its declaration`);
+  }
+  return result;
 }
 
 function takeThis(iface: string, method: string, given: Record<string, unknown>): string {
@@ -139,43 +126,6 @@ async function checkParams(method: string, spec: MemberSpec, given: Record<strin
     }
   }
   return { params, refs };
-}
-
-/** Why a value does not fit its type, or null when it does. */
-export function typeProblem(type: TypeSpec, value: unknown): string | null {
-  switch (type.type) {
-    case 'string':
-      if (typeof value !== 'string') return `must be a string, not ${describe(value)}`;
-      if (type.maxLength !== undefined && value.length > type.maxLength) return `is at most ${type.maxLength} characters (${value.length} given)`;
-      if (type.pattern && !new RegExp(type.pattern).test(value)) return `must match ${type.pattern}`;
-      return value.includes('\0') ? 'must not contain NUL characters' : null;
-    case 'integer':
-      if (typeof value !== 'number' || !Number.isInteger(value)) return `must be a whole number, not ${describe(value)}`;
-      if (type.min !== undefined && value < type.min) return `must be at least ${type.min} (${value} given)`;
-      if (type.max !== undefined && value > type.max) return `must be at most ${type.max} (${value} given)`;
-      return null;
-    case 'boolean': return typeof value === 'boolean' ? null : `must be true or false, not ${describe(value)}`;
-    case 'enum': return type.values.includes(value as string) ? null : `must be one of ${type.values.join(', ')}, not ${describe(value)}`;
-    case 'ref': return typeof value === 'string' && value.startsWith(`${type.interface}/`) ? null : `must be a ${type.interface} reference (${type.interface}/...), not ${describe(value)}`;
-    case 'array': {
-      if (!Array.isArray(value)) return `must be a list, not ${describe(value)}`;
-      for (const [i, item] of value.entries()) {
-        const problem = typeProblem(type.items, item);
-        if (problem) return `[${i}] ${problem}`;
-      }
-      return null;
-    }
-    case 'object': return typeof value === 'object' && value !== null && !Array.isArray(value) ? null : `must be an object, not ${describe(value)}`;
-    case 'null': return value === null ? null : 'must be null';
-  }
-}
-
-function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'a list';
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  if (typeof value === 'object') return 'an object';
-  return `${typeof value} ${String(value)}`;
 }
 
 function deny(principal: Principal, method: string, target: string, services: Services, needed: string): never {

@@ -1,6 +1,5 @@
-// Object references ("VirtualMachine/<id>", "HardDiskConnection/<vm id>/scsi0-1", ...): how each
-// is resolved to the thing it names, and which object's access entries guard it. Devices of a
-// VM are guarded by the VM; disks, tasks without a VM and the server by the server.
+// Object references resolved to the things they name: a VM, a part of one, a task, a disk, the
+// access entries of an object. The grammar of references is server/api/references.ts.
 
 import { hardDisks } from '../../vmm/config.js';
 import type { TaskState } from '../tasks.js';
@@ -9,38 +8,16 @@ import type { Services } from './services.js';
 import { ApiError, invalidParams, unknownObject } from './errors.js';
 import { StoragePathError } from '../storage-roots.js';
 import type { DiskInfo } from '../../storage/vhd/index.js';
+import { SERVER_REF, splitRef, vmIdOf } from './references.js';
 
-export const SERVER_REF = 'VirtualServer';
-
-export interface Reference { $ref: string }
-export const ref = (iface: string, id: string): Reference => ({ $ref: `${iface}/${id}` });
+export { SERVER_REF, ref, guardOf, vmIdOf, splitRef, type Reference } from './references.js';
 
 export interface ConnectionObject { vm: VmRecord; bus: 'IDE' | 'SCSI'; busNumber: number; deviceNumber: number; path: string; slot: string }
 export interface DriveObject { vm: VmRecord; channel: number; device: number; image: string | null }
 export interface IndexedObject { vm: VmRecord; index: number }
+/** A part of a VM that is the VM seen another way (its guest OS, its display). */
+export interface VmPartObject { vm: VmRecord }
 export interface SecurityObject { object: string }
-
-const VM_PARTS = new Set(['HardDiskConnection', 'DVDROMDrive', 'SCSIController', 'NetworkAdapter', 'GuestOS', 'Display']);
-
-/** The object whose access entries decide what may be done to `reference`. */
-export function guardOf(reference: string): string {
-  const [iface, ...rest] = reference.split('/');
-  if (iface === 'VirtualMachine') return reference;
-  if (VM_PARTS.has(iface)) return `VirtualMachine/${rest[0]}`;
-  if (iface === 'Security') return guardOf(rest.join('/'));
-  return SERVER_REF;
-}
-
-/** The VM a reference belongs to, if any (for tasks and events). */
-export function vmIdOf(reference: string): string | null {
-  const guard = guardOf(reference);
-  return guard.startsWith('VirtualMachine/') ? guard.slice('VirtualMachine/'.length) : null;
-}
-
-export function splitRef(reference: string): { iface: string; rest: string } {
-  const slash = reference.indexOf('/');
-  return slash < 0 ? { iface: reference, rest: '' } : { iface: reference.slice(0, slash), rest: reference.slice(slash + 1) };
-}
 
 /** Resolves a reference of interface `iface` to its object; VM_E_OBJECT_UNKNOWN (or a more precise error) when it names nothing. */
 export async function resolveRef(services: Services, iface: string, reference: string): Promise<unknown> {

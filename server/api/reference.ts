@@ -6,6 +6,10 @@ import { COMMON_ERRORS, EVENTS, SCHEMA } from './schema.js';
 import type { MemberSpec, ParamSpec, TypeSpec } from './schema-types.js';
 
 export function typeName(type: TypeSpec): string {
+  return type.nullable ? `${plainTypeName(type)} or null` : plainTypeName(type);
+}
+
+function plainTypeName(type: TypeSpec): string {
   switch (type.type) {
     case 'string': return type.maxLength ? `string (≤ ${type.maxLength} characters)` : 'string';
     case 'integer': {
@@ -16,7 +20,7 @@ export function typeName(type: TypeSpec): string {
     case 'enum': return type.values.map((v) => `"${v}"`).join(' \\| ');
     case 'ref': return `${type.interface} reference`;
     case 'array': return `array of ${typeName(type.items)}`;
-    case 'object': return type.fields ? `object {${Object.entries(type.fields).map(([k, v]) => `${k}: ${v}`).join('; ')}}` : 'object';
+    case 'object': return type.fields ? `object {${Object.entries(type.fields).map(([k, v]) => `${k}${v.optional ? '?' : ''}: ${typeName(v)} (${v.doc})`).join('; ')}}` : 'object';
     case 'null': return 'null';
   }
 }
@@ -47,7 +51,7 @@ export function apiReference(): string {
   const out = [
     '# The vserver API',
     '',
-    '<!-- Generated from server/api/schema.ts by `node dist/server/api/reference.js > docs/api.md`; do not edit by hand. -->',
+    '<!-- Generated from the member declarations (server/api/members/*) by `node dist/server/api/reference.js > docs/api.md`; do not edit by hand. -->',
     '',
     'Virtual Server 2005 R2\'s COM object model as JSON-RPC 2.0. `POST /api/rpc` takes one request or a batch;',
     'the WebSocket at `/api/ws` takes the same requests and also carries the events below. `GET /api/schema`',

@@ -1,21 +1,29 @@
-// The shape of the object model's declaration (server/api/schema.ts): interfaces, their
-// members, the parameters and results of each, and the access right each needs. Validation,
-// GET /api/schema, docs/api.md and vsctl's help are all read from values of these types.
+// The shape of the object model's declaration (the member records under server/api/members,
+// viewed without their handlers as SCHEMA in server/api/schema.ts): interfaces, their members,
+// the parameters and results of each, and the access right each needs. Validation of calls and
+// of results, GET /api/schema, docs/api.md and vsctl's help are all read from values of these types.
 
-/** Virtual Server's access rights (IVMAccessRights), checked on the object a call acts on. */
-export const RIGHTS = ['read', 'change', 'control', 'delete', 'changePermissions'] as const;
-export type Right = (typeof RIGHTS)[number];
+import type { Right } from '../auth/rights.js';
 
-export type TypeSpec =
+export { RIGHTS, type Right } from '../auth/rights.js';
+
+export type TypeSpec = (
   | { type: 'string'; maxLength?: number; pattern?: string }
   | { type: 'integer'; min?: number; max?: number }
   | { type: 'boolean' }
   | { type: 'enum'; values: readonly string[] }
   | { type: 'ref'; interface: string }
   | { type: 'array'; items: TypeSpec }
-  /** A JSON object whose fields are described in prose (results only). */
-  | { type: 'object'; fields?: Record<string, string> }
-  | { type: 'null' };
+  /** A JSON object: with `fields`, exactly those (results only); without, any object. */
+  | { type: 'object'; fields?: Record<string, FieldSpec> }
+  | { type: 'null' }
+) & {
+  /** null is a value too ("or null" in the reference). */
+  nullable?: boolean;
+};
+
+/** A field of an object result. */
+export type FieldSpec = TypeSpec & { doc: string; optional?: boolean };
 
 export type ParamSpec = TypeSpec & { doc: string; optional?: boolean };
 

@@ -4,8 +4,8 @@
 
 import { type Catalog, prepared } from '../catalog/database.js';
 import { ApiError } from '../api/errors.js';
-import { guardOf, SERVER_REF } from '../api/objects.js';
-import { RIGHTS, type Right } from '../api/schema-types.js';
+import { guardOf, SERVER_REF } from '../api/references.js';
+import { RIGHTS, type Right } from './rights.js';
 import type { Principal, Role } from './users.js';
 
 export const ROLE_RIGHTS: Record<Role, readonly Right[]> = {

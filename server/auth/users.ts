@@ -4,11 +4,11 @@
 
 import { type Catalog, prepared } from '../catalog/database.js';
 import { ApiError } from '../api/errors.js';
-import { ROLES } from '../api/schema.js';
+import type { Role } from './rights.js';
 import { checkPasswordStrength, generatePassword, hashPassword, verifyPassword } from './passwords.js';
 import { hashSecret, newToken, parseToken, secretMatches } from './tokens.js';
 
-export type Role = (typeof ROLES)[number];
+export type { Role };
 
 /** Who is calling: a user, with the role of the token used (never more than the user's own). */
 export interface Principal {
