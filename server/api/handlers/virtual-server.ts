@@ -59,19 +59,19 @@ export const virtualServerHandlers: Handlers = {
   'VirtualServer.CreateVirtualMachine': async ({ services, params }) => {
     const name = params.name as string;
     const folder = await services.files.run({ op: 'resolve', input: params.path === undefined ? safeFolderName(name) : params.path as string, options: { kind: 'VM folder' } });
-    return ref('VirtualMachine', services.machines.create(name, folder).id);
+    return ref('VirtualMachine', (await services.machines.create(name, folder)).id);
   },
   'VirtualServer.RegisterVirtualMachine': async ({ services, params }) => {
     // A regular file: the catalog reads it at once, and a FIFO would never answer.
     const file = await services.files.run({ op: 'regular-file', input: params.path as string, kind: '.vmc file' });
-    return ref('VirtualMachine', services.machines.register(file).id);
+    return ref('VirtualMachine', (await services.machines.register(file)).id);
   },
-  'VirtualServer.UnregisterVirtualMachine': ({ services, params }) => {
-    const vm = services.machines.remove((params.vm as VmRecord).id, false);
+  'VirtualServer.UnregisterVirtualMachine': async ({ services, params }) => {
+    const vm = await services.machines.remove((params.vm as VmRecord).id, false);
     services.access.forget(`VirtualMachine/${vm.id}`);
   },
-  'VirtualServer.DeleteVirtualMachine': ({ services, params }) => {
-    const vm = services.machines.remove((params.vm as VmRecord).id, true);
+  'VirtualServer.DeleteVirtualMachine': async ({ services, params }) => {
+    const vm = await services.machines.remove((params.vm as VmRecord).id, true);
     services.access.forget(`VirtualMachine/${vm.id}`);
   },
   'VirtualServer.FindVirtualMachine': (call) => {
