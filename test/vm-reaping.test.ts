@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { isAlive } from '../storage/mount/host.js';
+import { isAlive, processesMentioning } from '../storage/mount/host.js';
 import { VmManager } from '../vmm/manager.js';
 import { VmPaths } from '../vmm/paths.js';
 import type { VmStatus } from '../vmm/state.js';
@@ -17,6 +17,7 @@ import { makeTempDir, removeDir } from './helpers/vhd-fixtures.js';
 import { waitFor } from './helpers/wait.js';
 
 interface Ref { $ref: string }
+interface LoggedEvent { message: string; object: string | null }
 
 const work = makeTempDir('vm-reaping');
 const strays: ChildProcess[] = [];
@@ -88,6 +89,31 @@ describe('a VM whose worker died while it ran', { timeout: 120_000 }, () => {
       await first.stop();
       server?.remove();
       first.remove();
+    }
+  });
+
+  it('vserverd reaps a worker that dies while it follows it: QEMU ended, the crash recorded and logged, with no call reading the state', async () => {
+    const server = await TestServer.start();
+    try {
+      const vm = await server.call<Ref>('VirtualServer.CreateVirtualMachine', { name: 'victim' });
+      await server.call('VirtualMachine.put_Memory', { this: vm.$ref, value: 16 });
+      const task = await server.call<Ref>('VirtualMachine.Startup', { this: vm.$ref });
+      assert.equal(await server.call('Task.WaitForCompletion', { this: task.$ref, timeoutMs: 60_000 }), true);
+      assert.equal(await server.call('Task.get_Error', { this: task.$ref }), null);
+      const paths = VmPaths.of(vm.$ref.split('/')[1], server.runDir);
+      const { workerPid, qemuPid } = paths.readStatus()!;
+      assert.ok(workerPid && qemuPid && isAlive(qemuPid));
+      process.kill(workerPid, 'SIGKILL');
+      await waitFor('the crash to be written to status.json', () => paths.readStatus()?.crashed !== undefined, 10_000);
+      assert.equal(paths.readStatus()?.state, 'TurnedOff');
+      assert.match(paths.readStatus()?.crashed?.reason ?? '', new RegExp(`worker \\(pid ${workerPid}\\) died while the VM was Running`));
+      await waitFor('the VM\'s QEMU to end', () => !isAlive(qemuPid), 5000);
+      const logged = await server.call<LoggedEvent[]>('VirtualServer.GetEvents', { limit: 100 });
+      assert.ok(logged.some((e) => e.object === vm.$ref && e.message.startsWith('victim stopped unexpectedly: its worker')), JSON.stringify(logged.map((e) => e.message)));
+    } finally {
+      await server.stop();
+      for (const pid of processesMentioning(server.runDir).filter(isAlive)) process.kill(pid, 'SIGKILL');
+      server.remove();
     }
   });
 });
