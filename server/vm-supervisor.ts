@@ -158,8 +158,8 @@ export class VmSupervisor implements Supervision {
         await this.client(vm);
         found.push(vm);
       } catch {
-        // Its worker went away between the look and the connect.
-        await this.reap(vm.id, WORKER_EXIT_MS);
+        // Its worker went away between the look and the connect (one that runs on without answering is left be).
+        await this.reap(vm.id, 0);
       }
     }
     return found;
