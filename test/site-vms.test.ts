@@ -356,9 +356,12 @@ describe('Configure while the VM is not turned off', () => {
   let savedState: string;
   before(async () => {
     vm = await createVm('saved');
-    // A .vsv beside the VM is what makes it Saved, as after Save State; no guest has to run.
+    // A .vsv beside the VM, found when it is registered, makes it Saved, as after Save State; no guest has to run.
     savedState = await call<string>('VirtualMachine.get_SavedStateFilePath', { this: vm });
     fs.writeFileSync(savedState, 'a saved state');
+    const file = await call<string>('VirtualMachine.get_File', { this: vm });
+    await call('VirtualServer.UnregisterVirtualMachine', { vm });
+    assert.equal((await call<Ref>('VirtualServer.RegisterVirtualMachine', { path: file })).$ref, vm);
     assert.equal(await call('VirtualMachine.get_State', { this: vm }), 'Saved');
   });
   after(() => fs.rmSync(savedState, { force: true }));

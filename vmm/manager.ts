@@ -1,6 +1,7 @@
 // Starts VM workers and finds them again. A worker is a detached process with a folder under the
 // run root; a new manager (after vserverd restarts) finds the running ones there and reattaches.
-// A worker that died while its VM ran makes that VM crashed, with the reason in its status.
+// A worker that died while its VM ran makes that VM crashed: status() reads it so, and reap()
+// (called by whoever follows the worker, when it sees it go) records it and ends its QEMU.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -37,7 +38,7 @@ export class VmManager {
    */
   async launch(config: VmConfig, options: { tiedTo?: number } = {}): Promise<WorkerClient> {
     const paths = VmPaths.of(config.id, this.root);
-    const current = this.status(config.id);
+    const current = await this.reap(config.id);
     if (current && current.workerPid && isActive(current.state)) {
       throw new VmError('VM_E_VM_RUNNING', `${config.name} is already running (worker pid ${current.workerPid})`);
     }
@@ -75,17 +76,30 @@ export class VmManager {
     });
   }
 
-  /** A VM's status; a VM whose worker died while it ran is reported (and recorded) as crashed. */
+  /**
+   * A VM's status, as read: it changes nothing. A VM whose worker died while it ran reads as
+   * crashed (TurnedOff, with the reason) until reap() records that.
+   */
   status(vmId: string): VmStatus | null {
     const paths = VmPaths.of(vmId, this.root);
     const status = paths.readStatus();
-    if (!status) return null;
-    if (!isActive(status.state) || (status.workerPid && isWorker(status.workerPid, paths.dir))) return status;
+    return status && workerDied(status, paths) ? crashedFrom(status) : status;
+  }
+
+  /**
+   * Records the crash of a VM whose worker died while it ran: kills its QEMU if that still runs
+   * and writes the crash into its status. A worker that is still exiting gets `waitMs` to go
+   * (its control socket closes before it has gone). Resolves with the VM's status after that.
+   */
+  async reap(vmId: string, waitMs = 0): Promise<VmStatus | null> {
+    const paths = VmPaths.of(vmId, this.root);
+    let status = paths.readStatus();
+    if (status?.workerPid && isActive(status.state) && waitMs > 0) await waitForExit(status.workerPid, paths.dir, waitMs);
+    // Read again: a worker that exited in order wrote its last state on the way out.
+    status = paths.readStatus();
+    if (!status || !workerDied(status, paths)) return status;
     if (status.qemuPid && isAlive(status.qemuPid) && commandLine(status.qemuPid).includes(status.id)) process.kill(status.qemuPid, 'SIGKILL');
-    const crashed: VmStatus = {
-      ...status, state: 'TurnedOff', qemuPid: undefined, since: new Date().toISOString(),
-      crashed: { reason: `its worker (pid ${status.workerPid}) died while the VM was ${status.state}`, at: new Date().toISOString() },
-    };
+    const crashed = crashedFrom(status);
     paths.writeStatus(crashed);
     return crashed;
   }
@@ -104,7 +118,7 @@ export class VmManager {
   async removeRunFolder(vmId: string, waitMs: number): Promise<string | null> {
     const paths = VmPaths.of(vmId, this.root);
     if (!fs.existsSync(paths.dir)) return null;
-    const status = this.status(vmId);
+    const status = await this.reap(vmId);
     if (status && isActive(status.state)) return null;
     if (status?.workerPid && !(await waitForExit(status.workerPid, paths.dir, waitMs))) return null;
     fs.rmSync(paths.dir, { recursive: true, force: true });
@@ -165,6 +179,19 @@ async function waitForExit(pid: number, dir: string, timeoutMs = WORKER_EXIT_MS)
     await new Promise((r) => setTimeout(r, 25));
   }
   return true;
+}
+
+/** Whether the status says the VM runs but its worker has gone. */
+function workerDied(status: VmStatus, paths: VmPaths): boolean {
+  return isActive(status.state) && !(status.workerPid && isWorker(status.workerPid, paths.dir));
+}
+
+function crashedFrom(status: VmStatus): VmStatus {
+  const at = new Date().toISOString();
+  return {
+    ...status, state: 'TurnedOff', qemuPid: undefined, since: at,
+    crashed: { reason: `its worker (pid ${status.workerPid}) died while the VM was ${status.state}`, at },
+  };
 }
 
 function isWorker(pid: number, dir: string): boolean {

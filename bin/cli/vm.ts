@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { hardDisks, parseVmConfig, type VmConfig, VmConfigError } from '../../vmm/config.js';
 import { chooseEngine } from '../../vmm/engine.js';
-import { VmManager } from '../../vmm/manager.js';
+import { VmManager, WORKER_EXIT_MS } from '../../vmm/manager.js';
 import { VmPaths } from '../../vmm/paths.js';
 import { qemuArgs } from '../../vmm/qemu-args.js';
 import { isActive, VmError, type VmStatus } from '../../vmm/state.js';
@@ -114,7 +114,7 @@ export const vmCommands: Command[] = [
       // The worker closes the connection once the VM has stopped and it has said so.
       let last: VmStatus | null = null;
       client.on('state', (status) => { last = status; say(status); });
-      const settled = new Promise<VmStatus | null>((resolve) => client.on('close', () => resolve(manager.status(config.id) ?? last)));
+      const settled = new Promise<VmStatus | null>((resolve) => client.on('close', () => void manager.reap(config.id, WORKER_EXIT_MS).then((status) => resolve(status ?? last), () => resolve(last))));
       const turnOff = (): void => void client.request('turnOff').catch(() => {});
       for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, turnOff);
       const detach = args.json ? () => {} : attachTerminal(VmPaths.of(config.id, manager.root).console, turnOff);

@@ -90,7 +90,7 @@ export const virtualServer: InterfaceRecord = {
       example: { params: { name: 'web' }, result: { $ref: VM_EXAMPLE } },
       handler: async ({ services, params }) => {
         const folder = await services.files.run({ op: 'resolve', input: params.path ?? safeFolderName(params.name), options: { kind: 'VM folder' } });
-        return ref('VirtualMachine', services.machines.create(params.name, folder).id);
+        return ref('VirtualMachine', (await services.machines.create(params.name, folder)).id);
       },
     }),
     RegisterVirtualMachine: method('Adds a VM from an existing .vmc (written by this or another host).', {
@@ -100,22 +100,22 @@ export const virtualServer: InterfaceRecord = {
       handler: async ({ services, params }) => {
         // A regular file: the catalog reads it at once, and a FIFO would never answer.
         const file = await services.files.run({ op: 'regular-file', input: params.path, kind: '.vmc file' });
-        return ref('VirtualMachine', services.machines.register(file).id);
+        return ref('VirtualMachine', (await services.machines.register(file)).id);
       },
     }),
     UnregisterVirtualMachine: method('Removes a turned-off VM from the catalog and keeps its files.', {
       params: { vm: param(refOf('VirtualMachine'), 'The VM.') }, right: 'delete', rightOn: 'vm', errors: ['VM_E_VM_RUNNING'], returns: nothing,
       example: { params: { vm: VM_EXAMPLE }, result: null },
-      handler: ({ services, params }) => {
-        const vm = services.machines.remove(params.vm.id, false);
+      handler: async ({ services, params }) => {
+        const vm = await services.machines.remove(params.vm.id, false);
         services.access.forget(`VirtualMachine/${vm.id}`);
       },
     }),
     DeleteVirtualMachine: method('Removes a turned-off VM and deletes its .vmc and saved state; its disks are kept.', {
       params: { vm: param(refOf('VirtualMachine'), 'The VM.') }, right: 'delete', rightOn: 'vm', errors: ['VM_E_VM_RUNNING'], returns: nothing,
       example: { params: { vm: VM_EXAMPLE }, result: null },
-      handler: ({ services, params }) => {
-        const vm = services.machines.remove(params.vm.id, true);
+      handler: async ({ services, params }) => {
+        const vm = await services.machines.remove(params.vm.id, true);
         services.access.forget(`VirtualMachine/${vm.id}`);
       },
     }),

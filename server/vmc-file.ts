@@ -1,0 +1,53 @@
+// A VM's .vmc file: its configuration document, beside its files, so that another host (or this
+// one, after the catalog is lost) can register it. It is replaced whole and durably: a draft
+// named for the writing process (storage/drafts.ts, so that a dead writer's draft is known as
+// garbage), flushed, renamed over the .vmc, and the folder flushed so the rename itself lasts.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { draftOf } from '../storage/drafts.js';
+import { parseVmConfig, type VmConfig } from '../vmm/config.js';
+
+function vmcText(config: VmConfig): string {
+  return `${JSON.stringify({ version: 1, ...config }, null, 2)}\n`;
+}
+
+export function writeVmc(file: string, config: VmConfig): void {
+  const draft = draftOf(file);
+  try {
+    const fd = fs.openSync(draft, 'w', 0o644);
+    try {
+      fs.writeFileSync(fd, vmcText(config));
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(draft, file);
+  } catch (e) {
+    fs.rmSync(draft, { force: true });
+    throw e;
+  }
+  syncFolder(path.dirname(file));
+}
+
+/**
+ * Whether `file` holds the configuration `config`, read as registering it would read it (a .vmc
+ * written by hand may spell the same configuration otherwise: relative paths, other spacing).
+ */
+export function vmcHolds(file: string, config: VmConfig): boolean {
+  try {
+    return isDeepStrictEqual(parseVmConfig(JSON.parse(fs.readFileSync(file, 'utf8')), path.dirname(file)), config);
+  } catch {
+    return false;
+  }
+}
+
+function syncFolder(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
