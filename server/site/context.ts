@@ -4,6 +4,7 @@
 
 import type { Request, Response } from 'express';
 import { call } from '../api/dispatch.js';
+import type { ErrorName } from '../api/error-catalogue.js';
 import { toApiError } from '../api/errors.js';
 import type { Services } from '../api/services.js';
 import type { Right } from '../api/schema-types.js';
@@ -58,7 +59,7 @@ export function fieldErrors(error: unknown, fieldOf: (apiField: string) => strin
 }
 
 /** The error's stable name, for pages that react to one in particular. */
-export function errorName(error: unknown): string {
+export function errorName(error: unknown): ErrorName {
   return toApiError(error).errorName;
 }
 
