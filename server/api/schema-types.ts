@@ -2,6 +2,8 @@
 // members, the parameters and results of each, and the access right each needs. Validation,
 // GET /api/schema, docs/api.md and vsctl's help are all read from values of these types.
 
+import type { ErrorName } from './error-catalogue.js';
+
 /** Virtual Server's access rights (IVMAccessRights), checked on the object a call acts on. */
 export const RIGHTS = ['read', 'change', 'control', 'delete', 'changePermissions'] as const;
 export type Right = (typeof RIGHTS)[number];
@@ -33,7 +35,7 @@ export interface MemberSpec {
   /** The call returns a Task reference at once; the work goes on in the task. */
   task?: boolean;
   /** Error names this member may return besides the common ones. */
-  errors?: readonly string[];
+  errors?: readonly ErrorName[];
   example: { params: Record<string, unknown>; result: unknown };
 }
 

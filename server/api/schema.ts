@@ -41,7 +41,7 @@ function get(doc: string, returns: TypeSpec, result: unknown, self: string | nul
 }
 
 /** A property write: "value" is checked against `type`; needs "change" on the object. */
-function put(doc: string, type: TypeSpec, value: unknown, self: string, errors?: readonly string[]): MemberSpec {
+function put(doc: string, type: TypeSpec, value: unknown, self: string, errors?: MemberSpec['errors']): MemberSpec {
   return { doc, params: { value: param(type, 'The new value.') }, returns: nothing, right: 'change', errors, example: { params: { this: self, value }, result: null } };
 }
 
@@ -50,7 +50,7 @@ function method(doc: string, spec: Omit<MemberSpec, 'doc' | 'example'> & { examp
 }
 
 /** A member that starts a long operation and returns its Task. */
-function task(doc: string, right: Right, params: Record<string, ParamSpec>, exampleParams: Record<string, unknown>, errors?: readonly string[]): MemberSpec {
+function task(doc: string, right: Right, params: Record<string, ParamSpec>, exampleParams: Record<string, unknown>, errors?: MemberSpec['errors']): MemberSpec {
   return { doc, params, returns: ref('Task'), right, task: true, errors, example: { params: exampleParams, result: { $ref: TASK } } };
 }
 
