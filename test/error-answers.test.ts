@@ -151,6 +151,62 @@ describe('errors from a running vserverd', () => {
     assert.ok(error.message.includes(path.join(ports, 'com2.txt')), error.message);
   });
 
+  describe('a VM with no disks, running its BIOS', () => {
+    let vm: string;
+    before(async () => {
+      vm = (await newVm('bios-only')).vm;
+      await server.call('VirtualMachine.put_Memory', { this: vm, value: 16 });
+    });
+
+    test('a Save whose .vsv\'s place is taken by a folder fails with VM_E_SAVE_FAILED (not the worker\'s errno), and the VM keeps running', async () => {
+      const task = await server.call<Ref>('VirtualMachine.Startup', { this: vm });
+      assert.ok(await server.call<boolean>('Task.WaitForCompletion', { this: task.$ref, timeoutMs: 60_000 }), 'the Startup task ended');
+      assert.equal(await server.call('Task.get_Error', { this: task.$ref }), null);
+      const vsv = await server.call<string>('VirtualMachine.get_SavedStateFilePath', { this: vm });
+      fs.mkdirSync(vsv);
+      try {
+        const save = await server.call<Ref>('VirtualMachine.Save', { this: vm });
+        assert.ok(await server.call<boolean>('Task.WaitForCompletion', { this: save.$ref, timeoutMs: 60_000 }), 'the Save task ended');
+        const error = await server.call<{ name: string; message: string } | null>('Task.get_Error', { this: save.$ref });
+        assert.equal(error?.name, 'VM_E_SAVE_FAILED', JSON.stringify(error));
+        assert.match(error!.message, /EISDIR/);
+        assert.equal(await server.call('VirtualMachine.get_State', { this: vm }), 'Running');
+        assert.deepEqual(fs.readdirSync(path.dirname(vsv)).filter((f) => f.includes('.vsv.')), [], 'the draft state file is removed');
+      } finally {
+        fs.rmdirSync(vsv);
+      }
+    });
+
+    test('a Pause sent in the same batch as a Save reaches the worker while it saves: VM_E_BUSY, and the Save completes', async () => {
+      assert.equal(await server.call('VirtualMachine.get_State', { this: vm }), 'Running');
+      const response = await fetch(`${server.url}/api/rpc`, {
+        method: 'POST', headers: { ...authorized(), 'content-type': 'application/json' },
+        body: JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'VirtualMachine.Save', params: { this: vm } }, { jsonrpc: '2.0', id: 2, method: 'VirtualMachine.Pause', params: { this: vm } }]),
+      });
+      const [save, pause] = (await response.json() as Array<{ id: number; result?: Ref; error?: ErrorBody['error'] }>).sort((a, b) => a.id - b.id);
+      assert.equal(pause.error?.data.name, 'VM_E_BUSY', JSON.stringify(pause));
+      assert.match(pause.error!.message, /busy \(save in progress\)/);
+      assert.ok(save.result, JSON.stringify(save));
+      assert.ok(await server.call<boolean>('Task.WaitForCompletion', { this: save.result.$ref, timeoutMs: 60_000 }), 'the Save task ended');
+      assert.equal(await server.call('Task.get_Error', { this: save.result.$ref }), null);
+      assert.equal(await server.call('VirtualMachine.get_State', { this: vm }), 'Saved');
+    });
+
+    test('Startup of the VM whose saved state was overwritten with junk fails with VM_E_RESTORE_FAILED (not the worker\'s errno), and the VM stays Saved with its file', async () => {
+      const vsv = await server.call<string>('VirtualMachine.get_SavedStateFilePath', { this: vm });
+      const junk = Buffer.alloc(fs.statSync(vsv).size, 0x5a);
+      fs.writeFileSync(vsv, junk);
+      const task = await server.call<Ref>('VirtualMachine.Startup', { this: vm });
+      assert.ok(await server.call<boolean>('Task.WaitForCompletion', { this: task.$ref, timeoutMs: 60_000 }), 'the Startup task ended');
+      const error = await server.call<{ name: string; message: string } | null>('Task.get_Error', { this: task.$ref });
+      assert.equal(error?.name, 'VM_E_RESTORE_FAILED', JSON.stringify(error));
+      assert.ok(error!.message.includes(vsv), error!.message);
+      assert.equal(await server.call('VirtualMachine.get_State', { this: vm }), 'Saved');
+      assert.ok(fs.readFileSync(vsv).equals(junk), 'the saved state file is as it was');
+      await server.call('VirtualMachine.DiscardSavedState', { this: vm });
+    });
+  });
+
   test('GetHardDisk of a differencing disk whose parent locator points past the end of the file is VHD_E_BAD_LOCATOR', async () => {
     const folder = path.join(server.dataDir, 'locators');
     fs.mkdirSync(folder);
