@@ -9,11 +9,13 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ERRORS, type ErrorName } from '../server/api/error-catalogue.js';
 import { toApiError } from '../server/api/errors.js';
+import { isAlive } from '../storage/mount/host.js';
 import { VhdError, createDifferencing, createDynamic } from '../storage/vhd/index.js';
 import { HEADER_SIZE, decodeFooter, decodeHeader, encodeHeader } from '../storage/vhd/format.js';
 import { VmError, vmErrorCode } from '../vmm/state.js';
 import { controlError } from '../vmm/worker/control.js';
 import { TestServer, rejectsWith } from './helpers/server.js';
+import { delay, waitFor } from './helpers/wait.js';
 
 interface Ref { $ref: string }
 interface ErrorBody { jsonrpc: string; id: unknown; error: { code: number; message: string; data: { name: string } } }
@@ -204,6 +206,27 @@ describe('errors from a running vserverd', () => {
       assert.equal(await server.call('VirtualMachine.get_State', { this: vm }), 'Saved');
       assert.ok(fs.readFileSync(vsv).equals(junk), 'the saved state file is as it was');
       await server.call('VirtualMachine.DiscardSavedState', { this: vm });
+    });
+
+    test('a Shutdown waiting on a guest that ignores the power button, whose worker is killed, fails with VM_E_WORKER_GONE; QEMU goes too', async () => {
+      const task = await server.call<Ref>('VirtualMachine.Startup', { this: vm });
+      assert.ok(await server.call<boolean>('Task.WaitForCompletion', { this: task.$ref, timeoutMs: 60_000 }), 'the Startup task ended');
+      assert.equal(await server.call('Task.get_Error', { this: task.$ref }), null);
+      const id = vm.slice('VirtualMachine/'.length);
+      const { workerPid, qemuPid } = JSON.parse(fs.readFileSync(path.join(server.runDir, id, 'status.json'), 'utf8')) as { workerPid: number; qemuPid: number };
+      // The BIOS has no ACPI handler: the worker waits (up to 120 s) for a power-off that does not come.
+      const shutdown = await server.call<Ref>('GuestOS.Shutdown', { this: `GuestOS/${id}` });
+      await delay(300);
+      assert.equal(await server.call('Task.get_IsComplete', { this: shutdown.$ref }), false, 'the Shutdown is still waiting');
+      process.kill(workerPid, 'SIGKILL');
+      try {
+        assert.ok(await server.call<boolean>('Task.WaitForCompletion', { this: shutdown.$ref, timeoutMs: 30_000 }), 'the Shutdown task ended');
+        const error = await server.call<{ name: string; message: string } | null>('Task.get_Error', { this: shutdown.$ref });
+        assert.equal(error?.name, 'VM_E_WORKER_GONE', JSON.stringify(error));
+        await waitFor('QEMU to exit with its worker', () => !isAlive(qemuPid), 10_000);
+      } finally {
+        if (isAlive(qemuPid)) process.kill(qemuPid, 'SIGKILL');
+      }
     });
   });
 

@@ -20,7 +20,6 @@ const THIS_FILE = path.join('test', 'error-catalogue.test.ts');
 const NOT_PROVOKED: Partial<Record<ErrorName, string>> = {
   VHD_E_CHAIN_TOO_DEEP: 'a chain of 1000 differencing disks: each new child opens the whole chain, so building one takes hours',
   VM_E_QEMU_REFUSED: 'QEMU refusing a QMP command that vserverd sends well-formed',
-  VM_E_WORKER_GONE: 'a worker that dies between taking a request and answering it',
   VM_E_TASK_TIMEOUT: 'a website task still running after a minute',
 };
 
