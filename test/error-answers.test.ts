@@ -63,6 +63,12 @@ describe('errors from a running vserverd', () => {
 
   before(async () => { server = await TestServer.start(); });
   after(async () => {
+    // A VM left on by a failed test would outlive vserverd: turn each off first.
+    for (const vm of await server.call<Ref[]>('VirtualServer.get_VirtualMachines')) {
+      if (!['Running', 'Paused'].includes(await server.call<string>('VirtualMachine.get_State', { this: vm.$ref }))) continue;
+      const task = await server.call<Ref>('VirtualMachine.TurnOff', { this: vm.$ref });
+      await server.call('Task.WaitForCompletion', { this: task.$ref, timeoutMs: 30_000 });
+    }
     await server.stop();
     server.remove();
   });
