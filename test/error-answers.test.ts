@@ -4,6 +4,7 @@
 // to happen for real through a running vserverd.
 
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -11,7 +12,8 @@ import { ERRORS, type ErrorName } from '../server/api/error-catalogue.js';
 import { toApiError } from '../server/api/errors.js';
 import { isAlive } from '../storage/mount/host.js';
 import { VhdError, createDifferencing, createDynamic } from '../storage/vhd/index.js';
-import { HEADER_SIZE, decodeFooter, decodeHeader, encodeHeader } from '../storage/vhd/format.js';
+import { MAX_CHAIN_DEPTH } from '../storage/vhd/disk.js';
+import { FOOTER_SIZE, HEADER_SIZE, decodeFooter, decodeHeader, encodeFooter, encodeHeader } from '../storage/vhd/format.js';
 import { VmError, vmErrorCode } from '../vmm/state.js';
 import { controlError } from '../vmm/worker/control.js';
 import { TestServer, rejectsWith } from './helpers/server.js';
@@ -236,6 +238,45 @@ describe('errors from a running vserverd', () => {
     });
   });
 
+  test('GetHardDisk of the top of a chain of more differencing disks than the engine follows is VHD_E_CHAIN_TOO_DEEP', async () => {
+    const folder = path.join(server.dataDir, 'deep');
+    fs.mkdirSync(folder);
+    const name = (i: number): string => `c${String(i).padStart(4, '0')}.vhd`;
+    await createDynamic(path.join(folder, name(0)), { size: 1024 * 1024 });
+    await createDifferencing(path.join(folder, name(1)), path.join(folder, name(0)));
+    // Each further level is a copy of the first child, made the child of the level below: its
+    // locators and parent name say the lower file's name (the same length), its parent id the
+    // lower file's id, and it has an id of its own. Made by createDifferencing, each level
+    // would open the whole chain below it.
+    const template = fs.readFileSync(path.join(folder, name(1)));
+    const headerOffset = decodeFooter(template.subarray(0, FOOTER_SIZE)).dataOffset!;
+    let parentId = decodeFooter(template.subarray(0, FOOTER_SIZE)).uniqueId;
+    for (let i = 2; i <= MAX_CHAIN_DEPTH; i++) {
+      const bytes = Buffer.from(template);
+      const header = decodeHeader(bytes.subarray(headerOffset, headerOffset + HEADER_SIZE));
+      for (const locator of header.parentLocators.filter((l) => l.platformDataLength > 0)) {
+        const area = bytes.subarray(locator.platformDataOffset, locator.platformDataOffset + locator.platformDataLength);
+        const text = area.toString('utf16le');
+        assert.ok(text.includes(name(0)), `the locator names ${name(0)}: ${text}`);
+        area.write(text.replace(name(0), name(i - 1)), 'utf16le');
+      }
+      header.parentName = name(i - 1);
+      header.parentUniqueId = parentId;
+      encodeHeader(header).copy(bytes, headerOffset);
+      const footer = decodeFooter(bytes.subarray(0, FOOTER_SIZE));
+      footer.uniqueId = crypto.randomBytes(16);
+      const footerBytes = encodeFooter(footer);
+      footerBytes.copy(bytes, 0);
+      footerBytes.copy(bytes, bytes.length - FOOTER_SIZE);
+      fs.writeFileSync(path.join(folder, name(i)), bytes);
+      parentId = footer.uniqueId;
+    }
+    // c0000 to c0999 are as many disks as the engine follows, and open: the crafted levels are sound.
+    const top = name(MAX_CHAIN_DEPTH - 1);
+    assert.deepEqual(await server.call('VirtualServer.GetHardDisk', { path: `deep/${top}` }), { $ref: `HardDisk/${path.join(folder, top)}` });
+    await rejectsWith(server.call('VirtualServer.GetHardDisk', { path: `deep/${name(MAX_CHAIN_DEPTH)}` }), 'VHD_E_CHAIN_TOO_DEEP', new RegExp(`deeper than ${MAX_CHAIN_DEPTH}`));
+  });
+
   test('GetHardDisk of a differencing disk whose parent locator points past the end of the file is VHD_E_BAD_LOCATOR', async () => {
     const folder = path.join(server.dataDir, 'locators');
     fs.mkdirSync(folder);
@@ -245,7 +286,7 @@ describe('errors from a running vserverd', () => {
     await createDifferencing(child, parent);
     // The locator's data offset is moved far past the footer; the header's checksum is made right again.
     const bytes = fs.readFileSync(child);
-    const headerOffset = decodeFooter(bytes.subarray(0, 512)).dataOffset!;
+    const headerOffset = decodeFooter(bytes.subarray(0, FOOTER_SIZE)).dataOffset!;
     const header = decodeHeader(bytes.subarray(headerOffset, headerOffset + HEADER_SIZE));
     const used = header.parentLocators.findIndex((l) => l.platformCode && l.platformDataLength > 0);
     assert.ok(used >= 0, 'the child has a parent locator');
