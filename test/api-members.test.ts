@@ -858,7 +858,7 @@ describe('VirtualMachine: power, on a turned-off VM and on a diskless one', () =
     assert.equal(await call('Task.get_Description', { this: task.$ref }), 'Startup of power');
     if (error) {
       // No guest and perhaps no usable engine here: the failure must be one Startup declares, and the VM off.
-      assert.ok(SCHEMA.VirtualMachine.members.Startup.errors?.includes(error.name), `Startup failed with an undeclared error: ${JSON.stringify(error)}`);
+      assert.ok((SCHEMA.VirtualMachine.members.Startup.errors as readonly string[] | undefined)?.includes(error.name), `Startup failed with an undeclared error: ${JSON.stringify(error)}`);
       assert.equal(await call('VirtualMachine.get_State', { this: vm }), 'TurnedOff');
       return;
     }

@@ -1,6 +1,8 @@
 // A VM's state as Virtual Server named it (VMVMState), and the status a worker reports. Each
 // operation moves through the same sequence of states Virtual Server announced for it.
 
+import { VHD_ERROR_CODES, type VhdErrorCode } from '../storage/vhd/errors.js';
+
 export const VM_STATES = ['TurnedOff', 'Saved', 'TurningOn', 'Restoring', 'Running', 'Paused', 'Saving', 'TurningOff'] as const;
 export type VmState = (typeof VM_STATES)[number];
 
@@ -34,8 +36,22 @@ export interface VmStatus {
   since: string;
 }
 
+/** The VMM's own error codes (its workers included); server/api/error-catalogue.ts says what each means. */
+export const VM_ERROR_CODES = [
+  'VM_E_VM_RUNNING', 'VM_E_VM_NOT_RUNNING', 'VM_E_BUSY', 'VM_E_TURNED_OFF', 'VM_E_START_FAILED', 'VM_E_SAVE_FAILED', 'VM_E_RESTORE_FAILED',
+  'VM_E_QEMU_REFUSED', 'VM_E_WORKER_GONE', 'VM_E_MAC_IN_USE', 'VM_E_MEDIA_NOT_FOUND', 'VM_E_PORT_FILE', 'VM_E_CONFIG_INVALID',
+  'VM_E_INVALID_PARAMS', 'VM_E_BAD_REQUEST', 'VM_E_INTERNAL',
+] as const;
+/** What a VmError carries: the VMM's own codes, or the VHD engine's when a worker's disk refused (one locked by another VM). */
+export type VmErrorCode = (typeof VM_ERROR_CODES)[number] | VhdErrorCode;
+
+/** A code read from a worker's answer: one neither the VMM nor the VHD engine declares is VM_E_INTERNAL. */
+export function vmErrorCode(code: unknown): VmErrorCode {
+  return [...VM_ERROR_CODES, ...VHD_ERROR_CODES].find((known) => known === code) ?? 'VM_E_INTERNAL';
+}
+
 export class VmError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(readonly code: VmErrorCode, message: string) {
     super(message);
     this.name = 'VmError';
   }

@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { onJsonObjects } from './json-lines.js';
-import { VmError, type VmStatus } from './state.js';
+import { VmError, type VmStatus, vmErrorCode } from './state.js';
 import type { Operation } from './worker/control.js';
 import type { Progress } from './worker/machine.js';
 
@@ -57,8 +57,8 @@ export class WorkerClient extends EventEmitter<{ state: [VmStatus]; progress: [P
     const waiting = this.pending.get(message.id as number);
     if (!waiting) return;
     this.pending.delete(message.id as number);
-    const error = message.error as { code: string; message: string } | undefined;
-    if (error) waiting.reject(new VmError(error.code, error.message));
+    const error = message.error as { code: unknown; message: string } | undefined;
+    if (error) waiting.reject(new VmError(vmErrorCode(error.code), error.message));
     else waiting.resolve(message.result);
   }
 }

@@ -5,7 +5,8 @@
 
 import type { Principal } from '../auth/users.js';
 import type { Category } from '../event-log.js';
-import { ApiError, RPC_INVALID_REQUEST, RPC_METHOD_NOT_FOUND, RPC_PARSE_ERROR, invalidParams, rpcErrorObject, toApiError } from './errors.js';
+import { rpcErrorObject } from './error-catalogue.js';
+import { ApiError, invalidParams, toApiError } from './errors.js';
 import { describeRef, resolveRef } from './objects.js';
 import { guardOf, SERVER_REF, vmIdOf } from './references.js';
 import type { TaskState } from '../tasks.js';
@@ -28,11 +29,11 @@ export async function handleRpcBody(body: string, principal: Principal, services
   try {
     message = JSON.parse(body);
   } catch (e) {
-    return failure(null, new ApiError('VM_E_PARSE_ERROR', `the request is not JSON: ${(e as Error).message}`, {}, RPC_PARSE_ERROR));
+    return failure(null, new ApiError('VM_E_PARSE_ERROR', `the request is not JSON: ${(e as Error).message}`));
   }
   if (Array.isArray(message)) {
-    if (message.length === 0) return failure(null, new ApiError('VM_E_INVALID_REQUEST', 'an empty batch', {}, RPC_INVALID_REQUEST));
-    if (message.length > MAX_BATCH) return failure(null, new ApiError('VM_E_INVALID_REQUEST', `a batch holds at most ${MAX_BATCH} calls; this one has ${message.length}`, {}, RPC_INVALID_REQUEST));
+    if (message.length === 0) return failure(null, new ApiError('VM_E_INVALID_REQUEST', 'an empty batch'));
+    if (message.length > MAX_BATCH) return failure(null, new ApiError('VM_E_INVALID_REQUEST', `a batch holds at most ${MAX_BATCH} calls; this one has ${message.length}`));
     const answers = await Promise.all(message.map((m) => handleRequest(m, principal, services)));
     const owed = answers.filter((a): a is RpcResponse => a !== null);
     return owed.length ? owed : null;
@@ -42,7 +43,7 @@ export async function handleRpcBody(body: string, principal: Principal, services
 
 export async function handleRequest(message: unknown, principal: Principal, services: Services): Promise<RpcResponse | null> {
   if (typeof message !== 'object' || message === null || (message as { jsonrpc?: unknown }).jsonrpc !== '2.0' || typeof (message as { method?: unknown }).method !== 'string') {
-    return failure((message as { id?: unknown } | null)?.id ?? null, new ApiError('VM_E_INVALID_REQUEST', 'a request is {"jsonrpc": "2.0", "method": "Interface.Member", "params": {...}, "id": ...}', {}, RPC_INVALID_REQUEST));
+    return failure((message as { id?: unknown } | null)?.id ?? null, new ApiError('VM_E_INVALID_REQUEST', 'a request is {"jsonrpc": "2.0", "method": "Interface.Member", "params": {...}, "id": ...}'));
   }
   const { id, method, params } = message as { id?: unknown; method: string; params?: unknown };
   const isNotification = !('id' in message);
@@ -59,7 +60,7 @@ export async function call(method: string, rawParams: unknown, principal: Princi
   const [iface, member, extra] = method.split('.');
   // Own properties only: "constructor" or "__proto__" must not reach Object's members.
   const spec = extra === undefined && Object.hasOwn(SCHEMA, iface) && Object.hasOwn(SCHEMA[iface].members, member ?? '') ? SCHEMA[iface].members[member] : undefined;
-  if (!spec) throw new ApiError('VM_E_METHOD_NOT_FOUND', `there is no method ${method}${suggestion(iface, member)}`, {}, RPC_METHOD_NOT_FOUND);
+  if (!spec) throw new ApiError('VM_E_METHOD_NOT_FOUND', `there is no method ${method}${suggestion(iface, member)}`);
   if (rawParams !== undefined && (typeof rawParams !== 'object' || rawParams === null || Array.isArray(rawParams))) {
     throw invalidParams(`${method} takes its parameters by name, as an object`);
   }
@@ -153,7 +154,7 @@ function audit(services: Services, principal: Principal, method: string, object:
 }
 
 function failure(id: unknown, error: ApiError): RpcResponse {
-  return { jsonrpc: '2.0', id, error: rpcErrorObject(error) };
+  return { jsonrpc: '2.0', id, error: rpcErrorObject(error.errorName, error.message, error.details) };
 }
 
 function suggestion(iface: string | undefined, member: string | undefined): string {

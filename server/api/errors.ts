@@ -1,32 +1,29 @@
-// The API's one error type. Each error has a stable name (Virtual Server's HRESULT names where it
-// had one) carried in JSON-RPC's error.data.name, and a message naming the limit, file or state
-// at fault. Errors from the VMM, the VHD engine and the storage roots keep their codes.
+// The API's one error type. Each error has a stable name from the catalogue (error-catalogue.ts;
+// Virtual Server's HRESULT names where it had one) carried in JSON-RPC's error.data.name, and a
+// message naming the limit, file or state at fault. Errors from the VMM, the VHD engine and the
+// storage roots keep their codes.
 
 import { VmConfigError } from '../../vmm/config.js';
 import { VmError } from '../../vmm/state.js';
 import { VhdError } from '../../storage/vhd/index.js';
 import { StoragePathError } from '../storage-roots.js';
-
-/** JSON-RPC 2.0's own codes, and the one code (-32000) under which every named error travels. */
-export const RPC_PARSE_ERROR = -32700;
-export const RPC_INVALID_REQUEST = -32600;
-export const RPC_METHOD_NOT_FOUND = -32601;
-export const RPC_INVALID_PARAMS = -32602;
-export const RPC_INTERNAL_ERROR = -32603;
-export const RPC_SERVER_ERROR = -32000;
+import type { ErrorName } from './error-catalogue.js';
 
 export class ApiError extends Error {
-  constructor(readonly errorName: string, message: string, readonly details: Record<string, unknown> = {}, readonly rpcCode = RPC_SERVER_ERROR) {
+  constructor(readonly errorName: ErrorName, message: string, readonly details: Record<string, unknown> = {}) {
     super(message);
     this.name = 'ApiError';
   }
 }
 
 export const unknownObject = (ref: string): ApiError => new ApiError('VM_E_OBJECT_UNKNOWN', `there is no object ${ref}`, { ref });
-export const invalidParams = (message: string, details: Record<string, unknown> = {}): ApiError =>
-  new ApiError('VM_E_INVALID_PARAMS', message, details, RPC_INVALID_PARAMS);
+export const invalidParams = (message: string, details: Record<string, unknown> = {}): ApiError => new ApiError('VM_E_INVALID_PARAMS', message, details);
 
-/** Any error thrown under a call, as the API reports it. */
+/**
+ * Any error thrown under a call, as the API reports it. What no layer names (a Node errno error,
+ * a bug) becomes VM_E_INTERNAL: its message goes to the caller, and its stack to vserverd's
+ * standard error (the journal), where the caller's report can be matched with the cause.
+ */
 export function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
   if (error instanceof VmConfigError) return new ApiError(error.code, error.message, { problems: error.problems });
@@ -36,10 +33,7 @@ export function toApiError(error: unknown): ApiError {
     return new ApiError(error.code, error.message, { file: error.file });
   }
   if (error instanceof StoragePathError) return new ApiError(error.code, error.message);
+  console.error('vserverd: internal error:', error);
   const message = (error as Error)?.message ?? String(error);
-  return new ApiError('VM_E_INTERNAL', `internal error: ${message}`, {}, RPC_INTERNAL_ERROR);
-}
-
-export function rpcErrorObject(error: ApiError): { code: number; message: string; data: Record<string, unknown> } {
-  return { code: error.rpcCode, message: error.message, data: { name: error.errorName, ...error.details } };
+  return new ApiError('VM_E_INTERNAL', `internal error: ${message}`);
 }

@@ -5,8 +5,9 @@
 
 import type { Principal } from '../auth/users.js';
 import type { Right } from '../auth/rights.js';
-import type { VmRecord } from '../machines.js';
+import type { VmRecord } from '../vm-record.js';
 import type { TaskState } from '../tasks.js';
+import type { ErrorName } from './error-catalogue.js';
 import type { ConnectionObject, DriveObject, IndexedObject, SecurityObject, VmPartObject } from './objects.js';
 import type { Reference } from './references.js';
 import type { FieldSpec, MemberSpec, ParamSpec, TypeSpec } from './schema-types.js';
@@ -105,7 +106,7 @@ interface MethodSpec<I extends InterfaceName, P, R> {
   right: Right;
   rightOn?: string;
   administratorsOnly?: boolean;
-  errors?: readonly string[];
+  errors?: readonly ErrorName[];
   example: { params: Record<string, unknown>; result: unknown };
   handler: Handler<I, P, R>;
 }
@@ -122,14 +123,14 @@ export function membersOf<I extends InterfaceName>(self: string | null) {
       return { doc, returns, right: options.right ?? 'read', ...(options.administratorsOnly ? { administratorsOnly: true } : {}), example: { params: withThis({}), result }, handler };
     },
     /** A property write: "value" is checked against `type`; needs "change" on the object. */
-    put<const T extends TypeSpec>(doc: string, type: T, value: unknown, handler: Handler<I, { value: T & { doc: string } }, typeof nothing>, errors?: readonly string[]): MemberRecord {
+    put<const T extends TypeSpec>(doc: string, type: T, value: unknown, handler: Handler<I, { value: T & { doc: string } }, typeof nothing>, errors?: readonly ErrorName[]): MemberRecord {
       return { doc, params: { value: valueParam(type) }, returns: nothing, right: 'change', errors, example: { params: withThis({ value }), result: null }, handler };
     },
     method<const P extends Record<string, ParamSpec> = NoParams, const R extends TypeSpec = typeof nothing>(doc: string, spec: MethodSpec<I, P, R>): MemberRecord {
       return { doc, ...spec, example: { params: withThis(spec.example.params), result: spec.example.result } };
     },
     /** A member that starts a long operation and returns its Task at once. */
-    task<const P extends Record<string, ParamSpec>>(doc: string, right: Right, params: P, exampleParams: Record<string, unknown>, handler: Handler<I, P, { type: 'ref'; interface: 'Task' }>, errors?: readonly string[]): MemberRecord {
+    task<const P extends Record<string, ParamSpec>>(doc: string, right: Right, params: P, exampleParams: Record<string, unknown>, handler: Handler<I, P, { type: 'ref'; interface: 'Task' }>, errors?: readonly ErrorName[]): MemberRecord {
       return { doc, params, returns: refOf('Task'), right, task: true, errors, example: { params: withThis(exampleParams), result: { $ref: TASK_EXAMPLE } }, handler };
     },
   };

@@ -4,6 +4,7 @@
 // of results, GET /api/schema, docs/api.md and vsctl's help are all read from values of these types.
 
 import type { Right } from '../auth/rights.js';
+import type { ErrorName } from './error-catalogue.js';
 
 export { RIGHTS, type Right } from '../auth/rights.js';
 
@@ -41,7 +42,7 @@ export interface MemberSpec {
   /** The call returns a Task reference at once; the work goes on in the task. */
   task?: boolean;
   /** Error names this member may return besides the common ones. */
-  errors?: readonly string[];
+  errors?: readonly ErrorName[];
   example: { params: Record<string, unknown>; result: unknown };
 }
 

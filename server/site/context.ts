@@ -4,6 +4,7 @@
 
 import type { Request, Response } from 'express';
 import { call } from '../api/dispatch.js';
+import { ERRORS, type ErrorName } from '../api/error-catalogue.js';
 import { toApiError } from '../api/errors.js';
 import type { Services } from '../api/services.js';
 import type { Right } from '../api/schema-types.js';
@@ -58,29 +59,22 @@ export function fieldErrors(error: unknown, fieldOf: (apiField: string) => strin
 }
 
 /** The error's stable name, for pages that react to one in particular. */
-export function errorName(error: unknown): string {
+export function errorName(error: unknown): ErrorName {
   return toApiError(error).errorName;
 }
 
-/** Refusals because the state of what is acted on does not allow it now (a running VM, a task that has finished). */
-const STATE_CONFLICTS = new Set(['VM_E_VM_RUNNING', 'VM_E_VM_SAVED', 'VM_E_VM_NOT_RUNNING', 'VM_E_NO_SAVED_STATE', 'VM_E_BUSY', 'VM_E_TASK_NOT_CANCELABLE']);
-/** Refusals because a VM or a task does not exist: the site's addresses name those. */
-const UNKNOWN_ADDRESSED = new Set(['VM_E_VM_UNKNOWN', 'VM_E_TASK_UNKNOWN']);
 /** Refusals because a file or a part of a VM does not exist: a page's address names those, and so do forms. */
-const UNKNOWN_NAMED = new Set(['VM_E_OBJECT_UNKNOWN', 'VM_E_HD_IMAGE_NOT_FOUND']);
+const UNKNOWN_NAMED: ReadonlySet<ErrorName> = new Set(['VM_E_OBJECT_UNKNOWN', 'VM_E_HD_IMAGE_NOT_FOUND']);
 
 /**
- * The HTTP status of an API refusal, the same on every page: 403 for a missing right, 409 when
- * the state of what is acted on is in the way, 404 when what the request asks for does not
- * exist, 400 for the rest. A file or part of a VM that a form names (`of: 'form'`) and that does
- * not exist is the form's mistake: 400, with the message beside its field.
+ * The HTTP status of an API refusal, the same on every page: the catalogue's (403 for a missing
+ * right, 409 when the state of what is acted on is in the way, 404 when what the request asks
+ * for does not exist, 400 for most of the rest). A file or part of a VM that a form names
+ * (`of: 'form'`) and that does not exist is the form's mistake: 400, with the message beside its field.
  */
 export function refusalStatus(error: unknown, of: 'page' | 'form' = 'page'): number {
   const name = errorName(error);
-  if (name === 'VM_E_ACCESS_DENIED') return 403;
-  if (STATE_CONFLICTS.has(name)) return 409;
-  if (UNKNOWN_ADDRESSED.has(name) || (UNKNOWN_NAMED.has(name) && of === 'page')) return 404;
-  return 400;
+  return of === 'form' && UNKNOWN_NAMED.has(name) ? 400 : ERRORS[name].http;
 }
 
 /** All the API says of a refusal, in one line. */

@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { Response, Router } from 'express';
 import { hardDisks, type VmConfig } from '../../vmm/config.js';
 import { PROFILE } from '../../vmm/profile.js';
+import { knownErrorName } from '../api/error-catalogue.js';
 import { ApiError, toApiError } from '../api/errors.js';
 import { SERVER_REF } from '../api/objects.js';
 import { type FieldErrors, type SiteContext, type SiteRequest, api, can, errorName, refusalStatus, refusePage } from './context.js';
@@ -52,7 +53,7 @@ async function taskResult(ctx: SiteContext, req: SiteRequest, task: Ref): Promis
     throw new ApiError('VM_E_TASK_TIMEOUT', `${await api<string>(ctx, req, 'Task.get_Description', self)} has not finished after a minute`);
   }
   const error = await api<{ name: string; message: string } | null>(ctx, req, 'Task.get_Error', self);
-  if (error) throw new ApiError(error.name, error.message);
+  if (error) throw new ApiError(knownErrorName(error.name), error.message);
   return api(ctx, req, 'Task.get_Result', self);
 }
 

@@ -1,26 +1,13 @@
 // The VHD engine's error catalogue: one class, a stable code per failure, and a message
 // that names the file, the structure and the byte offset at fault.
 
-export type VhdErrorCode =
-  | 'VHD_E_NOT_FOUND'
-  | 'VHD_E_NOT_A_FILE'
-  | 'VHD_E_EXISTS'
-  | 'VHD_E_BAD_FOOTER'
-  | 'VHD_E_BAD_HEADER'
-  | 'VHD_E_BAD_BAT'
-  | 'VHD_E_BAD_LOCATOR'
-  | 'VHD_E_PARENT_NOT_FOUND'
-  | 'VHD_E_PARENT_MISMATCH'
-  | 'VHD_E_CHAIN_TOO_DEEP'
-  | 'VHD_E_SIZE_LIMIT'
-  | 'VHD_E_OUT_OF_RANGE'
-  | 'VHD_E_UNALIGNED'
-  | 'VHD_E_READ_ONLY'
-  | 'VHD_E_LOCKED'
-  | 'VHD_E_WRONG_TYPE'
-  | 'VHD_E_BAD_ARGUMENT'
-  | 'VHD_E_CLOSED'
-  | 'VHD_E_IO';
+export const VHD_ERROR_CODES = [
+  'VHD_E_NOT_FOUND', 'VHD_E_NOT_A_FILE', 'VHD_E_EXISTS', 'VHD_E_BAD_FOOTER', 'VHD_E_BAD_HEADER',
+  'VHD_E_BAD_BAT', 'VHD_E_BAD_LOCATOR', 'VHD_E_PARENT_NOT_FOUND', 'VHD_E_PARENT_MISMATCH',
+  'VHD_E_CHAIN_TOO_DEEP', 'VHD_E_SIZE_LIMIT', 'VHD_E_OUT_OF_RANGE', 'VHD_E_UNALIGNED', 'VHD_E_READ_ONLY',
+  'VHD_E_LOCKED', 'VHD_E_WRONG_TYPE', 'VHD_E_BAD_ARGUMENT', 'VHD_E_CLOSED', 'VHD_E_IO',
+] as const;
+export type VhdErrorCode = (typeof VHD_ERROR_CODES)[number];
 
 export class VhdError extends Error {
   override readonly name = 'VhdError';

@@ -3,14 +3,27 @@
 // VM's events: {"event": "state", "status"} and {"event": "progress", "operation", "percent"}.
 
 import net from 'node:net';
+import { VhdError } from '../../storage/vhd/errors.js';
 import { onLines } from '../json-lines.js';
 import { listenPrivately } from './private-socket.js';
 import { QmpError } from '../qmp.js';
-import { VmError, type VmStatus } from '../state.js';
+import { VmError, type VmErrorCode, type VmStatus } from '../state.js';
 import type { VirtualMachine } from './machine.js';
 
 export const OPERATIONS = ['status', 'turnOn', 'turnOff', 'shutdown', 'save', 'pause', 'resume', 'reset', 'screenshot', 'type', 'scrollback', 'serialOutput'] as const;
 export type Operation = (typeof OPERATIONS)[number];
+
+/**
+ * A failed operation as the control socket answers it. What is neither the VMM's error, the VHD
+ * engine's (a disk another VM holds) nor QEMU's refusal (a file system error, a bug) is VM_E_INTERNAL with its cause in the message: a Node
+ * errno code such as ENOENT is no error name.
+ */
+export function controlError(e: unknown): { code: VmErrorCode; message: string } {
+  if (e instanceof VmError) return { code: e.code, message: e.message };
+  if (e instanceof VhdError) return { code: e.code, message: e.message };
+  if (e instanceof QmpError) return { code: 'VM_E_QEMU_REFUSED', message: e.message };
+  return { code: 'VM_E_INTERNAL', message: `the VM worker failed: ${(e as Error)?.message ?? String(e)}` };
+}
 
 export interface ControlRequest { id: number; op: Operation; args?: Record<string, unknown> }
 
@@ -58,8 +71,7 @@ export class ControlServer {
     try {
       send(client, { id: request.id, result: await this.perform(request) });
     } catch (e) {
-      const code = e instanceof VmError ? e.code : e instanceof QmpError ? 'VM_E_QEMU_REFUSED' : (e as { code?: string }).code ?? 'VM_E_FAILED';
-      send(client, { id: request.id, error: { code, message: (e as Error).message } });
+      send(client, { id: request.id, error: controlError(e) });
     }
   }
 

@@ -14,7 +14,7 @@ import { hardDisks, type VmConfig } from '../config.js';
 import { chooseEngine, type EngineProbe } from '../engine.js';
 import type { VmPaths } from '../paths.js';
 import { type DiskSource, qemuArgs } from '../qemu-args.js';
-import { QmpClient } from '../qmp.js';
+import { QmpClient, QmpError } from '../qmp.js';
 import { isActive, VmError, type VmState, type VmStatus } from '../state.js';
 import { SerialConsole } from './console.js';
 import { LoopbackSwitch } from './loopback-switch.js';
@@ -137,7 +137,8 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
         fs.rmSync(partial, { force: true });
         if (this.qemu && before === 'Running') await this.qmp().execute('cont').catch(() => {});
         if (this.qemu) this.setState(before);
-        throw e;
+        // A file system's refusal (the .vsv's place taken by a folder, a full disk) is the save's failure, named.
+        throw e instanceof VmError || e instanceof QmpError ? e : new VmError('VM_E_SAVE_FAILED', `save failed: ${(e as Error).message}`);
       }
       this.savedStateWritten = true;
       this.stopping = 'saved';
@@ -319,7 +320,10 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
       socket.on('error', reject);
       input.on('error', reject);
     });
-    await streamed;
+    await streamed.catch((e: unknown) => {
+      // QEMU closes the socket (and exits) when what it reads is not a state it can load.
+      throw new VmError('VM_E_RESTORE_FAILED', `restore failed: QEMU stopped reading the saved state ${this.config.savedState} (${(e as Error).message}); ${this.qemuLogTail()}`);
+    });
     await this.followMigration('restore');
   }
 

@@ -10,6 +10,7 @@ import { ApiError } from '../errors.js';
 import { type InterfaceName, param, type Call } from '../member-types.js';
 import { ref, type Reference } from '../references.js';
 import type { ParamSpec } from '../schema-types.js';
+import type { ErrorName } from '../error-catalogue.js';
 
 type AnyInterfaceCall = Call<InterfaceName, unknown>;
 
@@ -18,7 +19,7 @@ export const VM_EXAMPLE = 'VirtualMachine/7d8e5c1a-3b9f-4e2d-a6c0-1f2e3d4c5b6a';
 export const VM_ID_EXAMPLE = VM_EXAMPLE.slice('VirtualMachine/'.length);
 export const DISK_EXAMPLE = 'HardDisk//var/lib/vserver/disks/web.vhd';
 
-export const CONFIG_ERRORS: readonly string[] = ['VM_E_VM_RUNNING', 'VM_E_VM_SAVED', 'VM_E_CONFIG_INVALID'];
+export const CONFIG_ERRORS: readonly ErrorName[] = ['VM_E_VM_RUNNING', 'VM_E_VM_SAVED', 'VM_E_CONFIG_INVALID'];
 
 /** A file path parameter, checked against the storage roots by the handler. */
 export function path(doc: string): ParamSpec & { type: 'string' };
