@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
-import { isAlive, processesMentioning } from '../storage/mount/host.js';
+import { isAlive, processesMentioning } from '../host/process.js';
 import { VmPaths } from '../vmm/paths.js';
 import type { VmStatus } from '../vmm/state.js';
 import { GUEST_POWER_BUTTON_MARKER, GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { commandLine, isAlive } from '../storage/mount/host.js';
+import { commandLine, isAlive } from '../host/process.js';
 import { createDifferencing, createDynamic, VhdDisk } from '../storage/vhd/index.js';
 import { parseVmConfig, type VmConfig } from '../vmm/config.js';
 import { VmManager } from '../vmm/manager.js';

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { isAlive } from '../storage/mount/host.js';
+import { isAlive } from '../host/process.js';
 import { createDifferencing } from '../storage/vhd/index.js';
 import { parseVmConfig } from '../vmm/config.js';
 import { VmManager } from '../vmm/manager.js';
