@@ -14,7 +14,8 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { CLOCK_TICKS_PER_SECOND, procStat } from '../storage/proc-stat.js';
+import { CLOCK_TICKS_PER_SECOND, cpuTicks } from '../host/process.js';
+import { finishesWithin } from '../host/time.js';
 import { VmPaths } from '../vmm/paths.js';
 import { type BenchTable, MiB, REPO_ROOT, formatCount, formatRatio, memoryOf, now, withTempDir } from './lib.js';
 
@@ -129,10 +130,7 @@ async function stopServer(server: Server): Promise<string> {
   if (exited(child)) return describe();
   const done = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const late = await Promise.race([done.then(() => false), new Promise<boolean>((r) => { timer = setTimeout(() => r(true), STOP_TIMEOUT_MS); })]);
-  clearTimeout(timer);
-  if (late) {
+  if (!(await finishesWithin(done, STOP_TIMEOUT_MS))) {
     child.kill('SIGKILL');
     await done;
     return `did not stop within ${STOP_TIMEOUT_MS / 1000} s of SIGTERM; ${describe()}`;
@@ -144,8 +142,7 @@ async function stopServer(server: Server): Promise<string> {
 // /proc: memory, CPU time, and the processes a run folder's VMs left
 
 function cpuSeconds(pid: number): number {
-  const stat = procStat(pid);
-  return stat ? (Number(stat[11]) + Number(stat[12])) / CLOCK_TICKS_PER_SECOND : 0; // utime, stime (fields 14 and 15)
+  return (cpuTicks(pid) ?? 0) / CLOCK_TICKS_PER_SECOND;
 }
 
 /** Busy and total CPU time of the whole machine, in seconds of one processor (/proc/stat). */

@@ -1,6 +1,6 @@
 // Shared helpers for the benchmarks: the table a benchmark returns and its printing, timing
-// (in-process and of a child process), medians, and temporary directories that are removed
-// however the run ends.
+// (a clock, and a child process run to its end), medians, and temporary directories that are
+// removed however the run ends.
 
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -8,7 +8,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** What a benchmark module's run() returns; run.ts prints it. */
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
 export const GiB = 1024 * MiB;
@@ -16,6 +15,7 @@ export const GiB = 1024 * MiB;
 /** The checkout: this file runs as dist/bench/lib.js. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+/** What a benchmark module's run() returns; run.ts prints it. */
 export interface BenchTable {
   title: string;
   columns: string[];
@@ -32,7 +32,7 @@ export interface BenchModule {
 }
 
 /** Formats rows into aligned columns separated by " | ", with a rule under the header. */
-export function formatTable(table: BenchTable): string {
+function formatTable(table: BenchTable): string {
   const all = [table.columns, ...table.rows];
   const widths = table.columns.map((_, c) => Math.max(...all.map((row) => (row[c] ?? '').length)));
   const align = (c: number): 'left' | 'right' => table.align?.[c] ?? (c === 0 ? 'left' : 'right');
@@ -67,13 +67,6 @@ export function printTable(table: BenchTable): void {
 /** Milliseconds since an arbitrary origin, sub-microsecond resolution. */
 export function now(): number {
   return performance.now();
-}
-
-/** Runs fn and returns how long it took in milliseconds, with its result. */
-export async function timeAsync<T>(fn: () => Promise<T> | T): Promise<{ ms: number; value: T }> {
-  const start = now();
-  const value = await fn();
-  return { ms: now() - start, value };
 }
 
 export function median(values: number[]): number {

@@ -9,6 +9,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { finishesWithin } from '../host/time.js';
 import { checkDisk, createDynamic, inspectDisk } from '../storage/vhd/index.js';
 import {
   type BenchTable, GiB, KiB, MiB, REPO_ROOT, formatCount, formatMs, formatRatio, haveCommand, median, now, runCommand, withTempDir,
@@ -216,17 +217,11 @@ async function stopServer(server: Server): Promise<string> {
   if (exited(child)) return `had already ended (${await whenExited(child)})`;
   const done = whenExited(child);
   child.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), STOP_TIMEOUT_MS); });
-  try {
-    if ((await Promise.race([done, timeout])) === 'timeout') {
-      child.kill('SIGKILL');
-      return `did not stop within ${STOP_TIMEOUT_MS} ms of SIGTERM; ${await done}`;
-    }
-    return await done;
-  } finally {
-    clearTimeout(timer);
+  if (!(await finishesWithin(done, STOP_TIMEOUT_MS))) {
+    child.kill('SIGKILL');
+    return `did not stop within ${STOP_TIMEOUT_MS} ms of SIGTERM; ${await done}`;
   }
+  return await done;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,11 @@
 // The storage roots: every file path the API is given must really lie inside one of the
 // configured folders, after `..` and symlinks are followed, whether the file exists yet or not.
+//
+// The file work here is synchronous, and none of it runs on vserverd's event loop during a
+// request: vserverd builds StorageRoots once at start-up (the constructor, reading the
+// configuration before it listens) and afterwards reads only `roots`. resolve() and list() run
+// in the file worker processes (server/file-worker.ts, through server/file-workers.ts), where
+// a file that never answers costs one worker, not every other call.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -90,7 +96,7 @@ export class StorageRoots {
   /** Real absolute paths, in the order configured; the first is the default root. */
   readonly roots: readonly string[];
 
-  /** Roots that do not exist are created. */
+  /** Roots that do not exist are created. Start-up only (synchronous file work; see the file comment). */
   constructor(roots: string[]) {
     if (!Array.isArray(roots) || roots.length === 0) throw new Error('at least one storage root is needed');
     const real: string[] = [];
@@ -109,13 +115,13 @@ export class StorageRoots {
 
   /**
    * The real absolute path the input leads to, inside the roots. Callers must use the returned
-   * path, not the input: it is the one that was checked.
+   * path, not the input: it is the one that was checked. File workers only.
    */
   resolve(input: string, options: ResolveOptions = {}): string {
     return this.#resolve(input, options).real;
   }
 
-  /** Lists a folder inside the roots, the first root by default. */
+  /** Lists a folder inside the roots, the first root by default. File workers only. */
   list(dir?: string): StorageListing {
     const folder = this.resolve(dir ?? this.roots[0], { mustExist: true, kind: 'folder' });
     if (!fs.statSync(folder).isDirectory()) {

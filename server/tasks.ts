@@ -9,6 +9,7 @@
 
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
+import { finishesWithin } from '../host/time.js';
 import { type Catalog, prepared } from './catalog/database.js';
 import { ApiError, toApiError } from './api/errors.js';
 
@@ -190,13 +191,7 @@ export class Tasks extends EventEmitter<{ progress: [TaskState] }> {
   async wait(id: string, timeoutMs: number): Promise<boolean> {
     const live = this.running.get(id);
     if (!live) return true;
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); });
-    try {
-      return await Promise.race([live.done.then(() => true), timedOut]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return finishesWithin(live.done, timeoutMs);
   }
 
   cancel(id: string): void {

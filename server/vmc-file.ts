@@ -1,11 +1,12 @@
 // A VM's .vmc file: its configuration document, beside its files, so that another host (or this
 // one, after the catalog is lost) can register it. It is replaced whole and durably: a draft
 // named for the writing process (storage/drafts.ts, so that a dead writer's draft is known as
-// garbage), flushed, renamed over the .vmc, and the folder flushed so the rename itself lasts.
+// garbage), flushed, renamed over the .vmc, and the folder flushed (host/files.ts).
 
 import fs from 'node:fs';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
+import { writeFileDurably } from '../host/files.js';
 import { draftOf } from '../storage/drafts.js';
 import { parseVmConfig, type VmConfig } from '../vmm/config.js';
 
@@ -14,21 +15,7 @@ function vmcText(config: VmConfig): string {
 }
 
 export function writeVmc(file: string, config: VmConfig): void {
-  const draft = draftOf(file);
-  try {
-    const fd = fs.openSync(draft, 'w', 0o644);
-    try {
-      fs.writeFileSync(fd, vmcText(config));
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(draft, file);
-  } catch (e) {
-    fs.rmSync(draft, { force: true });
-    throw e;
-  }
-  syncFolder(path.dirname(file));
+  writeFileDurably(file, vmcText(config), { draft: draftOf(file) });
 }
 
 /**
@@ -40,14 +27,5 @@ export function vmcHolds(file: string, config: VmConfig): boolean {
     return isDeepStrictEqual(parseVmConfig(JSON.parse(fs.readFileSync(file, 'utf8')), path.dirname(file)), config);
   } catch {
     return false;
-  }
-}
-
-function syncFolder(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
   }
 }

@@ -5,7 +5,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { isAlive } from './mount/host.js';
+import { isAlive } from '../host/process.js';
 
 const DRAFT = /^\.(.+)\.(\d+)\.partial$/;
 const LOCK_DRAFT = /^(.+\.lock)\.(\d+)\.tmp$/;

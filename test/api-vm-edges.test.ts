@@ -9,8 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
-import { commandLine, isAlive, processesMentioning } from '../storage/mount/host.js';
-import { CLOCK_TICKS_PER_SECOND, procStat } from '../storage/proc-stat.js';
+import { CLOCK_TICKS_PER_SECOND, commandLine, isAlive, processStartTicks, processesMentioning } from '../host/process.js';
 import { acquireWriteLock, releaseWriteLock } from '../storage/vhd/lock.js';
 import { VmPaths } from '../vmm/paths.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
@@ -97,10 +96,10 @@ async function holdRestore(vm: Vm): Promise<void> {
 }
 
 function processAgeSeconds(pid: number): number {
-  const stat = procStat(pid);
-  assert.ok(stat, `process ${pid} is not running`);
+  const start = processStartTicks(pid);
+  assert.ok(start, `process ${pid} is not running`);
   const sinceBoot = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
-  return sinceBoot - Number(stat[19]) / CLOCK_TICKS_PER_SECOND;
+  return sinceBoot - Number(start) / CLOCK_TICKS_PER_SECOND;
 }
 
 describe('a VM\'s edges through the API of a real vserverd', { timeout: 600_000 }, () => {

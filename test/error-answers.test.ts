@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ERRORS, type ErrorName } from '../server/api/error-catalogue.js';
 import { toApiError } from '../server/api/errors.js';
-import { isAlive } from '../storage/mount/host.js';
+import { isAlive } from '../host/process.js';
 import { VhdError, createDifferencing, createDynamic } from '../storage/vhd/index.js';
 import { MAX_CHAIN_DEPTH } from '../storage/vhd/disk.js';
 import { FOOTER_SIZE, HEADER_SIZE, decodeFooter, decodeHeader, encodeFooter, encodeHeader } from '../storage/vhd/format.js';

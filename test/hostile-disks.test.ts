@@ -15,7 +15,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isAlive } from '../storage/mount/host.js';
+import { isAlive } from '../host/process.js';
 import { createDifferencing, createDynamic, createFixed } from '../storage/vhd/index.js';
 import { CANCEL_GRACE_MS } from '../server/disk-jobs.js';
 import { FILE_TIME_LIMIT_MS } from '../server/file-workers.js';

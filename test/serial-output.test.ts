@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import * as pty from 'node-pty';
 import { WebSocket } from 'ws';
 import { TICKET_SECONDS } from '../server/http/console-tickets.js';
-import { isAlive, processesMentioning } from '../storage/mount/host.js';
+import { isAlive, processesMentioning } from '../host/process.js';
 import { readFrom, type SerialOutput } from '../vmm/serial-output.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
 import { ADMIN_PASSWORD, TestServer, login, refusal } from './helpers/server.js';

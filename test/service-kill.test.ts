@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { openCatalog } from '../server/catalog/database.js';
-import { isAlive } from '../storage/mount/host.js';
+import { isAlive } from '../host/process.js';
 import { VhdDisk, createDifferencing, createDynamic, createFixed } from '../storage/vhd/index.js';
 import { CAMPAIGN_ROUNDS, killPoint } from './helpers/campaign.js';
 import { RpcError, TestServer } from './helpers/server.js';

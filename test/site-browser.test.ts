@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
-import { isAlive, processesMentioning } from '../storage/mount/host.js';
+import { isAlive, processesMentioning } from '../host/process.js';
 import { launchBrowser, markPage, newContext, policyViolations, saveArtifact, signIn } from './helpers/browser.js';
 import { GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
 import { ADMIN_PASSWORD, TestServer } from './helpers/server.js';

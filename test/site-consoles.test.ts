@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import { ConsoleTickets, TICKET_SECONDS } from '../server/http/console-tickets.js';
-import { isAlive, processesMentioning } from '../storage/mount/host.js';
+import { isAlive, processesMentioning } from '../host/process.js';
 import { launchBrowser, newContext, policyViolations, saveArtifact, signIn } from './helpers/browser.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
 import { ADMIN_PASSWORD, TestServer } from './helpers/server.js';

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isAlive, processesMentioning } from '../storage/mount/host.js';
+import { isAlive, processesMentioning } from '../host/process.js';
 import { testGuest } from './helpers/guest.js';
 import { ADMIN_PASSWORD, TestServer, login, rpc } from './helpers/server.js';
 import { PROJECT_ROOT } from './helpers/vhd-fixtures.js';

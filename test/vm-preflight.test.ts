@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { isAlive } from '../storage/mount/host.js';
+import { isAlive } from '../host/process.js';
 import { createDifferencing, createDynamic } from '../storage/vhd/index.js';
 import { parseVmConfig } from '../vmm/config.js';
 import { VmManager } from '../vmm/manager.js';

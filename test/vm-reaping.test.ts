@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { isAlive, processesMentioning } from '../storage/mount/host.js';
+import { isAlive, processesMentioning } from '../host/process.js';
 import { VmManager } from '../vmm/manager.js';
 import { VmPaths } from '../vmm/paths.js';
 import type { VmStatus } from '../vmm/state.js';

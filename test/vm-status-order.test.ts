@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { isAlive } from '../storage/mount/host.js';
+import { isAlive } from '../host/process.js';
 import { parseVmConfig, type VmConfig } from '../vmm/config.js';
 import { VmManager } from '../vmm/manager.js';
 import { VmPaths } from '../vmm/paths.js';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import { PROGRESS_INTERVAL_MS } from '../server/tasks.js';
-import { isAlive, processesMentioning } from '../storage/mount/host.js';
+import { isAlive, processesMentioning } from '../host/process.js';
 import { VmPaths } from '../vmm/paths.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
 import { TestServer } from './helpers/server.js';

@@ -9,9 +9,10 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { isAlive } from '../storage/mount/host.js';
+import { isAlive } from '../host/process.js';
 import { createDifferencing } from '../storage/vhd/index.js';
 import { parseVmConfig } from '../vmm/config.js';
+import { probeEngine } from '../vmm/engine.js';
 import { VmManager } from '../vmm/manager.js';
 import type { VmError } from '../vmm/state.js';
 import { GUEST_READY_MARKER, testGuest } from './helpers/guest.js';
@@ -69,13 +70,13 @@ describe('vsctl vm', { timeout: 300_000 }, () => {
     assert.ok(!fs.existsSync(runDir) || fs.readdirSync(runDir).length === 0, 'nothing was started');
   });
 
-  it('check shows the complete document, the engine and QEMU\'s command line', () => {
+  it('check shows the complete document, the engine and QEMU\'s command line', async () => {
     const file = writeConfig('good', { name: 'good', scsi: [{ disks: [{ path: 'boot.vhd' }] }] });
     const r = vsctl(['vm', 'check', file, '--json']);
     assert.equal(r.status, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { config: { memoryMB: number }; engine: { engine: string; reason: string }; command: string[] };
     assert.equal(out.config.memoryMB, 128);
-    assert.equal(out.engine.engine, 'tcg');
+    assert.deepEqual(out.engine, await probeEngine());
     assert.ok(out.command.includes('-nodefaults'));
     assert.ok(out.command.includes('lsi53c895a,id=scsi0'));
   });

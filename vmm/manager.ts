@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { commandLine, isAlive } from '../storage/mount/host.js';
+import { commandLine, isAlive } from '../host/process.js';
 import type { VmConfig } from './config.js';
 import { runRoot, VmPaths } from './paths.js';
 import { isActive, VmError, type VmStatus } from './state.js';

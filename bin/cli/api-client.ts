@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
+import { writeFileDurably } from '../../host/files.js';
 import { progressBar, UsageError } from './terminal.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
@@ -73,24 +74,8 @@ export function readCredentials(file: string): Credentials {
 export function writeCredentials(file: string, credentials: Credentials): void {
   const folder = path.dirname(file);
   fs.mkdirSync(folder, { recursive: true, mode: 0o700 });
-  const temporary = path.join(folder, `.${path.basename(file)}.${process.pid}.tmp`);
-  const fd = fs.openSync(temporary, 'w', 0o600);
-  try {
-    fs.fchmodSync(fd, 0o600);
-    fs.writeSync(fd, `${JSON.stringify(credentials, null, 2)}\n`);
-    fs.fsyncSync(fd);
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(temporary, { force: true });
-    throw e;
-  }
-  fs.closeSync(fd);
-  try {
-    fs.renameSync(temporary, file);
-  } catch (e) {
-    fs.rmSync(temporary, { force: true });
-    throw e;
-  }
+  const draft = path.join(folder, `.${path.basename(file)}.${process.pid}.tmp`);
+  writeFileDurably(file, `${JSON.stringify(credentials, null, 2)}\n`, { draft, mode: 0o600 });
 }
 
 /** "http://host:port" without a trailing slash; anything but http(s) is a usage error. */

@@ -1,7 +1,7 @@
 // A running VM's CPU use, as Master Status shows it: the share of one host processor its QEMU
 // process used between two looks (VMs have one processor, so 100% is one host core's worth).
 
-import { CLOCK_TICKS_PER_SECOND, procStat } from '../../storage/proc-stat.js';
+import { CLOCK_TICKS_PER_SECOND, cpuTicks } from '../../host/process.js';
 
 export class CpuUsage {
   private readonly samples = new Map<number, { ticks: number; at: number }>();
@@ -25,10 +25,4 @@ export class CpuUsage {
     this.last.set(pid, value);
     return value;
   }
-}
-
-function cpuTicks(pid: number): number | null {
-  const stat = procStat(pid);
-  // utime and stime: fields 14 and 15.
-  return stat ? Number(stat[11]) + Number(stat[12]) : null;
 }

@@ -1,9 +1,9 @@
-// The host's side of mounting: mount table, loop devices, FUSE, the kernel NBD client, and
-// the processes vhdmount leaves running. Each function does one thing and says what failed.
+// The host's side of mounting: mount table, loop devices, FUSE, the kernel NBD client (the
+// processes vhdmount leaves running are host/process.ts's). Each function does one thing and
+// says what failed.
 
 import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import { procStat } from '../proc-stat.js';
 
 export class HostError extends Error {}
 
@@ -80,29 +80,6 @@ export function detachLoop(device: string): void {
 export function filesystemType(device: string): string | null {
   const result = spawnSync('blkid', ['-o', 'value', '-s', 'TYPE', device], { encoding: 'utf8' });
   return result.status === 0 && result.stdout.trim() ? result.stdout.trim() : null;
-}
-
-/** Whether a process runs. A zombie does not: the processes vhdmount leaves behind are reaped by whoever adopted them, maybe late. */
-export function isAlive(pid: number): boolean {
-  const stat = procStat(pid);
-  return stat !== null && stat[0] !== 'Z';
-}
-
-/** The command line of a process, to tell ours from a later process that reused its pid. */
-export function commandLine(pid: number): string[] {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-  } catch {
-    return [];
-  }
-}
-
-/** Processes (other than this one) whose command line has an argument containing `text`. */
-export function processesMentioning(text: string): number[] {
-  return fs.readdirSync('/proc')
-    .filter((name) => /^\d+$/.test(name) && Number(name) !== process.pid)
-    .map(Number)
-    .filter((pid) => isAlive(pid) && commandLine(pid).some((arg) => arg.includes(text)));
 }
 
 export async function waitFor(what: string, test: () => boolean, timeoutMs: number, signal?: AbortSignal): Promise<void> {

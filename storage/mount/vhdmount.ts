@@ -16,9 +16,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LongOperationOptions } from '../progress.js';
 import { createDifferencing, lockHolder, mergeIntoParent } from '../vhd/index.js';
+import { commandLine, isAlive, processesMentioning } from '../../host/process.js';
 import {
-  HostError, attachLoop, commandLine, detachLoop, filesystemType, freeNbdDevice, fuseAvailable, isAlive, kernelNbdAvailable,
-  loopBackingFile, mountAt, processesMentioning, runTool, waitFor,
+  HostError, attachLoop, detachLoop, filesystemType, freeNbdDevice, fuseAvailable, kernelNbdAvailable, loopBackingFile, mountAt,
+  runTool, waitFor,
 } from './host.js';
 import { type Partition, type PartitionTable, readPartitionTable } from './partitions.js';
 import { type MountMethod, type MountMode, type MountRecord, allRecords, newRecord, recordDir, removeRecord, saveRecord } from './records.js';

@@ -6,6 +6,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fsyncFolder } from '../../host/files.js';
 import { draftOf } from '../drafts.js';
 import { type LongOperationOptions, step } from '../progress.js';
 import { VhdError, ioError } from './errors.js';
@@ -105,23 +106,13 @@ export async function buildFile(target: string, build: (fd: number, draft: strin
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     fs.linkSync(draft, target);
-    syncFolder(path.dirname(target));
+    fsyncFolder(path.dirname(target));
   } catch (e) {
     try { fs.closeSync(fd); } catch { /* already closed */ }
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new VhdError('VHD_E_EXISTS', `${target} already exists`, target);
     throw e instanceof VhdError || (e as Error).name === 'AbortError' ? e : ioError(target, 'creating', e);
   } finally {
     fs.rmSync(draft, { force: true });
-  }
-}
-
-/** Makes a new name in a folder durable (the file's own sync does not cover its directory entry). */
-function syncFolder(folder: string): void {
-  const fd = fs.openSync(folder, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
   }
 }
 

@@ -6,8 +6,8 @@
 
 import fs from 'node:fs';
 import os from 'node:os';
+import { processStartTicks } from '../../host/process.js';
 import { lockDraftOf } from '../drafts.js';
-import { procStat } from '../proc-stat.js';
 import { VhdError } from './errors.js';
 import { readRegularFile } from './regular-file.js';
 
@@ -23,14 +23,9 @@ export interface LockOwner {
 const held = new Map<string, LockOwner>();
 let exitHookInstalled = false;
 
-function processStartOf(pid: number): string | null {
-  // Field 22, starttime.
-  return procStat(pid)?.[19] ?? null;
-}
-
 function isAlive(owner: LockOwner): boolean {
   if (owner.host !== os.hostname()) return true; // another host's lock cannot be judged from here
-  const start = processStartOf(owner.pid);
+  const start = processStartTicks(owner.pid);
   return start !== null && start === owner.processStart;
 }
 
@@ -54,7 +49,7 @@ export function acquireWriteLock(file: string, holder: string): void {
     holder,
     pid: process.pid,
     host: os.hostname(),
-    processStart: processStartOf(process.pid) ?? '',
+    processStart: processStartTicks(process.pid) ?? '',
     since: new Date().toISOString(),
   };
   for (let attempt = 0; attempt < 3; attempt++) {

@@ -8,6 +8,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import * as pty from 'node-pty';
+import { fsyncFile } from '../../host/files.js';
+import { finishesWithin } from '../../host/time.js';
 import { draftOf } from '../../storage/drafts.js';
 import { serveFile, type ServedFile } from '../../storage/nbd/index.js';
 import { hardDisks, type VmConfig } from '../config.js';
@@ -117,8 +119,8 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     return this.exclusive('shut down', ['Running'], async () => {
       const running = this.qemu!;
       await this.qmp().execute('system_powerdown');
-      const timedOut = await Promise.race([running.exited.then(() => false), delay(timeoutMs).then(() => true)]);
-      if (timedOut && this.qemu === running) await this.turnOff(`turned off: the guest did not shut down within ${timeoutMs / 1000} s`);
+      const exited = await finishesWithin(running.exited, timeoutMs);
+      if (!exited && this.qemu === running) await this.turnOff(`turned off: the guest did not shut down within ${timeoutMs / 1000} s`);
       return this.status;
     });
   }
@@ -274,7 +276,7 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
         socket.on('data', (chunk: Buffer) => { written.bytes += chunk.length; });
         received = new Promise((done, fail) => {
           socket.pipe(out);
-          out.on('close', () => { syncFile(file); done(); });
+          out.on('close', () => { fsyncFile(file); done(); });
           out.on('error', fail);
           socket.on('error', fail);
         });
@@ -460,15 +462,6 @@ function unsearchableAncestor(dir: string): string | null {
   for (let at = path.dirname(dir); ; at = path.dirname(at)) {
     if ((fs.statSync(at).mode & 0o001) === 0) return at;
     if (at === path.dirname(at)) return null;
-  }
-}
-
-function syncFile(file: string): void {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
   }
 }
 

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseVmConfig } from '../config.js';
 import { VmPaths } from '../paths.js';
-import { isAlive } from '../../storage/mount/host.js';
+import { isAlive } from '../../host/process.js';
 import { isActive } from '../state.js';
 import { ControlServer } from './control.js';
 import { VirtualMachine } from './machine.js';

@@ -1,0 +1,15 @@
+// Time limits on promises, one helper for every layer's "wait, but not forever".
+
+/**
+ * Resolves true once `promise` has fulfilled, false when `ms` pass first; a rejection passes
+ * through. The timer is cleared either way, so a finished wait keeps no process alive.
+ */
+export async function finishesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); });
+  try {
+    return await Promise.race([promise.then(() => true as const), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
