@@ -15,6 +15,11 @@ function printEvent(args: ParsedArgs, event: LoggedEvent, lines: boolean): void 
   else console.log(`${String(event.id).padStart(6)}  ${event.time}  ${event.severity.padEnd(11)}  ${event.category.padEnd(15)}  ${event.who}: ${event.message}`);
 }
 
+/** "a, b or c". */
+function inWords(values: readonly string[]): string {
+  return values.length > 1 ? `${values.slice(0, -1).join(', ')} or ${values[values.length - 1]}` : values.join('');
+}
+
 /** The most events one GetEvents call returns, as its declaration says. */
 const EVENT_PAGE = fieldOf('VirtualServer.GetEvents', 'limit').max ?? Infinity;
 
@@ -32,8 +37,8 @@ export const eventsCommand: Command = {
   options: {
     since: { type: 'string', valueName: 'ID', description: 'only events with an id above ID' },
     limit: { type: 'string', valueName: 'N', description: 'at most N events (1 to 1000; not with --follow)' },
-    category: { type: 'string', valueName: 'C', description: `${EVENT_CATEGORIES.map((c) => `"${c}"`).join(', ')}` },
-    severity: { type: 'string', valueName: 'S', description: SEVERITIES.join(', ') },
+    category: { type: 'string', valueName: 'C', description: inWords(EVENT_CATEGORIES.map((c) => `"${c}"`)) },
+    severity: { type: 'string', valueName: 'S', description: inWords(SEVERITIES) },
     object: { type: 'string', valueName: 'REF', description: 'only events about this object reference' },
     follow: { type: 'boolean', short: 'f', description: 'keep printing new events as they are logged, until Ctrl-C' },
     ...CONNECTION_OPTIONS,
