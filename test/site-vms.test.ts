@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { SCHEMA } from '../server/api/schema.js';
 import { ADMIN_PASSWORD, TestServer } from './helpers/server.js';
 import { SiteSession, fieldError, unescapeHtml } from './helpers/site.js';
 
@@ -164,6 +165,34 @@ describe('Configure: limits and refusals', () => {
     const memoryInput = /<input[^>]*id="memory"[^>]*>/.exec(page)?.[0] ?? '';
     assert.ok(memoryInput && !/\b(min|max)=/.test(memoryInput), memoryInput);
     assert.equal(inputValue(page, 'memory'), '128');
+  });
+
+  test('Configure\'s choices and limits are the member declarations\': each select offers the declared values, each hint states the declared limits', async () => {
+    const page = mainOf(await admin.text(`/vms/${idOf(vm)}`));
+    const options = (id: string): string[] => {
+      const select = new RegExp(`<select id="${id}"[^>]*>([\\s\\S]*?)</select>`).exec(page)?.[1] ?? '';
+      return [...select.matchAll(/<option(?: value="([^"]*)")?[^>]*>([^<]*)<\/option>/g)].map((m) => unescapeHtml(m[1] ?? m[2]));
+    };
+    const declared = (method: string, param: string): readonly string[] => {
+      const [iface, member] = method.split('.');
+      const spec = SCHEMA[iface].members[member].params![param];
+      assert.equal(spec.type, 'enum', `${method} ${param}`);
+      return (spec as { values: readonly string[] }).values;
+    };
+    assert.deepEqual(options('nic-model'), declared('VirtualMachine.AddNetworkAdapter', 'model'));
+    assert.deepEqual(options('scsi-model'), declared('VirtualMachine.AddSCSIController', 'model'));
+    assert.deepEqual(options('disk-bus-type'), declared('VirtualMachine.AddHardDiskConnection', 'busType'));
+    assert.deepEqual(options('auto-start'), declared('VirtualMachine.put_AutoStartAtLaunch', 'value'));
+    assert.deepEqual(options('shutdown-action'), declared('VirtualMachine.put_ShutdownActionOnQuit', 'value'));
+    const limits = (method: string): { min?: number; max?: number; maxLength?: number } => SCHEMA.VirtualMachine.members[method].params!.value as never;
+    const hint = (id: string): string => unescapeHtml(new RegExp(`<span class="hint" id="${id}-hint">([^<]*)</span>`).exec(page)?.[1] ?? '');
+    assert.match(hint('name'), new RegExp(`^1 to ${limits('put_Name').maxLength} characters`));
+    assert.match(hint('notes'), new RegExp(`^Up to ${limits('put_Notes').maxLength!.toLocaleString('en-US')} characters`));
+    assert.match(hint('auto-start-delay'), new RegExp(`^${limits('put_AutoStartAtLaunchDelay').min} to ${limits('put_AutoStartAtLaunchDelay').max} seconds`));
+    // put_Memory states its limits in its doc until its declaration carries them as min and max.
+    const memory = limits('put_Memory');
+    const [least, most] = memory.min !== undefined ? [memory.min, memory.max] : /\((\d+) to (\d+)\)/.exec(SCHEMA.VirtualMachine.members.put_Memory.doc)!.slice(1).map(Number);
+    assert.equal(hint('memory'), `${least} to ${most} MB`);
   });
 
   test('memory 4000 MB is refused: a 400 page with the API\'s limit message beside the memory field, the value kept, and the VM and its .vmc unchanged', async () => {

@@ -11,6 +11,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { typeProblem } from '../server/api/dispatch.js';
+import { fieldOf } from '../server/api/fields.js';
 import { SCHEMA } from '../server/api/schema.js';
 import { ADMIN_PASSWORD, SERVER_MAIN, TestServer } from './helpers/server.js';
 import { makeTempDir, removeDir, VSCTL } from './helpers/vhd-fixtures.js';
@@ -256,6 +258,16 @@ describe('vsctl call: help, names and types from the schema (no server)', () => 
       const r = expectStatus(vsctlSync(['call', ...args], offline()), 2, `call ${args.join(' ')}`);
       assert.match(r.stderr, message, args.join(' '));
     }
+  });
+
+  test('a value outside its declaration (a name longer than CreateVirtualMachine\'s maxLength) is refused with the declaration\'s message before anything is sent', () => {
+    const limit = fieldOf('VirtualServer.CreateVirtualMachine', 'name').maxLength!;
+    assert.equal(limit, (SCHEMA.VirtualServer.members.CreateVirtualMachine.params!.name as { maxLength: number }).maxLength);
+    const r = expectStatus(vsctlSync(['call', 'VirtualServer.CreateVirtualMachine', `name=${'n'.repeat(limit + 1)}`], offline()), 2, 'a long name');
+    const declared = typeProblem(SCHEMA.VirtualServer.members.CreateVirtualMachine.params!.name, 'n'.repeat(limit + 1));
+    assert.ok(declared && r.stderr.includes(`name ${declared}`), r.stderr);
+    assert.match(r.stderr, new RegExp(`at most ${limit} characters \\(${limit + 1} given\\)`));
+    assert.doesNotMatch(r.stderr, /cannot reach/);
   });
 
   test('the other commands\' usage errors exit 2 before anything is sent', () => {

@@ -3,6 +3,7 @@
 // results printed for people (references, lists one per line, objects as "key: value").
 
 import type { InterfaceSpec, MemberSpec, ParamSpec, TypeSpec } from '../../server/api/schema-types.js';
+import { InputError, parseInput, refValue } from '../../server/api/fields.js';
 import { SCHEMA } from '../../server/api/schema.js';
 import { ApiClient, followTask, isRef, type Params } from './api-client.js';
 import type { Command } from './command.js';
@@ -93,54 +94,12 @@ export function typeText(type: TypeSpec): string {
   }
 }
 
-/** A reference to an object of `iface`: given whole, or as what follows "Interface/". */
-function refValue(iface: string, text: string): string {
-  return text.startsWith(`${iface}/`) || text === iface ? text : `${iface}/${text}`;
-}
-
-function parseJson(key: string, text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new UsageError(`${key}: "${text}" is not valid JSON (${(e as Error).message})`);
-  }
-}
-
-/** One command-line value as the type the schema declares. */
+/** One command-line value as the type the schema declares (server/api/fields.ts reads it). */
 export function parseValue(key: string, text: string, type: TypeSpec): unknown {
-  switch (type.type) {
-    case 'string':
-      return text;
-    case 'integer': {
-      const value = Number(text);
-      if (!/^-?\d+$/.test(text.trim()) || !Number.isSafeInteger(value)) throw new UsageError(`${key}: "${text}" is not an integer`);
-      if (type.min !== undefined && value < type.min) throw new UsageError(`${key}: ${value} is below the least allowed, ${type.min}`);
-      if (type.max !== undefined && value > type.max) throw new UsageError(`${key}: ${value} is above the most allowed, ${type.max}`);
-      return value;
-    }
-    case 'boolean':
-      if (text === 'true') return true;
-      if (text === 'false') return false;
-      throw new UsageError(`${key}: "${text}" is not true or false`);
-    case 'enum': {
-      const value = type.values.find((v) => v === text) ?? type.values.find((v) => v.toLowerCase() === text.toLowerCase());
-      if (value === undefined) throw new UsageError(`${key}: "${text}" is not one of ${type.values.join(', ')}`);
-      return value;
-    }
-    case 'ref':
-      return refValue(type.interface, text);
-    case 'array': {
-      if (text.trimStart().startsWith('[')) {
-        const value = parseJson(key, text);
-        if (!Array.isArray(value)) throw new UsageError(`${key}: expected a list`);
-        return value;
-      }
-      if (text === '') return [];
-      return text.split(',').map((item, i) => parseValue(`${key}[${i}]`, item.trim(), type.items));
-    }
-    case 'object':
-    case 'null':
-      return /^\s*[[{]/.test(text) || text === 'null' ? parseJson(key, text) : text;
+  try {
+    return parseInput(key, text, type);
+  } catch (e) {
+    throw e instanceof InputError ? new UsageError(e.message) : e;
   }
 }
 

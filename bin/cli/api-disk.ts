@@ -1,5 +1,6 @@
 // The vsctl disk and task groups, through vserverd: disk create and inspect, task list and wait.
 
+import { DISK_TYPES } from '../../server/api/schema.js';
 import { followTask, isRef, taskRef, waitForTask } from './api-client.js';
 import { clientFor, CONNECTION_OPTIONS, oneLine, printResult } from './api-call.js';
 import { idOf, parseCount, parseMegabytes, print, printTable, refOf } from './api-output.js';
@@ -11,7 +12,8 @@ import { showInfo } from './vhd.js';
 // ---------------------------------------------------------------------------------------------
 // disk
 
-const DISK_KINDS = ['dynamic', 'fixed', 'differencing'] as const;
+/** The disk types the API makes (HardDisk.get_Type's values), as vsctl spells them. */
+const DISK_KINDS = DISK_TYPES.map((t) => t.toLowerCase());
 
 /** get_Info's answer as `vhd info` prints it when it is the VHD engine's description, else as "key: value" rows. */
 function printInfo(info: unknown): void {

@@ -1,8 +1,9 @@
 // vsctl events: vserverd's event log, read once with GetEvents or followed over the WebSocket.
 
-import { SCHEMA } from '../../server/api/schema.js';
+import { EVENT_CATEGORIES, SEVERITIES } from '../../server/api/schema.js';
+import { fieldOf } from '../../server/api/fields.js';
 import { ApiCallError, openNotifications } from './api-client.js';
-import { clientFor, CONNECTION_OPTIONS, printJson } from './api-call.js';
+import { clientFor, CONNECTION_OPTIONS, parseValue, printJson } from './api-call.js';
 import { parseCount } from './api-output.js';
 import type { Command, ParsedArgs } from './command.js';
 import { UsageError } from './terminal.js';
@@ -14,8 +15,13 @@ function printEvent(args: ParsedArgs, event: LoggedEvent, lines: boolean): void 
   else console.log(`${String(event.id).padStart(6)}  ${event.time}  ${event.severity.padEnd(11)}  ${event.category.padEnd(15)}  ${event.who}: ${event.message}`);
 }
 
-/** The most events one GetEvents call returns. */
-const EVENT_PAGE = 1000;
+/** "a, b or c". */
+function inWords(values: readonly string[]): string {
+  return values.length > 1 ? `${values.slice(0, -1).join(', ')} or ${values[values.length - 1]}` : values.join('');
+}
+
+/** The most events one GetEvents call returns, as its declaration says. */
+const EVENT_PAGE = fieldOf('VirtualServer.GetEvents', 'limit').max ?? Infinity;
 
 export const eventsCommand: Command = {
   name: 'events',
@@ -31,8 +37,8 @@ export const eventsCommand: Command = {
   options: {
     since: { type: 'string', valueName: 'ID', description: 'only events with an id above ID' },
     limit: { type: 'string', valueName: 'N', description: 'at most N events (1 to 1000; not with --follow)' },
-    category: { type: 'string', valueName: 'C', description: '"Virtual Server", "Virtual Machine", "Virtual Disk", "Security" or "Task"' },
-    severity: { type: 'string', valueName: 'S', description: 'Information, Warning or Error' },
+    category: { type: 'string', valueName: 'C', description: inWords(EVENT_CATEGORIES.map((c) => `"${c}"`)) },
+    severity: { type: 'string', valueName: 'S', description: inWords(SEVERITIES) },
     object: { type: 'string', valueName: 'REF', description: 'only events about this object reference' },
     follow: { type: 'boolean', short: 'f', description: 'keep printing new events as they are logged, until Ctrl-C' },
     ...CONNECTION_OPTIONS,
@@ -46,13 +52,8 @@ export const eventsCommand: Command = {
       filter.limit = parseCount(v.limit, '--limit', 1);
       if (Number(filter.limit) > EVENT_PAGE) throw new UsageError(`--limit: at most ${EVENT_PAGE}`);
     }
-    const spec = SCHEMA.VirtualServer.members.GetEvents.params!;
     for (const key of ['category', 'severity'] as const) {
-      if (v[key] === undefined) continue;
-      const values = (spec[key] as { values: readonly string[] }).values;
-      const value = values.find((x) => x.toLowerCase() === String(v[key]).toLowerCase());
-      if (!value) throw new UsageError(`--${key}: "${String(v[key])}" is not one of ${values.join(', ')}`);
-      filter[key] = value;
+      if (v[key] !== undefined) filter[key] = parseValue(`--${key}`, String(v[key]), fieldOf('VirtualServer.GetEvents', key).type);
     }
     if (v.object !== undefined) filter.object = v.object;
     const client = clientFor(v);

@@ -1,11 +1,11 @@
 // vsctl's sessions with vserverd: API tokens (token create, list, revoke), login, which keeps a token
 // in the credentials file (asking for the password), and logout, which forgets and revokes it.
 
-import { SCHEMA } from '../../server/api/schema.js';
+import { fieldOf } from '../../server/api/fields.js';
 import {
   credentialsFile, login, normalizeUrl, readCredentials, resolveConnection, tokenId, writeCredentials,
 } from './api-client.js';
-import { clientFor, CONNECTION_OPTIONS } from './api-call.js';
+import { clientFor, CONNECTION_OPTIONS, parseValue } from './api-call.js';
 import { parseCount, print, printTable } from './api-output.js';
 import type { Command } from './command.js';
 import { UsageError } from './terminal.js';
@@ -31,9 +31,7 @@ export const tokenCommands: Command[] = [
       const params: Record<string, unknown> = {};
       if (v.description !== undefined) params.description = v.description;
       if (v.role !== undefined) {
-        const roles = (SCHEMA.VirtualServer.members.CreateToken.params!.role as { values: readonly string[] }).values;
-        params.role = roles.find((r) => r.toLowerCase() === String(v.role).toLowerCase());
-        if (!params.role) throw new UsageError(`--role: "${String(v.role)}" is not one of ${roles.join(', ')}`);
+        params.role = parseValue('--role', String(v.role), fieldOf('VirtualServer.CreateToken', 'role').type);
       }
       if (v['expires-in-days'] !== undefined) params.expiresInDays = parseCount(v['expires-in-days'], '--expires-in-days', 1);
       const created = await clientFor(v).call<{ id: string; token: string; user: string; role: string; expires: string | null }>('VirtualServer.CreateToken', params);

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import type { Response, Router } from 'express';
 import type { ApiError } from '../api/errors.js';
-import { SCHEMA } from '../api/schema.js';
+import { fieldOf } from '../api/fields.js';
 import { hardDisks, type VmConfig } from '../../vmm/config.js';
 import { type FieldErrors, type SiteContext, type SiteRequest, api, can, refuseFor, refusalStatus, refusePage } from './context.js';
 import { refusalErrors, refuseForm, text } from './forms.js';
@@ -23,8 +23,9 @@ const CREATE_METHODS: Record<string, string> = {
 };
 
 /** The largest disk, as the API declares it, for the forms' hints. */
-const sizeSpec = SCHEMA.VirtualServer.members.CreateFixedVirtualHardDisk.params!.sizeMB;
-export const MAX_SIZE_MB = sizeSpec.type === 'integer' ? sizeSpec.max! : Number.MAX_SAFE_INTEGER;
+export const MAX_SIZE_MB = fieldOf('VirtualServer.CreateFixedVirtualHardDisk', 'sizeMB').max ?? Number.MAX_SAFE_INTEGER;
+/** The types Convert writes, as it declares them. */
+const CONVERT_TYPES = fieldOf('HardDisk.Convert', 'type').choices ?? [];
 /** The size a new dynamic disk is offered with, as CreateDynamicVirtualHardDisk's default (127 GB). */
 export const DEFAULT_DYNAMIC_GB = 127;
 
@@ -231,7 +232,7 @@ async function inspectPage(ctx: SiteContext, req: SiteRequest, res: Response, in
   res.render('disks/inspect', {
     title: 'Inspect Virtual Disk', input, disk, errors, failed: refused?.operation ?? null,
     values: { ...(disk ? suggestions(disk) : {}), ...refused?.values },
-    canChange: can(ctx, req, 'change', 'VirtualServer'), maxSizeMB: MAX_SIZE_MB,
+    canChange: can(ctx, req, 'change', 'VirtualServer'), maxSizeMB: MAX_SIZE_MB, convertTypes: CONVERT_TYPES,
   });
 }
 

@@ -4,9 +4,9 @@
 
 import type { Response } from 'express';
 import { hardDisks, type VmConfig } from '../../vmm/config.js';
-import { NIC_MODELS, PROFILE, SCSI_MODELS, USB_DEVICES } from '../../vmm/profile.js';
+import { PROFILE, USB_DEVICES } from '../../vmm/profile.js';
 import { ApiError, toApiError } from '../api/errors.js';
-import { AUTO_START, SHUTDOWN_ACTIONS } from '../api/schema.js';
+import { fieldOf } from '../api/fields.js';
 import { type FieldErrors, type SiteContext, type SiteRequest, api, can, refuseFor } from './context.js';
 import { DEFAULT_DYNAMIC_GB, MAX_SIZE_MB } from './disks.js';
 import { type Form, Refusal, beside, problem, text, wholeNumber } from './forms.js';
@@ -71,11 +71,39 @@ export async function readVm(ctx: SiteContext, req: SiteRequest, id: string): Pr
   };
 }
 
-/** What every page of these shows of the profile: the limits, the models and the choices. */
+/** A declared parameter's choices (server/api/fields.ts), for a select or a set of checkboxes. */
+function choicesOf(method: string, param: string): readonly string[] {
+  return fieldOf(method, param).choices ?? [];
+}
+
+/**
+ * What every page of these shows: the profile's counts, and each field's choices and limits as
+ * the member it is posted to declares them.
+ */
 export const CHOICES = {
-  profile: PROFILE, nicModels: NIC_MODELS, scsiModels: SCSI_MODELS, usbDevices: USB_DEVICES,
-  autoStartRules: AUTO_START, shutdownActions: SHUTDOWN_ACTIONS, defaultDiskMB: DEFAULT_DYNAMIC_GB * 1024, maxDiskMB: MAX_SIZE_MB,
+  profile: PROFILE,
+  nicModels: choicesOf('VirtualMachine.AddNetworkAdapter', 'model'),
+  scsiModels: choicesOf('VirtualMachine.AddSCSIController', 'model'),
+  // AddUSBDevice declares its type as text (its doc names the devices): the profile's list.
+  usbDevices: USB_DEVICES,
+  busTypes: choicesOf('VirtualMachine.AddHardDiskConnection', 'busType'),
+  autoStartRules: choicesOf('VirtualMachine.put_AutoStartAtLaunch', 'value'),
+  shutdownActions: choicesOf('VirtualMachine.put_ShutdownActionOnQuit', 'value'),
+  fields: {
+    name: fieldOf('VirtualMachine.put_Name', 'value'),
+    notes: fieldOf('VirtualMachine.put_Notes', 'value'),
+    // put_Memory's declaration has no limits yet: the profile's, until it states them.
+    memory: { ...fieldOf('VirtualMachine.put_Memory', 'value'), ...limitsOr('VirtualMachine.put_Memory', PROFILE.memoryMB) },
+    autoStartDelay: fieldOf('VirtualMachine.put_AutoStartAtLaunchDelay', 'value'),
+  },
+  defaultDiskMB: DEFAULT_DYNAMIC_GB * 1024, maxDiskMB: MAX_SIZE_MB,
 };
+
+/** The declared limits of an integer parameter, else `fallback`'s. */
+function limitsOr(method: string, fallback: { min: number; max: number }): { min: number; max: number } {
+  const { min, max } = fieldOf(method, 'value');
+  return { min: min ?? fallback.min, max: max ?? fallback.max };
+}
 
 /** The sections of the Configure page, with what the "saved" notice says. */
 const SECTIONS: Record<string, string> = {
@@ -278,7 +306,7 @@ export const CHANGES: Record<string, Change> = {
   usb: {
     section: 'usb',
     async apply({ vm, call }, form) {
-      for (const device of USB_DEVICES) {
+      for (const device of CHOICES.usbDevices) {
         const wanted = form[`usb-${device}`] === 'on';
         if (wanted && !vm.usb.includes(device)) await beside('usb', call('VirtualMachine.AddUSBDevice', { type: device }));
         if (!wanted && vm.usb.includes(device)) await beside('usb', call('VirtualMachine.RemoveUSBDevice', { type: device }));
