@@ -3,7 +3,7 @@
 // the one function that turns typed text into the value the member takes. A new member gets its
 // field and its parsing from its declaration alone.
 
-import { typeProblem } from './dispatch.js';
+import { typeProblem } from './type-check.js';
 import { SCHEMA } from './schema.js';
 import type { ParamSpec, TypeSpec } from './schema-types.js';
 
