@@ -29,23 +29,29 @@ export function fsyncFolder(folder: string): void {
  * Writes `data` to `draft` (created with `mode`, or replaced), flushes it, renames it over
  * `file` and flushes the folder. The draft is removed when anything fails. The caller names the
  * draft so that each layer keeps its own convention (storage/drafts.ts for the server's files).
+ * Asynchronous, so that vserverd's requests never wait on a slow disk with the event loop held.
  */
-export function writeFileDurably(file: string, data: string | Buffer, options: { draft: string; mode?: number }): void {
+export async function writeFileDurably(file: string, data: string | Buffer, options: { draft: string; mode?: number }): Promise<void> {
   const { draft, mode = 0o644 } = options;
   try {
-    const fd = fs.openSync(draft, 'w', mode);
+    const handle = await fs.promises.open(draft, 'w', mode);
     try {
       // An existing draft keeps its old mode through open(): set it.
-      fs.fchmodSync(fd, mode);
-      fs.writeFileSync(fd, data);
-      fs.fsyncSync(fd);
+      await handle.chmod(mode);
+      await handle.writeFile(data);
+      await handle.sync();
     } finally {
-      fs.closeSync(fd);
+      await handle.close();
     }
-    fs.renameSync(draft, file);
+    await fs.promises.rename(draft, file);
   } catch (e) {
-    fs.rmSync(draft, { force: true });
+    await fs.promises.rm(draft, { force: true });
     throw e;
   }
-  fsyncFolder(path.dirname(file));
+  const folder = await fs.promises.open(path.dirname(file), 'r');
+  try {
+    await folder.sync();
+  } finally {
+    await folder.close();
+  }
 }

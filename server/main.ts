@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   }
   services.machines.on('state', (change) => logStateChange(services, change));
   services.machines.on('cleaned', (message, object) => services.events.log(object ? 'Virtual Machine' : 'Virtual Server', 'Information', message, SERVICE, object));
-  services.machines.repairVmcFiles();
+  await services.machines.repairVmcFiles();
   const reattached = await services.machines.reattach();
   services.tasks.settleInterrupted((task) => settleFromVm(task, services.machines));
   await services.machines.cleanRunFolders();

@@ -32,6 +32,8 @@ export type VmSettings = Partial<Pick<VmRecord, 'notes' | 'autoStart' | 'autoSta
 export class VmRepository implements VmRecords {
   /** The catalog's rows, parsed; every write goes through this class, which reloads what it wrote. */
   private readonly records = new Map<string, VmRecord>();
+  /** The change of each VM in progress, so that the next one waits for it. */
+  private readonly changing = new Map<string, Promise<void>>();
 
   constructor(private readonly db: Catalog, private readonly supervision: Supervision, private readonly events: MachineEvents) {
     for (const row of prepared(db, 'SELECT * FROM vms').all() as VmRow[]) this.records.set(row.id, fromRow(row));
@@ -66,7 +68,7 @@ export class VmRepository implements VmRecords {
     await fs.promises.mkdir(folder, { recursive: true });
     // Again, after the awaits: another call may have taken the name meanwhile.
     this.refuseNameInUse(name);
-    const vm = this.store(config, vmcPath, () => this.insertRow(config, vmcPath), () => this.deleteRow(config.id));
+    const vm = await this.store(config, vmcPath, () => this.insertRow(config, vmcPath), () => this.deleteRow(config.id));
     await this.supervision.added(vm);
     return vm;
   }
@@ -114,14 +116,22 @@ export class VmRepository implements VmRecords {
    * Changes the configuration of a turned-off VM: `change` edits a copy of the document, which is
    * then validated whole; a refused change leaves the VM as it was.
    */
-  reconfigure(id: string, change: (document: VmConfig) => void): VmRecord {
-    const vm = this.require(id);
-    this.supervision.refuseUnlessOff(vm);
-    const document = structuredClone(vm.config);
-    change(document);
-    const config = parseVmConfig(document, path.dirname(vm.vmcPath));
-    if (config.name.toLowerCase() !== vm.name.toLowerCase()) this.refuseNameInUse(config.name);
-    return this.store(config, vm.vmcPath, () => this.updateRow(config), () => this.updateRow(vm.config));
+  reconfigure(id: string, change: (document: VmConfig) => void): Promise<VmRecord> {
+    // One change of a VM at a time: the next reads the document the last one wrote.
+    const previous = this.changing.get(id) ?? Promise.resolve();
+    const next = previous.then(() => {
+      const vm = this.require(id);
+      this.supervision.refuseUnlessOff(vm);
+      const document = structuredClone(vm.config);
+      change(document);
+      const config = parseVmConfig(document, path.dirname(vm.vmcPath));
+      if (config.name.toLowerCase() !== vm.name.toLowerCase()) this.refuseNameInUse(config.name);
+      return this.store(config, vm.vmcPath, () => this.updateRow(config), () => this.updateRow(vm.config));
+    });
+    const settled = next.then(() => {}, () => {});
+    this.changing.set(id, settled);
+    void settled.then(() => { if (this.changing.get(id) === settled) this.changing.delete(id); });
+    return next;
   }
 
   /** Settings that are vserverd's, not the machine's (not in the .vmc): they may change while the VM runs. */
@@ -148,7 +158,7 @@ export class VmRepository implements VmRecords {
    * the two writes of store() (or a hand edit) left them apart, and removes the .vmc drafts of
    * dead writers. Each repair is announced ('cleaned').
    */
-  repairVmcFiles(): void {
+  async repairVmcFiles(): Promise<void> {
     for (const vm of this.list()) {
       const object = `VirtualMachine/${vm.id}`;
       for (const draft of deadDraftsOf(vm.vmcPath)) {
@@ -157,7 +167,7 @@ export class VmRepository implements VmRecords {
       }
       if (vmcHolds(vm.vmcPath, vm.config)) continue;
       try {
-        writeVmc(vm.vmcPath, vm.config);
+        await writeVmc(vm.vmcPath, vm.config);
         this.events.emit('cleaned', `rewrote ${vm.vmcPath} from the catalog: it did not hold ${vm.name}'s configuration`, object);
       } catch (e) {
         this.events.emit('cleaned', `could not rewrite ${vm.vmcPath} from the catalog: ${(e as Error).message}`, object);
@@ -169,10 +179,12 @@ export class VmRepository implements VmRecords {
    * The one way a VM's row and .vmc change together: the row (the truth) first, then the .vmc.
    * If the .vmc cannot be written, `undoRow` puts the row back and the error goes to the caller.
    */
-  private store(config: VmConfig, vmcPath: string, writeRow: () => void, undoRow: () => void): VmRecord {
+  private async store(config: VmConfig, vmcPath: string, writeRow: () => void, undoRow: () => void): Promise<VmRecord> {
     writeRow();
+    // Readers see the row at once, as they will after a kill here (the row is the truth).
+    this.reload(config.id);
     try {
-      writeVmc(vmcPath, config);
+      await writeVmc(vmcPath, config);
     } catch (e) {
       undoRow();
       this.reload(config.id);

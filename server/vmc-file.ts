@@ -14,8 +14,8 @@ function vmcText(config: VmConfig): string {
   return `${JSON.stringify({ version: 1, ...config }, null, 2)}\n`;
 }
 
-export function writeVmc(file: string, config: VmConfig): void {
-  writeFileDurably(file, vmcText(config), { draft: draftOf(file) });
+export function writeVmc(file: string, config: VmConfig): Promise<void> {
+  return writeFileDurably(file, vmcText(config), { draft: draftOf(file) });
 }
 
 /**

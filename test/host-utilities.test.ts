@@ -13,25 +13,25 @@ describe('host utilities', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-host-'));
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  test('writeFileDurably replaces a file whole, with the mode asked for even over a leftover draft, and leaves no draft', () => {
+  test('writeFileDurably replaces a file whole, with the mode asked for even over a leftover draft, and leaves no draft', async () => {
     const file = path.join(dir, 'settings.json');
     const draft = path.join(dir, '.settings.json.tmp');
     fs.writeFileSync(file, 'old');
     fs.writeFileSync(draft, 'leftover', { mode: 0o666 });
     fs.chmodSync(draft, 0o666);
-    writeFileDurably(file, 'new', { draft, mode: 0o600 });
+    await writeFileDurably(file, 'new', { draft, mode: 0o600 });
     assert.equal(fs.readFileSync(file, 'utf8'), 'new');
     assert.equal(fs.statSync(file).mode & 0o777, 0o600);
     assert.equal(fs.existsSync(draft), false);
   });
 
-  test('writeFileDurably that cannot rename keeps the old file and removes its draft', () => {
+  test('writeFileDurably that cannot rename keeps the old file and removes its draft', async () => {
     const file = path.join(dir, 'kept.txt');
     fs.writeFileSync(file, 'old');
     fs.mkdirSync(path.join(dir, 'in-the-way'));
     const draft = path.join(dir, '.kept.txt.tmp');
     // Renaming a file over a folder fails (EISDIR): the target here is the folder.
-    assert.throws(() => writeFileDurably(path.join(dir, 'in-the-way'), 'new', { draft }), /EISDIR/);
+    await assert.rejects(writeFileDurably(path.join(dir, 'in-the-way'), 'new', { draft }), /EISDIR/);
     assert.equal(fs.readFileSync(file, 'utf8'), 'old');
     assert.equal(fs.existsSync(draft), false);
   });

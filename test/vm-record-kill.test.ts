@@ -89,4 +89,22 @@ describe('vserverd killed while it writes a VM\'s record and .vmc', { timeout: 6
     }
     assert.ok(finished, `the rename did not finish within ${MOST_WRITES} writes`);
   });
+
+  it('changes of one VM made at once (a batch of calls, which vserverd runs together) all land, in the catalog and in the .vmc, with no draft left', async () => {
+    const server = await TestServer.start();
+    try {
+      const { $ref: vm } = await server.call<{ $ref: string }>('VirtualServer.CreateVirtualMachine', { name: 'busy' });
+      const batch = ['tulip', 'e1000', 'virtio', 'tulip'].map((model, i) => ({ jsonrpc: '2.0', id: i, method: 'VirtualMachine.AddNetworkAdapter', params: { this: vm, model } }));
+      const response = await fetch(`${server.url}/api/rpc`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${server.adminToken}` }, body: JSON.stringify(batch) });
+      const answers = await response.json() as { error?: unknown }[];
+      assert.deepEqual(answers.filter((a) => a.error), [], 'no change of the batch failed');
+      const vmc = await server.call<string>('VirtualMachine.get_File', { this: vm });
+      const written = JSON.parse(fs.readFileSync(vmc, 'utf8')) as { networkAdapters: { model: string }[] };
+      assert.deepEqual(written.networkAdapters.map((a) => a.model).sort(), ['e1000', 'tulip', 'tulip', 'virtio']);
+      assert.equal((await server.call<unknown[]>('VirtualMachine.get_NetworkAdapters', { this: vm })).length, 4);
+      assert.deepEqual(fs.readdirSync(path.dirname(vmc)), ['busy.vmc']);
+    } finally {
+      await server.stop();
+    }
+  });
 });

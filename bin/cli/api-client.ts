@@ -71,11 +71,11 @@ export function readCredentials(file: string): Credentials {
 }
 
 /** Writes the file readable by its owner only (folder 0700, file 0600), all at once: a temporary file renamed over it. */
-export function writeCredentials(file: string, credentials: Credentials): void {
+export async function writeCredentials(file: string, credentials: Credentials): Promise<void> {
   const folder = path.dirname(file);
   fs.mkdirSync(folder, { recursive: true, mode: 0o700 });
   const draft = path.join(folder, `.${path.basename(file)}.${process.pid}.tmp`);
-  writeFileDurably(file, `${JSON.stringify(credentials, null, 2)}\n`, { draft, mode: 0o600 });
+  await writeFileDurably(file, `${JSON.stringify(credentials, null, 2)}\n`, { draft, mode: 0o600 });
 }
 
 /** "http://host:port" without a trailing slash; anything but http(s) is a usage error. */

@@ -149,7 +149,7 @@ export const loginCommand: Command = {
     const credentials = readCredentials(file);
     credentials.servers[url] = { token: session.token, user: session.user };
     credentials.default = url;
-    writeCredentials(file, credentials);
+    await writeCredentials(file, credentials);
     print(args, { url, user: session.user, role: session.role ?? null, expires: session.expires ?? null, credentials: file },
       () => console.log(`logged in to ${url} as ${session.user}`));
     return 0;
@@ -179,7 +179,7 @@ export const logoutCommand: Command = {
     }
     delete credentials.servers[url];
     if (credentials.default === url) delete credentials.default;
-    writeCredentials(file, credentials);
+    await writeCredentials(file, credentials);
     print(args, { url, loggedOut: true, revoked }, () => console.log(`logged out of ${url}${revoked ? '' : ' (the token could not be revoked in vserverd)'}`));
     return 0;
   },

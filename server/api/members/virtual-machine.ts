@@ -27,7 +27,7 @@ const PORT_FILE_DOC = `What the guest writes to the port goes to the file, which
 const ENGINES = oneOf(['kvm', 'tcg']);
 const engineFields = { engine: field(ENGINES, 'What the VM runs on'), reason: field(string, 'Why that engine') };
 
-function reconfigure(call: VmCall, change: (doc: VmConfig) => void): VmRecord {
+function reconfigure(call: VmCall, change: (doc: VmConfig) => void): Promise<VmRecord> {
   return call.services.machines.reconfigure(call.self.id, change);
 }
 
@@ -42,14 +42,14 @@ export const virtualMachine: InterfaceRecord = {
   members: {
     get_Name: get('The name.', string, 'web', ({ self }) => self.name),
     put_Name: put('Renames the VM (its .vmc keeps its file name, as Virtual Server kept it).', { type: 'string', maxLength: 64 }, 'web2',
-      (call) => { reconfigure(call, (doc) => { doc.name = call.params.value; }); }, ['VM_E_NAME_IN_USE', ...CONFIG_ERRORS]),
+      async (call) => { await reconfigure(call, (doc) => { doc.name = call.params.value; }); }, ['VM_E_NAME_IN_USE', ...CONFIG_ERRORS]),
     get_Notes: get('Free text about the VM.', string, 'IIS front end', ({ self }) => self.notes),
     put_Notes: put('Sets the notes; allowed while the VM runs.', { type: 'string', maxLength: 10_000 }, 'IIS front end',
       ({ services, self, params }) => services.machines.setSettings(self.id, { notes: params.value })),
     get_Memory: get('Memory in MB.', integer, 512, ({ self }) => self.config.memoryMB),
     // The range is the profile's, checked by its parser, which answers VM_E_CONFIG_INVALID with data.problems (as the tests expect), not here.
     put_Memory: put(`Sets the memory in MB (${PROFILE.memoryMB.min} to ${PROFILE.memoryMB.max}).`, integer, 512,
-      (call) => { reconfigure(call, (doc) => { doc.memoryMB = call.params.value; }); }, CONFIG_ERRORS),
+      async (call) => { await reconfigure(call, (doc) => { doc.memoryMB = call.params.value; }); }, CONFIG_ERRORS),
     get_AutoStartAtLaunch: get('Whether vserverd turns the VM on when it starts: Never, Always, or IfRunningAtQuit (the default).', oneOf(AUTO_START), 'IfRunningAtQuit', ({ self }) => self.autoStart),
     put_AutoStartAtLaunch: put('Sets the auto-start rule; allowed while the VM runs.', oneOf(AUTO_START), 'Always',
       ({ services, self, params }) => services.machines.setSettings(self.id, { autoStart: params.value })),
@@ -95,7 +95,7 @@ export const virtualMachine: InterfaceRecord = {
         // A file that is not a VHD, or whose chain leaves the roots, is refused now, not when the VM starts.
         const file = (await inspectedDisk(call.services, call.params.path)).file;
         call.services.machines.refuseUnlessOff(vm);
-        reconfigure(call, (doc) => {
+        await reconfigure(call, (doc) => {
           if (busType === 'IDE') doc.ide.push({ channel: busNumber, device: deviceNumber, type: 'HardDisk', path: file });
           else scsiAdapterOf(doc, busNumber).disks.push({ target: deviceNumber, path: file });
         });
@@ -105,10 +105,10 @@ export const virtualMachine: InterfaceRecord = {
     RemoveHardDiskConnection: method('Detaches a disk; the file is kept.', {
       params: { connection: param(refOf('HardDiskConnection'), 'The connection.') }, returns: nothing, right: 'change', errors: CONFIG_ERRORS,
       example: { params: { connection: `HardDiskConnection/${VM_ID_EXAMPLE}/scsi0-0` }, result: null },
-      handler: (call) => {
+      handler: async (call) => {
         const c = call.params.connection;
         ownPart(call, c, 'connection', 'a disk');
-        reconfigure(call, (doc) => {
+        await reconfigure(call, (doc) => {
           if (c.bus === 'IDE') doc.ide = doc.ide.filter((d) => !(d.channel === c.busNumber && d.device === c.deviceNumber));
           else doc.scsi[c.busNumber].disks = doc.scsi[c.busNumber].disks.filter((d) => d.target !== c.deviceNumber);
         });
@@ -120,21 +120,21 @@ export const virtualMachine: InterfaceRecord = {
       params: { busNumber: param({ type: 'integer', min: 0 }, `IDE channel (${range(ide.channels)}).`), deviceNumber: param({ type: 'integer', min: 0 }, `IDE device (${range(ide.devicesPerChannel)}).`) },
       returns: refOf('DVDROMDrive'), right: 'change', errors: ['VM_E_DRIVE_IN_USE', 'VM_E_DRIVE_INVALID', ...CONFIG_ERRORS],
       example: { params: { busNumber: 1, deviceNumber: 0 }, result: { $ref: `DVDROMDrive/${VM_ID_EXAMPLE}/ide1-0` } },
-      handler: (call) => {
+      handler: async (call) => {
         const vm = call.self;
         const { busNumber, deviceNumber } = call.params;
         call.services.machines.refuseUnlessOff(vm);
-        reconfigure(call, (doc) => { doc.ide.push({ channel: busNumber, device: deviceNumber, type: 'DVD', image: null }); });
+        await reconfigure(call, (doc) => { doc.ide.push({ channel: busNumber, device: deviceNumber, type: 'DVD', image: null }); });
         return ref('DVDROMDrive', `${vm.id}/ide${busNumber}-${deviceNumber}`);
       },
     }),
     RemoveDVDROMDrive: method('Removes a CD/DVD drive.', {
       params: { drive: param(refOf('DVDROMDrive'), 'The drive.') }, returns: nothing, right: 'change', errors: CONFIG_ERRORS,
       example: { params: { drive: `DVDROMDrive/${VM_ID_EXAMPLE}/ide1-0` }, result: null },
-      handler: (call) => {
+      handler: async (call) => {
         const d = call.params.drive;
         ownPart(call, d, 'drive', 'a drive');
-        reconfigure(call, (doc) => { doc.ide = doc.ide.filter((x) => !(x.channel === d.channel && x.device === d.device)); });
+        await reconfigure(call, (doc) => { doc.ide = doc.ide.filter((x) => !(x.channel === d.channel && x.device === d.device)); });
       },
     }),
     get_SCSIControllers: get('The SCSI adapters.', refsOf('SCSIController'), [{ $ref: `SCSIController/${VM_ID_EXAMPLE}/0` }],
@@ -142,20 +142,20 @@ export const virtualMachine: InterfaceRecord = {
     AddSCSIController: method(`Adds a SCSI adapter (at most ${PROFILE.scsi.adapters}): ${SCSI_MODELS.join(' (the default) or ')} (the "optimized" choice).`, {
       params: { model: param(oneOf(SCSI_MODELS), 'The adapter model.', true) }, returns: refOf('SCSIController'), right: 'change', errors: CONFIG_ERRORS,
       example: { params: {}, result: { $ref: `SCSIController/${VM_ID_EXAMPLE}/0` } },
-      handler: (call) => {
-        const vm = reconfigure(call, (doc) => { doc.scsi.push({ model: call.params.model ?? PROFILE.scsi.defaultModel, disks: [] }); });
+      handler: async (call) => {
+        const vm = await reconfigure(call, (doc) => { doc.scsi.push({ model: call.params.model ?? PROFILE.scsi.defaultModel, disks: [] }); });
         return ref('SCSIController', `${vm.id}/${vm.config.scsi.length - 1}`);
       },
     }),
     RemoveSCSIController: method('Removes a SCSI adapter that has no disks; later adapters move up.', {
       params: { controller: param(refOf('SCSIController'), 'The adapter.') }, returns: nothing, right: 'change', errors: ['VM_E_DRIVE_IN_USE', ...CONFIG_ERRORS],
       example: { params: { controller: `SCSIController/${VM_ID_EXAMPLE}/0` }, result: null },
-      handler: (call) => {
+      handler: async (call) => {
         const c = call.params.controller;
         ownPart(call, c, 'controller', 'an adapter');
         const disks = call.self.config.scsi[c.index].disks.length;
         if (disks) throw new ApiError('VM_E_DRIVE_IN_USE', `SCSI adapter ${c.index} of ${call.self.name} still holds ${disks} disk${disks === 1 ? '' : 's'}; remove them first`);
-        reconfigure(call, (doc) => { doc.scsi.splice(c.index, 1); });
+        await reconfigure(call, (doc) => { doc.scsi.splice(c.index, 1); });
       },
     }),
     get_NetworkAdapters: get('The network adapters.', refsOf('NetworkAdapter'), [{ $ref: `NetworkAdapter/${VM_ID_EXAMPLE}/0` }],
@@ -164,8 +164,8 @@ export const virtualMachine: InterfaceRecord = {
       params: { model: param(oneOf(NIC_MODELS), 'The model (tulip when omitted).', true), ethernetAddress: param(string, 'A MAC address under 00:03:FF; generated when omitted.', true) },
       returns: refOf('NetworkAdapter'), right: 'change', errors: CONFIG_ERRORS,
       example: { params: {}, result: { $ref: `NetworkAdapter/${VM_ID_EXAMPLE}/0` } },
-      handler: (call) => {
-        const vm = reconfigure(call, (doc) => {
+      handler: async (call) => {
+        const vm = await reconfigure(call, (doc) => {
           const mac = call.params.ethernetAddress;
           // Left out, the profile's parser draws a free address under 00:03:FF: the document may lack it until then.
           doc.networkAdapters.push({ model: call.params.model ?? PROFILE.networkAdapters.defaultModel, network: 'none', ...(mac ? { mac } : {}) } as VmConfig['networkAdapters'][number]);
@@ -176,10 +176,10 @@ export const virtualMachine: InterfaceRecord = {
     RemoveNetworkAdapter: method('Removes a network adapter; later adapters move up.', {
       params: { adapter: param(refOf('NetworkAdapter'), 'The adapter.') }, returns: nothing, right: 'change', errors: CONFIG_ERRORS,
       example: { params: { adapter: `NetworkAdapter/${VM_ID_EXAMPLE}/0` }, result: null },
-      handler: (call) => {
+      handler: async (call) => {
         const a = call.params.adapter;
         ownPart(call, a, 'adapter', 'an adapter');
-        reconfigure(call, (doc) => { doc.networkAdapters.splice(a.index, 1); });
+        await reconfigure(call, (doc) => { doc.networkAdapters.splice(a.index, 1); });
       },
     }),
     get_USBDevices: get('The USB devices on the VM\'s UHCI controller.', listOf(oneOf(USB_DEVICES)), ['Tablet'], ({ self }) => self.config.usb),
@@ -187,15 +187,15 @@ export const virtualMachine: InterfaceRecord = {
       params: { type: param(string, `One of ${USB_DEVICES.join(', ')}.`) }, returns: nothing, right: 'change', errors: CONFIG_ERRORS,
       example: { params: { type: 'Tablet' }, result: null },
       // Any name reaches the profile's parser, which refuses one it does not allow with VM_E_CONFIG_INVALID and the list.
-      handler: (call) => { reconfigure(call, (doc) => { doc.usb.push(call.params.type as UsbDevice); }); },
+      handler: async (call) => { await reconfigure(call, (doc) => { doc.usb.push(call.params.type as UsbDevice); }); },
     }),
     RemoveUSBDevice: method('Removes a USB device.', {
       params: { type: param(oneOf(USB_DEVICES), 'The device.') }, returns: nothing, right: 'change', errors: CONFIG_ERRORS,
       example: { params: { type: 'Tablet' }, result: null },
-      handler: (call) => {
+      handler: async (call) => {
         const { type } = call.params;
         if (!call.self.config.usb.includes(type)) throw new ApiError('VM_E_OBJECT_UNKNOWN', `${call.self.name} has no USB ${type}`);
-        reconfigure(call, (doc) => { doc.usb = doc.usb.filter((u) => u !== type); });
+        await reconfigure(call, (doc) => { doc.usb = doc.usb.filter((u) => u !== type); });
       },
     }),
     get_SerialPort2: get('The text file COM2 writes to, or null when COM2 is not connected (COM1 is always the serial console).', orNull(string), '/var/lib/vserver/web/com2.txt',
@@ -206,7 +206,7 @@ export const virtualMachine: InterfaceRecord = {
       example: { params: { path: 'web/com2.txt' }, result: null },
       handler: async (call) => {
         const file = await portFile(call, 'COM2', call.params.path);
-        reconfigure(call, (doc) => { doc.com2 = file ? { file } : null; });
+        await reconfigure(call, (doc) => { doc.com2 = file ? { file } : null; });
       },
     }),
     get_ParallelPort1: get('The text file LPT1 writes to, or null when LPT1 is not connected.', orNull(string), null, ({ self }) => self.config.lpt1?.file ?? null),
@@ -216,25 +216,25 @@ export const virtualMachine: InterfaceRecord = {
       example: { params: { path: 'web/lpt1.txt' }, result: null },
       handler: async (call) => {
         const file = await portFile(call, 'LPT1', call.params.path);
-        reconfigure(call, (doc) => { doc.lpt1 = file ? { file } : null; });
+        await reconfigure(call, (doc) => { doc.lpt1 = file ? { file } : null; });
       },
     }),
     get_FloppyDrive: get(`The floppy drive (a VM has at most ${PROFILE.floppyDrives}) with the image in it (image null when empty), or null when the VM has none.`,
       orNull(object({ image: field(orNull(string), 'The .vfd in it, or null when empty') })), { image: '/var/lib/vserver/floppies/tools.vfd' }, ({ self }) => self.config.floppy),
     AddFloppyDrive: method('Adds the floppy drive, empty (IVMFloppyDrive).', {
       returns: nothing, right: 'change', errors: ['VM_E_DRIVE_IN_USE', ...CONFIG_ERRORS], example: { params: {}, result: null },
-      handler: (call) => {
+      handler: async (call) => {
         const vm = call.self;
         call.services.machines.refuseUnlessOff(vm);
         if (vm.config.floppy) throw new ApiError('VM_E_DRIVE_IN_USE', `${vm.name} already has its floppy drive (a VM has at most ${PROFILE.floppyDrives})`);
-        reconfigure(call, (doc) => { doc.floppy = { image: null }; });
+        await reconfigure(call, (doc) => { doc.floppy = { image: null }; });
       },
     }),
     RemoveFloppyDrive: method('Removes the floppy drive, and the image in it; the image file is kept.', {
       returns: nothing, right: 'change', errors: ['VM_E_DRIVE_INVALID', ...CONFIG_ERRORS], example: { params: {}, result: null },
-      handler: (call) => {
+      handler: async (call) => {
         requireFloppyDrive(call);
-        reconfigure(call, (doc) => { doc.floppy = null; });
+        await reconfigure(call, (doc) => { doc.floppy = null; });
       },
     }),
     AttachFloppyImage: method('Puts a floppy disk image (.vfd) in the floppy drive (IVMFloppyDrive.AttachImage); the VM must have the drive.', {
@@ -243,14 +243,14 @@ export const virtualMachine: InterfaceRecord = {
       handler: async (call) => {
         const image = await call.services.files.run({ op: 'regular-file', input: call.params.path, kind: 'floppy disk image' });
         requireFloppyDrive(call);
-        reconfigure(call, (doc) => { doc.floppy = { image }; });
+        await reconfigure(call, (doc) => { doc.floppy = { image }; });
       },
     }),
     ReleaseFloppyImage: method('Empties the floppy drive (IVMFloppyDrive.ReleaseImage).', {
       returns: nothing, right: 'change', errors: ['VM_E_DRIVE_INVALID', ...CONFIG_ERRORS], example: { params: {}, result: null },
-      handler: (call) => {
+      handler: async (call) => {
         requireFloppyDrive(call);
-        reconfigure(call, (doc) => { doc.floppy = { image: null }; });
+        await reconfigure(call, (doc) => { doc.floppy = { image: null }; });
       },
     }),
     Startup: task('Turns the VM on, or restores it from its saved state. The task completes when the VM runs.', 'control', {}, {},

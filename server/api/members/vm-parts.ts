@@ -25,8 +25,8 @@ export const hardDiskConnection: InterfaceRecord = {
 
 const dvdRef = `DVDROMDrive/${VM_ID_EXAMPLE}/ide1-0`;
 const dvd = membersOf<'DVDROMDrive'>(dvdRef);
-function setDriveImage({ services, self }: Call<'DVDROMDrive', unknown>, image: string | null): void {
-  services.machines.reconfigure(self.vm.id, (doc) => {
+async function setDriveImage({ services, self }: Call<'DVDROMDrive', unknown>, image: string | null): Promise<void> {
+  await services.machines.reconfigure(self.vm.id, (doc) => {
     const drive = doc.ide.find((x): x is Extract<IdeDevice, { type: 'DVD' }> => x.type === 'DVD' && x.channel === self.channel && x.device === self.device);
     if (drive) drive.image = image;
   });
