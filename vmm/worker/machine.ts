@@ -73,7 +73,7 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
       this.setState('TurningOn', { crashed: undefined, stopReason: undefined });
       try {
         // First, before anything is served or spawned: every file the VM names is there and usable.
-        preflight(this.config);
+        await preflight(this.config);
         const engine = await chooseEngine(this.config.engine);
         await this.serveDisks();
         await this.startLoopbackSwitch();

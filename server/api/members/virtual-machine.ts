@@ -3,9 +3,9 @@
 // the whole document against the profile.
 
 import fs from 'node:fs/promises';
-import nodePath from 'node:path';
 import type { VmConfig } from '../../../vmm/config.js';
 import { hardDisks, scsiAdapterOf } from '../../../vmm/config.js';
+import { portFileProblem } from '../../../vmm/port-file.js';
 import { NIC_MODELS, PROFILE, SCSI_MODELS, USB_DEVICES, type UsbDevice } from '../../../vmm/profile.js';
 import { DEFAULT_SCROLLBACK_BYTES, readFrom, scrollbackBytes, type SerialOutput } from '../../../vmm/serial-output.js';
 import { isLive, VM_STATES, type VmState, VmError } from '../../../vmm/state.js';
@@ -371,12 +371,8 @@ export function powerTask(call: Call<'VirtualMachine' | 'GuestOS', unknown>, vm:
 async function portFile(call: VmCall, port: string, input: string | undefined): Promise<string | null> {
   if (input === undefined) return null;
   const file = await call.services.files.run({ op: 'resolve', input, options: { kind: `${port} output file` } });
-  if (PORT_FILE_REFUSED.some((ext) => file.toLowerCase().endsWith(ext))) {
-    throw new ApiError('VM_E_INVALID_PATH', `${port} would overwrite ${file} each time the VM is turned on; choose a text file (not ${PORT_FILE_REFUSED.join(', ')})`);
-  }
-  const [existing, folder] = await Promise.all([fs.stat(file).catch(() => null), fs.stat(nodePath.dirname(file)).catch(() => null)]);
-  if (existing && !existing.isFile()) throw new ApiError('VM_E_INVALID_PATH', `${file} is not a file; ${port} writes to a text file`);
-  if (!folder) throw new ApiError('VM_E_FILE_NOT_FOUND', `the folder ${nodePath.dirname(file)} for ${port}'s output file does not exist`);
+  const found = await portFileProblem(port, file);
+  if (found) throw new ApiError(found.problem === 'no-folder' ? 'VM_E_FILE_NOT_FOUND' : 'VM_E_INVALID_PATH', found.message);
   return file;
 }
 
