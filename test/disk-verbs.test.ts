@@ -25,4 +25,11 @@ describe('disk verbs declared once', () => {
     for (const [name, help] of offline) assert.equal(api.get(name), help, `--${name}`);
     for (const name of ['size', 'type', 'parent', 'json', 'help']) assert.ok(offline.has(name), `--${name} listed`);
   });
+
+  test('vhd info and disk inspect --help take the same FILE and list the same options', () => {
+    const usage = (args: string[]): string => vsctl([...args, '--help']).stdout.split('\n')[0];
+    assert.equal(usage(['vhd', 'info']), 'usage: vsctl vhd info FILE');
+    assert.equal(usage(['disk', 'inspect']), 'usage: vsctl disk inspect FILE');
+    assert.deepEqual([...optionsOf(['disk', 'inspect'])], [...optionsOf(['vhd', 'info'])]);
+  });
 });

@@ -5,7 +5,7 @@ import { clientFor, CONNECTION_OPTIONS, oneLine, printResult } from './api-call.
 import { idOf, parseCount, print, printTable, refOf } from './api-output.js';
 import { DEFAULT_DISK_SIZE, type DiskInfo } from '../../storage/vhd/index.js';
 import type { Command } from './command.js';
-import { createVerb, diskCommand, inGiB, MiB } from './disk-verbs.js';
+import { createVerb, diskCommand, inGiB, infoVerb, MiB } from './disk-verbs.js';
 import { formatSize, printRows } from './terminal.js';
 import { showInfo } from './vhd.js';
 
@@ -42,20 +42,16 @@ export const diskCommands: Command[] = [
     print(args, { file: created, type, ...(sizeMB === undefined ? {} : { sizeMB }), task, result }, () => console.log(`created ${type} disk ${created}`));
     return 0;
   }),
-  {
-    name: 'inspect',
-    usage: 'inspect PATH',
+  diskCommand(infoVerb, 'disk', {
     summary: 'Describe a VHD as vserverd\'s VHD engine sees it: type, sizes, geometry, unique id, blocks, parent chain.',
-    positionals: { min: 1, max: 1 },
-    options: { ...CONNECTION_OPTIONS },
-    async run(args) {
-      const client = clientFor(args.values);
-      const disk = refOf(await client.call('VirtualServer.GetHardDisk', { path: args.positionals[0] }), 'GetHardDisk');
-      const info = await client.call('HardDisk.get_Info', { this: disk });
-      print(args, info, () => printInfo(info));
-      return 0;
-    },
-  },
+    extraOptions: CONNECTION_OPTIONS,
+  }, async ({ file }, args) => {
+    const client = clientFor(args.values);
+    const disk = refOf(await client.call('VirtualServer.GetHardDisk', { path: file }), 'GetHardDisk');
+    const info = await client.call('HardDisk.get_Info', { this: disk });
+    print(args, info, () => printInfo(info));
+    return 0;
+  }),
 ];
 
 // ---------------------------------------------------------------------------------------------

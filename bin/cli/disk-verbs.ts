@@ -36,7 +36,8 @@ const CREATE_TYPES: Record<DiskForm, readonly DiskKind[]> = {
 
 /** One verb: its name, its positional arguments, its options in a form, and its parsing into a request. */
 export interface DiskVerb<Request> {
-  name: string;
+  /** The verb's name, or its name in each form where the forms name it differently. */
+  name: string | Record<DiskForm, string>;
   positionals: string[];
   options(form: DiskForm): Record<string, OptionSpec>;
   request(args: ParsedArgs, form: DiskForm): Request;
@@ -76,10 +77,18 @@ export const createVerb: DiskVerb<CreateRequest> = {
   },
 };
 
+/** A disk's description: `vhd info` reads it from the file, `disk inspect` from vserverd (HardDisk.get_Info). */
+export const infoVerb: DiskVerb<{ file: string }> = {
+  name: { vhd: 'info', disk: 'inspect' },
+  positionals: ['FILE'],
+  options: () => ({}),
+  request: (args) => ({ file: args.positionals[0] }),
+};
+
 /** "create FILE [--size N(M|G|T)] ...": the usage line of a verb in a form. */
-function usageOf(verb: DiskVerb<unknown>, options: Record<string, OptionSpec>): string {
+function usageOf(name: string, verb: DiskVerb<unknown>, options: Record<string, OptionSpec>): string {
   const flags = Object.entries(options).map(([name, spec]) => `[--${name}${spec.type === 'string' ? ` ${spec.valueName ?? 'VALUE'}` : ''}]`);
-  return [verb.name, ...verb.positionals, ...flags].join(' ');
+  return [name, ...verb.positionals, ...flags].join(' ');
 }
 
 /** A verb as a command of one form: the form's own summary, extra options (the connection's) and execution. */
@@ -90,9 +99,10 @@ export function diskCommand<Request>(
   run: (request: Request, args: ParsedArgs) => Promise<number>,
 ): Command {
   const options = verb.options(form);
+  const name = typeof verb.name === 'string' ? verb.name : verb.name[form];
   return {
-    name: verb.name,
-    usage: usageOf(verb, options),
+    name,
+    usage: usageOf(name, verb, options),
     summary: text.summary,
     ...(text.details === undefined ? {} : { details: text.details }),
     positionals: { min: verb.positionals.length, max: verb.positionals.length },

@@ -6,7 +6,7 @@ import {
 } from '../../storage/vhd/index.js';
 import { serveFile } from '../../storage/nbd/index.js';
 import type { Command, ParsedArgs } from './command.js';
-import { createVerb, diskCommand, inGiB } from './disk-verbs.js';
+import { createVerb, diskCommand, inGiB, infoVerb } from './disk-verbs.js';
 import { UsageError, formatBytes, formatSize, parseSize, printRows, progressBar } from './terminal.js';
 
 function print(args: ParsedArgs, json: unknown, text: () => void): void {
@@ -77,18 +77,13 @@ export const vhdCommands: Command[] = [
     print(args, info, () => console.log(`created ${info.type} disk ${info.file}, ${formatSize(info.sizeInGuest)} in the guest`));
     return 0;
   }),
-  {
-    name: 'info',
-    usage: 'info FILE',
+  diskCommand(infoVerb, 'vhd', {
     summary: 'Inspect a disk: type, size in the guest and on the host, geometry, parent chain, creator, unique id, timestamps, allocated blocks.',
-    positionals: { min: 1, max: 1 },
-    options: {},
-    async run(args) {
-      const info = inspectDisk(args.positionals[0]);
-      print(args, info, () => showInfo(info));
-      return 0;
-    },
-  },
+  }, async ({ file }, args) => {
+    const info = inspectDisk(file);
+    print(args, info, () => showInfo(info));
+    return 0;
+  }),
   {
     name: 'check',
     usage: 'check FILE',
