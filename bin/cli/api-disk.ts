@@ -1,19 +1,16 @@
 // The vsctl disk and task groups, through vserverd: disk create and inspect, task list and wait.
 
-import { DISK_TYPES } from '../../server/api/schema.js';
 import { followTask, isRef, taskRef, waitForTask } from './api-client.js';
 import { clientFor, CONNECTION_OPTIONS, oneLine, printResult } from './api-call.js';
-import { idOf, parseCount, parseMegabytes, print, printTable, refOf } from './api-output.js';
-import type { DiskInfo } from '../../storage/vhd/index.js';
+import { idOf, parseCount, print, printTable, refOf } from './api-output.js';
+import { DEFAULT_DISK_SIZE, type DiskInfo } from '../../storage/vhd/index.js';
 import type { Command } from './command.js';
-import { formatSize, printRows, UsageError } from './terminal.js';
+import { createVerb, diskCommand, inGiB, infoVerb, MiB } from './disk-verbs.js';
+import { formatSize, printRows } from './terminal.js';
 import { showInfo } from './vhd.js';
 
 // ---------------------------------------------------------------------------------------------
 // disk
-
-/** The disk types the API makes (HardDisk.get_Type's values), as vsctl spells them. */
-const DISK_KINDS = DISK_TYPES.map((t) => t.toLowerCase());
 
 /** get_Info's answer as `vhd info` prints it when it is the VHD engine's description, else as "key: value" rows. */
 function printInfo(info: unknown): void {
@@ -28,57 +25,33 @@ function printInfo(info: unknown): void {
 }
 
 export const diskCommands: Command[] = [
-  {
-    name: 'create',
-    usage: 'create PATH [--size SIZE_MB] [--type dynamic|fixed|differencing] [--parent PATH]',
-    summary: 'Create a VHD through vserverd: dynamic (the default, 127 GB), fixed (written in full), or differencing over --parent.',
-    details: 'PATH is taken from vserverd\'s first storage root when relative, and must lie in a storage root. Sizes are MB (or 2G, 1T). vsctl waits for the task, with a progress bar on a terminal.',
-    positionals: { min: 1, max: 1 },
-    options: {
-      size: { type: 'string', valueName: 'SIZE_MB', description: 'size in the guest, in MB (dynamic: 127 GB when omitted; fixed: needed)' },
-      type: { type: 'string', valueName: 'dynamic|fixed|differencing', description: 'the disk type (default dynamic; differencing with --parent)' },
-      parent: { type: 'string', valueName: 'PATH', description: 'the parent of a differencing disk' },
-      ...CONNECTION_OPTIONS,
-    },
-    async run(args) {
-      const [file] = args.positionals;
-      const typeText = args.values.type === undefined ? (args.values.parent === undefined ? 'dynamic' : 'differencing') : String(args.values.type).toLowerCase();
-      const type = DISK_KINDS.find((k) => k === typeText);
-      if (!type) throw new UsageError(`--type must be one of ${DISK_KINDS.join(', ')}, not "${String(args.values.type)}"`);
-      const sizeMB = args.values.size === undefined ? undefined : parseMegabytes(args.values.size, '--size');
-      let method: string;
-      let params: Record<string, unknown>;
-      if (type === 'differencing') {
-        if (args.values.parent === undefined) throw new UsageError('a differencing disk needs --parent PATH');
-        if (sizeMB !== undefined) throw new UsageError('a differencing disk has its parent\'s size; --size is not for it');
-        [method, params] = ['CreateDifferencingVirtualHardDisk', { path: file, parentPath: args.values.parent }];
-      } else {
-        if (args.values.parent !== undefined) throw new UsageError(`--parent makes a differencing disk, not a ${type} one`);
-        if (type === 'fixed' && sizeMB === undefined) throw new UsageError('a fixed disk needs --size SIZE_MB');
-        [method, params] = [type === 'fixed' ? 'CreateFixedVirtualHardDisk' : 'CreateDynamicVirtualHardDisk', { path: file, ...(sizeMB === undefined ? {} : { sizeMB }) }];
-      }
-      const client = clientFor(args.values);
-      const task = refOf(await client.call(`VirtualServer.${method}`, params), method);
-      const result = await followTask(client, task, { progress: !args.json });
-      const created = isRef(result) && result.$ref.startsWith('HardDisk/') ? result.$ref.slice('HardDisk/'.length) : file;
-      print(args, { file: created, type, ...(sizeMB === undefined ? {} : { sizeMB }), task, result }, () => console.log(`created ${type} disk ${created}`));
-      return 0;
-    },
-  },
-  {
-    name: 'inspect',
-    usage: 'inspect PATH',
+  diskCommand(createVerb, 'disk', {
+    summary: `Create a VHD through vserverd: dynamic (the default, ${inGiB(DEFAULT_DISK_SIZE)}), fixed (written in full), or differencing over --parent.`,
+    details: 'FILE is taken from vserverd\'s first storage root when relative, and must lie in a storage root. Sizes are MB (or 2G, 1T). vsctl waits for the task, with a progress bar on a terminal.',
+    extraOptions: CONNECTION_OPTIONS,
+  }, async (request, args) => {
+    const { file, type } = request;
+    const sizeMB = request.type === 'differencing' || request.sizeBytes === undefined ? undefined : request.sizeBytes / MiB;
+    const [method, params] = request.type === 'differencing'
+      ? ['CreateDifferencingVirtualHardDisk', { path: file, parentPath: request.parent }]
+      : [request.type === 'fixed' ? 'CreateFixedVirtualHardDisk' : 'CreateDynamicVirtualHardDisk', { path: file, ...(sizeMB === undefined ? {} : { sizeMB }) }];
+    const client = clientFor(args.values);
+    const task = refOf(await client.call(`VirtualServer.${method}`, params), method);
+    const result = await followTask(client, task, { progress: !args.json });
+    const created = isRef(result) && result.$ref.startsWith('HardDisk/') ? result.$ref.slice('HardDisk/'.length) : file;
+    print(args, { file: created, type, ...(sizeMB === undefined ? {} : { sizeMB }), task, result }, () => console.log(`created ${type} disk ${created}`));
+    return 0;
+  }),
+  diskCommand(infoVerb, 'disk', {
     summary: 'Describe a VHD as vserverd\'s VHD engine sees it: type, sizes, geometry, unique id, blocks, parent chain.',
-    positionals: { min: 1, max: 1 },
-    options: { ...CONNECTION_OPTIONS },
-    async run(args) {
-      const client = clientFor(args.values);
-      const disk = refOf(await client.call('VirtualServer.GetHardDisk', { path: args.positionals[0] }), 'GetHardDisk');
-      const info = await client.call('HardDisk.get_Info', { this: disk });
-      print(args, info, () => printInfo(info));
-      return 0;
-    },
-  },
+    extraOptions: CONNECTION_OPTIONS,
+  }, async ({ file }, args) => {
+    const client = clientFor(args.values);
+    const disk = refOf(await client.call('VirtualServer.GetHardDisk', { path: file }), 'GetHardDisk');
+    const info = await client.call('HardDisk.get_Info', { this: disk });
+    print(args, info, () => printInfo(info));
+    return 0;
+  }),
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { UsageError } from './terminal.js';
 
-type OptionSpec = NonNullable<ParseArgsConfig['options']>[string] & { description: string; valueName?: string };
+export type OptionSpec = NonNullable<ParseArgsConfig['options']>[string] & { description: string; valueName?: string };
 
 export interface Command {
   name: string;

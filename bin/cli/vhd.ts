@@ -2,10 +2,11 @@
 
 import {
   type CheckReport, type DiskInfo, IMAGE_TYPES, type ImageType, checkDisk, compactDisk, convertDisk, createDifferencing,
-  createDynamic, createFixed, expandDisk, inspectDisk, mergeIntoParent, mergeToNewDisk, VhdDisk,
+  createDynamic, createFixed, DEFAULT_DISK_SIZE, expandDisk, inspectDisk, MAX_DISK_SIZE, mergeIntoParent, mergeToNewDisk, VhdDisk,
 } from '../../storage/vhd/index.js';
 import { serveFile } from '../../storage/nbd/index.js';
 import type { Command, ParsedArgs } from './command.js';
+import { createVerb, diskCommand, inGiB, infoVerb } from './disk-verbs.js';
 import { UsageError, formatBytes, formatSize, parseSize, printRows, progressBar } from './terminal.js';
 
 function print(args: ParsedArgs, json: unknown, text: () => void): void {
@@ -64,49 +65,25 @@ function imageType(value: unknown, allowed: readonly ImageType[]): ImageType {
 }
 
 export const vhdCommands: Command[] = [
-  {
-    name: 'create',
-    usage: 'create FILE [--size N(M|G|T)] [--type dynamic|fixed] [--parent PARENT]',
-    summary: 'Create a virtual hard disk: dynamic (the default, 127 GiB), fixed (all space written now), or a differencing child of PARENT.',
-    details: 'Sizes are rounded up to the next size CHS geometry expresses exactly, so every VHD reader sees the same disk. Maximum 2040 GiB.',
-    positionals: { min: 1, max: 1 },
-    options: {
-      size: { type: 'string', valueName: 'N(M|G|T)', description: 'size of the disk (default 127G; not with --parent)' },
-      type: { type: 'string', valueName: 'dynamic|fixed', description: 'disk type (default dynamic)' },
-      parent: { type: 'string', valueName: 'PARENT', description: 'make a differencing disk over PARENT' },
-    },
-    async run(args) {
-      const [file] = args.positionals;
-      const type = imageType(args.values.type, ['dynamic', 'fixed']);
-      if (args.values.parent) {
-        if (args.values.size || args.values.type) throw new UsageError('--parent makes a differencing disk; it takes neither --size nor --type');
-        await createDifferencing(file, String(args.values.parent));
-      } else {
-        const size = args.values.size ? parseSize(String(args.values.size), '--size') : undefined;
-        if (type === 'fixed') {
-          if (size === undefined) throw new UsageError('a fixed disk needs --size');
-          await withProgress('creating', args, (onProgress) => createFixed(file, size, { onProgress }));
-        } else {
-          await createDynamic(file, { size });
-        }
-      }
-      const info = inspectDisk(file);
-      print(args, info, () => console.log(`created ${info.type} disk ${info.file}, ${formatSize(info.sizeInGuest)} in the guest`));
-      return 0;
-    },
-  },
-  {
-    name: 'info',
-    usage: 'info FILE',
+  diskCommand(createVerb, 'vhd', {
+    summary: `Create a virtual hard disk: dynamic (the default, ${inGiB(DEFAULT_DISK_SIZE)}), fixed (all space written now), or a differencing child of PARENT.`,
+    details: `Sizes are rounded up to the next size CHS geometry expresses exactly, so every VHD reader sees the same disk. Maximum ${inGiB(MAX_DISK_SIZE)}.`,
+  }, async (request, args) => {
+    const { file } = request;
+    if (request.type === 'differencing') await createDifferencing(file, request.parent);
+    else if (request.type === 'fixed') await withProgress('creating', args, (onProgress) => createFixed(file, request.sizeBytes, { onProgress }));
+    else await createDynamic(file, { size: request.sizeBytes });
+    const info = inspectDisk(file);
+    print(args, info, () => console.log(`created ${info.type} disk ${info.file}, ${formatSize(info.sizeInGuest)} in the guest`));
+    return 0;
+  }),
+  diskCommand(infoVerb, 'vhd', {
     summary: 'Inspect a disk: type, size in the guest and on the host, geometry, parent chain, creator, unique id, timestamps, allocated blocks.',
-    positionals: { min: 1, max: 1 },
-    options: {},
-    async run(args) {
-      const info = inspectDisk(args.positionals[0]);
-      print(args, info, () => showInfo(info));
-      return 0;
-    },
-  },
+  }, async ({ file }, args) => {
+    const info = inspectDisk(file);
+    print(args, info, () => showInfo(info));
+    return 0;
+  }),
   {
     name: 'check',
     usage: 'check FILE',
