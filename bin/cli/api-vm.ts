@@ -201,7 +201,7 @@ export const vmApiCommands: Command[] = [
     ].join('\n'),
     positionals: { min: 1, max: 1 },
     options: {
-      memory: { type: 'string', valueName: 'MB', description: 'memory in MB (default 128)' },
+      memory: { type: 'string', valueName: 'MB', description: `memory in MB (default 128; ${String(MEMORY.min)} to ${String(MEMORY.max)})` },
       disk: { type: 'string', valueName: 'PATH', description: 'attach this existing VHD on SCSI 0:0' },
       'new-disk': { type: 'string', valueName: 'SIZE_MB', description: 'create NAME/NAME.vhd, dynamic, of this size and attach it on SCSI 0:0' },
       nic: { type: 'boolean', description: 'add a network adapter (with a new MAC address)' },
