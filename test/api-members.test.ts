@@ -726,14 +726,12 @@ describe('VirtualMachine: the profile\'s limits, refused whole', () => {
     id = idOf(vm);
   });
 
-  test('put_Memory 3687 is VM_E_CONFIG_INVALID naming 3686, with data.problems; put_Memory 3 names 4', async () => {
+  test('put_Memory 3687 is VM_E_INVALID_PARAMS naming 3686, with data.param "value"; put_Memory 3 names 4', async () => {
     await unchanged(vm, async () => {
-      const over = await refused('VirtualMachine.put_Memory', { this: vm, value: 3687 }, 'VM_E_CONFIG_INVALID', ['3686', 'memoryMB']);
-      const problems = over.data.problems as Array<{ field: string; message: string }>;
-      assert.equal(problems.length, 1);
-      assert.equal(problems[0].field, 'memoryMB');
-      assert.match(problems[0].message, /3686/);
-      await refused('VirtualMachine.put_Memory', { this: vm, value: 3 }, 'VM_E_CONFIG_INVALID', [/\b4\b/]);
+      const over = await refused('VirtualMachine.put_Memory', { this: vm, value: 3687 }, 'VM_E_INVALID_PARAMS', ['3686']);
+      assert.equal(over.data.param, 'value');
+      const under = await refused('VirtualMachine.put_Memory', { this: vm, value: 3 }, 'VM_E_INVALID_PARAMS', [/\b4\b/]);
+      assert.equal(under.data.param, 'value');
     });
   });
 
@@ -1285,7 +1283,7 @@ describe('the event log and the file picker', () => {
 
   test('a refused call changes nothing and logs no change', async () => {
     const since = await lastEventId();
-    await refused('VirtualMachine.put_Memory', { this: fixtureVm, value: 9999 }, 'VM_E_CONFIG_INVALID');
+    await refused('VirtualMachine.put_Memory', { this: fixtureVm, value: 9999 }, 'VM_E_INVALID_PARAMS');
     assert.ok(!(await call<LoggedEvent[]>('VirtualServer.GetEvents', { since })).some((e) => e.message.includes('put_Memory')));
   });
 

@@ -11,9 +11,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import { fieldOf, htmlPattern } from '../server/api/fields.js';
 import { launchBrowser, markPage, newContext, signIn } from './helpers/browser.js';
 import { ADMIN_PASSWORD, TestServer, login } from './helpers/server.js';
-import { SiteSession, fieldError } from './helpers/site.js';
+import { SiteSession, fieldError, unescapeHtml } from './helpers/site.js';
 
 interface Ref { $ref: string }
 interface LoggedEvent { id: number; time: string; category: string; severity: string; message: string; who: string; object: string | null }
@@ -286,6 +287,34 @@ describe('the Virtual Server pages', { timeout: 180_000 }, () => {
       assert.match(fieldError(await myself.text(), 'delete-admin') ?? '', /you are signed in as admin/);
 
       assert.deepEqual(await server.call('VirtualServer.get_Users'), before);
+    });
+
+    it('the Add a user name field takes its length, pattern and hint from CreateUser\'s declaration, and a browser applies the pattern', async () => {
+      const name = fieldOf('VirtualServer.CreateUser', 'name');
+      const page = await admin.text('/users');
+      const input = /<input id="name" name="name"[^>]*>/.exec(page)?.[0] ?? '';
+      assert.match(input, new RegExp(` maxlength="${name.maxLength}" `), input);
+      assert.ok(input.includes(` pattern="${htmlPattern(name.pattern!)}" `), input);
+      const hint = /<span class="hint" id="name-hint">([^<]*)<\/span>/.exec(page)?.[1] ?? '';
+      assert.equal(unescapeHtml(hint), `${name.help} Up to ${name.maxLength} characters.`);
+      const browser = await launchBrowser();
+      try {
+        const context = await newContext(browser, server.url);
+        const tab = await context.newPage();
+        await signIn(tab, 'admin', ADMIN_PASSWORD);
+        await tab.goto('/users');
+        const field = tab.locator('#name');
+        const mismatch = async (value: string): Promise<boolean> => {
+          await field.fill(value);
+          return field.evaluate((el) => (el as HTMLInputElement).validity.patternMismatch);
+        };
+        assert.equal(await mismatch('a b'), true, 'a space is not in the declared pattern');
+        assert.equal(await mismatch('a/b'), true);
+        assert.equal(await mismatch('x.y_z-1'), false, 'letters, digits, ".", "_" and "-" are');
+        assert.equal(await field.evaluate((el) => (el as HTMLInputElement).maxLength), name.maxLength);
+      } finally {
+        await browser.close();
+      }
     });
 
     it('lists API tokens and revokes one', async () => {

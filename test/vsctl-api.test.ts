@@ -270,6 +270,22 @@ describe('vsctl call: help, names and types from the schema (no server)', () => 
     assert.doesNotMatch(r.stderr, /cannot reach/);
   });
 
+  test('memory outside put_Memory\'s declared limits (vm create --memory, call put_Memory) exits 2 naming the limit before anything is sent', () => {
+    const { min, max } = fieldOf('VirtualMachine.put_Memory', 'value');
+    assert.deepEqual([min, max], [4, 3686]);
+    const cases: Array<[string[], RegExp]> = [
+      [['vm', 'create', 'web', '--memory', '4000'], /--memory must be at most 3686 \(4000 given\)/],
+      [['vm', 'create', 'web', '--memory', '4G'], /--memory must be at most 3686 \(4096 given\)/],
+      [['vm', 'create', 'web', '--memory', '3M'], /--memory must be at least 4 \(3 given\)/],
+      [['call', 'VirtualMachine.put_Memory', 'this=VirtualMachine/x', 'value=3687'], /value: 3687 is above the most allowed, 3686/],
+    ];
+    for (const [args, message] of cases) {
+      const r = expectStatus(vsctlSync(args, offline()), 2, args.join(' '));
+      assert.match(r.stderr, message, args.join(' '));
+      assert.doesNotMatch(r.stderr, /cannot reach/);
+    }
+  });
+
   test('the other commands\' usage errors exit 2 before anything is sent', () => {
     const cases: Array<[string[], RegExp]> = [
       [['vm', 'show'], /usage: vsctl vm show NAME\|ID/],

@@ -1,7 +1,9 @@
 // The vsctl vm verbs that talk to vserverd: list, show, create, the power verbs (start, stop, save,
 // pause, resume, reset, shutdown) and delete. A list asks for every VM's properties in one JSON-RPC batch.
 
+import { fieldOf } from '../../server/api/fields.js';
 import { SCHEMA } from '../../server/api/schema.js';
+import { typeProblem } from '../../server/api/type-check.js';
 import { ApiCallError, type ApiClient, followTask, isRef } from './api-client.js';
 import { clientFor, CONNECTION_OPTIONS, oneLine } from './api-call.js';
 import { idOf, parseMegabytes, print, printTable, refOf } from './api-output.js';
@@ -10,6 +12,8 @@ import { printRows, UsageError } from './terminal.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const VM_PREFIX = 'VirtualMachine/';
+/** What put_Memory takes: --memory is checked against it before the VM is created. */
+const MEMORY = fieldOf('VirtualMachine.put_Memory', 'value');
 
 /** A VM named on the command line: a reference, an id (a UUID), or a name found with FindVirtualMachine. */
 export async function resolveVm(client: ApiClient, text: string): Promise<string> {
@@ -197,7 +201,7 @@ export const vmApiCommands: Command[] = [
     ].join('\n'),
     positionals: { min: 1, max: 1 },
     options: {
-      memory: { type: 'string', valueName: 'MB', description: 'memory in MB (default 128)' },
+      memory: { type: 'string', valueName: 'MB', description: `memory in MB (default 128; ${String(MEMORY.min)} to ${String(MEMORY.max)})` },
       disk: { type: 'string', valueName: 'PATH', description: 'attach this existing VHD on SCSI 0:0' },
       'new-disk': { type: 'string', valueName: 'SIZE_MB', description: 'create NAME/NAME.vhd, dynamic, of this size and attach it on SCSI 0:0' },
       nic: { type: 'boolean', description: 'add a network adapter (with a new MAC address)' },
@@ -207,6 +211,8 @@ export const vmApiCommands: Command[] = [
       const [name] = args.positionals;
       if (args.values.disk !== undefined && args.values['new-disk'] !== undefined) throw new UsageError('--disk and --new-disk both go on SCSI 0:0; give one');
       const memoryMB = args.values.memory === undefined ? undefined : parseMegabytes(args.values.memory, '--memory');
+      const memoryProblem = memoryMB === undefined ? null : typeProblem(MEMORY.type, memoryMB);
+      if (memoryProblem) throw new UsageError(`--memory ${memoryProblem}`);
       const newDiskMB = args.values['new-disk'] === undefined ? undefined : parseMegabytes(args.values['new-disk'], '--new-disk');
       const client = clientFor(args.values);
       const vm = refOf(await client.call('VirtualServer.CreateVirtualMachine', { name }), 'CreateVirtualMachine');

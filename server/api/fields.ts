@@ -108,3 +108,60 @@ function convert(key: string, text: string, type: TypeSpec): unknown {
       return /^\s*[[{]/.test(text) || text === 'null' ? parseJson(key, text) : text;
   }
 }
+
+/** What a class may not hold unescaped under the `v` flag, and may hold escaped under `u` too. */
+const CLASS_SYNTAX = new Set(['(', ')', '[', '{', '}', '/', '|']);
+
+/**
+ * A declared pattern as an HTML `pattern` attribute: browsers compile that with the `v` flag, in
+ * whose classes a literal "-" (and "(", "[", "/", "|" ...) must be escaped, or the browser ignores
+ * the pattern. Ranges ("A-Z") stay; what the pattern matches does not change.
+ */
+export function htmlPattern(pattern: string): string {
+  let out = '';
+  let i = 0;
+  while (i < pattern.length) {
+    const c = pattern[i];
+    if (c === '\\') {
+      out += pattern.slice(i, i + 2);
+      i += 2;
+    } else if (c === '[') {
+      const [cls, end] = htmlClass(pattern, i);
+      out += cls;
+      i = end;
+    } else {
+      out += c;
+      i += 1;
+    }
+  }
+  return out;
+}
+
+/** The class starting at `start` ("["), made safe for the `v` flag, and the index after its "]". */
+function htmlClass(pattern: string, start: number): [string, number] {
+  let i = start + 1;
+  let out = '[';
+  if (pattern[i] === '^') {
+    out += '^';
+    i += 1;
+  }
+  // The class's atoms up to its "]": an escape ("\d", "\-") is one atom.
+  const atoms: string[] = [];
+  while (i < pattern.length && pattern[i] !== ']') {
+    const atom = pattern[i] === '\\' ? pattern.slice(i, i + 2) : pattern[i];
+    atoms.push(atom);
+    i += atom.length;
+  }
+  const safe = (atom: string): string => (atom === '-' || CLASS_SYNTAX.has(atom) ? `\\${atom}` : atom);
+  for (let k = 0; k < atoms.length;) {
+    // "a-z" is a range, its "-" stays; any other "-" is a literal.
+    if (atoms[k + 1] === '-' && k + 2 < atoms.length) {
+      out += `${safe(atoms[k])}-${safe(atoms[k + 2])}`;
+      k += 3;
+    } else {
+      out += safe(atoms[k]);
+      k += 1;
+    }
+  }
+  return [`${out}]`, i + 1];
+}

@@ -5,6 +5,7 @@
 
 import type { Response } from 'express';
 import { ApiError, toApiError } from '../api/errors.js';
+import type { Field } from '../api/fields.js';
 import { type FieldErrors, type SiteRequest, fieldErrors, wantsJson } from './context.js';
 
 export type Form = Record<string, unknown>;
@@ -42,6 +43,16 @@ export function wholeNumber(form: Form, name: string, what: string): number {
   const value = text(form[name]);
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) throw problem(name, `${what} is a whole number${value ? `; "${value}" is not one` : ''}`);
   return Number(value);
+}
+
+/**
+ * A whole number within the limits its member declares (`limits`, the parameter's field from
+ * server/api/fields.ts), refused in the site's words (`outside`) before the API is asked.
+ */
+export function wholeNumberWithin(form: Form, name: string, what: string, limits: Pick<Field, 'min' | 'max'>, outside: (value: number) => string): number {
+  const value = wholeNumber(form, name, what);
+  if ((limits.min !== undefined && value < limits.min) || (limits.max !== undefined && value > limits.max)) throw problem(name, outside(value));
+  return value;
 }
 
 /**

@@ -6,6 +6,7 @@
 
 import type { NextFunction, Response, Router } from 'express';
 import { ApiError } from '../api/errors.js';
+import { fieldOf, htmlPattern } from '../api/fields.js';
 import { RIGHTS } from '../api/schema-types.js';
 import { ROLES } from '../api/schema.js';
 import type { TokenInfo, UserInfo } from '../auth/users.js';
@@ -24,6 +25,10 @@ const NOTICES: Record<string, (name: string) => string> = {
   entry: (name) => `The access entry for ${name} was saved.`,
   removed: (name) => `The access entry for ${name} was removed.`,
 };
+
+/** The Add a user form's name field, as CreateUser declares it: its length, pattern (as HTML takes it) and help. */
+const USER_NAME = fieldOf('VirtualServer.CreateUser', 'name');
+const USER_NAME_INPUT = { maxLength: USER_NAME.maxLength, pattern: USER_NAME.pattern === undefined ? undefined : htmlPattern(USER_NAME.pattern), help: USER_NAME.help };
 
 interface PageState { status?: number; errors?: FieldErrors; values?: Record<string, string | string[]>; object?: string }
 
@@ -61,7 +66,7 @@ async function renderUsers(ctx: SiteContext, req: SiteRequest, res: Response, st
   const done = typeof req.query.done === 'string' && Object.hasOwn(NOTICES, req.query.done) ? req.query.done : null;
   res.status(state.status ?? 200).render('server/users', {
     title: 'Users and Permissions', users, tokens, permissions, roles: ROLES, rights: RIGHTS, rightMeanings: RIGHT_MEANINGS,
-    me: req.caller!.principal.user, errors, values: state.values ?? {}, formatTime,
+    me: req.caller!.principal.user, errors, values: state.values ?? {}, formatTime, userName: USER_NAME_INPUT,
     notice: done && state.status === undefined ? NOTICES[done](typeof req.query.name === 'string' ? req.query.name : '') : null,
   });
 }

@@ -9,7 +9,7 @@ import { ApiError, toApiError } from '../api/errors.js';
 import { fieldOf } from '../api/fields.js';
 import { type FieldErrors, type SiteContext, type SiteRequest, api, can, refuseFor } from './context.js';
 import { DEFAULT_DYNAMIC_GB, MAX_SIZE_MB } from './disks.js';
-import { type Form, Refusal, beside, problem, text, wholeNumber } from './forms.js';
+import { type Form, Refusal, beside, problem, text, wholeNumber, wholeNumberWithin } from './forms.js';
 
 /** A VM as the Configure and Remove pages show it. */
 export interface VmView {
@@ -92,17 +92,16 @@ export const CHOICES = {
   fields: {
     name: fieldOf('VirtualMachine.put_Name', 'value'),
     notes: fieldOf('VirtualMachine.put_Notes', 'value'),
-    // put_Memory's declaration has no limits yet: the profile's, until it states them.
-    memory: { ...fieldOf('VirtualMachine.put_Memory', 'value'), ...limitsOr('VirtualMachine.put_Memory', PROFILE.memoryMB) },
+    memory: fieldOf('VirtualMachine.put_Memory', 'value'),
     autoStartDelay: fieldOf('VirtualMachine.put_AutoStartAtLaunchDelay', 'value'),
   },
   defaultDiskMB: DEFAULT_DYNAMIC_GB * 1024, maxDiskMB: MAX_SIZE_MB,
 };
 
-/** The declared limits of an integer parameter, else `fallback`'s. */
-function limitsOr(method: string, fallback: { min: number; max: number }): { min: number; max: number } {
-  const { min, max } = fieldOf(method, 'value');
-  return { min: min ?? fallback.min, max: max ?? fallback.max };
+/** The memory field of Create and Configure, in MB within put_Memory's declared limits. */
+export function memoryOf(form: Form): number {
+  const { min, max } = CHOICES.fields.memory;
+  return wholeNumberWithin(form, 'memory', 'Memory', CHOICES.fields.memory, (value) => `${value} MB is outside the limits of ${String(min)} to ${String(max)} MB per VM`);
 }
 
 /** The sections of the Configure page, with what the "saved" notice says. */
@@ -218,7 +217,7 @@ export const CHANGES: Record<string, Change> = {
   memory: {
     section: 'memory',
     async apply({ call }, form) {
-      await beside('memory', call('VirtualMachine.put_Memory', { value: wholeNumber(form, 'memory', 'Memory') }));
+      await beside('memory', call('VirtualMachine.put_Memory', { value: memoryOf(form) }));
     },
   },
   'disks/add': {

@@ -1,8 +1,9 @@
 // The Virtual Machines pages: the list to configure, Create, Add (register a .vmc), Configure
 // (vm-configure.ts: one form per part of the VM) and Remove. Every change is made by API calls
 // as the signed-in user; a refusal shows the page again with the API's message beside the field
-// it concerns and the entered values kept. The profile's limits are shown as hints, never as
-// HTML min/max, so that the API is the one that says no.
+// it concerns and the entered values kept. The declared limits are shown as hints, never as
+// HTML min/max, so that the server is the one that says no (memory in the site's words, checked
+// against put_Memory's declared limits before the API is asked).
 
 import path from 'node:path';
 import type { Response, Router } from 'express';
@@ -13,7 +14,7 @@ import { ApiError, toApiError } from '../api/errors.js';
 import { SERVER_REF } from '../api/objects.js';
 import { type FieldErrors, type SiteContext, type SiteRequest, api, can, errorName, refusalStatus, refusePage } from './context.js';
 import { type Form, Refusal, answerDone, beside, problem, refusalErrors, refuseForm, text, wholeNumber } from './forms.js';
-import { CHANGES, CHOICES, readVm, renderConfigure, vmForPage } from './vm-configure.js';
+import { CHANGES, CHOICES, memoryOf, readVm, renderConfigure, vmForPage } from './vm-configure.js';
 
 interface Ref { $ref: string }
 
@@ -63,7 +64,7 @@ async function taskResult(ctx: SiteContext, req: SiteRequest, task: Ref): Promis
  * leaves no disk file behind.
  */
 async function createVm(ctx: SiteContext, req: SiteRequest, form: Form): Promise<string> {
-  const memory = wholeNumber(form, 'memory', 'Memory');
+  const memory = memoryOf(form);
   const disk = text(form.disk);
   if (!['none', 'new', 'existing'].includes(disk)) throw problem('disk', 'choose no disk, a new disk or an existing one');
   const sizeMB = disk === 'new' ? wholeNumber(form, 'disk-size', 'The size') : undefined;

@@ -47,8 +47,7 @@ export const virtualMachine: InterfaceRecord = {
     put_Notes: put('Sets the notes; allowed while the VM runs.', { type: 'string', maxLength: 10_000 }, 'IIS front end',
       ({ services, self, params }) => services.machines.setSettings(self.id, { notes: params.value })),
     get_Memory: get('Memory in MB.', integer, 512, ({ self }) => self.config.memoryMB),
-    // The range is the profile's, checked by its parser, which answers VM_E_CONFIG_INVALID with data.problems (as the tests expect), not here.
-    put_Memory: put(`Sets the memory in MB (${PROFILE.memoryMB.min} to ${PROFILE.memoryMB.max}).`, integer, 512,
+    put_Memory: put(`Sets the memory in MB (${PROFILE.memoryMB.min} to ${PROFILE.memoryMB.max}).`, { type: 'integer', min: PROFILE.memoryMB.min, max: PROFILE.memoryMB.max }, 512,
       async (call) => { await reconfigure(call, (doc) => { doc.memoryMB = call.params.value; }); }, CONFIG_ERRORS),
     get_AutoStartAtLaunch: get('Whether vserverd turns the VM on when it starts: Never, Always, or IfRunningAtQuit (the default).', oneOf(AUTO_START), 'IfRunningAtQuit', ({ self }) => self.autoStart),
     put_AutoStartAtLaunch: put('Sets the auto-start rule; allowed while the VM runs.', oneOf(AUTO_START), 'Always',
