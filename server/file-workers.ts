@@ -10,7 +10,7 @@
 
 import { type ChildProcess, fork } from 'node:child_process';
 import path from 'node:path';
-import { ApiError } from './api/errors.js';
+import { ApiError } from './errors.js';
 import { type FileJob, type JobReply, type JobResults, describeJob, fromJobError } from './file-jobs.js';
 
 /** How long one file job may take before its caller gets VM_E_FILE_TIMEOUT. */

@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { finishesWithin } from '../host/time.js';
 import { type Catalog, prepared } from './catalog/database.js';
-import { ApiError, toApiError } from './api/errors.js';
+import { ApiError, toApiError } from './errors.js';
 
 export interface TaskState {
   id: string;

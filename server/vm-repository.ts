@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type Catalog, prepared } from './catalog/database.js';
-import { ApiError } from './api/errors.js';
+import { ApiError } from './errors.js';
 import { deadDraftsOf } from '../storage/drafts.js';
 import { parseVmConfig, type VmConfig } from '../vmm/config.js';
 import type { MachineEvents, VmRecord, VmRecords } from './vm-record.js';

@@ -6,7 +6,7 @@
 // state or a status never changes anything.
 
 import fs from 'node:fs';
-import { ApiError } from './api/errors.js';
+import { ApiError } from './errors.js';
 import { type VmManager, WORKER_EXIT_MS } from '../vmm/manager.js';
 import { isActive, type VmState, type VmStatus } from '../vmm/state.js';
 import type { WorkerClient } from '../vmm/worker-client.js';

@@ -1,12 +1,12 @@
 // The error catalogue and the code agree: every error name the sources give is declared in
-// server/api/error-catalogue.ts, every declared name is asserted by some other test (or is on the
+// server/error-catalogue.ts, every declared name is asserted by some other test (or is on the
 // short list below, with why no test provokes it), and docs/errors.md is the catalogue's table.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { ERRORS, type ErrorName, isErrorName } from '../server/api/error-catalogue.js';
+import { ERRORS, type ErrorName, isErrorName } from '../server/error-catalogue.js';
 import { errorReference } from '../server/api/error-table.js';
 import { PROJECT_ROOT } from './helpers/vhd-fixtures.js';
 

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ApiError } from '../server/api/errors.js';
+import { ApiError } from '../server/errors.js';
 import { fieldOf } from '../server/api/fields.js';
 import { Refusal, refusalErrors, wholeNumberWithin } from '../server/site/forms.js';
 import { memoryOf } from '../server/site/vm-configure.js';

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Catalog, openCatalog } from '../server/catalog/database.js';
-import { ApiError } from '../server/api/errors.js';
+import { ApiError } from '../server/errors.js';
 import { PROGRESS_INTERVAL_MS, type TaskHandle, Tasks, type TaskState } from '../server/tasks.js';
 import { delay } from './helpers/wait.js';
 

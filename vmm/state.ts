@@ -36,7 +36,7 @@ export interface VmStatus {
   since: string;
 }
 
-/** The VMM's own error codes (its workers included); server/api/error-catalogue.ts says what each means. */
+/** The VMM's own error codes (its workers included); server/error-catalogue.ts says what each means. */
 export const VM_ERROR_CODES = [
   'VM_E_VM_RUNNING', 'VM_E_VM_NOT_RUNNING', 'VM_E_BUSY', 'VM_E_TURNED_OFF', 'VM_E_START_FAILED', 'VM_E_SAVE_FAILED', 'VM_E_RESTORE_FAILED',
   'VM_E_QEMU_REFUSED', 'VM_E_WORKER_GONE', 'VM_E_MAC_IN_USE', 'VM_E_MEDIA_NOT_FOUND', 'VM_E_PORT_FILE', 'VM_E_CONFIG_INVALID',

@@ -5,10 +5,10 @@
 
 import type { Principal } from '../auth/users.js';
 import type { Category } from '../event-log.js';
-import { rpcErrorObject } from './error-catalogue.js';
-import { ApiError, invalidParams, toApiError } from './errors.js';
+import { rpcErrorObject } from '../error-catalogue.js';
+import { ApiError, invalidParams, toApiError } from '../errors.js';
 import { describeRef, resolveRef } from './objects.js';
-import { guardOf, SERVER_REF, vmIdOf } from './references.js';
+import { guardOf, SERVER_REF, vmIdOf } from '../references.js';
 import type { TaskState } from '../tasks.js';
 import { INTERFACES, SCHEMA } from './schema.js';
 import type { MemberSpec } from './schema-types.js';

@@ -2,7 +2,7 @@
 // writes it; test/error-catalogue.test.ts checks that it is current.
 
 import { fileURLToPath } from 'node:url';
-import { ERRORS } from './error-catalogue.js';
+import { ERRORS } from '../error-catalogue.js';
 
 /** The table of every error name: its JSON-RPC code, its HTTP status and its meaning. */
 export function errorTable(): string[] {
@@ -17,7 +17,7 @@ export function errorReference(): string {
   return [
     '# vserverd\'s error names',
     '',
-    '<!-- Generated from server/api/error-catalogue.ts by `node dist/server/api/error-table.js > docs/errors.md`; do not edit by hand. -->',
+    '<!-- Generated from server/error-catalogue.ts by `node dist/server/api/error-table.js > docs/errors.md`; do not edit by hand. -->',
     '',
     'Every name vserverd can give a caller, in JSON-RPC\'s `error.data.name` (and in `error.name` of `POST /api/login`).',
     'The HTTP status is that of an answer that is the error alone: the refusals before a call (no caller, a missing',

@@ -7,9 +7,9 @@ import type { Principal } from '../auth/users.js';
 import type { Right } from '../auth/rights.js';
 import type { VmRecord } from '../vm-record.js';
 import type { TaskState } from '../tasks.js';
-import type { ErrorName } from './error-catalogue.js';
+import type { ErrorName } from '../error-catalogue.js';
 import type { ConnectionObject, DriveObject, IndexedObject, SecurityObject, VmPartObject } from './objects.js';
-import type { Reference } from './references.js';
+import type { Reference } from '../references.js';
 import type { FieldSpec, MemberSpec, ParamSpec, TypeSpec } from './schema-types.js';
 import type { Services } from './services.js';
 

@@ -1,16 +1,16 @@
 // Object references resolved to the things they name: a VM, a part of one, a task, a disk, the
-// access entries of an object. The grammar of references is server/api/references.ts.
+// access entries of an object. The grammar of references is server/references.ts.
 
 import { hardDisks } from '../../vmm/config.js';
 import type { TaskState } from '../tasks.js';
 import type { VmRecord } from '../machines.js';
 import type { Services } from './services.js';
-import { ApiError, invalidParams, unknownObject } from './errors.js';
+import { ApiError, invalidParams, unknownObject } from '../errors.js';
 import { StoragePathError } from '../storage-roots.js';
 import type { DiskInfo } from '../../storage/vhd/index.js';
-import { SERVER_REF, splitRef, vmIdOf } from './references.js';
+import { SERVER_REF, splitRef, vmIdOf } from '../references.js';
 
-export { SERVER_REF, ref, guardOf, vmIdOf, splitRef, type Reference } from './references.js';
+export { SERVER_REF, ref, guardOf, vmIdOf, splitRef, type Reference } from '../references.js';
 
 export interface ConnectionObject { vm: VmRecord; bus: 'IDE' | 'SCSI'; busNumber: number; deviceNumber: number; path: string; slot: string }
 export interface DriveObject { vm: VmRecord; channel: number; device: number; image: string | null }

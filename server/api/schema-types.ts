@@ -4,7 +4,7 @@
 // of results, GET /api/schema, docs/api.md and vsctl's help are all read from values of these types.
 
 import type { Right } from '../auth/rights.js';
-import type { ErrorName } from './error-catalogue.js';
+import type { ErrorName } from '../error-catalogue.js';
 
 export { RIGHTS, type Right } from '../auth/rights.js';
 

@@ -3,8 +3,8 @@
 // Administrators keep every right, so nobody can lock the service away from them.
 
 import { type Catalog, prepared } from '../catalog/database.js';
-import { ApiError } from '../api/errors.js';
-import { guardOf, SERVER_REF } from '../api/references.js';
+import { ApiError } from '../errors.js';
+import { guardOf, SERVER_REF } from '../references.js';
 import { RIGHTS, type Right } from './rights.js';
 import type { Principal, Role } from './users.js';
 

@@ -3,7 +3,7 @@
 // password that is shown once.
 
 import { type Catalog, prepared } from '../catalog/database.js';
-import { ApiError } from '../api/errors.js';
+import { ApiError } from '../errors.js';
 import type { Role } from './rights.js';
 import { checkPasswordStrength, generatePassword, hashPassword, verifyPassword } from './passwords.js';
 import { hashSecret, newToken, parseToken, secretMatches } from './tokens.js';

@@ -3,7 +3,7 @@
 // from the catalogue.
 
 import type { NextFunction, Request, Response } from 'express';
-import { ERRORS, type ErrorName, rpcErrorObject } from '../api/error-catalogue.js';
+import { ERRORS, type ErrorName, rpcErrorObject } from '../error-catalogue.js';
 
 /** Answers with `name`'s HTTP status and a JSON-RPC error body that belongs to no call (id null). */
 export function sendRpcRefusal(res: Response, name: ErrorName, message: string): void {

@@ -3,7 +3,7 @@
 
 import express, { type Request, type Response } from 'express';
 import { LoginRateLimiter } from '../auth/rate-limit.js';
-import { ERRORS, type ErrorName } from '../api/error-catalogue.js';
+import { ERRORS, type ErrorName } from '../error-catalogue.js';
 import type { Services } from '../api/services.js';
 import { authenticate, originAllowed } from './authenticate.js';
 

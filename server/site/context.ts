@@ -4,8 +4,8 @@
 
 import type { Request, Response } from 'express';
 import { call } from '../api/dispatch.js';
-import { ERRORS, type ErrorName } from '../api/error-catalogue.js';
-import { toApiError } from '../api/errors.js';
+import { ERRORS, type ErrorName } from '../error-catalogue.js';
+import { toApiError } from '../errors.js';
 import type { Services } from '../api/services.js';
 import type { Right } from '../api/schema-types.js';
 import type { Caller } from '../http/authenticate.js';

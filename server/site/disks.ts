@@ -5,7 +5,7 @@
 
 import path from 'node:path';
 import type { Response, Router } from 'express';
-import type { ApiError } from '../api/errors.js';
+import type { ApiError } from '../errors.js';
 import { fieldOf } from '../api/fields.js';
 import { hardDisks, type VmConfig } from '../../vmm/config.js';
 import { type FieldErrors, type SiteContext, type SiteRequest, api, can, refuseFor, refusalStatus, refusePage } from './context.js';

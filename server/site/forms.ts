@@ -4,7 +4,7 @@
 // as JSON.
 
 import type { Response } from 'express';
-import { ApiError, toApiError } from '../api/errors.js';
+import { ApiError, toApiError } from '../errors.js';
 import type { Field } from '../api/fields.js';
 import { type FieldErrors, type SiteRequest, fieldErrors, wantsJson } from './context.js';
 

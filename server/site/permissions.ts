@@ -2,7 +2,7 @@
 // and Permissions page: the entries of one object, adding (or replacing) the entry of a user or
 // of everyone with a role, and removing one, all through the API's Security interface.
 
-import { ApiError, toApiError } from '../api/errors.js';
+import { ApiError, toApiError } from '../errors.js';
 import type { Right } from '../api/schema-types.js';
 import { ROLES } from '../api/schema.js';
 import type { AccessEntry } from '../auth/access.js';

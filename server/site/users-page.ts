@@ -5,7 +5,7 @@
 // status (context.ts refusalStatus: 400, or 403 when the API says a right is missing).
 
 import type { NextFunction, Response, Router } from 'express';
-import { ApiError } from '../api/errors.js';
+import { ApiError } from '../errors.js';
 import { fieldOf, htmlPattern } from '../api/fields.js';
 import { RIGHTS } from '../api/schema-types.js';
 import { ROLES } from '../api/schema.js';

@@ -5,7 +5,7 @@
 import type { Response } from 'express';
 import { hardDisks, type VmConfig } from '../../vmm/config.js';
 import { PROFILE, USB_DEVICES } from '../../vmm/profile.js';
-import { ApiError, toApiError } from '../api/errors.js';
+import { ApiError, toApiError } from '../errors.js';
 import { fieldOf } from '../api/fields.js';
 import { type FieldErrors, type SiteContext, type SiteRequest, api, can, refuseFor } from './context.js';
 import { DEFAULT_DYNAMIC_GB, MAX_SIZE_MB } from './disks.js';

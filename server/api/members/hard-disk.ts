@@ -5,10 +5,10 @@ import nodePath from 'node:path';
 import { DEFAULT_DISK_SIZE } from '../../../storage/vhd/format.js';
 import { sizeForRequest } from '../../../storage/vhd/geometry.js';
 import type { DiskInfo } from '../../../storage/vhd/index.js';
-import { ApiError } from '../errors.js';
+import { ApiError } from '../../errors.js';
 import { anyObject, type Call, integer, type InterfaceRecord, membersOf, oneOf, orNull, param, refOf, string } from '../member-types.js';
 import { inspectedDisk } from '../objects.js';
-import { ref } from '../references.js';
+import { ref } from '../../references.js';
 import { DISK_TYPES, MAX_DISK_SIZE_MB } from '../vocabulary.js';
 import { DISK_EXAMPLE, diskTask, newDiskFile, path, refuseInUse, vmsWithDisk } from './shared.js';
 

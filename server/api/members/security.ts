@@ -1,9 +1,9 @@
 // Security (IVMSecurity), the access entries of the server or a VM, declared member by member with its handler.
 
 import { RIGHTS, ROLES } from '../../auth/rights.js';
-import { ApiError } from '../errors.js';
+import { ApiError } from '../../errors.js';
 import { field, type InterfaceRecord, listOf, membersOf, nothing, object, oneOf, param, string } from '../member-types.js';
-import { guardOf } from '../references.js';
+import { guardOf } from '../../references.js';
 import { VM_EXAMPLE } from './shared.js';
 
 const { get, method } = membersOf<'Security'>(`Security/${VM_EXAMPLE}`);

@@ -6,11 +6,11 @@ import { lockHolder } from '../../../storage/vhd/index.js';
 import { hardDisks } from '../../../vmm/config.js';
 import { type DiskJobArgs, type DiskJobResult, type DiskOperation, runDiskJob } from '../../disk-jobs.js';
 import type { VmRecord } from '../../machines.js';
-import { ApiError } from '../errors.js';
+import { ApiError } from '../../errors.js';
 import { type InterfaceName, param, type Call } from '../member-types.js';
-import { ref, type Reference } from '../references.js';
+import { ref, type Reference } from '../../references.js';
 import type { ParamSpec } from '../schema-types.js';
-import type { ErrorName } from '../error-catalogue.js';
+import type { ErrorName } from '../../error-catalogue.js';
 
 type AnyInterfaceCall = Call<InterfaceName, unknown>;
 

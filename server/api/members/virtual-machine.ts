@@ -11,10 +11,10 @@ import { DEFAULT_SCROLLBACK_BYTES, readFrom, scrollbackBytes, type SerialOutput 
 import { isLive, VM_STATES, type VmState, VmError } from '../../../vmm/state.js';
 import { CONSOLE_KINDS, consoleTickets, holderOf, TICKET_SECONDS } from '../../http/console-tickets.js';
 import type { VmRecord } from '../../machines.js';
-import { ApiError, invalidParams } from '../errors.js';
+import { ApiError, invalidParams } from '../../errors.js';
 import { anyObject, type Call, field, integer, type InterfaceRecord, listOf, membersOf, nothing, object, oneOf, orNull, param, refOf, refsOf, string } from '../member-types.js';
 import { inspectedDisk } from '../objects.js';
-import { ref, type Reference } from '../references.js';
+import { ref, type Reference } from '../../references.js';
 import { AUTO_START, PORT_FILE_REFUSED, SHUTDOWN_ACTIONS } from '../vocabulary.js';
 import { CONFIG_ERRORS, path, VM_EXAMPLE, VM_ID_EXAMPLE } from './shared.js';
 

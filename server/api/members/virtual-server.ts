@@ -11,10 +11,10 @@ import { PROFILE, VIRTUAL_SERVER_LIMITS } from '../../../vmm/profile.js';
 import { isActive } from '../../../vmm/state.js';
 import { narrower } from '../../auth/users.js';
 import type { DiskJobArgs } from '../../disk-jobs.js';
-import { ApiError } from '../errors.js';
+import { ApiError } from '../../errors.js';
 import { boolean, type Call, field, integer, type InterfaceRecord, listOf, membersOf, nothing, object, oneOf, orNull, param, refOf, refsOf, string, TASK_EXAMPLE } from '../member-types.js';
 import { inspectedDisk } from '../objects.js';
-import { ref, type Reference, SERVER_REF } from '../references.js';
+import { ref, type Reference, SERVER_REF } from '../../references.js';
 import { EVENT_CATEGORIES, MAX_DISK_SIZE_MB, ROLES, SEVERITIES } from '../vocabulary.js';
 import { DISK_EXAMPLE, diskTask, newDiskFile, path, refuseInUse, selfOrAdministrator, VM_EXAMPLE, vmsWithDisk } from './shared.js';
 

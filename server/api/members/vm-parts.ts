@@ -6,7 +6,7 @@ import { normalizeMac } from '../../../vmm/config.js';
 import { NIC_MODELS, SCSI_MODELS } from '../../../vmm/profile.js';
 import { isLive } from '../../../vmm/state.js';
 import { type Call, field, integer, type InterfaceRecord, membersOf, nothing, object, oneOf, orNull, refOf, string } from '../member-types.js';
-import { ref } from '../references.js';
+import { ref } from '../../references.js';
 import { CONFIG_ERRORS, DISK_EXAMPLE, path, VM_ID_EXAMPLE } from './shared.js';
 import { powerTask } from './virtual-machine.js';
 

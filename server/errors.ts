@@ -3,10 +3,10 @@
 // message naming the limit, file or state at fault. Errors from the VMM, the VHD engine and the
 // storage roots keep their codes.
 
-import { VmConfigError } from '../../vmm/config.js';
-import { VmError } from '../../vmm/state.js';
-import { VhdError } from '../../storage/vhd/index.js';
-import { StoragePathError } from '../storage-roots.js';
+import { VmConfigError } from '../vmm/config.js';
+import { VmError } from '../vmm/state.js';
+import { VhdError } from '../storage/vhd/index.js';
+import { StoragePathError } from './storage-roots.js';
 import type { ErrorName } from './error-catalogue.js';
 
 export class ApiError extends Error {

@@ -3,9 +3,9 @@
 // storage roots keep their own code unions (they must not import the API), and the type check
 // at the end of this file fails the build when one of their codes has no entry.
 
-import type { VhdErrorCode } from '../../storage/vhd/errors.js';
-import type { VmErrorCode } from '../../vmm/state.js';
-import type { StoragePathCode } from '../storage-roots.js';
+import type { VhdErrorCode } from '../storage/vhd/errors.js';
+import type { VmErrorCode } from '../vmm/state.js';
+import type { StoragePathCode } from './storage-roots.js';
 
 /** JSON-RPC 2.0's own codes, and the one code (-32000) under which every other named error travels. */
 const RPC_PARSE_ERROR = -32700;
