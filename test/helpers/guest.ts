@@ -8,7 +8,13 @@
 //   VSERVER-GUEST-READY                  the marker: devices settled, shell about to start
 // then an interactive shell ("guest# ", job control, respawned) on the same port; /bin/ticker
 // prints "tick N" once a second; an ACPI power-button press prints VSERVER-POWER-BUTTON and
-// powers off.
+// powers off. After the marker every ethernet interface runs busybox udhcpc in the background
+// (retrying forever), whose script configures it and prints, at any time later:
+//   VSERVER-LEASE eth0 10.237.0.16 00:03:ff:..:..   each lease obtained or renewed
+//   VSERVER-LEASE-LOST eth0                         the interface deconfigured (also once at udhcpc's start)
+// Busybox applets for network tests: ping, nc (-l, -e), wget, httpd, sha256sum, md5sum, dd.
+// A file transfer that ends cleanly: the receiver runs `nc -l -p PORT -e sh -c 'cat >FILE'`
+// (a plain `nc -l >FILE` stops early when its own stdin ends), the sender `nc ADDRESS PORT <FILE`.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -24,6 +30,8 @@ export const GUEST_READY_MARKER = 'VSERVER-GUEST-READY';
 export const GUEST_DISKS_PREFIX = 'VSERVER-DISKS';
 export const GUEST_NICS_PREFIX = 'VSERVER-NICS';
 export const GUEST_POWER_BUTTON_MARKER = 'VSERVER-POWER-BUTTON';
+export const GUEST_LEASE_PREFIX = 'VSERVER-LEASE';
+export const GUEST_LEASE_LOST_PREFIX = 'VSERVER-LEASE-LOST';
 export const GUEST_PROMPT = 'guest# ';
 /** Kernel command line for a direct (-kernel/-initrd) boot; the VHD's syslinux.cfg uses the same. */
 export const GUEST_APPEND = 'console=ttyS0,115200 loglevel=3';
@@ -122,6 +130,31 @@ export function parseGuestReport(output: string): GuestReport | null {
       return { name: match[1], mac: match[2], driver: match[3] };
     }),
   };
+}
+
+export interface GuestLease {
+  /** The guest's interface name, e.g. eth0. */
+  ifname: string;
+  address: string;
+  /** Lower case, colon-separated, as the guest's sysfs shows it. */
+  mac: string;
+}
+
+/** Every VSERVER-LEASE line in `output`, oldest first. */
+export function parseGuestLeases(output: string): GuestLease[] {
+  const leases: GuestLease[] = [];
+  for (const line of serialLines(output)) {
+    const at = line.indexOf(`${GUEST_LEASE_PREFIX} `);
+    if (at < 0) continue; // the line may start with the shell's prompt
+    const [ifname, address, mac] = line.slice(at + GUEST_LEASE_PREFIX.length + 1).trim().split(/\s+/);
+    if (ifname && address && mac) leases.push({ ifname, address, mac });
+  }
+  return leases;
+}
+
+/** A pattern matching the next lease line of `ifname` (e.g. for SerialReader.waitFor). */
+export function leasePattern(ifname = 'eth\\d+'): RegExp {
+  return new RegExp(`${GUEST_LEASE_PREFIX} ${ifname} \\S+ \\S+\\r?\\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
