@@ -37,6 +37,8 @@ case "$mode" in
       # what test/guest/build.sh builds the test guest with
       [depmod]=kmod [cpio]=cpio [mkfs.fat]=dosfstools [mcopy]=mtools [syslinux]=syslinux
       [/usr/lib/syslinux/mbr/mbr.bin]=syslinux-common
+      # the network tests' hand-made LANs and peers (in their own namespaces): DHCP, httpd, nc
+      [dnsmasq]=dnsmasq-base [busybox]=busybox-static
       # the website's tests drive Debian's chromium with playwright-core (no browser download)
       [chromium]=chromium)
     [ "$mode" = bench ] && wanted[fio]=fio

@@ -21,6 +21,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { Netns } from './netns.js';
 import { type Match, TextWatch } from './text-watch.js';
 import { PROJECT_ROOT } from './vhd-fixtures.js';
 const BUILDER_FILES = ['build.sh', 'init.sh'].map((f) => path.join(PROJECT_ROOT, 'test', 'guest', f));
@@ -196,13 +197,17 @@ const running = new Set<ChildProcess>();
  * Spawns qemu-system-x86_64 with QEMU_BASE_ARGS + `args`. QEMU is SIGKILLed after
  * `lifetimeMs` whatever happens; call kill() (or killAllQemu() in an after() hook) when done.
  */
-export function startQemu(args: string[], lifetimeMs = 120_000): SerialQemu {
-  return runQemu([...QEMU_BASE_ARGS, ...args], lifetimeMs);
+export function startQemu(args: string[], lifetimeMs = 120_000, netns?: Netns): SerialQemu {
+  return runQemu([...QEMU_BASE_ARGS, ...args], lifetimeMs, netns);
 }
 
-/** Spawns qemu-system-x86_64 with exactly `args` (COM1 must be on stdio to be read); as startQemu otherwise. */
-export function runQemu(args: string[], lifetimeMs = 120_000): SerialQemu {
-  const child = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+/**
+ * Spawns qemu-system-x86_64 with exactly `args` (COM1 must be on stdio to be read), inside
+ * `netns` when given (ip execs QEMU, so the child is QEMU); as startQemu otherwise.
+ */
+export function runQemu(args: string[], lifetimeMs = 120_000, netns?: Netns): SerialQemu {
+  const [command, ...prefixArgs] = [...(netns?.prefix() ?? []), 'qemu-system-x86_64'];
+  const child = spawn(command, [...prefixArgs, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   running.add(child);
   let stderr = '';
   const tail = (): string => `--- serial (last 2000 chars) ---\n${serial.text.slice(-2000)}\n--- qemu stderr ---\n${stderr}`;

@@ -65,6 +65,7 @@ export class NetnsForwarder {
 
   /** Starts the relay in `netns` to 127.0.0.1:`port` there, its socket in `runDir`. */
   async connect(netns: Netns, runDir: string, port: number): Promise<void> {
+    fs.mkdirSync(runDir, { recursive: true });
     const socketPath = path.join(runDir, `forward-${this.port}.sock`);
     const relay = spawn('ip', ['netns', 'exec', netns.name, process.execPath, '-e', RELAY_SCRIPT, socketPath, String(port)], {
       stdio: ['pipe', 'pipe', 'pipe'],

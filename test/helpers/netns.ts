@@ -63,9 +63,12 @@ export function vethPair(left: Netns, a: string, right: Netns, b: string): void 
   right.run('ip', ['link', 'set', b, 'up']);
 }
 
-/** Deletes namespaces a killed earlier run left behind (only ours: NETNS_PREFIX). */
-export function removeLeftoverNamespaces(): void {
+/**
+ * Deletes namespaces a killed earlier run left behind: those whose names start with
+ * NETNS_PREFIX + `label` (give the label your namespaces use, so another run's live ones stay).
+ */
+export function removeLeftoverNamespaces(label = ''): void {
   const names = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n')
-    .map((line) => line.split(' ')[0]).filter((name) => name?.startsWith(NETNS_PREFIX));
+    .map((line) => line.split(' ')[0]).filter((name) => name?.startsWith(`${NETNS_PREFIX}${label}`));
   for (const name of names) Netns.existing(name).remove();
 }
