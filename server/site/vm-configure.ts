@@ -27,7 +27,7 @@ export interface VmView {
   disks: { ref: string; slot: string; bus: 'IDE' | 'SCSI'; busNumber: number; deviceNumber: number; path: string }[];
   dvds: { ref: string; slot: string; busNumber: number; deviceNumber: number; image: string | null }[];
   scsi: { ref: string; index: number; model: string; disks: number }[];
-  nics: { ref: string; index: number; model: string; mac: string; network: string }[];
+  nics: { ref: string; index: number; model: string; mac: string; network: string | null }[];
   com2: string | null;
   lpt1: string | null;
   floppy: { image: string | null } | null;
