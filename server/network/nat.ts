@@ -44,6 +44,8 @@ function rules(bridge: string, kind: NetworkKind, dhcp: DhcpSettings): string[] 
       `  iifname ${b} drop`,
       '}',
       'chain forward { type filter hook forward priority filter; policy accept;',
+      // Guest to guest: with br_netfilter (bridge-nf-call-iptables=1) bridged frames pass this hook, in and out the bridge.
+      `  iifname ${b} oifname ${b} accept`,
       `  iifname ${b} drop`,
       `  oifname ${b} drop`,
       '}',
