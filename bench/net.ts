@@ -4,8 +4,8 @@
 //
 // Both sides boot the test guest (test/guest) from its VHD on SCSI with one tulip adapter, 128 MB,
 // TCG. Ours: vserverd in a namespace makes the network (internal, DHCP on), the workers run the
-// guests. The peer: QEMU started by hand with the worker's own arguments (vmm/qemu-args.ts, the
-// disk opened by QEMU's vpc driver) plus `-netdev tap` on a TAP of a hand-made bridge with a
+// guests. The peer: QEMU started by hand with the worker's own arguments (vmm/qemu-args.ts: the
+// same `-netdev tap`, the disk opened by QEMU's vpc driver) on TAPs of a hand-made bridge with a
 // dnsmasq. Throughput: NET_BENCH_MIB MiB (default 32) of zeros through busybox nc, timed by the
 // sending guest's clock (/proc/uptime, 10 ms), median of NET_BENCH_RUNS (default 3); round trip:
 // busybox ping -c 20 -i 0.2, its average.
@@ -57,7 +57,8 @@ const LEASE_LINE = /VSERVER-LEASE eth0 (\S+) /;
 /** Sends MIB MiB from the first guest to the second; MiB/s by the sender's clock. */
 async function throughput(pair: Pair): Promise<number> {
   const [sender, receiver] = pair.shells;
-  await receiver.run(`nc -l -p ${PORT} -e sh -c 'cat >/dev/null' &`);
+  // "& true": run() appends "; echo marker", and "&;" is a syntax error.
+  await receiver.run(`nc -l -p ${PORT} -e sh -c 'cat >/dev/null' </dev/null & true`);
   await new Promise((r) => setTimeout(r, 300));
   const out = await sender.run(
     `read a _ </proc/uptime; dd if=/dev/zero bs=1M count=${MIB} 2>/dev/null | nc ${pair.addresses[1]} ${PORT}; read b _ </proc/uptime; echo "XFER $a $b"`, 600_000);
@@ -95,13 +96,13 @@ async function peer(dir: string): Promise<Figures> {
         fs.copyFileSync(testGuest().bootVhd, disk);
         const config = parseVmConfig({
           name: `peer-${i}`, memoryMB: 128, engine: 'tcg', bootOrder: ['disk'],
-          scsi: [{ disks: [{ target: 0, path: disk }] }], networkAdapters: [{ model: 'tulip', mac: `00:03:FF:66:00:0${i + 1}` }],
+          scsi: [{ disks: [{ target: 0, path: disk }] }], networkAdapters: [{ model: 'tulip', mac: `00:03:FF:66:00:0${i + 1}`, network: null }],
         }, dir);
-        const args = withTap(qemuArgs({
+        const args = qemuArgs({
           config, engine: 'tcg', qmpSocket: path.join(dir, `peer-${i}-qmp.sock`), vncSocket: path.join(dir, `peer-${i}-vnc.sock`),
-          switchSocket: path.join(dir, `peer-${i}-switch.sock`), incoming: false, runAs: qemuUser(() => {})?.name ?? null,
+          taps: [`tap${i}`], incoming: false, runAs: qemuUser(() => {})?.name ?? null,
           disks: new Map([['scsi0-0', { kind: 'vhd-file' as const, path: disk }]]),
-        }).filter((a) => a !== '-S'), `tap${i}`);
+        }).filter((a) => a !== '-S');
         const qemu = runQemu(args, 30 * 60_000, ns);
         qemus.push(qemu);
         const ready = await qemu.waitFor(GUEST_READY_MARKER, BOOT_TIMEOUT_MS);
@@ -116,25 +117,6 @@ async function peer(dir: string): Promise<Figures> {
     await Promise.all(qemus.map((q) => q.kill()));
     ns.remove();
   }
-}
-
-/** The worker's arguments with the (only) adapter's backend replaced by the TAP `tap`. */
-function withTap(args: string[], tap: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === '-netdev') {
-      i++; // the worker's own backend goes
-      continue;
-    }
-    if (args[i] === '-device' && /^tulip,/.test(args[i + 1] ?? '')) {
-      const device = args[i + 1].replace(/,netdev=[^,]+/, '');
-      out.push('-netdev', `tap,id=net0,ifname=${tap},script=no,downscript=no`, '-device', `${device},netdev=net0`);
-      i++;
-      continue;
-    }
-    out.push(args[i]);
-  }
-  return out;
 }
 
 function percentile(values: number[], p: number): number {

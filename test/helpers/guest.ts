@@ -15,6 +15,7 @@
 // Busybox applets for network tests: ping, nc (-l, -e), wget, httpd, sha256sum, md5sum, dd.
 // A file transfer that ends cleanly: the receiver runs `nc -l -p PORT -e sh -c 'cat >FILE'`
 // (a plain `nc -l >FILE` stops early when its own stdin ends), the sender `nc ADDRESS PORT <FILE`.
+// This busybox's wget crashes with -T: bound it with `timeout N wget ...` instead.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import crypto from 'node:crypto';

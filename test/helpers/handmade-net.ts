@@ -72,14 +72,14 @@ export async function startDnsmasq(ns: Netns, iface: string, range: DhcpRange, d
 
 export interface Httpd {
   process: ChildProcess;
-  /** What httpd logged (-v: one line per request, starting with the client's address). */
+  /** What httpd logged (-vv: lines per request starting with the client's address and port). */
   log(): string;
   stop(): void;
 }
 
 /** A busybox httpd in `ns` on `address`:`port`, serving `dir` (foreground, a child of the test). */
 export async function startHttpd(ns: Netns, address: string, port: number, dir: string): Promise<Httpd> {
-  const child = spawn('ip', ['netns', 'exec', ns.name, 'busybox', 'httpd', '-f', '-v', '-p', `${address}:${port}`, '-h', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', ns.name, 'busybox', 'httpd', '-f', '-vv', '-p', `${address}:${port}`, '-h', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout!.on('data', (d: Buffer) => { log += d.toString(); });
   child.stderr!.on('data', (d: Buffer) => { log += d.toString(); });

@@ -52,8 +52,7 @@ export interface ServerOptions {
   netns?: Netns;
 }
 
-/** The setting that keeps vserverd from making host network parts (bridges, TAPs, dnsmasq). */
-const NO_HOST_NETWORKS_ENV = 'VSERVER_HOST_NETWORKS';
+
 
 export class TestServer {
   output = '';
@@ -64,11 +63,12 @@ export class TestServer {
     const dataDir = options.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-data-'));
     const runDir = options.runDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-run-'));
     const forwarder = options.netns ? await NetnsForwarder.listen() : null;
+    // Host network parts (bridges, TAPs, dnsmasq, nft) only inside a namespace of the test's own.
     const args = [SERVER_MAIN, '--port', '0', '--data', dataDir,
-      ...(forwarder ? ['--allowed-host', `127.0.0.1:${forwarder.port}`, '--allowed-host', `localhost:${forwarder.port}`] : []),
+      ...(forwarder ? ['--allowed-host', `127.0.0.1:${forwarder.port}`, '--allowed-host', `localhost:${forwarder.port}`] : ['--no-host-networks']),
       ...(options.args ?? [])];
-    const env: NodeJS.ProcessEnv = { ...process.env, VSERVER_ADMIN_PASSWORD: ADMIN_PASSWORD, VSERVER_RUN_DIR: runDir, [NO_HOST_NETWORKS_ENV]: '0', ...options.env };
-    if (options.netns) delete env[NO_HOST_NETWORKS_ENV];
+    const env: NodeJS.ProcessEnv = { ...process.env, VSERVER_ADMIN_PASSWORD: ADMIN_PASSWORD, VSERVER_RUN_DIR: runDir, ...options.env };
+    if (options.netns) env.VSERVER_HOST_NETWORKS = '1';
     // ip execs the command, so the child's pid is vserverd's.
     const child = options.netns
       ? spawn('ip', ['netns', 'exec', options.netns.name, process.execPath, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
