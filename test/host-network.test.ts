@@ -116,6 +116,7 @@ describe('host networks in network namespaces', { timeout: 300_000 }, () => {
   const internal: NetworkSpec = { id: 'a1000002-0000-4000-8000-000000000002', name: 'Internal', kind: 'internal', hostAdapter: null, dhcp: { ...defaultDhcp('internal', [nat.dhcp]), enabled: true } };
   const lan: NetworkSpec = { id: 'a1000003-0000-4000-8000-000000000003', name: 'LAN', kind: 'host', hostAdapter: 'lan0', dhcp: defaultDhcp('host', [nat.dhcp, internal.dhcp]) };
   const guests = new Map<string, Guest>();
+  let countedBefore: Counters | undefined;
 
   const namespace = (label: string): Netns => {
     const ns = Netns.create(label);
@@ -343,6 +344,7 @@ describe('host networks in network namespaces', { timeout: 300_000 }, () => {
     assert.deepEqual(saved.totals, afterPing, 'the totals are on disk');
     const own = await networks<{ rxBytes: number; txBytes: number }>('counters', g.tap);
     assert.ok(own.rxBytes >= sent);
+    countedBefore = afterPing;
   });
 
   test('a fresh HostNetworks adopts every part as it is, and changes nothing', async () => {
@@ -354,6 +356,8 @@ describe('host networks in network namespaces', { timeout: 300_000 }, () => {
     assert.deepEqual(reports.filter((r) => r.action !== 'adopted'), []);
     assert.equal(reports.filter((r) => r.part === 'tap').length, taps.length);
     assert.deepEqual([dnsmasqPid(nat), dnsmasqPid(internal)], pids);
+    assert.deepEqual(await hn.call<Counters>('counters', 'network', nat.id), countedBefore, 'a new process reads the counters back');
+    assert.equal((await hn.call<HistoryPoint[]>('counters', 'history', nat.id, 'BytesSent')).length, 3);
   });
 
   test('watch() starts a killed dnsmasq again and reports it; the leases are kept', async () => {

@@ -51,6 +51,8 @@ export class HostNetworks {
   private watching = false;
   /** Networks whose dnsmasq would not start again: reported once, not every second. */
   private readonly failingDhcp = new Set<string>();
+  /** Each network's last change, so changes of one network run one after another. */
+  private readonly queues = new Map<string, Promise<unknown>>();
 
   constructor(private readonly options: HostNetworksOptions) {}
 
@@ -76,7 +78,20 @@ export class HostNetworks {
     this.options.report(report);
   }
 
-  async apply(spec: NetworkSpec): Promise<PartReport[]> {
+  /** Runs `change` after the network's earlier changes have ended. */
+  private serialized<T>(id: string, change: () => Promise<T>): Promise<T> {
+    const result = (this.queues.get(id) ?? Promise.resolve()).then(change, change);
+    const settled = result.catch(() => undefined);
+    this.queues.set(id, settled);
+    void settled.then(() => { if (this.queues.get(id) === settled) this.queues.delete(id); });
+    return result;
+  }
+
+  apply(spec: NetworkSpec): Promise<PartReport[]> {
+    return this.serialized(spec.id, () => this.applyNow(spec));
+  }
+
+  private async applyNow(spec: NetworkSpec): Promise<PartReport[]> {
     assertDhcp(spec.dhcp);
     const reports: PartReport[] = [];
     const say = (part: string, action: PartReport['action'], message: string): void => this.say(reports, { part, action, network: spec.id, message });
@@ -178,7 +193,11 @@ export class HostNetworks {
     else say('created', `DHCP server of ${bridge} started (pid ${started})`);
   }
 
-  async remove(id: string): Promise<void> {
+  remove(id: string): Promise<void> {
+    return this.serialized(id, () => this.removeNow(id));
+  }
+
+  private async removeNow(id: string): Promise<void> {
     const bridge = bridgeName(id);
     const folder = this.folder(id);
     this.applied.delete(id);
@@ -280,26 +299,30 @@ export class HostNetworks {
     this.timer.unref();
   }
 
-  /** Starts each applied network's dnsmasq that died. */
+  /** Starts each applied network's dnsmasq that died (between the network's changes, never during one). */
   private async mendDhcp(): Promise<void> {
     if (this.watching) return;
     this.watching = true;
     try {
-      for (const spec of this.applied.values()) {
-        const files = dnsmasqFiles(this.folder(spec.id));
-        if (!spec.dhcp.enabled || runningPid(files) !== null || !this.applied.has(spec.id)) continue;
-        try {
-          const pid = await startDnsmasq(files);
-          this.failingDhcp.delete(spec.id);
-          this.options.report({ part: 'dhcp', action: 'restarted', network: spec.id, message: `DHCP server of ${bridgeName(spec.id)} had stopped and is started again (pid ${pid})` });
-        } catch (error) {
-          if (this.failingDhcp.has(spec.id)) continue;
-          this.failingDhcp.add(spec.id);
-          this.options.report({ part: 'dhcp', action: 'failed', network: spec.id, message: `DHCP server of ${bridgeName(spec.id)} had stopped and does not start: ${(error as Error).message}` });
-        }
-      }
+      for (const id of [...this.applied.keys()]) await this.serialized(id, () => this.mendDhcpOf(id));
     } finally {
       this.watching = false;
+    }
+  }
+
+  private async mendDhcpOf(id: string): Promise<void> {
+    const spec = this.applied.get(id);
+    const files = dnsmasqFiles(this.folder(id));
+    if (!spec?.dhcp.enabled || runningPid(files) !== null) return;
+    const bridge = bridgeName(id);
+    try {
+      const pid = await startDnsmasq(files);
+      this.failingDhcp.delete(id);
+      this.options.report({ part: 'dhcp', action: 'restarted', network: id, message: `DHCP server of ${bridge} had stopped and is started again (pid ${pid})` });
+    } catch (error) {
+      if (this.failingDhcp.has(id)) return;
+      this.failingDhcp.add(id);
+      this.options.report({ part: 'dhcp', action: 'failed', network: id, message: `DHCP server of ${bridge} had stopped and does not start: ${(error as Error).message}` });
     }
   }
 
