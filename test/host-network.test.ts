@@ -275,6 +275,8 @@ describe('host networks in network namespaces', { timeout: 300_000 }, () => {
     one.ns.run('ip', ['route', 'add', 'default', 'via', internal.dhcp.serverAddress]);
     assert.equal(pings(one.ns, '10.99.0.2'), false, 'nothing is routed out of an internal network');
     assert.equal(pings(one.ns, '10.237.0.1'), false);
+    assert.equal(host.run('cat', [`/proc/sys/net/ipv6/conf/${bridgeName(internal.id)}/disable_ipv6`]).trim(), '1', 'no IPv6 around the rules');
+    assert.equal(host.run('ip', ['-6', 'address', 'show', 'dev', bridgeName(internal.id)]).trim(), '');
     assert.deepEqual((await networks<Lease[]>('leases', internal.id)).map((l) => l.hostname).sort(), ['one', 'two']);
   });
 
@@ -413,6 +415,7 @@ describe('host networks in network namespaces', { timeout: 300_000 }, () => {
       return true;
     });
     assert.equal(fs.existsSync(path.join(stateDir, 'a1000004-0000-4000-8000-000000000004')), false, 'a refused network leaves no state');
+    await assert.rejects(networks('leases', '../../etc'), { errorName: 'VM_E_NETWORK_UNKNOWN' });
   });
 
   test('changed settings restart the DHCP server; DHCP off stops it and takes the address away', async () => {

@@ -11,7 +11,7 @@ import { assertDhcp, gatewayOf, withPrefix, type DhcpSettings, type NetworkKind 
 import { dnsmasqConf, dnsmasqFiles, dnsmasqsUnder, killDnsmasq, readLeases, runningPid, startDnsmasq, stopDnsmasq, type Lease } from './dnsmasq.js';
 import { joinBridge, leaveBridge } from './host-adapter.js';
 import {
-  addAddress, addresses, createBridge, createTap, deleteAddress, deleteLink, hostInterfaces, isUp, link, linkExists, listLinks,
+  addAddress, addresses, createBridge, disableIpv6, ipv6Enabled, createTap, deleteAddress, deleteLink, hostInterfaces, isUp, link, linkExists, listLinks,
   readCounters, setMaster, setUp, type HostInterface, type InterfaceCounters,
 } from './links.js';
 import { applyRules, bridgesWithRules, removeRules } from './nat.js';
@@ -70,6 +70,7 @@ export class HostNetworks {
   }
 
   private folder(id: string): string {
+    if (!UUID_PATTERN.test(id)) throw new ApiError('VM_E_NETWORK_UNKNOWN', `not a network id: ${id}`);
     return path.join(this.options.stateDir, id);
   }
 
@@ -113,6 +114,10 @@ export class HostNetworks {
     } else {
       say('bridge', 'adopted', `bridge ${bridge} is there`);
     }
+
+    // No IPv6 on the bridges of nat and internal networks: the rules are IPv4's, and a link-local
+    // address would let guests reach the host around them. A host-connected bridge is the LAN's.
+    if (spec.kind !== 'host' && ipv6Enabled(bridge)) await disableIpv6(bridge);
 
     // Ports: TAPs stay; the host adapter joins (kind host); any other host interface leaves.
     const ports = (await listLinks()).filter((l) => l.master === bridge && !isOurTap(l.ifname));
