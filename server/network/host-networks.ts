@@ -45,6 +45,14 @@ const WATCH_INTERVAL_MS = 1_000;
 const APPLIED_FILE = 'applied.json';
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** The host's own addresses on a network's bridge: the DHCP server's while DHCP is on; a nat network's gateway. */
+function hostAddresses(spec: NetworkSpec): string[] {
+  return [
+    ...(spec.dhcp.enabled ? [withPrefix(spec.dhcp.serverAddress, spec.dhcp.networkMask)] : []),
+    ...(spec.kind === 'nat' ? [withPrefix(gatewayOf(spec.dhcp), spec.dhcp.networkMask)] : []),
+  ];
+}
+
 export class HostNetworks {
   private readonly applied = new Map<string, NetworkSpec>();
   private timer: NodeJS.Timeout | null = null;
@@ -100,7 +108,8 @@ export class HostNetworks {
     const folder = this.folder(spec.id);
     const adapter = spec.kind === 'host' ? spec.hostAdapter : null;
     if (spec.kind === 'host') await this.checkHostAdapter(adapter, bridge);
-    const madeBefore = fs.existsSync(path.join(folder, APPLIED_FILE));
+    const previous = await this.appliedSpec(folder);
+    const madeBefore = previous !== null;
     await fs.promises.mkdir(folder, { recursive: true });
 
     // The bridge, up.
@@ -131,12 +140,12 @@ export class HostNetworks {
     }
 
     // The host's addresses on the bridge: the DHCP server's while DHCP is on; a nat network's gateway.
-    const wanted = new Set<string>();
-    if (spec.dhcp.enabled) wanted.add(withPrefix(spec.dhcp.serverAddress, spec.dhcp.networkMask));
-    if (spec.kind === 'nat') wanted.add(withPrefix(gatewayOf(spec.dhcp), spec.dhcp.networkMask));
-    const moved = adapter ? new Set(await this.movedAddresses(folder)) : new Set<string>();
-    const held = (await addresses(bridge)).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`).filter((a) => !moved.has(a));
-    const extra = held.filter((a) => !wanted.has(a));
+    const wanted = new Set(hostAddresses(spec));
+    const held = (await addresses(bridge)).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
+    // A host-connected bridge also holds the host's LAN addresses (moved from its adapter): only
+    // the addresses this network put there before are taken away.
+    const ours = spec.kind === 'host' ? new Set(previous ? hostAddresses(previous) : []) : new Set(held);
+    const extra = held.filter((a) => !wanted.has(a) && ours.has(a));
     const absent = [...wanted].filter((a) => !held.includes(a));
     for (const cidr of extra) await deleteAddress(bridge, cidr);
     for (const cidr of absent) await addAddress(bridge, cidr);
@@ -155,11 +164,12 @@ export class HostNetworks {
     return reports;
   }
 
-  private async movedAddresses(folder: string): Promise<string[]> {
+  /** The spec the network's parts were last made from, or null when they never were. */
+  private async appliedSpec(folder: string): Promise<NetworkSpec | null> {
     try {
-      return (JSON.parse(await fs.promises.readFile(path.join(folder, 'host-adapter.json'), 'utf8')) as { addresses: string[] }).addresses;
+      return JSON.parse(await fs.promises.readFile(path.join(folder, APPLIED_FILE), 'utf8')) as NetworkSpec;
     } catch {
-      return [];
+      return null;
     }
   }
 
