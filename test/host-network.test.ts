@@ -174,8 +174,13 @@ describe('host networks in network namespaces', { timeout: 300_000 }, () => {
     fs.rmSync(stateRoot, { recursive: true, force: true });
   });
 
-  test('this process may make host parts (root, ip, dnsmasq, nft)', async () => {
+  test('this process may make host parts (root, ip, dnsmasq, nft); one without CAP_NET_ADMIN is told so', async () => {
     assert.deepEqual(await hn.call('static', 'permission'), { ok: true, reason: 'vserverd may make bridges, TAPs, NAT rules and DHCP servers' });
+    const module = new URL('../server/network/host-networks.js', import.meta.url).pathname;
+    // Root without CAP_NET_ADMIN: dropped from the bounding set, it is not in the program's effective set.
+    const unprivileged = host.run('setpriv', ['--bounding-set', '-net_admin', '--', process.execPath, '--input-type=module', '-e',
+      `import { HostNetworks } from ${JSON.stringify(module)}; console.log(JSON.stringify(await HostNetworks.permission()));`], 20_000);
+    assert.deepEqual(JSON.parse(unprivileged), { ok: false, reason: 'vserverd cannot make host parts of virtual networks: it lacks the capability CAP_NET_ADMIN (run vserverd as root)' });
   });
 
   test('apply makes each kind\'s parts, and a second apply adopts them all', async () => {
@@ -183,7 +188,9 @@ describe('host networks in network namespaces', { timeout: 300_000 }, () => {
     const lanNs = namespace('hn-lan');
     vethPair(host, 'lan0', lanNs, 'eth0');
     host.run('ip', ['address', 'add', '192.168.77.2/24', 'dev', 'lan0']);
+    host.run('ip', ['route', 'add', '10.50.0.0/16', 'via', '192.168.77.1', 'dev', 'lan0']);
     lanNs.run('ip', ['address', 'add', '192.168.77.1/24', 'dev', 'eth0']);
+    lanNs.run('ip', ['address', 'add', '10.50.0.1/16', 'dev', 'eth0']);
     const lanConf = path.join(stateRoot, 'lan-dnsmasq.conf');
     fs.writeFileSync(lanConf, `interface=eth0\nbind-interfaces\nport=0\nno-hosts\nno-resolv\ndhcp-range=192.168.77.50,192.168.77.60,255.255.255.0,600\ndhcp-leasefile=${stateRoot}/lan.leases\npid-file=${stateRoot}/lan.pid\n`);
     lanNs.run('dnsmasq', [`--conf-file=${lanConf}`]);
@@ -208,6 +215,8 @@ describe('host networks in network namespaces', { timeout: 300_000 }, () => {
     assert.deepEqual(addressesOf(bridgeName(lan.id)), ['192.168.77.2/24']);
     assert.deepEqual(addressesOf('lan0'), []);
     assert.ok(pings(host, '192.168.77.1'), 'the host reaches its LAN through the bridge');
+    assert.match(host.run('ip', ['-4', 'route', 'show', '10.50.0.0/16']), new RegExp(`via 192\\.168\\.77\\.1 dev ${bridgeName(lan.id)}`), 'its routes moved too');
+    assert.ok(pings(host, '10.50.0.1'));
     assert.equal(host.run('cat', ['/proc/sys/net/ipv4/ip_forward']).trim(), '1');
     assert.match(host.run('nft', ['list', 'table', 'ip', `vserver_${bridgeName(nat.id)}`]), /masquerade/);
     assert.match(host.run('nft', ['list', 'table', 'ip', `vserver_${bridgeName(internal.id)}`]), /udp dport 67 accept/);
@@ -444,6 +453,7 @@ describe('host networks in network namespaces', { timeout: 300_000 }, () => {
     assert.equal(lan0.master, undefined);
     assert.deepEqual(lan0.addr_info.map((a: { local: string }) => a.local), ['192.168.77.2']);
     assert.ok(pings(host, '192.168.77.1'), 'the host reaches its LAN on lan0 again');
+    assert.match(host.run('ip', ['-4', 'route', 'show', '10.50.0.0/16']), /via 192\.168\.77\.1 dev lan0/);
     const guestTap = JSON.parse(host.run('ip', ['-json', 'link', 'show', 'dev', guests.get('natg')?.tap ?? '']))[0];
     assert.equal(guestTap.master, undefined, 'TAPs stay, in no bridge');
   });
