@@ -47,7 +47,8 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
     const folder = path.join(dataDir, 'networks');
     const permission = enabled ? await HostNetworks.permission()
       : { ok: false, reason: 'host networks are turned off in vserverd\'s configuration (--no-host-networks)' };
-    const report = (r: PartReport): void => log(r.action === 'restarted' || r.action === 'recreated' ? 'Warning' : 'Information', r.message, r.network ? `VirtualNetwork/${r.network}` : null);
+    const severity = (r: PartReport): Severity => (r.action === 'failed' ? 'Error' : r.action === 'restarted' || r.action === 'recreated' ? 'Warning' : 'Information');
+    const report = (r: PartReport): void => log(severity(r), r.message, r.network ? `VirtualNetwork/${r.network}` : null);
     const host = permission.ok ? new HostNetworks({ stateDir: folder, qemuUser: process.geteuid?.() === 0 ? QEMU_USER : null, report }) : null;
     return new VirtualNetworks(db, folder, machines, host, new NetworkCounters(folder), permission.reason, log);
   }
