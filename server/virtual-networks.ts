@@ -184,6 +184,8 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
       await this.machines.operate(vm, 'setLink', { index, up: networkId !== null });
     }
     await this.machines.reconfigure(vm.id, (doc) => { doc.networkAdapters[index].network = networkId; }, { whileRunning: true });
+    // A sample now: the TAP's traffic counts for its new network from here on.
+    if (live) this.sample();
     const what = network ? `attached to ${network.name}` : 'detached from its network';
     this.log('Information', `${vm.name}: network adapter ${index} ${what}${live ? ' while running' : ''}`, `VirtualMachine/${vm.id}`);
     if (network) this.emit('change', { network, change: 'changed' });
