@@ -177,7 +177,7 @@ async function ours(dir: string): Promise<Ours> {
 }
 
 export async function run(): Promise<BenchTable> {
-  removeLeftoverNamespaces(LABEL);
+  for (const side of ['peer', 'ours']) removeLeftoverNamespaces(`${LABEL}-${side}`);
   return withTempDir('vserver-bench-net', async (dir) => {
     // QEMU's unprivileged user crosses this folder to its sockets and disks.
     fs.chmodSync(dir, 0o711);

@@ -53,7 +53,10 @@ let alpha: ApiGuest;
 let bravo: ApiGuest;
 let charlie: ApiGuest;
 
-function netns(label: string): Netns {
+/** The labels of this test's namespaces (vsT-guestnet-<label>-<pid>-<random>). */
+const NAMESPACES = ['host', 'bare', 'lan', 'far'] as const;
+
+function netns(label: (typeof NAMESPACES)[number]): Netns {
   const ns = Netns.create(`${LABEL}-${label}`);
   namespaces.push(ns);
   return ns;
@@ -191,7 +194,7 @@ async function lastEventId(): Promise<number> {
 }
 
 before(async () => {
-  removeLeftoverNamespaces(LABEL);
+  for (const label of NAMESPACES) removeLeftoverNamespaces(`${LABEL}-${label}`);
   hostNs = netns('host');
   server = await TestServer.start({ netns: hostNs, dataDir: path.join(dir, 'data'), runDir: path.join(dir, 'run') });
 });
