@@ -103,7 +103,13 @@ export class TestServer {
       }
       url = forwarder.url;
     }
-    const token = await login(url, 'admin', ADMIN_PASSWORD);
+    let token: string;
+    try {
+      token = await login(url, 'admin', ADMIN_PASSWORD);
+    } catch (e) {
+      forwarder?.close();
+      throw e;
+    }
     const server = new TestServer(child, url, dataDir, runDir, token);
     server.forwarder = forwarder;
     server.output = output;
