@@ -1,0 +1,207 @@
+// The website's Virtual Networks section in a real browser (Debian's chromium, playwright-core)
+// against a real vserverd without host network parts: a network is created from the menu,
+// its DHCP server configured (a refused mask shows the named error beside the field and changes
+// nothing), it is listed, picked for a VM's adapter on the VM's page, connected and disconnected
+// from its own page, refused removal while an adapter is attached (naming it), and removed after.
+// Every outcome is checked through the API as well as on the page.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { launchBrowser, newContext, policyViolations, saveArtifact, signIn } from './helpers/browser.js';
+import { ADMIN_PASSWORD, TestServer } from './helpers/server.js';
+
+interface Ref { $ref: string }
+
+let server: TestServer;
+let browser: Browser;
+let context: BrowserContext;
+let page: Page;
+let networkId = '';
+let vmId = '';
+let adapterRef = '';
+const pageErrors: string[] = [];
+
+const networkRef = (): string => `VirtualNetwork/${networkId}`;
+
+/** The DHCP server's settings as the API reads them. */
+async function dhcpSettings(): Promise<Record<string, unknown>> {
+  const dhcp = await server.call<Ref>('VirtualNetwork.get_DHCPVirtualNetworkServer', { this: networkRef() });
+  const members = ['get_IsEnabled', 'get_NetworkAddress', 'get_NetworkMask', 'get_StartingIPAddress', 'get_EndingIPAddress', 'get_ServerIPAddress',
+    'get_DefaultGatewayAddress', 'get_DNSServers', 'get_WINSServers', 'get_LeaseTime', 'get_RenewalTime', 'get_RebindingTime'];
+  return Object.fromEntries(await Promise.all(members.map(async (m) => [m, await server.call(`DHCPVirtualNetworkServer.${m}`, { this: dhcp.$ref })])));
+}
+
+/** Runs a step; on failure keeps a screenshot and says what the page and vserverd said. */
+async function step<T>(name: string, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    const shot = await page.screenshot({ fullPage: true }).then((b) => saveArtifact(`site-networks-${name}.png`, b)).catch(() => '(no screenshot)');
+    throw new Error(`${name} failed (screenshot ${shot}); page errors: ${pageErrors.join('\n') || 'none'}\nvserverd said: ${server.output.slice(-1500)}`, { cause: error });
+  }
+}
+
+describe('Virtual Networks in a real browser', { timeout: 300_000 }, () => {
+  before(async () => {
+    server = await TestServer.start();
+    browser = await launchBrowser();
+    context = await newContext(browser, server.url);
+    page = await context.newPage();
+    page.on('console', (message) => { if (message.type() === 'error') pageErrors.push(message.text()); });
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    await signIn(page, 'admin', ADMIN_PASSWORD);
+  });
+
+  after(async () => {
+    await browser?.close();
+    if (server) {
+      await server.stop();
+      server.remove();
+    }
+  });
+
+  it('the menu has a Virtual Networks section: Create, Add, Configure', async () => {
+    const nav = page.getByRole('navigation', { name: 'Main' });
+    await nav.getByRole('heading', { name: 'Virtual Networks' }).waitFor();
+    for (const [label, href] of [['Create', '/networks/create'], ['Add', '/networks/add'], ['Configure', '/networks']]) {
+      assert.equal(await nav.locator(`a[href="${href}"]`).textContent(), label);
+    }
+  });
+
+  it('creates an internal network from the Create form, and opens its page', () => step('create', async () => {
+    await page.getByRole('navigation', { name: 'Main' }).locator('a[href="/networks/create"]').click();
+    await page.getByRole('heading', { name: 'Create Virtual Network' }).waitFor();
+    // The host adapter choices come from HostInfo: at least "None (Guest Only)", plus the host's interfaces.
+    const interfaces = (await server.call<{ networkInterfaces: Array<{ name: string }> }>('VirtualServer.get_HostInfo')).networkInterfaces;
+    assert.deepEqual(await page.locator('#host-adapter option').allTextContents().then((t) => t.map((x) => x.split(' (')[0])), ['None (Guest Only)', ...interfaces.map((i) => i.name)]);
+    await page.getByLabel('Name').fill('lab');
+    await page.getByLabel(/^Internal/).check();
+    await page.getByLabel('Notes').fill('made by the browser test');
+    await page.getByRole('button', { name: 'Create' }).click();
+    await page.waitForURL(/\/networks\/[0-9a-f-]{36}$/);
+    networkId = /\/networks\/([0-9a-f-]{36})$/.exec(page.url())![1];
+    await page.getByRole('heading', { name: 'Configure lab' }).waitFor();
+    const found = await server.call<Ref | null>('VirtualServer.FindVirtualNetwork', { name: 'lab' });
+    assert.equal(found?.$ref, networkRef());
+    assert.equal(await server.call('VirtualNetwork.get_Kind', { this: networkRef() }), 'internal');
+    assert.equal(await server.call('VirtualNetwork.get_Notes', { this: networkRef() }), 'made by the browser test');
+  }));
+
+  it('a name in use is refused beside the name, and nothing is made', () => step('create-taken', async () => {
+    const before = await server.call<Ref[]>('VirtualServer.get_VirtualNetworks');
+    await page.goto('/networks/create');
+    await page.getByLabel('Name').fill('lab');
+    await page.getByLabel(/^NAT/).check();
+    await page.getByRole('button', { name: 'Create' }).click();
+    await page.locator('#name-error').waitFor();
+    assert.match(await page.locator('#form-error').textContent() ?? '', /\[VM_E_NETWORK_NAME_IN_USE\]/);
+    assert.equal((await server.call<Ref[]>('VirtualServer.get_VirtualNetworks')).length, before.length);
+  }));
+
+  it('a DHCP mask that is not contiguous shows VM_E_DHCP_INVALID beside the mask and changes nothing', () => step('dhcp-bad-mask', async () => {
+    const before = await dhcpSettings();
+    await page.goto(`/networks/${networkId}`);
+    await page.getByLabel('Network mask').fill('255.0.255.0');
+    await page.getByLabel('Starting IP address').fill(String(before.get_StartingIPAddress).replace(/\d+$/, '40'));
+    await page.locator('#dhcp-form').getByRole('button', { name: 'Save' }).click();
+    await page.locator('#dhcp-refused').waitFor();
+    assert.match(await page.locator('#dhcp-refused').textContent() ?? '', /\[VM_E_DHCP_INVALID\]/);
+    assert.ok((await page.locator('#dhcp-mask-error').textContent() ?? '').length > 0, 'a message beside the mask');
+    // The page keeps what was typed, so it can be corrected.
+    assert.equal(await page.getByLabel('Network mask').inputValue(), '255.0.255.0');
+    assert.deepEqual(await dhcpSettings(), before);
+  }));
+
+  it('configures the DHCP server: every option and the lease times, as the API reads them afterwards', () => step('dhcp', async () => {
+    await page.goto(`/networks/${networkId}`);
+    const values: Record<string, string> = {
+      'Network address': '10.98.0.0', 'Network mask': '255.255.255.0', 'Starting IP address': '10.98.0.10', 'Ending IP address': '10.98.0.50',
+      'DHCP server address': '10.98.0.1', 'Default gateway': '10.98.0.1', 'DNS servers': '10.98.0.1, 10.98.0.2', 'WINS servers': '',
+      'Lease time (seconds)': '7200', 'Renewal time (seconds)': '3600', 'Rebinding time (seconds)': '6300',
+    };
+    for (const [label, value] of Object.entries(values)) await page.getByLabel(label, { exact: true }).fill(value);
+    await page.locator('#dhcp-form').getByRole('button', { name: 'Save' }).click();
+    await page.getByRole('status').filter({ hasText: 'The DHCP server\'s settings were saved.' }).waitFor();
+    const after = await dhcpSettings();
+    assert.deepEqual(
+      [after.get_NetworkAddress, after.get_NetworkMask, after.get_StartingIPAddress, after.get_EndingIPAddress, after.get_ServerIPAddress, after.get_DefaultGatewayAddress, after.get_DNSServers, after.get_WINSServers, after.get_LeaseTime, after.get_RenewalTime, after.get_RebindingTime],
+      ['10.98.0.0', '255.255.255.0', '10.98.0.10', '10.98.0.50', '10.98.0.1', '10.98.0.1', ['10.98.0.1', '10.98.0.2'], [], 7200, 3600, 6300]);
+    assert.equal(await page.getByLabel('Ending IP address').inputValue(), '10.98.0.50');
+    // The counters, drawn as charts on the server: two SVGs with their titles.
+    assert.equal(await page.locator('#section-counters svg.history-chart').count(), 2);
+    assert.match(await page.locator('#section-counters svg.history-chart title').first().textContent() ?? '', /^Bytes per 5 seconds: Sent/);
+  }));
+
+  it('View All lists the network with its kind, host adapter and DHCP server', () => step('list', async () => {
+    await page.getByRole('navigation', { name: 'Main' }).locator('a[href="/networks"]').click();
+    await page.getByRole('heading', { name: 'Virtual Networks' }).waitFor();
+    const row = page.locator(`tr[data-network="${networkId}"]`);
+    assert.deepEqual((await row.locator('th, td').allTextContents()).map((t) => t.trim()), ['lab', 'internal', 'None (Guest Only)', 'Disabled', '0']);
+    await row.getByRole('link', { name: 'lab' }).click();
+    await page.getByRole('heading', { name: 'Configure lab' }).waitFor();
+  }));
+
+  it('picks the network for a VM\'s adapter on the VM\'s page', () => step('pick', async () => {
+    const vm = await server.call<Ref>('VirtualServer.CreateVirtualMachine', { name: 'netvm' });
+    vmId = vm.$ref.slice('VirtualMachine/'.length);
+    adapterRef = (await server.call<Ref>('VirtualMachine.AddNetworkAdapter', { this: vm.$ref })).$ref;
+    await page.goto(`/vms/${vmId}`);
+    const picker = page.getByLabel('Network of adapter 1');
+    assert.deepEqual(await picker.locator('option').allTextContents(), ['Not connected', 'Internal Network', 'lab']);
+    assert.equal(await picker.inputValue(), '');
+    await picker.selectOption({ label: 'lab' });
+    await page.getByRole('button', { name: 'Apply the network of adapter 1' }).click();
+    await page.getByRole('status').filter({ hasText: 'The network adapters were changed.' }).waitFor();
+    assert.deepEqual(await server.call('NetworkAdapter.get_VirtualNetwork', { this: adapterRef }), { $ref: networkRef() });
+    assert.equal(await page.getByLabel('Network of adapter 1').inputValue(), networkId);
+    await page.goto(`/networks/${networkId}`);
+    assert.deepEqual((await page.locator('#connected-adapters tbody tr td').allTextContents()).slice(0, 2).map((t) => t.trim()), ['netvm', '1']);
+  }));
+
+  it('removing the network is refused while the adapter is attached: the named error and the adapter are shown, and the network stays', () => step('remove-refused', async () => {
+    await page.goto(`/networks/${networkId}/remove`);
+    await page.getByRole('button', { name: 'Delete its file' }).click();
+    await page.locator('#how-error').waitFor();
+    assert.match(await page.locator('#how-error').textContent() ?? '', /\[VM_E_NETWORK_IN_USE\]/);
+    assert.match(await page.locator('#in-use').textContent() ?? '', /netvm, network adapter 1/);
+    const file = await server.call<string>('VirtualNetwork.get_File', { this: networkRef() });
+    assert.ok(fs.existsSync(file), 'the .vnc is still there');
+    assert.equal((await server.call<Ref | null>('VirtualServer.FindVirtualNetwork', { name: 'lab' }))?.$ref, networkRef());
+  }));
+
+  it('disconnects the adapter on the VM\'s page, connects it again from the network\'s page, and disconnects it there', () => step('detach', async () => {
+    await page.goto(`/vms/${vmId}`);
+    await page.getByLabel('Network of adapter 1').selectOption({ label: 'Not connected' });
+    await page.getByRole('button', { name: 'Apply the network of adapter 1' }).click();
+    await page.getByRole('status').filter({ hasText: 'The network adapters were changed.' }).waitFor();
+    assert.equal(await server.call('NetworkAdapter.get_VirtualNetwork', { this: adapterRef }), null);
+
+    await page.goto(`/networks/${networkId}`);
+    await page.locator('#no-adapters').waitFor();
+    await page.getByLabel('Adapter', { exact: true }).selectOption({ value: adapterRef });
+    await page.getByRole('button', { name: 'Connect' }).click();
+    await page.getByRole('status').filter({ hasText: 'The adapter was connected.' }).waitFor();
+    assert.deepEqual(await server.call('NetworkAdapter.get_VirtualNetwork', { this: adapterRef }), { $ref: networkRef() });
+    await page.getByRole('button', { name: 'Disconnect netvm adapter 1' }).click();
+    await page.getByRole('status').filter({ hasText: 'The adapter was disconnected.' }).waitFor();
+    assert.equal(await server.call('NetworkAdapter.get_VirtualNetwork', { this: adapterRef }), null);
+  }));
+
+  it('removes the network once nothing is attached: its .vnc goes and View All no longer lists it', () => step('remove', async () => {
+    const file = await server.call<string>('VirtualNetwork.get_File', { this: networkRef() });
+    await page.goto(`/networks/${networkId}`);
+    await page.getByRole('link', { name: 'Remove lab' }).click();
+    await page.getByRole('button', { name: 'Delete its file' }).click();
+    await page.waitForURL((url) => url.pathname === '/networks');
+    assert.equal(await page.locator(`tr[data-network="${networkId}"]`).count(), 0);
+    assert.equal(await server.call('VirtualServer.FindVirtualNetwork', { name: 'lab' }), null);
+    assert.ok(!fs.existsSync(file), `${file} was deleted`);
+  }));
+
+  it('no page broke the Content Security Policy or logged an error', () => {
+    assert.deepEqual(policyViolations(), []);
+    assert.deepEqual(pageErrors, []);
+  });
+});
