@@ -46,7 +46,7 @@ async function bootThroughWorker(manager: VmManager, config: VmConfig): Promise<
 async function bootBare(config: VmConfig, dir: string): Promise<Boot> {
   const args = qemuArgs({
     config, engine: 'tcg', qmpSocket: path.join(dir, 'bare-qmp.sock'), vncSocket: path.join(dir, 'bare-vnc.sock'),
-    switchSocket: path.join(dir, 'bare-switch.sock'), incoming: false, runAs: qemuUser(() => {})?.name ?? null,
+    taps: [], incoming: false, runAs: qemuUser(() => {})?.name ?? null,
     disks: new Map(config.scsi[0].disks.map((d) => [`scsi0-${d.target}`, { kind: 'vhd-file' as const, path: d.path }])),
   }).filter((a) => a !== '-S');
   const start = now();
@@ -80,7 +80,7 @@ export async function run(): Promise<BenchTable> {
     fs.copyFileSync(guest.bootVhd, path.join(dir, 'boot.vhd'));
     const config = parseVmConfig({
       name: 'bench', memoryMB: 256, engine: 'tcg', bootOrder: ['disk'],
-      scsi: [{ disks: [{ target: 0, path: 'boot.vhd' }] }], networkAdapters: [{ model: 'tulip', network: 'none' }],
+      scsi: [{ disks: [{ target: 0, path: 'boot.vhd' }] }], networkAdapters: [{ model: 'tulip', network: null }],
     }, dir);
     const manager = new VmManager(path.join(dir, 'run'));
     const worker: Boot[] = [];

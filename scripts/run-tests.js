@@ -35,7 +35,9 @@ const result = spawnSync(process.execPath, [
   '--test-reporter=spec', '--test-reporter-destination=stdout',
   `--test-reporter=${path.join(import.meta.dirname, 'skip-reporter.js')}`, `--test-reporter-destination=${skipsFile}`,
   ...files,
-], { stdio: 'inherit' });
+  // No test's vserverd makes bridges or TAPs in the machine's own network namespace: the network
+  // tests run theirs inside namespaces they make, with VSERVER_HOST_NETWORKS=1.
+], { stdio: 'inherit', env: { ...process.env, VSERVER_HOST_NETWORKS: '0' } });
 
 let skips;
 try {

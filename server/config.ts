@@ -26,13 +26,15 @@ export interface ServerConfig {
   /** Seconds between refreshes of Master Status's thumbnails (Virtual Server's "refresh interval"). */
   thumbnailSeconds: number;
   adminUser: string;
+  /** Whether virtual networks get their host parts (bridges, TAPs, dnsmasq, nftables); off, networks exist only in the catalog. */
+  hostNetworks: boolean;
 }
 
 export class ConfigError extends Error {}
 
-const FILE_KEYS = ['host', 'port', 'dataDir', 'storageRoots', 'allowedOrigins', 'allowedHosts', 'sessionTimeoutMinutes', 'thumbnailSeconds', 'adminUser'] as const;
+const FILE_KEYS = ['host', 'port', 'dataDir', 'storageRoots', 'allowedOrigins', 'allowedHosts', 'sessionTimeoutMinutes', 'thumbnailSeconds', 'adminUser', 'hostNetworks'] as const;
 
-export const USAGE = `usage: node dist/server/main.js [--config FILE] [--host ADDRESS] [--port N] [--data FOLDER] [--storage-root FOLDER ...] [--allowed-host NAME ...]
+export const USAGE = `usage: node dist/server/main.js [--config FILE] [--host ADDRESS] [--port N] [--data FOLDER] [--storage-root FOLDER ...] [--allowed-host NAME ...] [--no-host-networks]
   --config FILE         a JSON file with any of: ${FILE_KEYS.join(', ')}   (VSERVER_CONFIG)
   --host ADDRESS        the address to listen on; 127.0.0.1 unless set          (VSERVER_HOST)
   --port N              the port; 8080 unless set, 0 for any free one          (VSERVER_PORT)
@@ -43,6 +45,9 @@ export const USAGE = `usage: node dist/server/main.js [--config FILE] [--host AD
                         (repeat for more); this host's name and the listen address are always allowed,
                         and localhost, 127.0.0.1 and [::1] when listening on loopback or on every address
                                                                       (VSERVER_ALLOWED_HOSTS, comma-separated)
+  --no-host-networks    virtual networks without host parts (no bridge, TAP, dnsmasq or NAT rule is made);
+                        they are made when vserverd has CAP_NET_ADMIN unless this is set
+                                                                      (VSERVER_HOST_NETWORKS=0, "hostNetworks": false)
   VSERVER_ADMIN_PASSWORD sets the first administrator's password (else one is generated and shown once).`;
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: string): ServerConfig {
@@ -52,7 +57,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
       args: argv,
       options: {
         config: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, data: { type: 'string' },
-        'storage-root': { type: 'string', multiple: true }, 'allowed-host': { type: 'string', multiple: true }, help: { type: 'boolean', short: 'h' },
+        'storage-root': { type: 'string', multiple: true }, 'allowed-host': { type: 'string', multiple: true }, 'no-host-networks': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
       strict: true,
     }));
@@ -91,7 +96,10 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
     throw new ConfigError(`thumbnailSeconds must be a whole number of seconds from 1 to 3600, not "${thumbnailText}"`);
   }
   const adminUser = env.VSERVER_ADMIN_USER ?? stringSetting(file.adminUser, 'adminUser') ?? 'admin';
-  return { host, port, dataDir, storageRoots: roots, allowedOrigins, allowedHosts, sessionTimeoutMinutes, thumbnailSeconds, adminUser };
+  if (file.hostNetworks !== undefined && typeof file.hostNetworks !== 'boolean') throw new ConfigError(`hostNetworks must be true or false, not ${JSON.stringify(file.hostNetworks)}`);
+  if (env.VSERVER_HOST_NETWORKS !== undefined && !['0', '1'].includes(env.VSERVER_HOST_NETWORKS)) throw new ConfigError(`VSERVER_HOST_NETWORKS must be 0 or 1, not "${env.VSERVER_HOST_NETWORKS}"`);
+  const hostNetworks = values['no-host-networks'] ? false : env.VSERVER_HOST_NETWORKS !== undefined ? env.VSERVER_HOST_NETWORKS === '1' : file.hostNetworks ?? true;
+  return { host, port, dataDir, storageRoots: roots, allowedOrigins, allowedHosts, sessionTimeoutMinutes, thumbnailSeconds, adminUser, hostNetworks };
 }
 
 /** A Host header's form: a name or IPv4 address, or an IPv6 address in brackets; then an optional port. */

@@ -85,6 +85,7 @@ export const ERRORS = {
   VM_E_NETWORK_NAME_IN_USE: named(400, 'another virtual network has that name'),
   VM_E_NETWORK_IN_USE: named(409, 'network adapters are attached to the network; `data.adapters` names them'),
   VM_E_NETWORK_REGISTERED: named(400, 'the .vnc is a network that is registered already'),
+  VM_E_NETWORK_FILE_INVALID: named(400, 'the file is not a .vnc this vserver reads; the message names the field at fault'),
   VM_E_NETWORK_NOT_PERMITTED: named(400, 'vserverd lacks CAP_NET_ADMIN (run it as root) or the host lacks ip, dnsmasq or nft; the message says which. Everything else works'),
   VM_E_NETWORK_FAILED: named(400, 'the host refused to make a part of the network (a bridge, TAP, address, NAT rule or the DHCP server); the message quotes the host'),
   VM_E_HOST_ADAPTER_UNKNOWN: named(400, 'the host has no interface of that name, or it cannot be bridged (loopback, a bridge of vserver\'s, another bridge\'s port)'),

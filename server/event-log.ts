@@ -4,9 +4,10 @@
 
 import { EventEmitter } from 'node:events';
 import { type Catalog, prepared } from './catalog/database.js';
+import type { EVENT_CATEGORIES, SEVERITIES } from './api/vocabulary.js';
 
-export type Severity = 'Information' | 'Warning' | 'Error';
-export type Category = 'Virtual Server' | 'Virtual Machine' | 'Virtual Disk' | 'Security' | 'Task';
+export type Severity = (typeof SEVERITIES)[number];
+export type Category = (typeof EVENT_CATEGORIES)[number];
 
 export interface LoggedEvent {
   id: number;

@@ -41,7 +41,7 @@ export class Machines extends EventEmitter<MachineEventMap> implements VmRecords
   create(name: string, folder: string): Promise<VmRecord> { return this.repository.create(name, folder); }
   register(vmcPath: string): Promise<VmRecord> { return this.repository.register(vmcPath); }
   remove(id: string, deleteFiles: boolean): Promise<VmRecord> { return this.repository.remove(id, deleteFiles); }
-  reconfigure(id: string, change: (document: VmConfig) => void): Promise<VmRecord> { return this.repository.reconfigure(id, change); }
+  reconfigure(id: string, change: (document: VmConfig) => void, options?: { whileRunning?: boolean }): Promise<VmRecord> { return this.repository.reconfigure(id, change, options); }
   setSettings(id: string, settings: VmSettings): void { this.repository.setSettings(id, settings); }
   repairVmcFiles(): Promise<void> { return this.repository.repairVmcFiles(); }
 

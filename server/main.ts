@@ -25,6 +25,7 @@ import { Machines, type StateChange } from './machines.js';
 import { StorageRoots } from './storage-roots.js';
 import { settleFromVm } from './interrupted-tasks.js';
 import { Tasks } from './tasks.js';
+import { VirtualNetworks } from './virtual-networks.js';
 
 const projectRoot = path.resolve(import.meta.dirname, '..', '..');
 const version = (JSON.parse(fs.readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version;
@@ -39,8 +40,12 @@ async function main(): Promise<void> {
   const users = new Users(db);
   const admin = await users.ensureAdministrator(config.adminUser, process.env.VSERVER_ADMIN_PASSWORD || undefined);
   const roots = new StorageRoots(config.storageRoots);
+  const machines = new Machines(db);
+  const events = new EventLog(db);
+  const networks = await VirtualNetworks.open(db, config.dataDir, machines, config.hostNetworks,
+    (severity, message, object) => events.log('Virtual Network', severity, message, SERVICE, object));
   const services: Services = {
-    db, users, machines: new Machines(db), tasks: new Tasks(db), events: new EventLog(db), access: new AccessControl(db),
+    db, users, machines, networks, tasks: new Tasks(db), events, access: new AccessControl(db),
     roots, files: new FileWorkers(roots.roots), sessions: new Sessions(config.sessionTimeoutMinutes * 60_000),
     hostName: os.hostname(), version, startedAt: Date.now(),
   };
@@ -51,6 +56,8 @@ async function main(): Promise<void> {
   services.machines.on('state', (change) => logStateChange(services, change));
   services.machines.on('cleaned', (message, object) => services.events.log(object ? 'Virtual Machine' : 'Virtual Server', 'Information', message, SERVICE, object));
   await services.machines.repairVmcFiles();
+  // Before the VMs: their TAPs and bridges carry frames again (or still) when they are reattached.
+  await services.networks.start();
   const reattached = await services.machines.reattach();
   services.tasks.settleInterrupted((task) => settleFromVm(task, services.machines));
   await services.machines.cleanRunFolders();
@@ -131,6 +138,8 @@ async function shutDown(services: Services, server: http.Server, signal: string)
     console.log(`vserverd: ${vm.name}: ${action}${error ? ` failed: ${error.message}` : ' done'}`);
   });
   services.machines.detach();
+  // The networks' host parts stay: guests left running keep their networks.
+  services.networks.close();
   services.events.log('Virtual Server', 'Information', `vserverd stopped (${signal})`);
   services.db.close();
   services.files.close();

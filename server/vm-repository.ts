@@ -113,15 +113,16 @@ export class VmRepository implements VmRecords {
   }
 
   /**
-   * Changes the configuration of a turned-off VM: `change` edits a copy of the document, which is
-   * then validated whole; a refused change leaves the VM as it was.
+   * Changes the configuration of a turned-off VM (or, with whileRunning, of any VM): `change` edits
+   * a copy of the document, which is then validated whole; a refused change leaves the VM as it was.
    */
-  reconfigure(id: string, change: (document: VmConfig) => void): Promise<VmRecord> {
+  reconfigure(id: string, change: (document: VmConfig) => void, options: { whileRunning?: boolean } = {}): Promise<VmRecord> {
     // One change of a VM at a time: the next reads the document the last one wrote.
     const previous = this.changing.get(id) ?? Promise.resolve();
     const next = previous.then(() => {
       const vm = this.require(id);
-      this.supervision.refuseUnlessOff(vm);
+      // What a running VM may change (an adapter's network) its caller has applied to the running machine.
+      if (!options.whileRunning) this.supervision.refuseUnlessOff(vm);
       const document = structuredClone(vm.config);
       change(document);
       const config = parseVmConfig(document, path.dirname(vm.vmcPath));

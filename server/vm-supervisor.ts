@@ -18,7 +18,7 @@ import type { Supervision } from './vm-repository.js';
 const BETWEEN_STATES: readonly VmState[] = ['TurningOn', 'Restoring', 'Saving', 'TurningOff'];
 const SETTLE_POLL_MS = 250;
 
-export type WorkerOperation = 'turnOff' | 'shutdown' | 'save' | 'pause' | 'resume' | 'reset' | 'screenshot' | 'serialOutput';
+export type WorkerOperation = 'turnOff' | 'shutdown' | 'save' | 'pause' | 'resume' | 'reset' | 'screenshot' | 'serialOutput' | 'setLink';
 
 export class VmSupervisor implements Supervision {
   private readonly clients = new Map<string, WorkerClient>();

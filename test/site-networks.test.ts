@@ -45,7 +45,8 @@ async function step<T>(name: string, work: () => Promise<T>): Promise<T> {
 
 describe('Virtual Networks in a real browser', { timeout: 300_000 }, () => {
   before(async () => {
-    server = await TestServer.start();
+    // No host parts (bridges, TAPs, dnsmasq): these tests touch no network of the machine.
+    server = await TestServer.start({ env: { VSERVER_HOST_NETWORKS: '0' } });
     browser = await launchBrowser();
     context = await newContext(browser, server.url);
     page = await context.newPage();

@@ -77,8 +77,7 @@ describe('a VM worker running the test guest', { timeout: 600_000 }, () => {
         { model: 'virtio-scsi', disks: [{ target: 3, path: 'third.vhd' }] },
       ],
       networkAdapters: [
-        { model: 'tulip', network: 'loopback' }, { model: 'tulip', network: 'loopback' },
-        { model: 'e1000', network: 'none' }, { model: 'virtio', network: 'none' },
+        { model: 'tulip' }, { model: 'tulip' }, { model: 'e1000' }, { model: 'virtio' },
       ],
       usb: ['Keyboard', 'Tablet'],
       bootOrder: ['disk'],
@@ -123,15 +122,11 @@ describe('a VM worker running the test guest', { timeout: 600_000 }, () => {
     assert.ok(commandLine(qemu).includes('-nodefaults'));
   });
 
-  it('joins the loopback adapters by a switch, and unplugged adapters have no link', async () => {
-    const [first, second, unplugged] = interfaces;
-    const out = await serial.run(`ip link set ${first} up; ip link set ${second} up; ip link set ${unplugged} up; sleep 1; `
-      + `before=$(cat /sys/class/net/${second}/statistics/rx_packets); arping -q -c 3 -w 4 -I ${first} 10.9.9.9; `
-      + `echo "rx $before $(cat /sys/class/net/${second}/statistics/rx_packets) carrier $(cat /sys/class/net/${unplugged}/carrier)"`);
-    const match = /rx (\d+) (\d+) carrier (\d)/.exec(out);
-    assert.ok(match, `no counters in: ${out}`);
-    assert.ok(Number(match[2]) >= Number(match[1]) + 3, `${second} received the three ARP requests ${first} sent: ${out}`);
-    assert.equal(match[3], '0', `${unplugged} is unplugged`);
+  // Traffic between adapters on a virtual network is test/networks-vm.test.ts's: it needs host networks.
+  it('gives adapters on no network no link', async () => {
+    const out = await serial.run(`for i in ${interfaces.join(' ')}; do ip link set $i up; done; sleep 1; `
+      + `echo "carrier ${interfaces.map((i) => `$(cat /sys/class/net/${i}/carrier)`).join(' ')}"`);
+    assert.match(out, new RegExp(`carrier ${interfaces.map(() => '0').join(' ')}`), `every adapter is unplugged: ${out}`);
   });
 
   it('offers the graphical console as VNC on a unix socket', async () => {

@@ -62,7 +62,8 @@ describe('vsctl net and vm nic against vserverd', { timeout: 300_000 }, () => {
   let vsctl: (...args: string[]) => Promise<Result>;
 
   before(async () => {
-    server = await TestServer.start();
+    // No host parts (bridges, TAPs, dnsmasq): these tests touch no network of the machine.
+    server = await TestServer.start({ env: { VSERVER_HOST_NETWORKS: '0' } });
     const env = { VSERVER_URL: server.url, VSERVER_TOKEN: server.adminToken, VSERVER_CREDENTIALS: path.join(dir, 'none.json') };
     vsctl = (...args) => vsctlIn(env, args);
   }, { timeout: 60_000 });
@@ -160,6 +161,18 @@ describe('vsctl net and vm nic against vserverd', { timeout: 300_000 }, () => {
     assert.match(shown, /^\s+Lease time:\s+3600 s \(renewal 1800 s, rebinding 3000 s\)$/m);
   });
 
+  test('net dhcp --enable and --disable turn the DHCP server on and off (without host parts it is a setting only); both at once is a usage error', async () => {
+    const on = parseJson<Dhcp>(expectStatus(await vsctl('net', 'dhcp', 'lab', '--enable', '--json'), 0, 'net dhcp --enable'), 'net dhcp --enable');
+    assert.equal(on.enabled, true);
+    assert.equal((await dhcpOf('lab')).get_IsEnabled, true);
+    assert.match(expectStatus(await vsctl('net', 'list'), 0, 'net list').stdout, /^lab\s+internal\s+-\s+on\s+0\s/m);
+    const off = expectStatus(await vsctl('net', 'dhcp', 'lab', '--disable'), 0, 'net dhcp --disable').stdout;
+    assert.match(off, /^DHCP:\s+disabled$/m);
+    assert.equal((await dhcpOf('lab')).get_IsEnabled, false);
+    const both = expectStatus(await vsctl('net', 'dhcp', 'lab', '--enable', '--disable'), 2, 'net dhcp --enable --disable');
+    assert.match(both.stderr, /--enable and --disable: give one/);
+  });
+
   test('net dhcp refusals are named and change nothing: a mask that is not contiguous, a range outside the network, lease times out of order, an overlap', async () => {
     const before = await dhcpOf('lab');
     const mask = expectStatus(await vsctl('net', 'dhcp', 'lab', '--mask', '255.0.255.0'), 1, 'net dhcp --mask 255.0.255.0');
@@ -208,6 +221,13 @@ describe('vsctl net and vm nic against vserverd', { timeout: 300_000 }, () => {
     assert.equal(refusedJson.error.name, 'VM_E_NETWORK_IN_USE');
     assert.equal(refusedJson.error.data.adapters.length, 1);
     assert.ok(fs.existsSync(shown.file), 'the refused delete kept the .vnc');
+
+    // Without host parts a VM whose adapter is attached cannot turn on: the CLI says why, by name, and the VM stays off.
+    const start = expectStatus(await vsctl('vm', 'start', 'netvm'), 1, 'vm start with an attached adapter and no host parts');
+    assert.match(start.stderr, /^vsctl: cannot turn on netvm, whose adapters are attached to networks: .+ \[VM_E_NETWORK_NOT_PERMITTED\]$/m);
+    assert.equal(await server!.call('VirtualMachine.get_State', { this: `VirtualMachine/${attached.adapter.split('/')[1]}` }), 'TurnedOff');
+    const shownVm = expectStatus(await vsctl('vm', 'show', 'netvm'), 0, 'vm show').stdout;
+    assert.match(shownVm, /^Network adapters:\s+00:03:FF:\S+\s+\S+, network lab$/im);
 
     const bad = expectStatus(await vsctl('vm', 'nic', 'attach', 'netvm', '0', 'nope'), 1, 'vm nic attach to no network');
     assert.match(bad.stderr, /\[VM_E_NETWORK_UNKNOWN\]$/m);

@@ -14,10 +14,29 @@ export type IdeDevice = IdeHardDisk | IdeDvdDrive;
 export interface ScsiDisk { target: number; path: string }
 export interface ScsiAdapter { model: ScsiModel; disks: ScsiDisk[] }
 
-/** "none": the cable is unplugged (link down); "loopback": a switch inside the VM's worker joining its "loopback" adapters. */
-export const NETWORKS = ['none', 'loopback'] as const;
-export type NetworkName = (typeof NETWORKS)[number];
-export interface NetworkAdapter { model: NicModel; mac: string; network: NetworkName }
+/**
+ * A network adapter. `network` is the id of the virtual network it is attached to (vserverd's),
+ * or null: the cable is unplugged (link down). A dynamic MAC is vserver's to choose; a static one
+ * was set by the user.
+ */
+export interface NetworkAdapter { model: NicModel; mac: string; network: string | null; dynamicMac: boolean }
+
+/** The rule of names that also name files (a VM's NAME.vmc and NAME.vsv, a network's NAME.vnc): "." and ".." would name others. */
+export const FILE_NAME_RULE = 'a name is 1 to 64 characters without control characters, "/" or "\\", and not only dots';
+export function isFileName(name: string): boolean {
+  return name.length >= 1 && name.length <= 64 && !hasControlCharacter(name) && !/[/\\]/.test(name) && !/^\.+$/.test(name);
+}
+
+/** Networks of .vmc files from before virtual networks existed: both read as unplugged. */
+const UNPLUGGED_NAMES = ['none', 'loopback'];
+
+/**
+ * The TAP device that joins adapter `index` of VM `vmId` to its network's bridge (at most 15
+ * characters, the kernel's limit). vserverd makes it; the worker hands it to QEMU when it exists.
+ */
+export function tapName(vmId: string, index: number): string {
+  return `vst${vmId.replaceAll('-', '').slice(0, 8)}n${index}`;
+}
 
 /** QEMU rewrites a port's file at each turn on, so a VM's own kinds of file are refused as port files. */
 export const PORT_FILE_REFUSED = ['.vhd', '.vmc', '.vsv', '.iso', '.vfd'] as const;
@@ -70,7 +89,12 @@ export class VmConfigError extends Error {
 const KNOWN_KEYS = new Set(['version', 'id', 'name', 'processors', 'memoryMB', 'ide', 'scsi', 'networkAdapters',
   'com2', 'lpt1', 'floppy', 'usb', 'bootOrder', 'engine', 'savedState']);
 const MAC = /^00[:-]03[:-]FF(?:[:-][0-9A-F]{2}){3}$/i;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Whether `mac` is under Virtual Server's prefix 00:03:FF ("-" separators allowed). */
+export function isVirtualServerMac(mac: string): boolean {
+  return MAC.test(mac);
+}
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Validates a configuration document. Relative paths are taken from baseDir (the document's
@@ -86,10 +110,7 @@ export function parseVmConfig(document: unknown, baseDir: string): VmConfig {
 
   const name = typeof doc.name === 'string' ? doc.name.trim() : '';
   if (!name) fail('name', 'a VM needs a name');
-  // The name also names the VM's files (NAME.vmc, NAME.vsv) and, by default, its folder: "." and ".." would name others.
-  else if (name.length > 64 || hasControlCharacter(name) || /[/\\]/.test(name) || /^\.+$/.test(name)) {
-    fail('name', 'a name is 1 to 64 characters without control characters, "/" or "\\", and not only dots');
-  }
+  else if (!isFileName(name)) fail('name', FILE_NAME_RULE);
   const id = doc.id === undefined ? globalThis.crypto.randomUUID() : String(doc.id);
   if (!UUID.test(id)) fail('id', `"${id}" is not a UUID`);
 
@@ -218,8 +239,11 @@ function parseNetworkAdapters(value: unknown, fail: Fail): NetworkAdapter[] {
     if (!isObject(item)) { fail(field, 'a network adapter is an object'); return []; }
     const model = item.model === undefined ? defaultModel : item.model;
     if (!NIC_MODELS.includes(model as NicModel)) fail(`${field}.model`, `"${String(model)}" is not a network adapter model (${NIC_MODELS.join(', ')})`);
-    const network = item.network === undefined ? 'none' : item.network;
-    if (!NETWORKS.includes(network as NetworkName)) fail(`${field}.network`, `"${String(network)}" is not a network (${NETWORKS.join(', ')})`);
+    const network = item.network === undefined || item.network === null || UNPLUGGED_NAMES.includes(item.network as string) ? null : item.network;
+    if (network !== null && (typeof network !== 'string' || !UUID.test(network))) {
+      fail(`${field}.network`, `"${String(network)}" is not a virtual network's id (or null: not connected)`);
+    }
+    if (item.dynamicMac !== undefined && typeof item.dynamicMac !== 'boolean') fail(`${field}.dynamicMac`, 'dynamicMac is true or false');
     let mac = item.mac === undefined ? randomMac(macs) : String(item.mac);
     if (!MAC.test(mac)) {
       fail(`${field}.mac`, `"${mac}" is not a MAC address under ${PROFILE.networkAdapters.macPrefix} (00:03:FF:xx:xx:xx)`);
@@ -228,7 +252,7 @@ function parseNetworkAdapters(value: unknown, fail: Fail): NetworkAdapter[] {
     mac = normalizeMac(mac);
     if (macs.has(mac)) fail(`${field}.mac`, `${mac} is already used by another adapter of this VM`);
     macs.add(mac);
-    return [{ model: model as NicModel, mac, network: network as NetworkName }];
+    return [{ model: model as NicModel, mac, network: network as string | null, dynamicMac: item.dynamicMac !== false }];
   });
 }
 

@@ -24,7 +24,6 @@ export class VmPaths {
   get console(): string { return path.join(this.dir, 'console.sock'); }
   get qmp(): string { return path.join(this.dir, 'qmp.sock'); }
   get vnc(): string { return path.join(this.dir, 'vnc.sock'); }
-  get switch(): string { return path.join(this.dir, 'switch.sock'); }
   get workerLog(): string { return path.join(this.dir, 'worker.log'); }
   get qemuLog(): string { return path.join(this.dir, 'qemu.log'); }
   disk(slot: string): string { return path.join(this.dir, `disk-${slot}.sock`); }

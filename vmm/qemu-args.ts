@@ -14,8 +14,8 @@ export interface QemuLaunch {
   /** Where the VM's private sockets live. */
   qmpSocket: string;
   vncSocket: string;
-  /** The worker's loopback switch, for adapters on the "loopback" network. */
-  switchSocket: string;
+  /** Per adapter, the host's TAP device that is its backend, or null for none (its cable can never be plugged in while this QEMU runs). */
+  taps: (string | null)[];
   disks: Map<string, DiskSource>;
   /** Wait for a saved state to be streamed in (migrate-incoming) instead of booting. */
   incoming: boolean;
@@ -127,15 +127,13 @@ function scsiDevices(launch: QemuLaunch, boot: BootIndexes): string[] {
   ]);
 }
 
-/** Unplugged adapters get no backend; the worker sets their link down before the guest runs. */
+/** Each adapter's backend is its TAP, which vserverd joins to the network's bridge; QEMU opens it itself, as no script runs. */
 function networkAdapters(launch: QemuLaunch, boot: BootIndexes): string[] {
   return launch.config.networkAdapters.flatMap((nic, i) => {
     const device = `${QEMU_NIC_DEVICE[nic.model]},id=nic${i},mac=${nic.mac.toLowerCase()}${bootindex(boot, `nic${i}`)}`;
-    if (nic.network === 'none') return ['-device', device];
-    return [
-      '-netdev', `stream,id=net${i},server=off,addr.type=unix,addr.path=${opt(launch.switchSocket)}`,
-      '-device', `${device},netdev=net${i}`,
-    ];
+    const tap = launch.taps[i];
+    if (!tap) return ['-device', device];
+    return ['-netdev', `tap,id=net${i},ifname=${opt(tap)},script=no,downscript=no`, '-device', `${device},netdev=net${i}`];
   });
 }
 

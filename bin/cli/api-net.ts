@@ -191,8 +191,6 @@ async function configureDhcp(client: ApiClient, dhcp: string, addresses: Map<Par
   };
   if (addresses.size) {
     const params = { ...await current(ADDRESS_FLAGS), ...Object.fromEntries([...addresses].map(([f, v]) => [f.param, v])) };
-    // A gateway of null is "none": the parameter is optional, so it is left out.
-    if (params.defaultGateway === null) delete params.defaultGateway;
     await client.call(CONFIGURE, { this: dhcp, ...params });
   }
   if (times.size) {

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { hardDisks, parseVmConfig, type VmConfig, VmConfigError } from '../../vmm/config.js';
+import { hardDisks, parseVmConfig, tapName, type VmConfig, VmConfigError } from '../../vmm/config.js';
 import { chooseEngine } from '../../vmm/engine.js';
 import { VmManager, WORKER_EXIT_MS } from '../../vmm/manager.js';
 import { VmPaths } from '../../vmm/paths.js';
@@ -143,7 +143,7 @@ export const vmCommands: Command[] = [
       const paths = VmPaths.of(config.id);
       const disks = new Map(hardDisks(config).map(({ slot }) => [slot, { kind: 'nbd' as const, socket: paths.disk(slot), export: slot }]));
       const command = ['qemu-system-x86_64', ...qemuArgs({
-        config, engine: engine.engine, qmpSocket: paths.qmp, vncSocket: paths.vnc, switchSocket: paths.switch,
+        config, engine: engine.engine, qmpSocket: paths.qmp, vncSocket: paths.vnc, taps: config.networkAdapters.map((_, i) => tapName(config.id, i)),
         disks, incoming: false, runAs: process.getuid?.() === 0 ? QEMU_USER : null,
       })];
       if (args.json) {

@@ -6,6 +6,7 @@
 import type { Principal } from '../auth/users.js';
 import type { Right } from '../auth/rights.js';
 import type { VmRecord } from '../vm-record.js';
+import type { NetworkRecord } from '../network-record.js';
 import type { TaskState } from '../tasks.js';
 import type { ErrorName } from '../error-catalogue.js';
 import type { ConnectionObject, DriveObject, IndexedObject, SecurityObject, VmPartObject } from './objects.js';
@@ -27,6 +28,8 @@ export interface ObjectOf {
   /** The disk's real path. */
   HardDisk: string;
   Security: SecurityObject;
+  VirtualNetwork: NetworkRecord;
+  DHCPVirtualNetworkServer: NetworkRecord;
 }
 export type InterfaceName = keyof ObjectOf;
 

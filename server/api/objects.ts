@@ -34,6 +34,8 @@ export async function resolveRef(services: Services, iface: string, reference: s
     case 'Task': return taskOf(services, rest, reference);
     case 'HardDisk': return existingDisk(services, rest);
     case 'Security': return securityOf(services, rest, reference);
+    case 'VirtualNetwork':
+    case 'DHCPVirtualNetworkServer': return services.networks.require(rest);
     default: throw unknownObject(reference);
   }
 }

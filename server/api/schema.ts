@@ -9,8 +9,10 @@ import { hardDisk } from './members/hard-disk.js';
 import { security } from './members/security.js';
 import { task } from './members/task.js';
 import { virtualMachine } from './members/virtual-machine.js';
+import { dhcpServer, virtualNetwork } from './members/virtual-network.js';
 import { virtualServer } from './members/virtual-server.js';
-import { displayInterface, dvdDrive, guestOS, hardDiskConnection, networkAdapter, scsiController } from './members/vm-parts.js';
+import { networkAdapter } from './members/network-adapter.js';
+import { displayInterface, dvdDrive, guestOS, hardDiskConnection, scsiController } from './members/vm-parts.js';
 import type { InterfaceSpec, MemberSpec, Schema } from './schema-types.js';
 
 export { AUTO_START, DISK_TYPES, EVENT_CATEGORIES, PORT_FILE_REFUSED, ROLES, SEVERITIES, SHUTDOWN_ACTIONS } from './vocabulary.js';
@@ -28,6 +30,8 @@ export const INTERFACES: Record<string, InterfaceRecord> = {
   Task: task,
   HardDisk: hardDisk,
   Security: security,
+  VirtualNetwork: virtualNetwork,
+  DHCPVirtualNetworkServer: dhcpServer,
 };
 
 function declarationOf({ doc, ref, members }: InterfaceRecord): InterfaceSpec {
@@ -43,6 +47,7 @@ export const SCHEMA: Schema = Object.fromEntries(Object.entries(INTERFACES).map(
 export const EVENTS: Record<string, { doc: string; params: Record<string, string> }> = {
   'VirtualMachine.OnStateChange': { doc: 'A VM changed state.', params: { vm: 'object reference', name: 'the VM\'s name', state: 'VMVMState name', previous: 'VMVMState name or null', reason: 'why it stopped (or crashed), or null' } },
   'Task.OnProgress': { doc: 'A task progressed or finished.', params: { task: 'object reference', description: 'string', percentCompleted: 'integer', isComplete: 'boolean', error: '{name, message} or null' } },
+  'VirtualNetwork.OnChange': { doc: 'A virtual network was created, registered, changed (settings, DHCP server, an adapter attached or detached) or removed.', params: { network: 'object reference', name: 'the network\'s name', change: 'created, changed or removed' } },
   'VirtualServer.OnEventLogged': { doc: 'An entry was added to the event log.', params: { id: 'integer', time: 'ISO 8601', category: 'string', severity: 'string', message: 'string', who: 'string', object: 'object reference or null' } },
 };
 

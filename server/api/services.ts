@@ -8,11 +8,14 @@ import type { FileWorkers } from '../file-workers.js';
 import type { Machines } from '../machines.js';
 import type { StorageRoots } from '../storage-roots.js';
 import type { Tasks } from '../tasks.js';
+import type { VirtualNetworks } from '../virtual-networks.js';
 import type { Sessions } from '../http/sessions.js';
 
 export interface Services {
   db: Catalog;
   machines: Machines;
+  /** The virtual networks and their host parts. */
+  networks: VirtualNetworks;
   tasks: Tasks;
   events: EventLog;
   users: Users;

@@ -9,7 +9,7 @@ export const AUTO_START = ['Never', 'Always', 'IfRunningAtQuit'] as const;
 export const SHUTDOWN_ACTIONS = ['Save', 'TurnOff', 'Shutdown'] as const;
 export const DISK_TYPES = ['Dynamic', 'Fixed', 'Differencing'] as const;
 export const SEVERITIES = ['Information', 'Warning', 'Error'] as const;
-export const EVENT_CATEGORIES = ['Virtual Server', 'Virtual Machine', 'Virtual Disk', 'Security', 'Task'] as const;
+export const EVENT_CATEGORIES = ['Virtual Server', 'Virtual Machine', 'Virtual Disk', 'Virtual Network', 'Security', 'Task'] as const;
 export { PORT_FILE_REFUSED } from '../../vmm/config.js';
 /** The largest VHD (2040 GB, 2,088,960 MB), in MB as sizeMB parameters take it. */
 export const MAX_DISK_SIZE_MB = MAX_DISK_SIZE / (1024 * 1024);

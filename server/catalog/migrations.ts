@@ -73,4 +73,21 @@ export const MIGRATIONS: Migration[] = [
     description: 'what each task does (its kind), so that a task cut by a restart can be settled from its VM',
     sql: 'ALTER TABLE tasks ADD COLUMN kind TEXT;',
   },
+  {
+    version: 3,
+    description: 'virtual networks (each one\'s kind, host adapter, notes, DHCP server settings and .vnc file), and vserverd\'s own settings (what a first start did)',
+    sql: `
+      CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        kind TEXT NOT NULL,
+        host_adapter TEXT,
+        notes TEXT NOT NULL DEFAULT '',
+        dhcp TEXT NOT NULL,
+        vnc_path TEXT NOT NULL,
+        created TEXT NOT NULL
+      );
+      CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    `,
+  },
 ];

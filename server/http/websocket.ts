@@ -13,6 +13,7 @@ import type { Services } from '../api/services.js';
 import type { LoggedEvent } from '../event-log.js';
 import type { StateChange } from '../machines.js';
 import type { TaskState } from '../tasks.js';
+import type { NetworkChangeEvent } from '../virtual-networks.js';
 import { type Caller, authenticate, originAllowed } from './authenticate.js';
 import { hostAllowed } from './host-check.js';
 import type { Sessions } from './sessions.js';
@@ -70,11 +71,17 @@ function serve(ws: WebSocket, req: http.IncomingMessage, first: Caller, services
   const onLogged = (event: LoggedEvent): void => {
     if (services.access.canSee(caller.principal, event)) notify('VirtualServer.OnEventLogged', event);
   };
+  const onNetworkChange = ({ network, change }: NetworkChangeEvent): void => {
+    const object = `VirtualNetwork/${network.id}`;
+    if (canRead(object)) notify('VirtualNetwork.OnChange', { network: object, name: network.name, change });
+  };
   services.machines.on('state', onState);
+  services.networks.on('change', onNetworkChange);
   services.tasks.on('progress', onProgress);
   services.events.on('logged', onLogged);
   ws.on('close', () => {
     services.machines.off('state', onState);
+    services.networks.off('change', onNetworkChange);
     services.tasks.off('progress', onProgress);
     services.events.off('logged', onLogged);
   });

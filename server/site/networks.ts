@@ -161,7 +161,7 @@ async function renderNetwork(ctx: SiteContext, req: SiteRequest, res: Response, 
   } catch (error) {
     return refuseFor(req, res, error);
   }
-  const canChange = can(ctx, req, 'change', network.ref);
+  const canChange = can(ctx, req, 'change', SERVER_REF);
   const unconnected = canChange ? await api<unknown[]>(ctx, req, 'VirtualServer.get_UnconnectedNetworkAdapters').catch(() => []) : [];
   res.status(options.status ?? 200).render('networks/configure', {
     title: `Configure ${network.name}`, network, errors: options.errors ?? {}, form: options.form ?? {}, failed: options.failed ?? null,
@@ -170,7 +170,7 @@ async function renderNetwork(ctx: SiteContext, req: SiteRequest, res: Response, 
     leases: await api<unknown[]>(ctx, req, 'DHCPVirtualNetworkServer.get_Leases', { this: network.dhcpRef }).catch(() => []),
     interfaces: network.kind === 'host' ? await hostInterfaces(ctx, req) : [],
     charts: await charts(ctx, req, network.ref),
-    canChange, canDelete: can(ctx, req, 'delete', network.ref), fields: NETWORK_FIELDS, shown, kindLabels: KIND_LABELS,
+    canChange, canDelete: can(ctx, req, 'delete', SERVER_REF), fields: NETWORK_FIELDS, shown, kindLabels: KIND_LABELS,
   });
 }
 
@@ -219,10 +219,8 @@ async function applyDhcp(ctx: SiteContext, req: SiteRequest, network: NetworkVie
   const values = (method: string, source: (f: (typeof NETWORK_FIELDS.dhcp)[number]) => unknown): Record<string, unknown> => {
     const out: Record<string, unknown> = {};
     for (const f of NETWORK_FIELDS.dhcp.filter((d) => d.method === method)) {
-      const value = source(f);
-      // An empty gateway is none: the parameter is left out.
-      if (f.param === 'defaultGateway' && (value === '' || value === null)) continue;
-      out[f.param] = value;
+      // An empty gateway is none (null); left out, a NAT network's would be the server address.
+      out[f.param] = source(f) ?? null;
     }
     return out;
   };
@@ -258,7 +256,8 @@ const CHANGES: Record<string, NetworkChange> = {
       if (!name) throw problem('general-name', 'a virtual network needs a name');
       if (name !== network.name) await call('put_Name', name, 'general-name');
       if (network.kind === 'host' && typeof form['general-host-adapter'] === 'string') {
-        const adapter = text(form['general-host-adapter']) || null;
+        const adapter = text(form['general-host-adapter']);
+        if (!adapter) throw problem('general-host-adapter', 'a host network is bridged to an interface of this host: choose one');
         if (adapter !== network.hostAdapter) await call('put_HostAdapter', adapter, 'general-host-adapter');
       }
       if (typeof form['general-notes'] === 'string' && form['general-notes'] !== network.notes) await call('put_Notes', form['general-notes'], 'general-notes');

@@ -10,7 +10,7 @@ import { QmpError } from '../qmp.js';
 import { VmError, type VmErrorCode, type VmStatus } from '../state.js';
 import type { VirtualMachine } from './machine.js';
 
-export const OPERATIONS = ['status', 'turnOn', 'turnOff', 'shutdown', 'save', 'pause', 'resume', 'reset', 'screenshot', 'type', 'scrollback', 'serialOutput'] as const;
+export const OPERATIONS = ['status', 'turnOn', 'turnOff', 'shutdown', 'save', 'pause', 'resume', 'reset', 'screenshot', 'type', 'scrollback', 'serialOutput', 'setLink'] as const;
 export type Operation = (typeof OPERATIONS)[number];
 
 /**
@@ -92,6 +92,7 @@ export class ControlServer {
         return {};
       case 'scrollback': return { text: vm.console.scrollback().toString('utf8') };
       case 'serialOutput': return vm.console.read(typeof args.since === 'number' ? args.since : undefined);
+      case 'setLink': return vm.setLink(Number(args.index), args.up === true).then(() => ({}));
       default: throw new VmError('VM_E_BAD_REQUEST', `unknown operation "${String(op)}" (known: ${OPERATIONS.join(', ')})`);
     }
   }

@@ -12,14 +12,13 @@ import { fsyncFile } from '../../host/files.js';
 import { finishesWithin } from '../../host/time.js';
 import { draftOf } from '../../storage/drafts.js';
 import { serveFile, type ServedFile } from '../../storage/nbd/index.js';
-import { hardDisks, type VmConfig } from '../config.js';
+import { hardDisks, tapName, type VmConfig } from '../config.js';
 import { chooseEngine, type EngineProbe } from '../engine.js';
 import type { VmPaths } from '../paths.js';
 import { type DiskSource, qemuArgs } from '../qemu-args.js';
 import { QmpClient, QmpError } from '../qmp.js';
 import { isActive, VmError, type VmState, type VmStatus } from '../state.js';
 import { SerialConsole } from './console.js';
-import { LoopbackSwitch } from './loopback-switch.js';
 import { preflight } from './preflight.js';
 import type { QemuAccount } from './user.js';
 
@@ -49,8 +48,9 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
   private readonly paths: VmPaths;
   private qemu: Running | null = null;
   private disks: ServedFile[] = [];
-  private loopback: LoopbackSwitch | null = null;
   private operation: string | null = null;
+  /** Per adapter, the TAP QEMU was given at turn on (vserverd makes them when it manages host networks). */
+  private tapsAtStart: (string | null)[] = [];
   /** Why QEMU is expected to exit; unset, an exit is a crash (unless the guest powered off). */
   private stopping: string | null = null;
   private guestPoweredOff = false;
@@ -76,7 +76,6 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
         await preflight(this.config);
         const engine = await chooseEngine(this.config.engine);
         await this.serveDisks();
-        await this.startLoopbackSwitch();
         const running = this.spawnQemu(engine, this.qemuCommandLine(engine, restoring));
         await this.connectQmp(running);
         if (restoring) await this.restoreSavedState();
@@ -196,6 +195,22 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     await this.qemu?.exited;
   }
 
+  /**
+   * Plugs adapter `index`'s cable in or pulls it out: the guest sees its link go up or down, and
+   * nothing else changes. vserverd has already joined the adapter's TAP to the new bridge (or
+   * taken it off its bridge).
+   */
+  async setLink(index: number, up: boolean): Promise<void> {
+    if (!this.qemu) throw new VmError('VM_E_VM_NOT_RUNNING', `${this.config.name} is not running (it is ${this.status.state})`);
+    if (!Number.isInteger(index) || index < 0 || index >= this.config.networkAdapters.length) {
+      throw new VmError('VM_E_INVALID_PARAMS', `${this.config.name} has no network adapter ${index}`);
+    }
+    if (up && !this.tapsAtStart[index]) {
+      throw new VmError('VM_E_NETWORK_FAILED', `network adapter ${index} of ${this.config.name} has no TAP: the VM was turned on without host networks; turn it off and on again`);
+    }
+    await this.qmp().execute('set_link', { name: `nic${index}`, up });
+  }
+
   // --- the steps -----------------------------------------------------------------------------
 
   private async serveDisks(): Promise<void> {
@@ -205,18 +220,13 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     }
   }
 
-  private async startLoopbackSwitch(): Promise<void> {
-    if (!this.config.networkAdapters.some((n) => n.network === 'loopback')) return;
-    this.loopback = new LoopbackSwitch();
-    await this.loopback.listen(this.paths.switch);
-  }
-
   /** QEMU's arguments: the served disks by their NBD sockets, and -incoming when a saved state is to be streamed in. */
   private qemuCommandLine(engine: EngineProbe, incoming: boolean): string[] {
+    this.tapsAtStart = this.config.networkAdapters.map((_, i) => tapOnHost(tapName(this.config.id, i)));
     const disks = new Map<string, DiskSource>(this.disks.map((d) => [d.exportName, { kind: 'nbd', socket: d.socket!, export: d.exportName }]));
     return qemuArgs({
       config: this.config, engine: engine.engine, qmpSocket: this.paths.qmp, vncSocket: this.paths.vnc,
-      switchSocket: this.paths.switch, disks, incoming, runAs: this.options.runAs?.name ?? null,
+      taps: this.tapsAtStart, disks, incoming, runAs: this.options.runAs?.name ?? null,
     });
   }
 
@@ -258,7 +268,7 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
 
   private async unplugDisconnectedAdapters(): Promise<void> {
     for (const [i, nic] of this.config.networkAdapters.entries()) {
-      if (nic.network === 'none') await this.qmp().execute('set_link', { name: `nic${i}`, up: false });
+      if (nic.network === null) await this.qmp().execute('set_link', { name: `nic${i}`, up: false });
     }
   }
 
@@ -382,8 +392,6 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
   }
 
   private async releaseResources(): Promise<void> {
-    this.loopback?.close();
-    this.loopback = null;
     const disks = this.disks.splice(0);
     for (const disk of disks) {
       try {
@@ -472,4 +480,9 @@ function signalName(signal: number): string {
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+/** The TAP device when the host has it (vserverd made it before the turn on), else null. */
+function tapOnHost(name: string): string | null {
+  return fs.existsSync(`/sys/class/net/${name}`) ? name : null;
 }

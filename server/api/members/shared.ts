@@ -17,6 +17,8 @@ type AnyInterfaceCall = Call<InterfaceName, unknown>;
 /** The examples' objects. */
 export const VM_EXAMPLE = 'VirtualMachine/7d8e5c1a-3b9f-4e2d-a6c0-1f2e3d4c5b6a';
 export const VM_ID_EXAMPLE = VM_EXAMPLE.slice('VirtualMachine/'.length);
+export const NETWORK_ID_EXAMPLE = '5c2d9e4a-1b7f-4a3e-8d6c-2e1f0a9b8c7d';
+export const NETWORK_EXAMPLE = `VirtualNetwork/${NETWORK_ID_EXAMPLE}`;
 export const DISK_EXAMPLE = 'HardDisk//var/lib/vserver/disks/web.vhd';
 
 export const CONFIG_ERRORS: readonly ErrorName[] = ['VM_E_VM_RUNNING', 'VM_E_VM_SAVED', 'VM_E_CONFIG_INVALID'];

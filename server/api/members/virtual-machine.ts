@@ -4,7 +4,7 @@
 
 import fs from 'node:fs/promises';
 import type { VmConfig } from '../../../vmm/config.js';
-import { hardDisks, scsiAdapterOf } from '../../../vmm/config.js';
+import { hardDisks, isVirtualServerMac, normalizeMac, randomMac, scsiAdapterOf } from '../../../vmm/config.js';
 import { portFileProblem } from '../../../vmm/port-file.js';
 import { NIC_MODELS, PROFILE, SCSI_MODELS, USB_DEVICES, type UsbDevice } from '../../../vmm/profile.js';
 import { DEFAULT_SCROLLBACK_BYTES, readFrom, scrollbackBytes, type SerialOutput } from '../../../vmm/serial-output.js';
@@ -160,14 +160,22 @@ export const virtualMachine: InterfaceRecord = {
     get_NetworkAdapters: get('The network adapters.', refsOf('NetworkAdapter'), [{ $ref: `NetworkAdapter/${VM_ID_EXAMPLE}/0` }],
       ({ self }) => self.config.networkAdapters.map((_, i) => ref('NetworkAdapter', `${self.id}/${i}`))),
     AddNetworkAdapter: method(`Adds a network adapter (at most ${PROFILE.networkAdapters.max}) with a new MAC address under 00:03:FF: ${NIC_MODELS.join(', ')}.`, {
-      params: { model: param(oneOf(NIC_MODELS), 'The model (tulip when omitted).', true), ethernetAddress: param(string, 'A MAC address under 00:03:FF; generated when omitted.', true) },
-      returns: refOf('NetworkAdapter'), right: 'change', errors: CONFIG_ERRORS,
+      params: {
+        model: param(oneOf(NIC_MODELS), 'The model (tulip when omitted).', true),
+        ethernetAddress: param(string, 'A static MAC address under 00:03:FF, unique among this host\'s VMs; a dynamic one is drawn when omitted.', true),
+        network: param(refOf('VirtualNetwork'), 'The virtual network to attach it to; none when omitted.', true),
+      },
+      returns: refOf('NetworkAdapter'), right: 'change', errors: ['VM_E_MAC_INVALID', 'VM_E_MAC_IN_USE', ...CONFIG_ERRORS],
       example: { params: {}, result: { $ref: `NetworkAdapter/${VM_ID_EXAMPLE}/0` } },
       handler: async (call) => {
+        const { networks } = call.services;
+        const given = call.params.ethernetAddress;
+        if (given !== undefined && !isVirtualServerMac(given)) throw new ApiError('VM_E_MAC_INVALID', `"${given}" is not a MAC address under 00:03:FF (00:03:FF:xx:xx:xx)`);
+        const mac = given === undefined ? randomMac(networks.macsInUse()) : normalizeMac(given);
+        const holder = networks.macHolder(mac, null);
+        if (holder) throw new ApiError('VM_E_MAC_IN_USE', `${mac} is held by ${holder.id === call.self.id ? 'another adapter of this VM' : `the VM ${holder.name}`}`);
         const vm = await reconfigure(call, (doc) => {
-          const mac = call.params.ethernetAddress;
-          // Left out, the profile's parser draws a free address under 00:03:FF: the document may lack it until then.
-          doc.networkAdapters.push({ model: call.params.model ?? PROFILE.networkAdapters.defaultModel, network: 'none', ...(mac ? { mac } : {}) } as VmConfig['networkAdapters'][number]);
+          doc.networkAdapters.push({ model: call.params.model ?? PROFILE.networkAdapters.defaultModel, mac, network: call.params.network?.id ?? null, dynamicMac: given === undefined });
         });
         return ref('NetworkAdapter', `${vm.id}/${vm.config.networkAdapters.length - 1}`);
       },
@@ -178,7 +186,10 @@ export const virtualMachine: InterfaceRecord = {
       handler: async (call) => {
         const a = call.params.adapter;
         ownPart(call, a, 'adapter', 'an adapter');
+        const count = call.self.config.networkAdapters.length;
         await reconfigure(call, (doc) => { doc.networkAdapters.splice(a.index, 1); });
+        // The adapters after it move up: the last TAP goes, and the others are joined anew at the next turn on.
+        await call.services.networks.adaptersRemoved(call.self.id, count - 1, count);
       },
     }),
     get_USBDevices: get('The USB devices on the VM\'s UHCI controller.', listOf(oneOf(USB_DEVICES)), ['Tablet'], ({ self }) => self.config.usb),
@@ -256,13 +267,14 @@ export const virtualMachine: InterfaceRecord = {
       async (call) => {
         const vm = call.self;
         await checkVmFiles(call, vm);
-        const { machines, tasks } = call.services;
+        const { machines, networks, tasks } = call.services;
+        await networks.prepareStartup(vm);
         machines.claimStart(vm);
         const started = tasks.start(`${machines.state(vm) === 'Saved' ? 'Restore' : 'Startup'} of ${vm.name}`, `VirtualMachine/${vm.id}`, call.principal.user, { kind: 'turnOn' }, async (t) => {
           await machines.startup(vm, (p) => t.progress(p.percent, p.operation, p.bytes));
         });
         return ref('Task', started.id);
-      }, ['VM_E_VM_RUNNING', 'VM_E_HD_IMAGE_NOT_FOUND', 'VM_E_START_FAILED', 'VM_E_TURNED_OFF', 'VM_E_MAC_IN_USE']),
+      }, ['VM_E_VM_RUNNING', 'VM_E_HD_IMAGE_NOT_FOUND', 'VM_E_START_FAILED', 'VM_E_TURNED_OFF', 'VM_E_MAC_IN_USE', 'VM_E_NETWORK_UNKNOWN', 'VM_E_NETWORK_NOT_PERMITTED', 'VM_E_NETWORK_FAILED']),
     TurnOff: task('Cuts the power, as pulling the plug.', 'control', {}, {},
       (call) => powerTask(call, call.self, 'Turn off', 'turnOff', ['Running', 'Paused', 'TurningOn', 'Restoring', 'Saving', 'TurningOff']), ['VM_E_VM_NOT_RUNNING']),
     Save: task('Saves the VM\'s state to its .vsv and stops it (Saving, TurningOff, TurnedOff; then Saved).', 'control', {}, {},

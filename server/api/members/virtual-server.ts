@@ -16,7 +16,8 @@ import { boolean, type Call, field, integer, type InterfaceRecord, listOf, membe
 import { inspectedDisk } from '../objects.js';
 import { ref, type Reference, SERVER_REF } from '../../references.js';
 import { EVENT_CATEGORIES, MAX_DISK_SIZE_MB, ROLES, SEVERITIES } from '../vocabulary.js';
-import { DISK_EXAMPLE, diskTask, newDiskFile, path, refuseInUse, selfOrAdministrator, VM_EXAMPLE, vmsWithDisk } from './shared.js';
+import { NETWORK_KINDS } from '../../network-record.js';
+import { DISK_EXAMPLE, diskTask, NETWORK_EXAMPLE, newDiskFile, path, refuseInUse, selfOrAdministrator, VM_EXAMPLE, VM_ID_EXAMPLE, vmsWithDisk } from './shared.js';
 
 const MB = 1024 * 1024;
 const { get, method, task } = membersOf<'VirtualServer'>(null);
@@ -61,14 +62,19 @@ export const virtualServer: InterfaceRecord = {
         memoryMB: field(integer, 'The host\'s memory'), memoryAvailableMB: field(integer, 'Memory free now'),
         operatingSystem: field(string, 'Kernel name and release'), engine: field(oneOf(['kvm', 'tcg']), 'What VMs run on here'),
         engineReason: field(string, 'Why that engine'), qemuVersion: field(string, 'QEMU\'s version, or "not installed"'),
+        networkInterfaces: field(listOf(object({
+          name: field(string, 'The interface'), mac: field(string, 'Its MAC address'), up: field(boolean, 'Whether it is up'),
+          addresses: field(listOf(string), 'Its IPv4 and IPv6 addresses, with prefix length'),
+        })), 'The host\'s interfaces a host-connected network may be bridged to (vserver\'s own bridges and TAPs left out)'),
       }),
-      { hostName: 'vhost1', logicalProcessors: 2, memoryMB: 24000, memoryAvailableMB: 20000, operatingSystem: 'Linux 6.1.0', engine: 'tcg', engineReason: 'the CPU has no hardware virtualization (no vmx or svm flag)', qemuVersion: '7.2.0' },
-      async () => {
-        const [engine, version] = await Promise.all([probeEngine(), readQemuVersion()]);
+      { hostName: 'vhost1', logicalProcessors: 2, memoryMB: 24000, memoryAvailableMB: 20000, operatingSystem: 'Linux 6.1.0', engine: 'tcg', engineReason: 'the CPU has no hardware virtualization (no vmx or svm flag)', qemuVersion: '7.2.0',
+        networkInterfaces: [{ name: 'eth0', mac: '52:54:00:12:34:56', up: true, addresses: ['192.168.1.10/24'] }] },
+      async ({ services }) => {
+        const [engine, version, networkInterfaces] = await Promise.all([probeEngine(), readQemuVersion(), services.networks.hostInterfaces()]);
         return {
           hostName: os.hostname(), logicalProcessors: os.availableParallelism(), memoryMB: Math.round(os.totalmem() / MB),
           memoryAvailableMB: Math.round(os.freemem() / MB), operatingSystem: `${os.type()} ${os.release()}`,
-          engine: engine.engine, engineReason: engine.reason, qemuVersion: version,
+          engine: engine.engine, engineReason: engine.reason, qemuVersion: version, networkInterfaces,
         };
       }),
     get_MaximumMemoryPerVM: limit('The most memory a VM may have, in MB (3.6 GB).', 'MaximumMemoryPerVM'),
@@ -109,6 +115,7 @@ export const virtualServer: InterfaceRecord = {
       handler: async ({ services, params }) => {
         const vm = await services.machines.remove(params.vm.id, false);
         services.access.forget(`VirtualMachine/${vm.id}`);
+        await services.networks.adaptersRemoved(vm.id, 0, vm.config.networkAdapters.length);
       },
     }),
     DeleteVirtualMachine: method('Removes a turned-off VM and deletes its .vmc and saved state; its disks are kept.', {
@@ -117,6 +124,7 @@ export const virtualServer: InterfaceRecord = {
       handler: async ({ services, params }) => {
         const vm = await services.machines.remove(params.vm.id, true);
         services.access.forget(`VirtualMachine/${vm.id}`);
+        await services.networks.adaptersRemoved(vm.id, 0, vm.config.networkAdapters.length);
       },
     }),
     FindVirtualMachine: method('The VM with this name, or null.', {
@@ -127,6 +135,47 @@ export const virtualServer: InterfaceRecord = {
         return vm && canRead(call, `VirtualMachine/${vm.id}`) ? ref('VirtualMachine', vm.id) : null;
       },
     }),
+    get_VirtualNetworks: get('Every registered virtual network.', refsOf('VirtualNetwork'), [{ $ref: NETWORK_EXAMPLE }],
+      ({ services }) => services.networks.list().map((n) => ref('VirtualNetwork', n.id))),
+    CreateVirtualNetwork: method(`Creates a virtual network (a bridge on the host) and writes its .vnc beside the catalog: ${NETWORK_KINDS.join(', ')}. A new network gets a free 10.237.N.0/24 for its DHCP server, which is on for nat and off otherwise.`, {
+      params: {
+        name: param({ type: 'string', maxLength: 64 }, 'The name, unique on this host: no control characters, "/" or "\\", and not only dots.'),
+        kind: param(oneOf(NETWORK_KINDS), 'internal: guests only; host: bridged to hostAdapter; nat: the host routes and masquerades.'),
+        hostAdapter: param(string, 'For kind host: the host interface to bridge (VirtualServer.get_HostInfo\'s networkInterfaces).', true),
+      },
+      returns: refOf('VirtualNetwork'), right: 'change', errors: ['VM_E_NETWORK_NAME_IN_USE', 'VM_E_HOST_ADAPTER_UNKNOWN', 'VM_E_NETWORK_FAILED'],
+      example: { params: { name: 'Lab', kind: 'internal' }, result: { $ref: NETWORK_EXAMPLE } },
+      handler: async ({ services, params }) => ref('VirtualNetwork', (await services.networks.create(params.name, params.kind, params.hostAdapter ?? null)).id),
+    }),
+    RegisterVirtualNetwork: method('Adds a virtual network from its .vnc (written by this or another host).', {
+      params: { path: path('The .vnc file.') }, returns: refOf('VirtualNetwork'), right: 'change',
+      errors: ['VM_E_FILE_NOT_FOUND', 'VM_E_NETWORK_FILE_INVALID', 'VM_E_DHCP_INVALID', 'VM_E_NETWORK_NAME_IN_USE', 'VM_E_NETWORK_REGISTERED', 'VM_E_DHCP_OVERLAP', 'VM_E_HOST_ADAPTER_UNKNOWN', 'VM_E_NETWORK_FAILED'],
+      example: { params: { path: '/var/lib/vserver/networks/Lab.vnc' }, result: { $ref: NETWORK_EXAMPLE } },
+      handler: async ({ services, params }) => {
+        const file = await services.files.run({ op: 'regular-file', input: params.path, kind: '.vnc file' });
+        return ref('VirtualNetwork', (await services.networks.register(file)).id);
+      },
+    }),
+    UnregisterVirtualNetwork: method('Removes a virtual network and its host parts, and keeps its .vnc; refused while adapters are attached (data.adapters names them).', {
+      params: { network: param(refOf('VirtualNetwork'), 'The network.') }, returns: nothing, right: 'delete', errors: ['VM_E_NETWORK_IN_USE'],
+      example: { params: { network: NETWORK_EXAMPLE }, result: null },
+      handler: async ({ services, params }) => { await services.networks.remove(params.network.id, false); },
+    }),
+    DeleteVirtualNetwork: method('Removes a virtual network, its host parts and its .vnc; refused while adapters are attached (data.adapters names them).', {
+      params: { network: param(refOf('VirtualNetwork'), 'The network.') }, returns: nothing, right: 'delete', errors: ['VM_E_NETWORK_IN_USE'],
+      example: { params: { network: NETWORK_EXAMPLE }, result: null },
+      handler: async ({ services, params }) => { await services.networks.remove(params.network.id, true); },
+    }),
+    FindVirtualNetwork: method('The virtual network with this name, or null.', {
+      params: { name: param(string, 'The name.') }, returns: orNull(refOf('VirtualNetwork')), right: 'read',
+      example: { params: { name: 'Internal Network' }, result: { $ref: NETWORK_EXAMPLE } },
+      handler: ({ services, params }) => {
+        const network = services.networks.findByName(params.name);
+        return network ? ref('VirtualNetwork', network.id) : null;
+      },
+    }),
+    get_UnconnectedNetworkAdapters: get('The adapters attached to no network, of the VMs the caller may read.', refsOf('NetworkAdapter'), [{ $ref: `NetworkAdapter/${VM_ID_EXAMPLE}/0` }],
+      (call) => call.services.networks.unconnectedAdapters().filter(({ vm }) => canRead(call, `VirtualMachine/${vm.id}`)).map(({ vm, index }) => ref('NetworkAdapter', `${vm.id}/${index}`))),
     CreateDynamicVirtualHardDisk: task(`Creates a dynamically expanding VHD of sizeMB (${DEFAULT_DISK_SIZE / MB / 1024} GB when omitted).`, 'change',
       { path: path('The new .vhd.'), sizeMB: param(diskSizeMB, `Size in the guest, in MB (at most ${MAX_DISK_SIZE_MB.toLocaleString('en-US')} MB = 2040 GB).`, true) },
       { path: 'disks/web.vhd', sizeMB: 16384 },

@@ -2,8 +2,7 @@
 // drives, SCSI adapters, network adapters, the guest OS and the display. Their rights are the VM's.
 
 import type { IdeDevice } from '../../../vmm/config.js';
-import { normalizeMac } from '../../../vmm/config.js';
-import { NIC_MODELS, SCSI_MODELS } from '../../../vmm/profile.js';
+import { SCSI_MODELS } from '../../../vmm/profile.js';
 import { isLive } from '../../../vmm/state.js';
 import { type Call, field, integer, type InterfaceRecord, membersOf, nothing, object, oneOf, orNull, refOf, string } from '../member-types.js';
 import { ref } from '../../references.js';
@@ -57,17 +56,6 @@ export const scsiController: InterfaceRecord = {
   members: {
     get_ID: scsi.get('Its index, the busNumber of its disks.', integer, 0, ({ self }) => self.index),
     get_Model: scsi.get(`${SCSI_MODELS.join(' or ')}.`, oneOf(SCSI_MODELS), 'lsi53c895a', ({ self }) => self.vm.config.scsi[self.index].model),
-  },
-};
-
-const nic = membersOf<'NetworkAdapter'>(`NetworkAdapter/${VM_ID_EXAMPLE}/0`);
-export const networkAdapter: InterfaceRecord = {
-  doc: 'A network adapter of a VM (IVMNetworkAdapter).',
-  ref: 'NetworkAdapter/<vm id>/<index>',
-  members: {
-    get_EthernetAddress: nic.get('Its MAC address, under 00:03:FF.', string, '00:03:FF:1A:2B:3C', ({ self }) => normalizeMac(self.vm.config.networkAdapters[self.index].mac)),
-    get_Model: nic.get(`${NIC_MODELS.join(', ')}.`, oneOf(NIC_MODELS), 'tulip', ({ self }) => self.vm.config.networkAdapters[self.index].model),
-    get_VirtualNetwork: nic.get('The network it is connected to: "none" (unplugged) until virtual networks exist.', string, 'none', ({ self }) => self.vm.config.networkAdapters[self.index].network),
   },
 };
 
