@@ -273,7 +273,8 @@ export const CHANGES: Record<string, Change> = {
     async apply({ call }, form) {
       const mac = text(form['nic-mac']);
       try {
-        await beside('nic-model', call('VirtualMachine.AddNetworkAdapter', { model: text(form['nic-model']), ...(mac ? { ethernetAddress: mac } : {}) }));
+        // A refused MAC address (not under 00:03:FF, or another VM's) belongs beside the MAC field.
+        await beside((e) => (e.errorName.startsWith('VM_E_MAC_') ? 'nic-mac' : 'nic-model'), call('VirtualMachine.AddNetworkAdapter', { model: text(form['nic-model']), ...(mac ? { ethernetAddress: mac } : {}) }));
       } catch (error) {
         throw besideMac(error);
       }
