@@ -216,7 +216,7 @@ describe('vsctl net and vm nic against vserverd', { timeout: 300_000 }, () => {
     assert.equal(listed.find((n) => n.name === 'lab')?.adapters, 1);
 
     const refused = expectStatus(await vsctl('net', 'delete', 'lab'), 1, 'net delete while attached');
-    assert.match(refused.stderr, /connected: netvm adapter 0 .*\[VM_E_NETWORK_IN_USE\]$/m);
+    assert.match(refused.stderr, /^vsctl: .*netvm.*\("vsctl vm nic detach VM INDEX" disconnects one\) \[VM_E_NETWORK_IN_USE\]$/m);
     const refusedJson = parseJson<{ error: { name: string; data: { adapters: unknown[] } } }>(expectStatus(await vsctl('net', 'delete', 'lab', '--json'), 1, 'net delete --json'), 'error');
     assert.equal(refusedJson.error.name, 'VM_E_NETWORK_IN_USE');
     assert.equal(refusedJson.error.data.adapters.length, 1);
@@ -250,5 +250,19 @@ describe('vsctl net and vm nic against vserverd', { timeout: 300_000 }, () => {
     const after = parseJson<NetworkRow[]>(expectStatus(await vsctl('net', 'list', '--json'), 0, 'net list'), 'net list');
     assert.ok(!after.some((n) => n.name === 'lab'), JSON.stringify(after));
     expectStatus(await vsctl('vm', 'delete', 'netvm'), 0, 'vm delete');
+  });
+
+  test('net delete --keep-file unregisters the network and keeps its .vnc, which RegisterVirtualNetwork adds back', async () => {
+    const made = parseJson<Shown>(expectStatus(await vsctl('net', 'create', 'spare', '--kind', 'internal', '--json'), 0, 'net create'), 'net create');
+    const kept = parseJson<{ unregistered: boolean; deleted: boolean; file: string }>(expectStatus(await vsctl('net', 'delete', 'spare', '--keep-file', '--json'), 0, 'net delete --keep-file'), 'net delete');
+    assert.deepEqual([kept.unregistered, kept.deleted, kept.file], [true, false, made.file]);
+    assert.ok(fs.existsSync(made.file), 'the .vnc is kept');
+    const listed = parseJson<NetworkRow[]>(expectStatus(await vsctl('net', 'list', '--json'), 0, 'net list'), 'net list');
+    assert.ok(!listed.some((n) => n.name === 'spare'));
+    expectStatus(await vsctl('call', 'VirtualServer.RegisterVirtualNetwork', `path=${made.file}`), 0, 'RegisterVirtualNetwork');
+    const back = parseJson<Shown>(expectStatus(await vsctl('net', 'show', 'spare', '--json'), 0, 'net show'), 'net show');
+    assert.equal(back.id, made.id);
+    expectStatus(await vsctl('net', 'delete', made.id), 0, 'net delete by id');
+    assert.ok(!fs.existsSync(made.file));
   });
 });

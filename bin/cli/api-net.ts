@@ -4,7 +4,7 @@
 
 import { type Field, fieldOf } from '../../server/api/fields.js';
 import { ApiCallError, type ApiClient, isRef } from './api-client.js';
-import { clientFor, CONNECTION_OPTIONS, parseValue, typeText } from './api-call.js';
+import { clientFor, CONNECTION_OPTIONS, parseValue } from './api-call.js';
 import { idOf, parseCount, print, printTable, refOf } from './api-output.js';
 import { resolveVm } from './api-vm.js';
 import type { Command, OptionSpec } from './command.js';
@@ -62,7 +62,7 @@ const fieldFor = (f: ParamFlag): Field => fieldOf(f.method, f.param);
 function limitsText(f: ParamFlag): string {
   const field = fieldFor(f);
   if (field.kind === 'choice') return `: ${field.choices?.join('|') ?? ''}`;
-  if (field.kind === 'integer' && (field.min !== undefined || field.max !== undefined)) return ` (${typeText(field.type).replace(/^integer /, '')})`;
+  if (field.kind === 'integer' && field.min !== undefined) return ` (at least ${field.min}${field.max === undefined ? '' : `, at most ${field.max}`})`;
   return '';
 }
 
@@ -143,11 +143,14 @@ function dhcpRows(d: DhcpView, label = 'DHCP'): Array<[string, string]> {
   ];
 }
 
+/** What a network without a host adapter is, by kind. */
+const NO_HOST_ADAPTER: Record<string, string> = { internal: 'none (guests only)', nat: 'none (NAT through the host\'s routes)' };
+
 function printNetwork(n: Record<string, unknown>): void {
   const adapters = n.adapters as AdapterView[];
   const counters = n.counters as Record<string, number>;
   const rows: Array<[string, string]> = [
-    ['Name', String(n.name)], ['Id', String(n.id)], ['Kind', String(n.kind)], ['Host adapter', n.hostAdapter === null ? 'none (guests only)' : String(n.hostAdapter)],
+    ['Name', String(n.name)], ['Id', String(n.id)], ['Kind', String(n.kind)], ['Host adapter', n.hostAdapter === null ? NO_HOST_ADAPTER[String(n.kind)] ?? 'none' : String(n.hostAdapter)],
     ['Notes', String(n.notes) || '-'], ['File', String(n.file)],
     ...dhcpRows(n.dhcp as DhcpView),
   ];
@@ -280,11 +283,8 @@ export const netCommands: Command[] = [
       try {
         await client.call(keep ? 'VirtualServer.UnregisterVirtualNetwork' : 'VirtualServer.DeleteVirtualNetwork', { network });
       } catch (e) {
-        // Name the adapters in the way, as VM names, not only as references.
-        if (e instanceof ApiCallError && e.name === 'VM_E_NETWORK_IN_USE' && Array.isArray(e.data.adapters)) {
-          const adapters = await describeAdapters(client, e.data.adapters.map((a) => (isRef(a) ? a.$ref : String(a))));
-          e.message = `${e.message}; connected: ${adapters.map(adapterText).join(', ')} ("vsctl vm nic detach VM INDEX" disconnects one)`;
-        }
+        // The server names the adapters in the way; say how to disconnect one.
+        if (e instanceof ApiCallError && e.name === 'VM_E_NETWORK_IN_USE') e.message = `${e.message} ("vsctl vm nic detach VM INDEX" disconnects one)`;
         throw e;
       }
       print(args, { network, deleted: !keep, unregistered: true, ...(keep ? { file } : {}) },
@@ -343,7 +343,8 @@ export const netCommands: Command[] = [
 export const nicCommand: Command = {
   name: 'nic',
   usage: 'nic attach VM INDEX NETWORK | nic detach VM INDEX',
-  summary: 'Connect a VM\'s network adapter (INDEX from 0, as "vm show" lists them) to a virtual network, or disconnect it; also while the VM runs.',
+  summary: 'Connect a VM\'s network adapter to a virtual network, or disconnect it; also while the VM runs.',
+  details: 'INDEX counts the VM\'s adapters from 0, in the order "vsctl vm show" lists them. NETWORK is a name, an id or a reference.',
   positionals: { min: 3, max: 4 },
   options: { ...CONNECTION_OPTIONS },
   async run(args) {
