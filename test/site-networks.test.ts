@@ -138,6 +138,25 @@ describe('Virtual Networks in a real browser', { timeout: 300_000 }, () => {
     assert.match(await page.locator('#section-counters svg.history-chart title').first().textContent() ?? '', /^Bytes per 5 seconds: Sent/);
   }));
 
+  it('the settings form renames the network and sets its notes; an empty name is refused beside the field', () => step('general', async () => {
+    await page.goto(`/networks/${networkId}`);
+    await page.locator('#general-name').fill('');
+    await page.locator('#section-general').getByRole('button', { name: 'Save' }).click();
+    await page.locator('#general-name-error').waitFor();
+    assert.equal(await server.call('VirtualNetwork.get_Name', { this: networkRef() }), 'lab');
+    await page.locator('#general-name').fill('bench');
+    await page.locator('#general-notes').fill('renamed');
+    await page.locator('#section-general').getByRole('button', { name: 'Save' }).click();
+    await page.getByRole('status').filter({ hasText: 'The network\'s settings were saved.' }).waitFor();
+    assert.equal(await server.call('VirtualNetwork.get_Name', { this: networkRef() }), 'bench');
+    assert.equal(await server.call('VirtualNetwork.get_Notes', { this: networkRef() }), 'renamed');
+    await page.getByRole('heading', { name: 'Configure bench' }).waitFor();
+    await page.locator('#general-name').fill('lab');
+    await page.locator('#section-general').getByRole('button', { name: 'Save' }).click();
+    await page.getByRole('heading', { name: 'Configure lab' }).waitFor();
+    assert.equal(await server.call('VirtualNetwork.get_Name', { this: networkRef() }), 'lab');
+  }));
+
   it('View All lists the network with its kind, host adapter and DHCP server', () => step('list', async () => {
     await page.getByRole('navigation', { name: 'Main' }).locator('a[href="/networks"]').click();
     await page.getByRole('heading', { level: 1, name: 'Virtual Networks' }).waitFor();
@@ -162,6 +181,33 @@ describe('Virtual Networks in a real browser', { timeout: 300_000 }, () => {
     assert.equal(await page.getByLabel('Network of adapter 1', { exact: true }).inputValue(), networkId);
     await page.goto(`/networks/${networkId}`);
     assert.deepEqual((await page.locator('#connected-adapters tbody tr td').allTextContents()).slice(0, 2).map((t) => t.trim()), ['netvm', '1']);
+  }));
+
+  it('while the VM runs the picker stays usable; without host parts attaching is refused beside it (VM_E_NETWORK_NOT_PERMITTED) and nothing changes', () => step('running', async () => {
+    const vm = `VirtualMachine/${vmId}`;
+    // A second adapter, not attached, so that the VM can turn on without host parts; a small guest with no disk.
+    const spare = (await server.call<Ref>('VirtualMachine.AddNetworkAdapter', { this: vm })).$ref;
+    await server.call('NetworkAdapter.DetachFromVirtualNetwork', { this: adapterRef });
+    await server.call('VirtualMachine.put_Memory', { this: vm, value: 64 });
+    const task = await server.call<Ref>('VirtualMachine.Startup', { this: vm });
+    assert.equal(await server.call('Task.WaitForCompletion', { this: task.$ref, timeoutMs: 90_000 }), true, 'the VM turned on within 90 s');
+    assert.equal(await server.call('Task.get_Error', { this: task.$ref }), null);
+    try {
+      await page.goto(`/vms/${vmId}`);
+      assert.equal(await page.locator('#section-nics').getByRole('button', { name: 'Add adapter' }).isDisabled(), true, 'the hardware forms are disabled while it runs');
+      const picker = page.getByLabel('Network of adapter 2', { exact: true });
+      assert.equal(await picker.isEnabled(), true);
+      await picker.selectOption({ label: 'lab' });
+      await page.getByRole('button', { name: 'Apply the network of adapter 2' }).click();
+      await page.locator('#nic-network-1-error').waitFor();
+      assert.match(await page.locator('#nic-network-1-error').textContent() ?? '', /cannot attach or detach an adapter of the running VM netvm/);
+      assert.equal(await server.call('NetworkAdapter.get_VirtualNetwork', { this: spare }), null);
+    } finally {
+      const off = await server.call<Ref>('VirtualMachine.TurnOff', { this: vm });
+      assert.equal(await server.call('Task.WaitForCompletion', { this: off.$ref, timeoutMs: 60_000 }), true, 'the VM turned off');
+      await server.call('VirtualMachine.RemoveNetworkAdapter', { this: vm, adapter: spare });
+      await server.call('NetworkAdapter.AttachToVirtualNetwork', { this: adapterRef, network: networkRef() });
+    }
   }));
 
   it('removing the network is refused while the adapter is attached: the named error and the adapter are shown, and the network stays', () => step('remove-refused', async () => {
@@ -202,6 +248,46 @@ describe('Virtual Networks in a real browser', { timeout: 300_000 }, () => {
     assert.equal(await page.locator(`tr[data-network="${networkId}"]`).count(), 0);
     assert.equal(await server.call('VirtualServer.FindVirtualNetwork', { name: 'lab' }), null);
     assert.ok(!fs.existsSync(file), `${file} was deleted`);
+  }));
+
+  it('Remove from the list keeps the .vnc, and Add registers it again', () => step('add', async () => {
+    const spare = (await server.call<Ref>('VirtualServer.CreateVirtualNetwork', { name: 'spare', kind: 'internal' })).$ref;
+    const file = await server.call<string>('VirtualNetwork.get_File', { this: spare });
+    await page.goto(`/networks/${spare.slice('VirtualNetwork/'.length)}/remove`);
+    await page.getByRole('button', { name: 'Remove from the list' }).click();
+    await page.waitForURL((url) => url.pathname === '/networks');
+    assert.equal(await server.call('VirtualServer.FindVirtualNetwork', { name: 'spare' }), null);
+    assert.ok(fs.existsSync(file), 'the .vnc is kept');
+    await page.getByRole('navigation', { name: 'Main' }).locator('a[href="/networks/add"]').click();
+    await page.getByLabel('.vnc file').fill(file);
+    await page.getByRole('button', { name: 'Add', exact: true }).click();
+    await page.getByRole('heading', { name: 'Configure spare' }).waitFor();
+    assert.deepEqual(await server.call('VirtualServer.FindVirtualNetwork', { name: 'spare' }), { $ref: spare });
+    // The same file again: registered already, refused beside the path.
+    await page.goto('/networks/add');
+    await page.getByLabel('.vnc file').fill(file);
+    await page.getByRole('button', { name: 'Add', exact: true }).click();
+    await page.locator('#path-error').waitFor();
+    assert.match(await page.locator('#form-error').textContent() ?? '', /\[VM_E_NETWORK_REGISTERED\]/);
+  }));
+
+  it('a Viewer sees the networks but no form, and cannot open Create', () => step('viewer', async () => {
+    await server.call('VirtualServer.CreateUser', { name: 'vic', role: 'Viewer', password: 'viewer-password' });
+    const viewerContext = await newContext(browser, server.url);
+    try {
+      const viewer = await viewerContext.newPage();
+      await signIn(viewer, 'vic', 'viewer-password');
+      await viewer.goto('/networks');
+      assert.equal(await viewer.getByRole('link', { name: 'Create a virtual network' }).count(), 0);
+      await viewer.getByRole('link', { name: 'spare' }).click();
+      await viewer.getByRole('heading', { name: 'Configure spare' }).waitFor();
+      assert.equal(await viewer.locator('main form').count(), 0, 'no forms for a Viewer');
+      assert.equal(await viewer.getByRole('link', { name: 'Remove spare' }).count(), 0);
+      const refused = await viewer.goto('/networks/create');
+      assert.equal(refused?.status(), 403);
+    } finally {
+      await viewerContext.close();
+    }
   }));
 
   it('no page broke the Content Security Policy or logged an error', () => {
