@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { launchBrowser, newContext, policyViolations, saveArtifact, signIn } from './helpers/browser.js';
+import { historyChart } from '../server/site/history-chart.js';
 import { ADMIN_PASSWORD, TestServer } from './helpers/server.js';
 
 interface Ref { $ref: string }
@@ -293,5 +294,31 @@ describe('Virtual Networks in a real browser', { timeout: 300_000 }, () => {
   it('no page broke the Content Security Policy or logged an error', () => {
     assert.deepEqual(policyViolations(), []);
     assert.deepEqual(pageErrors, []);
+  });
+});
+
+describe('the traffic chart (server/site/history-chart.ts)', () => {
+  const at = (i: number): string => new Date(Date.UTC(2026, 11, 5, 8, 0, 5 * i)).toISOString();
+  const samples = (values: number[], from = 0): Array<{ time: string; value: number }> => values.map((value, i) => ({ time: at(from + i), value }));
+
+  it('draws one line per series, scaled to the peak, a shorter series ending at the right edge with the others', () => {
+    const svg = historyChart('Bytes per 5 seconds', 'bytes', [{ label: 'Sent', samples: samples([0, 500, 1000]) }, { label: 'Dropped', samples: samples([1000], 2) }]);
+    const lines = [...svg.matchAll(/<polyline class="(series-\d)" fill="none" points="([^"]+)"\/>/g)].map((m) => [m[1], m[2].split(' ').map((p) => p.split(',').map(Number))]);
+    assert.equal(lines.length, 2);
+    const [[, sent], [, dropped]] = lines as Array<[string, number[][]]>;
+    assert.equal(sent.length, 3);
+    assert.equal(dropped.length, 1);
+    assert.equal(dropped[0][0], sent[2][0], 'the one newest sample is at the right edge');
+    assert.equal(sent[2][1], dropped[0][1], 'equal values are drawn at equal heights');
+    assert.ok(sent[0][1] > sent[1][1] && sent[1][1] > sent[2][1], 'larger values are drawn higher');
+    assert.match(svg, /<title id="chart-bytes-per-5-seconds">Bytes per 5 seconds: Sent 1 K bytes, Dropped 1 K bytes in the last interval<\/title>/);
+    assert.match(svg, />08:00:00<\/text>.*>08:00:10<\/text>/);
+    assert.ok(!/style=/.test(svg), 'no inline style: the page\'s CSP would refuse it');
+  });
+
+  it('says so when there are no samples yet', () => {
+    const svg = historyChart('Packets per 5 seconds', 'packets', [{ label: 'Sent', samples: [] }]);
+    assert.match(svg, /no samples yet/);
+    assert.ok(!svg.includes('<polyline'));
   });
 });
