@@ -162,12 +162,12 @@ async function renderNetwork(ctx: SiteContext, req: SiteRequest, res: Response, 
     return refuseFor(req, res, error);
   }
   const canChange = can(ctx, req, 'change', SERVER_REF);
-  const unconnected = canChange ? await api<unknown[]>(ctx, req, 'VirtualServer.get_UnconnectedNetworkAdapters').catch(() => []) : [];
+  const unconnected = canChange ? await api<unknown[]>(ctx, req, 'VirtualServer.get_UnconnectedNetworkAdapters') : [];
   res.status(options.status ?? 200).render('networks/configure', {
     title: `Configure ${network.name}`, network, errors: options.errors ?? {}, form: options.form ?? {}, failed: options.failed ?? null,
     saved: options.saved && Object.hasOwn(SAVED, options.saved) ? SAVED[options.saved] : null,
     unconnected: await Promise.all(unconnected.map((a) => adapterView(ctx, req, refText(a)))),
-    leases: await api<unknown[]>(ctx, req, 'DHCPVirtualNetworkServer.get_Leases', { this: network.dhcpRef }).catch(() => []),
+    leases: await api<unknown[]>(ctx, req, 'DHCPVirtualNetworkServer.get_Leases', { this: network.dhcpRef }),
     interfaces: network.kind === 'host' ? await hostInterfaces(ctx, req) : [],
     charts: await charts(ctx, req, network.ref),
     canChange, canDelete: can(ctx, req, 'delete', SERVER_REF), fields: NETWORK_FIELDS, shown, kindLabels: KIND_LABELS,
