@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what vserver needs and is missing, then returns; safe to run any number of times.
-#   scripts/setup.sh start   what the service needs: npm packages, QEMU with SeaBIOS, and (as root)
-#                            the unprivileged user vserver-qemu that QEMU runs as
+#   scripts/setup.sh start   what the service needs: npm packages, QEMU with SeaBIOS, iproute2, dnsmasq-base
+#                            and nftables (virtual networks), and (as root) the unprivileged user
+#                            vserver-qemu that QEMU runs as
 #   scripts/setup.sh test    that, plus the tools the tests drive (qemu-img/io/nbd, libnbd's tools,
-#                            nbdkit, FUSE, sfdisk, mkfs.ext4, losetup, libvhdi's vhdiinfo) and the test guest (test/guest/build.sh,
+#                            nbdkit, FUSE, sfdisk, mkfs.ext4, losetup, libvhdi's vhdiinfo, busybox's udhcpc) and the test guest (test/guest/build.sh,
 #                            with kmod, cpio, dosfstools, mtools and syslinux)
 #                            and Debian's chromium for the website's browser tests
 #   scripts/setup.sh bench   that, plus fio (the benchmarks' NBD client)
@@ -24,7 +25,10 @@ node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0
 # command (or absolute file) -> package that provides it
 declare -A wanted=([qemu-system-x86_64]=qemu-system-x86 [/usr/share/seabios/bios.bin]=seabios
   # npm ci builds the native addons of better-sqlite3 and node-pty with node-gyp
-  [make]=make [g++]=g++ [python3]=python3)
+  [make]=make [g++]=g++ [python3]=python3
+  # the host parts of virtual networks (server/network/): bridges and TAPs, DHCP servers, NAT rules.
+  # By absolute path: a user's PATH may lack the sbin folders they live in.
+  [/usr/bin/ip]=iproute2 [/usr/sbin/dnsmasq]=dnsmasq-base [/usr/sbin/nft]=nftables)
 case "$mode" in
   start) ;;
   test|bench)
@@ -37,6 +41,8 @@ case "$mode" in
       # what test/guest/build.sh builds the test guest with
       [depmod]=kmod [cpio]=cpio [mkfs.fat]=dosfstools [mcopy]=mtools [syslinux]=syslinux
       [/usr/lib/syslinux/mbr/mbr.bin]=syslinux-common
+      # the network tests' guests ask for their addresses with busybox's udhcpc, and ping
+      [busybox]=busybox-static
       # the website's tests drive Debian's chromium with playwright-core (no browser download)
       [chromium]=chromium)
     [ "$mode" = bench ] && wanted[fio]=fio

@@ -8,7 +8,7 @@
 
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
-import { tapName } from '../vmm/config.js';
+import { randomMac, tapName } from '../vmm/config.js';
 import { isActive } from '../vmm/state.js';
 import { QEMU_USER } from '../vmm/worker/user.js';
 import type { Catalog } from './catalog/database.js';
@@ -47,7 +47,8 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
     const folder = path.join(dataDir, 'networks');
     const permission = enabled ? await HostNetworks.permission()
       : { ok: false, reason: 'host networks are turned off in vserverd\'s configuration (--no-host-networks)' };
-    const report = (r: PartReport): void => log(r.action === 'restarted' || r.action === 'recreated' ? 'Warning' : 'Information', r.message, r.network ? `VirtualNetwork/${r.network}` : null);
+    const severity = (r: PartReport): Severity => (r.action === 'failed' ? 'Error' : r.action === 'restarted' || r.action === 'recreated' ? 'Warning' : 'Information');
+    const report = (r: PartReport): void => log(severity(r), r.message, r.network ? `VirtualNetwork/${r.network}` : null);
     const host = permission.ok ? new HostNetworks({ stateDir: folder, qemuUser: process.geteuid?.() === 0 ? QEMU_USER : null, report }) : null;
     return new VirtualNetworks(db, folder, machines, host, new NetworkCounters(folder), permission.reason, log);
   }
@@ -183,6 +184,8 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
       await this.machines.operate(vm, 'setLink', { index, up: networkId !== null });
     }
     await this.machines.reconfigure(vm.id, (doc) => { doc.networkAdapters[index].network = networkId; }, { whileRunning: true });
+    // A sample now: the TAP's traffic counts for its new network from here on.
+    if (live) this.sample();
     const what = network ? `attached to ${network.name}` : 'detached from its network';
     this.log('Information', `${vm.name}: network adapter ${index} ${what}${live ? ' while running' : ''}`, `VirtualMachine/${vm.id}`);
     if (network) this.emit('change', { network, change: 'changed' });
@@ -211,6 +214,32 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
   /** The VM (other than `except`) holding a MAC address, if any. */
   macHolder(mac: string, except: string | null): VmRecord | null {
     return this.machines.list().find((vm) => vm.id !== except && vm.config.networkAdapters.some((n) => n.mac === mac)) ?? null;
+  }
+
+  /**
+   * After a VM was registered: a dynamic MAC address another VM holds is drawn anew, as Virtual
+   * Server did; a static one refuses the VM, which is unregistered again (its files untouched).
+   */
+  async settleMacClashes(vm: VmRecord): Promise<void> {
+    const clashes = vm.config.networkAdapters.flatMap((nic, index) => {
+      const holder = this.macHolder(nic.mac, vm.id);
+      return holder ? [{ index, nic, holder }] : [];
+    });
+    const fixed = clashes.find((c) => !c.nic.dynamicMac);
+    if (fixed) {
+      await this.machines.remove(vm.id, false);
+      throw new ApiError('VM_E_MAC_IN_USE', `adapter ${fixed.index} of ${vm.name} has the static MAC address ${fixed.nic.mac}, which the VM ${fixed.holder.name} holds; change one of them`);
+    }
+    if (!clashes.length) return;
+    const taken = this.macsInUse();
+    await this.machines.reconfigure(vm.id, (doc) => {
+      for (const { index } of clashes) {
+        const mac = randomMac(taken);
+        taken.add(mac);
+        doc.networkAdapters[index].mac = mac;
+      }
+    });
+    this.log('Information', `${vm.name}: ${clashes.length} dynamic MAC address${clashes.length === 1 ? '' : 'es'} held by other VMs drawn anew`, `VirtualMachine/${vm.id}`);
   }
 
   /** Every MAC address this host's VMs hold. */

@@ -155,3 +155,35 @@ describe('virtual networks through the API (catalog objects, host parts off)', {
     await rejectsWith(call('NetworkAdapter.AttachToVirtualNetwork', { this: nic.$ref, network: 'VirtualNetwork/00000000-0000-4000-8000-000000000000' }), 'VM_E_NETWORK_UNKNOWN');
   });
 });
+
+describe('a registered VM whose MAC addresses other VMs hold', { timeout: 60_000 }, () => {
+  let host: TestServer;
+
+  before(async () => {
+    host = await TestServer.start();
+  });
+
+  after(async () => {
+    await host?.stop();
+    host?.remove();
+  });
+
+  it('gets new dynamic addresses, and is refused for a static one, naming the holder', async () => {
+    const first = await host.call<Ref>('VirtualServer.CreateVirtualMachine', { name: 'first' });
+    const dynamic = await host.call<Ref>('VirtualMachine.AddNetworkAdapter', { this: first.$ref });
+    const staticNic = await host.call<Ref>('VirtualMachine.AddNetworkAdapter', { this: first.$ref, ethernetAddress: '00:03:FF:00:00:42' });
+    const [dynamicMac] = await Promise.all([dynamic, staticNic].map((n) => host.call<string>('NetworkAdapter.get_EthernetAddress', { this: n.$ref })));
+    const folder = path.join(host.dataDir, 'copies');
+    fs.mkdirSync(folder);
+    const copy = (name: string, adapters: unknown[]): string => {
+      const file = path.join(folder, `${name}.vmc`);
+      fs.writeFileSync(file, JSON.stringify({ version: 1, name, networkAdapters: adapters }));
+      return file;
+    };
+    const clone = await host.call<Ref>('VirtualServer.RegisterVirtualMachine', { path: copy('clone', [{ mac: dynamicMac }]) });
+    const cloneMac = await host.call<string>('NetworkAdapter.get_EthernetAddress', { this: `NetworkAdapter/${clone.$ref.slice('VirtualMachine/'.length)}/0` });
+    assert.notEqual(cloneMac, dynamicMac);
+    await rejectsWith(host.call('VirtualServer.RegisterVirtualMachine', { path: copy('twin', [{ mac: '00:03:FF:00:00:42', dynamicMac: false }]) }), 'VM_E_MAC_IN_USE', /first/);
+    assert.equal(await host.call('VirtualServer.FindVirtualMachine', { name: 'twin' }), null, 'the refused VM is not registered');
+  });
+});

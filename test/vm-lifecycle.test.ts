@@ -122,11 +122,14 @@ describe('a VM worker running the test guest', { timeout: 600_000 }, () => {
     assert.ok(commandLine(qemu).includes('-nodefaults'));
   });
 
-  // Traffic between adapters on a virtual network is test/networks-vm.test.ts's: it needs host networks.
+  // Traffic between adapters on a virtual network is test/networks-vm.test.ts's: it needs host
+  // networks. QEMU's tulip does not report a link state to its guest (it drops the frames of an
+  // unplugged cable all the same), so the carrier is read from the e1000 and virtio adapters.
   it('gives adapters on no network no link', async () => {
+    const reporting = interfaces.slice(2);
     const out = await serial.run(`for i in ${interfaces.join(' ')}; do ip link set $i up; done; sleep 1; `
-      + `echo "carrier ${interfaces.map((i) => `$(cat /sys/class/net/${i}/carrier)`).join(' ')}"`);
-    assert.match(out, new RegExp(`carrier ${interfaces.map(() => '0').join(' ')}`), `every adapter is unplugged: ${out}`);
+      + `echo "carrier ${reporting.map((i) => `$(cat /sys/class/net/${i}/carrier)`).join(' ')}"`);
+    assert.match(out, new RegExp(`carrier ${reporting.map(() => '0').join(' ')}`), `e1000 and virtio are unplugged: ${out}`);
   });
 
   it('offers the graphical console as VNC on a unix socket', async () => {

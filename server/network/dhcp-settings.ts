@@ -133,10 +133,12 @@ export function checkDhcp(settings: DhcpSettings): DhcpProblem[] {
   const maskValue = address('networkMask', settings.networkMask);
   const prefix = maskValue === null ? null : maskPrefix(settings.networkMask);
   if (maskValue !== null && prefix === null) problem('networkMask', `${settings.networkMask} is not a mask: its one bits are not contiguous`);
-  else if (prefix !== null && (prefix < MIN_PREFIX || prefix > MAX_PREFIX)) {
+  const prefixInRange = prefix !== null && prefix >= MIN_PREFIX && prefix <= MAX_PREFIX;
+  if (prefix !== null && !prefixInRange) {
     problem('networkMask', `${settings.networkMask} (/${prefix}) is not between ${formatIpv4(maskOf(MIN_PREFIX))} and ${formatIpv4(maskOf(MAX_PREFIX))}`);
   }
-  const bounds = network !== null && prefix !== null ? span(settings.networkAddress, settings.networkMask) : null;
+  // Addresses are placed in the network only when it is one: a bad mask is one problem, not five.
+  const bounds = network !== null && prefixInRange ? span(settings.networkAddress, settings.networkMask) : null;
   if (bounds && network !== bounds.first) problem('networkAddress', `${settings.networkAddress} has host bits set under the mask ${settings.networkMask} (the network is ${formatIpv4(bounds.first)})`);
 
   // A host address of the network: neither the network's own address nor its broadcast address.

@@ -118,8 +118,3 @@ export function readLeases(files: DnsmasqFiles): Lease[] {
       expires: expiry === '0' ? null : new Date(Number(expiry) * 1000).toISOString(),
     }));
 }
-
-/** Runs dnsmasq's own check of a configuration (dnsmasq --test). */
-export async function checkConf(files: DnsmasqFiles): Promise<void> {
-  await mustRun('dnsmasq', ['--test', confArgument(files)]);
-}

@@ -11,7 +11,7 @@ import { assertDhcp, gatewayOf, withPrefix, type DhcpSettings, type NetworkKind 
 import { dnsmasqConf, dnsmasqFiles, dnsmasqsUnder, killDnsmasq, readLeases, runningPid, startDnsmasq, stopDnsmasq, type Lease } from './dnsmasq.js';
 import { joinBridge, leaveBridge } from './host-adapter.js';
 import {
-  addAddress, addresses, createBridge, createTap, deleteAddress, deleteLink, hostInterfaces, isUp, link, linkExists, listLinks,
+  addAddress, addresses, createBridge, disableIpv6, ipv6Enabled, createTap, deleteAddress, deleteLink, hostInterfaces, isUp, link, linkExists, listLinks,
   readCounters, setMaster, setUp, type HostInterface, type InterfaceCounters,
 } from './links.js';
 import { applyRules, bridgesWithRules, removeRules } from './nat.js';
@@ -45,10 +45,22 @@ const WATCH_INTERVAL_MS = 1_000;
 const APPLIED_FILE = 'applied.json';
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** The host's own addresses on a network's bridge: the DHCP server's while DHCP is on; a nat network's gateway. */
+function hostAddresses(spec: NetworkSpec): string[] {
+  return [
+    ...(spec.dhcp.enabled ? [withPrefix(spec.dhcp.serverAddress, spec.dhcp.networkMask)] : []),
+    ...(spec.kind === 'nat' ? [withPrefix(gatewayOf(spec.dhcp), spec.dhcp.networkMask)] : []),
+  ];
+}
+
 export class HostNetworks {
   private readonly applied = new Map<string, NetworkSpec>();
   private timer: NodeJS.Timeout | null = null;
   private watching = false;
+  /** Networks whose dnsmasq would not start again: reported once, not every second. */
+  private readonly failingDhcp = new Set<string>();
+  /** Each network's last change, so changes of one network run one after another. */
+  private readonly queues = new Map<string, Promise<unknown>>();
 
   constructor(private readonly options: HostNetworksOptions) {}
 
@@ -66,6 +78,7 @@ export class HostNetworks {
   }
 
   private folder(id: string): string {
+    if (!UUID_PATTERN.test(id)) throw new ApiError('VM_E_NETWORK_UNKNOWN', `not a network id: ${id}`);
     return path.join(this.options.stateDir, id);
   }
 
@@ -74,7 +87,20 @@ export class HostNetworks {
     this.options.report(report);
   }
 
-  async apply(spec: NetworkSpec): Promise<PartReport[]> {
+  /** Runs `change` after the network's earlier changes have ended. */
+  private serialized<T>(id: string, change: () => Promise<T>): Promise<T> {
+    const result = (this.queues.get(id) ?? Promise.resolve()).then(change, change);
+    const settled = result.catch(() => undefined);
+    this.queues.set(id, settled);
+    void settled.then(() => { if (this.queues.get(id) === settled) this.queues.delete(id); });
+    return result;
+  }
+
+  apply(spec: NetworkSpec): Promise<PartReport[]> {
+    return this.serialized(spec.id, () => this.applyNow(spec));
+  }
+
+  private async applyNow(spec: NetworkSpec): Promise<PartReport[]> {
     assertDhcp(spec.dhcp);
     const reports: PartReport[] = [];
     const say = (part: string, action: PartReport['action'], message: string): void => this.say(reports, { part, action, network: spec.id, message });
@@ -82,7 +108,8 @@ export class HostNetworks {
     const folder = this.folder(spec.id);
     const adapter = spec.kind === 'host' ? spec.hostAdapter : null;
     if (spec.kind === 'host') await this.checkHostAdapter(adapter, bridge);
-    const madeBefore = fs.existsSync(path.join(folder, APPLIED_FILE));
+    const previous = await this.appliedSpec(folder);
+    const madeBefore = previous !== null;
     await fs.promises.mkdir(folder, { recursive: true });
 
     // The bridge, up.
@@ -97,6 +124,10 @@ export class HostNetworks {
       say('bridge', 'adopted', `bridge ${bridge} is there`);
     }
 
+    // No IPv6 on the bridges of nat and internal networks: the rules are IPv4's, and a link-local
+    // address would let guests reach the host around them. A host-connected bridge is the LAN's.
+    if (spec.kind !== 'host' && ipv6Enabled(bridge)) await disableIpv6(bridge);
+
     // Ports: TAPs stay; the host adapter joins (kind host); any other host interface leaves.
     const ports = (await listLinks()).filter((l) => l.master === bridge && !isOurTap(l.ifname));
     for (const port of ports.filter((p) => p.ifname !== adapter)) {
@@ -109,12 +140,12 @@ export class HostNetworks {
     }
 
     // The host's addresses on the bridge: the DHCP server's while DHCP is on; a nat network's gateway.
-    const wanted = new Set<string>();
-    if (spec.dhcp.enabled) wanted.add(withPrefix(spec.dhcp.serverAddress, spec.dhcp.networkMask));
-    if (spec.kind === 'nat') wanted.add(withPrefix(gatewayOf(spec.dhcp), spec.dhcp.networkMask));
-    const moved = adapter ? new Set(await this.movedAddresses(folder)) : new Set<string>();
-    const held = (await addresses(bridge)).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`).filter((a) => !moved.has(a));
-    const extra = held.filter((a) => !wanted.has(a));
+    const wanted = new Set(hostAddresses(spec));
+    const held = (await addresses(bridge)).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
+    // A host-connected bridge also holds the host's LAN addresses (moved from its adapter): only
+    // the addresses this network put there before are taken away.
+    const ours = spec.kind === 'host' ? new Set(previous ? hostAddresses(previous) : []) : new Set(held);
+    const extra = held.filter((a) => !wanted.has(a) && ours.has(a));
     const absent = [...wanted].filter((a) => !held.includes(a));
     for (const cidr of extra) await deleteAddress(bridge, cidr);
     for (const cidr of absent) await addAddress(bridge, cidr);
@@ -133,11 +164,12 @@ export class HostNetworks {
     return reports;
   }
 
-  private async movedAddresses(folder: string): Promise<string[]> {
+  /** The spec the network's parts were last made from, or null when they never were. */
+  private async appliedSpec(folder: string): Promise<NetworkSpec | null> {
     try {
-      return (JSON.parse(await fs.promises.readFile(path.join(folder, 'host-adapter.json'), 'utf8')) as { addresses: string[] }).addresses;
+      return JSON.parse(await fs.promises.readFile(path.join(folder, APPLIED_FILE), 'utf8')) as NetworkSpec;
     } catch {
-      return [];
+      return null;
     }
   }
 
@@ -176,7 +208,11 @@ export class HostNetworks {
     else say('created', `DHCP server of ${bridge} started (pid ${started})`);
   }
 
-  async remove(id: string): Promise<void> {
+  remove(id: string): Promise<void> {
+    return this.serialized(id, () => this.removeNow(id));
+  }
+
+  private async removeNow(id: string): Promise<void> {
     const bridge = bridgeName(id);
     const folder = this.folder(id);
     this.applied.delete(id);
@@ -278,23 +314,30 @@ export class HostNetworks {
     this.timer.unref();
   }
 
-  /** Starts each applied network's dnsmasq that died. */
+  /** Starts each applied network's dnsmasq that died (between the network's changes, never during one). */
   private async mendDhcp(): Promise<void> {
     if (this.watching) return;
     this.watching = true;
     try {
-      for (const spec of this.applied.values()) {
-        const files = dnsmasqFiles(this.folder(spec.id));
-        if (!spec.dhcp.enabled || runningPid(files) !== null || !this.applied.has(spec.id)) continue;
-        try {
-          const pid = await startDnsmasq(files);
-          this.options.report({ part: 'dhcp', action: 'restarted', network: spec.id, message: `DHCP server of ${bridgeName(spec.id)} had stopped and is started again (pid ${pid})` });
-        } catch (error) {
-          this.options.report({ part: 'dhcp', action: 'failed', network: spec.id, message: `DHCP server of ${bridgeName(spec.id)} had stopped and does not start: ${(error as Error).message}` });
-        }
-      }
+      for (const id of [...this.applied.keys()]) await this.serialized(id, () => this.mendDhcpOf(id));
     } finally {
       this.watching = false;
+    }
+  }
+
+  private async mendDhcpOf(id: string): Promise<void> {
+    const spec = this.applied.get(id);
+    const files = dnsmasqFiles(this.folder(id));
+    if (!spec?.dhcp.enabled || runningPid(files) !== null) return;
+    const bridge = bridgeName(id);
+    try {
+      const pid = await startDnsmasq(files);
+      this.failingDhcp.delete(id);
+      this.options.report({ part: 'dhcp', action: 'restarted', network: id, message: `DHCP server of ${bridge} had stopped and is started again (pid ${pid})` });
+    } catch (error) {
+      if (this.failingDhcp.has(id)) return;
+      this.failingDhcp.add(id);
+      this.options.report({ part: 'dhcp', action: 'failed', network: id, message: `DHCP server of ${bridge} had stopped and does not start: ${(error as Error).message}` });
     }
   }
 

@@ -45,6 +45,19 @@ export async function createBridge(name: string): Promise<void> {
   await setUp(name, true);
 }
 
+/** Whether IPv6 is on for an interface (its own switch under /proc/sys/net/ipv6/conf). */
+export function ipv6Enabled(name: string): boolean {
+  try {
+    return fs.readFileSync(`/proc/sys/net/ipv6/conf/${name}/disable_ipv6`, 'utf8').trim() === '0';
+  } catch {
+    return false; // no IPv6 on this host
+  }
+}
+
+export async function disableIpv6(name: string): Promise<void> {
+  await fs.promises.writeFile(`/proc/sys/net/ipv6/conf/${name}/disable_ipv6`, '1\n');
+}
+
 export async function deleteLink(name: string): Promise<void> {
   await mustRun('ip', ['link', 'delete', 'dev', name]);
 }

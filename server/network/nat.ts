@@ -43,9 +43,10 @@ function rules(bridge: string, kind: NetworkKind, dhcp: DhcpSettings): string[] 
       `  iifname ${b} udp dport ${DHCP_SERVER_PORT} accept`,
       `  iifname ${b} drop`,
       '}',
+      // Only what is routed: with br_netfilter loaded, guest-to-guest frames pass this hook too (in and out the bridge).
       'chain forward { type filter hook forward priority filter; policy accept;',
-      `  iifname ${b} drop`,
-      `  oifname ${b} drop`,
+      `  iifname ${b} oifname != ${b} drop`,
+      `  oifname ${b} iifname != ${b} drop`,
       '}',
     ];
   }

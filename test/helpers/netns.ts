@@ -1,8 +1,10 @@
 // Network namespaces for tests and benchmarks: every bridge, TAP, veth, dnsmasq and test host of
 // a network test lives in a namespace made here, so nothing touches the machine's own interfaces.
-// Names start with NETNS_PREFIX; leftovers of a killed run are removed by removeLeftoverNamespaces.
+// Names are NETNS_PREFIX, a label, the creating process's pid and a random tail: leftovers of a
+// killed run (whose creator is gone) are removed by removeLeftoverNamespaces, while namespaces of
+// test runs going on at the same time (other pids) are left alone.
 
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 
 export const NETNS_PREFIX = 'vsT-';
@@ -16,7 +18,7 @@ export class Netns {
 
   /** A new namespace with its loopback up; `label` is part of its name (keep it short). */
   static create(label: string): Netns {
-    const name = `${NETNS_PREFIX}${label}-${crypto.randomBytes(3).toString('hex')}`;
+    const name = `${NETNS_PREFIX}${label}-${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
     ip(['netns', 'add', name]);
     const ns = new Netns(name);
     ns.run('ip', ['link', 'set', 'lo', 'up']);
@@ -42,10 +44,33 @@ export class Netns {
     return result.stdout;
   }
 
+  /**
+   * A Node.js program run in the namespace, with an IPC channel (process.send in the program): the
+   * program sees the namespace's interfaces, /sys/class/net and /proc/sys/net as its host's.
+   */
+  fork(modulePath: string, args: string[] = []): ChildProcess {
+    return spawn('ip', ['netns', 'exec', this.name, process.execPath, modulePath, ...args], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  }
+
+  /** A long-running command in the namespace (a server, a capture), its output piped. */
+  spawn(command: string, args: string[]): ChildProcess {
+    return spawn('ip', ['netns', 'exec', this.name, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  }
+
+  /** Runs a command in the namespace and says how it ended, without throwing (for what must fail). */
+  attempt(command: string, args: string[], timeoutMs = 10_000): { status: number | null; stdout: string; stderr: string } {
+    const result = spawnSync('ip', ['netns', 'exec', this.name, command, ...args], { encoding: 'utf8', timeout: timeoutMs });
+    return { status: result.status, stdout: result.stdout ?? '', stderr: result.stderr ?? '' };
+  }
+
+  /** The processes running in the namespace. */
+  pids(): number[] {
+    return spawnSync('ip', ['netns', 'pids', this.name], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number);
+  }
+
   /** Kills every process left in the namespace, then deletes it. */
   remove(): void {
-    spawnSync('ip', ['netns', 'pids', this.name], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean)
-      .forEach((pid) => { try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone already */ } });
+    this.pids().forEach((pid) => { try { process.kill(pid, 'SIGKILL'); } catch { /* gone already */ } });
     spawnSync('ip', ['netns', 'delete', this.name]);
   }
 }
@@ -63,9 +88,25 @@ export function vethPair(left: Netns, a: string, right: Netns, b: string): void 
   right.run('ip', ['link', 'set', b, 'up']);
 }
 
-/** Deletes namespaces a killed earlier run left behind (only ours: NETNS_PREFIX). */
-export function removeLeftoverNamespaces(): void {
-  const names = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n')
-    .map((line) => line.split(' ')[0]).filter((name) => name?.startsWith(NETNS_PREFIX));
-  for (const name of names) Netns.existing(name).remove();
+/** Whether a process runs (a zombie counts: its parent may still clean up). */
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Deletes the namespaces an earlier, killed run left behind: those named by Netns.create whose
+ * creating process is gone (and, given `label`, only that label's). Namespaces of runs still going
+ * on, and any not named by Netns.create, are left alone.
+ */
+export function removeLeftoverNamespaces(label?: string): void {
+  const names = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((line) => line.split(' ')[0]);
+  for (const name of names) {
+    const match = /^(.+)-(\d+)-[0-9a-f]{6}$/.exec(name?.startsWith(NETNS_PREFIX) ? name.slice(NETNS_PREFIX.length) : '');
+    if (match && (label === undefined || match[1] === label) && !processExists(Number(match[2]))) Netns.existing(name).remove();
+  }
 }

@@ -99,14 +99,16 @@ export const virtualServer: InterfaceRecord = {
         return ref('VirtualMachine', (await services.machines.create(params.name, folder)).id);
       },
     }),
-    RegisterVirtualMachine: method('Adds a VM from an existing .vmc (written by this or another host).', {
+    RegisterVirtualMachine: method('Adds a VM from an existing .vmc (written by this or another host). An adapter whose dynamic MAC address another VM here holds gets a new one (its .vmc is rewritten); a static one another VM holds refuses the registration.', {
       params: { path: path('The .vmc file.') }, returns: refOf('VirtualMachine'), right: 'change',
-      errors: ['VM_E_FILE_NOT_FOUND', 'VM_E_CONFIG_INVALID', 'VM_E_NAME_IN_USE', 'VM_E_VM_REGISTERED'],
+      errors: ['VM_E_FILE_NOT_FOUND', 'VM_E_CONFIG_INVALID', 'VM_E_NAME_IN_USE', 'VM_E_VM_REGISTERED', 'VM_E_MAC_IN_USE'],
       example: { params: { path: 'web/web.vmc' }, result: { $ref: VM_EXAMPLE } },
       handler: async ({ services, params }) => {
         // A regular file: the catalog reads it at once, and a FIFO would never answer.
         const file = await services.files.run({ op: 'regular-file', input: params.path, kind: '.vmc file' });
-        return ref('VirtualMachine', (await services.machines.register(file)).id);
+        const vm = await services.machines.register(file);
+        await services.networks.settleMacClashes(vm);
+        return ref('VirtualMachine', vm.id);
       },
     }),
     UnregisterVirtualMachine: method('Removes a turned-off VM from the catalog and keeps its files.', {
