@@ -1,4 +1,4 @@
-// The file picker: every path field (input[data-file-picker="vhd|iso|vmc|vfd|folder|any"]) gets
+// The file picker: every path field (input[data-file-picker="vhd|iso|vmc|vnc|vfd|folder|any"]) gets
 // a "Browse…" button that opens a dialog listing one folder inside the storage roots, as
 // GET /files gives it. Folders open, ".." goes up (never above a root), a file fills the field;
 // a folder field has "Use this folder", and a new file's field (data-file-picker-new) takes a
@@ -9,6 +9,7 @@ const TITLES = {
   vhd: 'Choose a virtual hard disk (.vhd)',
   iso: 'Choose a CD/DVD image (.iso)',
   vmc: 'Choose a virtual machine configuration (.vmc)',
+  vnc: 'Choose a virtual network configuration (.vnc)',
   vfd: 'Choose a floppy disk image (.vfd, .flp)',
   folder: 'Choose a folder',
   any: 'Choose a file',

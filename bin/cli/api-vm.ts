@@ -66,6 +66,14 @@ async function showVm(client: ApiClient, ref: string): Promise<Record<string, un
   let at = 0;
   const take = (n: number): unknown[] => results.slice(at, (at += n));
   const engine = p.get_Engine as { engine?: string; reason?: string } | null;
+  // The adapters' networks by name: one more batch, for those connected to one.
+  const networks = nics.map((_, i) => results[results.length - 3 * nics.length + 3 * i + 2]).map((n) => (isRef(n) ? n.$ref : null));
+  const connected = networks.filter((n): n is string => n !== null);
+  const names = await client.batch(connected.map((n): [string, Record<string, unknown>] => ['VirtualNetwork.get_Name', { this: n }]));
+  const nameOf = new Map(connected.map((n, i) => {
+    const outcome = names[i];
+    return [n, outcome.ok ? String(outcome.result) : null];
+  }));
   return {
     id: idOf(ref),
     ref,
@@ -93,7 +101,8 @@ async function showVm(client: ApiClient, ref: string): Promise<Record<string, un
     }),
     networkAdapters: nics.map((adapter) => {
       const [ethernetAddress, model, virtualNetwork] = take(3);
-      return { adapter, ethernetAddress, model, virtualNetwork };
+      const network = isRef(virtualNetwork) ? virtualNetwork.$ref : null;
+      return { adapter, ethernetAddress, model, virtualNetwork: network, networkName: network ? nameOf.get(network) ?? null : null };
     }),
     usbDevices: p.get_USBDevices ?? [],
   };
@@ -122,8 +131,8 @@ function printVm(vm: Record<string, unknown>): void {
   list('DVD drives', vm.dvdDrives as Dvd[], (d) => `IDE ${d.busNumber}:${d.deviceNumber}  ${d.imageFile ?? '(empty)'}`);
   type Scsi = { id: number; model: string };
   list('SCSI adapters', vm.scsiControllers as Scsi[], (s) => `${s.id}  ${s.model}`);
-  type Nic = { ethernetAddress: string; model: string; virtualNetwork: string };
-  list('Network adapters', vm.networkAdapters as Nic[], (n) => `${n.ethernetAddress}  ${n.model}, network ${n.virtualNetwork}`);
+  type Nic = { ethernetAddress: string; model: string; virtualNetwork: string | null; networkName: string | null };
+  list('Network adapters', vm.networkAdapters as Nic[], (n) => `${n.ethernetAddress}  ${n.model}, ${n.virtualNetwork === null ? 'not connected' : `network ${n.networkName ?? n.virtualNetwork}`}`);
   list('USB devices', vm.usbDevices as string[], (u) => u);
   printRows(rows);
 }

@@ -5,6 +5,7 @@ import { callCommand } from './api-call.js';
 import { consoleCommands } from './api-console.js';
 import { diskCommands, taskCommands } from './api-disk.js';
 import { eventsCommand } from './api-events.js';
+import { netCommands, nicCommand } from './api-net.js';
 import { loginCommand, logoutCommand, tokenCommands } from './api-session.js';
 import { vmApiCommands } from './api-vm.js';
 import type { Command } from './command.js';
@@ -17,7 +18,8 @@ export type CommandGroup =
 
 export const commandGroups: CommandGroup[] = [
   { name: 'vhd', summary: 'virtual hard disks on this host, without vserverd: create, info, check, convert, compact, merge, expand', commands: vhdCommands },
-  { name: 'vm', summary: 'virtual machines in vserverd: list, show, create, start, stop, delete, console, ...; run and check work without vserverd', commands: [...vmApiCommands, ...consoleCommands, ...vmCommands] },
+  { name: 'vm', summary: 'virtual machines in vserverd: list, show, create, start, stop, delete, nic, console, ...; run and check work without vserverd', commands: [...vmApiCommands, nicCommand, ...consoleCommands, ...vmCommands] },
+  { name: 'net', summary: 'virtual networks in vserverd: list, show, create, delete, dhcp, leases', commands: netCommands },
   { name: 'disk', summary: 'virtual hard disks through vserverd: create, inspect', commands: diskCommands },
   { name: 'task', summary: 'long operations in vserverd: list them, wait for one', commands: taskCommands },
   { name: 'events', summary: 'the event log of vserverd, once or followed as it grows', command: eventsCommand },

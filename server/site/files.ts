@@ -15,6 +15,7 @@ export const KINDS: Record<string, string[] | null> = {
   vhd: ['.vhd'],
   iso: ['.iso'],
   vmc: ['.vmc'],
+  vnc: ['.vnc'],
   vfd: ['.vfd', '.flp'],
   folder: [],
   any: null,

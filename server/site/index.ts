@@ -13,6 +13,7 @@ import { assetRoutes } from './assets.js';
 import { masterStatusRoutes } from './master-status.js';
 import { vmRoutes } from './vms.js';
 import { diskRoutes } from './disks.js';
+import { networkRoutes } from './networks.js';
 import { serverRoutes } from './server-pages.js';
 import { fileRoutes } from './files.js';
 import { consoleRoutes } from './consoles.js';
@@ -22,6 +23,7 @@ export const NAVIGATION = [
   { section: 'Navigation', links: [{ href: '/', label: 'Master Status' }] },
   { section: 'Virtual Machines', links: [{ href: '/vms/create', label: 'Create' }, { href: '/vms/add', label: 'Add' }, { href: '/vms', label: 'Configure' }] },
   { section: 'Virtual Disks', links: [{ href: '/disks/create', label: 'Create' }, { href: '/disks/inspect', label: 'Inspect' }] },
+  { section: 'Virtual Networks', links: [{ href: '/networks/create', label: 'Create' }, { href: '/networks/add', label: 'Add' }, { href: '/networks', label: 'Configure' }] },
   {
     section: 'Virtual Server',
     links: [{ href: '/server', label: 'Server Properties' }, { href: '/events', label: 'Event Viewer' }, { href: '/website', label: 'Website Properties' },
@@ -70,6 +72,7 @@ export function createSite(ctx: SiteContext, projectRoot: string): Router {
   masterStatusRoutes(router, ctx);
   vmRoutes(router, ctx);
   diskRoutes(router, ctx);
+  networkRoutes(router, ctx);
   serverRoutes(router, ctx);
   fileRoutes(router, ctx);
   consoleRoutes(router, ctx);

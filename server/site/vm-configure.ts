@@ -10,6 +10,7 @@ import { fieldOf } from '../api/fields.js';
 import { type FieldErrors, type SiteContext, type SiteRequest, api, can, refuseFor } from './context.js';
 import { DEFAULT_DYNAMIC_GB, MAX_SIZE_MB } from './disks.js';
 import { type Form, Refusal, beside, problem, text, wholeNumber, wholeNumberWithin } from './forms.js';
+import { networkChoices, pickedNetwork } from './networks.js';
 
 /** A VM as the Configure and Remove pages show it. */
 export interface VmView {
@@ -27,6 +28,7 @@ export interface VmView {
   disks: { ref: string; slot: string; bus: 'IDE' | 'SCSI'; busNumber: number; deviceNumber: number; path: string }[];
   dvds: { ref: string; slot: string; busNumber: number; deviceNumber: number; image: string | null }[];
   scsi: { ref: string; index: number; model: string; disks: number }[];
+  /** network: the id of the virtual network the adapter is connected to, or null. */
   nics: { ref: string; index: number; model: string; mac: string; network: string | null }[];
   com2: string | null;
   lpt1: string | null;
@@ -62,7 +64,7 @@ export async function readVm(ctx: SiteContext, req: SiteRequest, id: string): Pr
       ? [{ ref: `DVDROMDrive/${config.id}/ide${d.channel}-${d.device}`, slot: `ide${d.channel}-${d.device}`, busNumber: d.channel, deviceNumber: d.device, image: d.image }]
       : [])),
     scsi: config.scsi.map((a, index) => ({ ref: `SCSIController/${config.id}/${index}`, index, model: a.model, disks: a.disks.length })),
-    nics: config.networkAdapters.map((n, index) => ({ ref: `NetworkAdapter/${config.id}/${index}`, index, model: n.model, mac: n.mac, network: n.network })),
+    nics: config.networkAdapters.map((n, index) => ({ ref: `NetworkAdapter/${config.id}/${index}`, index, model: n.model, mac: n.mac, network: n.network ?? null })),
     com2: await get<string | null>('get_SerialPort2'),
     lpt1: await get<string | null>('get_ParallelPort1'),
     floppy: await get<{ image: string | null } | null>('get_FloppyDrive'),
@@ -142,6 +144,8 @@ export async function renderConfigure(ctx: SiteContext, req: SiteRequest, res: R
     saved: options.saved && Object.hasOwn(SECTIONS, options.saved) ? SECTIONS[options.saved] : null,
     canChange: can(ctx, req, 'change', self),
     canDelete: can(ctx, req, 'delete', self),
+    // The adapters' network pickers: every network the caller may see.
+    networks: await networkChoices(ctx, req).catch(() => []),
     ...CHOICES,
   });
 }
@@ -269,9 +273,26 @@ export const CHANGES: Record<string, Change> = {
     async apply({ call }, form) {
       const mac = text(form['nic-mac']);
       try {
-        await beside('nic-model', call('VirtualMachine.AddNetworkAdapter', { model: text(form['nic-model']), ...(mac ? { ethernetAddress: mac } : {}) }));
+        // A refused MAC address (not under 00:03:FF, or another VM's) belongs beside the MAC field.
+        await beside((e) => (e.errorName.startsWith('VM_E_MAC_') ? 'nic-mac' : 'nic-model'), call('VirtualMachine.AddNetworkAdapter', { model: text(form['nic-model']), ...(mac ? { ethernetAddress: mac } : {}) }));
       } catch (error) {
         throw besideMac(error);
+      }
+    },
+  },
+  'nics/network': {
+    section: 'nics',
+    // Connecting an adapter works while the VM runs, as the cable of a real one.
+    async apply({ vm, call }, form) {
+      const adapter = partOf(form, 'adapter', 'nics-list');
+      const nic = vm.nics.find((n) => n.ref === adapter);
+      if (!nic) throw problem('nics-list', `${adapter} is not one of ${vm.name}'s network adapters`);
+      const field = `nic-network-${nic.index}`;
+      const network = pickedNetwork(form, field);
+      if (network === null) {
+        if (nic.network !== null) await beside(field, call('NetworkAdapter.DetachFromVirtualNetwork', { this: adapter }));
+      } else if (network !== `VirtualNetwork/${nic.network ?? ''}`) {
+        await beside(field, call('NetworkAdapter.AttachToVirtualNetwork', { this: adapter, network }));
       }
     },
   },
