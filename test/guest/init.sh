@@ -11,7 +11,7 @@
 # udhcpc in the background (retrying forever; the marker never waits for DHCP). Its script
 # (/bin/dhcp-event) sets the address, the default route and resolv.conf, and prints:
 #   VSERVER-LEASE <ifname> <address> <mac>   on every lease obtained or renewed (address without /prefix)
-#   VSERVER-LEASE-LOST <ifname>               when the interface is deconfigured (lease lost, udhcpc start)
+#   VSERVER-LEASE-LOST <ifname>               when a lease's address goes (lease lost or released)
 # After the marker an interactive busybox shell (prompt "guest# ", job control) runs on ttyS0 and
 # is respawned whenever it exits. /bin/ticker prints "tick N" once a second.
 
@@ -102,9 +102,12 @@ cat >>/bin/dhcp-event <<'SCRIPT'
 mac=$(cat "/sys/class/net/$interface/address" 2>/dev/null)
 case "$1" in
   deconfig)
-    ip -4 addr flush dev "$interface"
+    # Said only when an address goes, so that a guest without DHCP prints nothing after its marker.
+    if ip -4 addr show dev "$interface" | grep -q inet; then
+      ip -4 addr flush dev "$interface"
+      echo "VSERVER-LEASE-LOST $interface" >"$out"
+    fi
     ip link set "$interface" up
-    echo "VSERVER-LEASE-LOST $interface" >"$out"
     ;;
   bound | renew)
     ip -4 addr flush dev "$interface"

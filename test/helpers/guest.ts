@@ -11,7 +11,8 @@
 // powers off. After the marker every ethernet interface runs busybox udhcpc in the background
 // (retrying forever), whose script configures it and prints, at any time later:
 //   VSERVER-LEASE eth0 10.237.0.16 00:03:ff:..:..   each lease obtained or renewed
-//   VSERVER-LEASE-LOST eth0                         the interface deconfigured (also once at udhcpc's start)
+//   VSERVER-LEASE-LOST eth0                         a lease's address gone (lost or released)
+// A guest that gets no lease prints neither, so its console holds only what the shell prints.
 // Busybox applets for network tests: ping, nc (-l, -e), wget, httpd, sha256sum, md5sum, dd.
 // A file transfer that ends cleanly: the receiver runs `nc -l -p PORT -e sh -c 'cat >FILE'`
 // (a plain `nc -l >FILE` stops early when its own stdin ends), the sender `nc ADDRESS PORT <FILE`.
