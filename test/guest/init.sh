@@ -7,6 +7,11 @@
 #   VSERVER-NICS <name=mac/driver for every interface except lo, space-separated>
 #   VSERVER-GUEST-READY
 # Later, on an ACPI power-button press (QMP system_powerdown): VSERVER-POWER-BUTTON, then poweroff -f.
+# Networking: after the marker every ethernet interface is brought up and gets its own busybox
+# udhcpc in the background (retrying forever; the marker never waits for DHCP). Its script
+# (/bin/dhcp-event) sets the address, the default route and resolv.conf, and prints:
+#   VSERVER-LEASE <ifname> <address> <mac>   on every lease obtained or renewed (address without /prefix)
+#   VSERVER-LEASE-LOST <ifname>               when a lease's address goes (lease lost or released)
 # After the marker an interactive busybox shell (prompt "guest# ", job control) runs on ttyS0 and
 # is respawned whenever it exits. /bin/ticker prints "tick N" once a second.
 
@@ -88,9 +93,49 @@ done
 SCRIPT
 chmod 755 /bin/ticker
 
+# The DHCP client's event script (udhcpc passes the event as $1 and the lease in the environment).
+cat >/bin/dhcp-event <<SCRIPT
+#!/bin/sh
+out=$tty
+SCRIPT
+cat >>/bin/dhcp-event <<'SCRIPT'
+mac=$(cat "/sys/class/net/$interface/address" 2>/dev/null)
+case "$1" in
+  deconfig)
+    # Said only when an address goes, so that a guest without DHCP prints nothing after its marker.
+    if ip -4 addr show dev "$interface" | grep -q inet; then
+      ip -4 addr flush dev "$interface"
+      echo "VSERVER-LEASE-LOST $interface" >"$out"
+    fi
+    ip link set "$interface" up
+    ;;
+  bound | renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    if [ -n "$router" ]; then
+      ip route replace default via "${router%% *}" dev "$interface"
+    fi
+    [ -n "$dns" ] && for s in $dns; do echo "nameserver $s"; done >/etc/resolv.conf
+    echo "VSERVER-LEASE $interface $ip $mac" >"$out"
+    ;;
+esac
+exit 0
+SCRIPT
+chmod 755 /bin/dhcp-event
+
 echo "VSERVER-DISKS${disks}"
 echo "VSERVER-NICS${nics}"
 echo "VSERVER-GUEST-READY"
+
+# DHCP on every ethernet interface, in the background: -b daemonizes if no lease comes at once,
+# and without -n udhcpc retries forever (3 discovers 2 s apart, then a 3 s pause).
+ip link set lo up
+for n in /sys/class/net/*; do
+  name=${n##*/}
+  [ "$(cat "$n/type" 2>/dev/null)" = 1 ] || continue # ARPHRD_ETHER only (not lo)
+  ip link set "$name" up
+  udhcpc -i "$name" -b -t 3 -T 2 -A 3 -s /bin/dhcp-event -x "hostname:guest-$(tr -d : <"$n/address")" >/dev/null 2>&1 &
+done
 
 # The interactive shell: each run is a new session with ttyS0 as its controlling terminal
 # (setsid -c takes stdin as the tty), so job control works; respawned whenever it exits.

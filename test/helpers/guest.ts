@@ -8,13 +8,22 @@
 //   VSERVER-GUEST-READY                  the marker: devices settled, shell about to start
 // then an interactive shell ("guest# ", job control, respawned) on the same port; /bin/ticker
 // prints "tick N" once a second; an ACPI power-button press prints VSERVER-POWER-BUTTON and
-// powers off.
+// powers off. After the marker every ethernet interface runs busybox udhcpc in the background
+// (retrying forever), whose script configures it and prints, at any time later:
+//   VSERVER-LEASE eth0 10.237.0.16 00:03:ff:..:..   each lease obtained or renewed
+//   VSERVER-LEASE-LOST eth0                         a lease's address gone (lost or released)
+// A guest that gets no lease prints neither, so its console holds only what the shell prints.
+// Busybox applets for network tests: ping, nc (-l, -e), wget, httpd, sha256sum, md5sum, dd.
+// A file transfer that ends cleanly: the receiver runs `nc -l -p PORT -e sh -c 'cat >FILE'`
+// (a plain `nc -l >FILE` stops early when its own stdin ends), the sender `nc ADDRESS PORT <FILE`.
+// This busybox's wget crashes with -T: bound it with `timeout N wget ...` instead.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { Netns } from './netns.js';
 import { type Match, TextWatch } from './text-watch.js';
 import { PROJECT_ROOT } from './vhd-fixtures.js';
 const BUILDER_FILES = ['build.sh', 'init.sh'].map((f) => path.join(PROJECT_ROOT, 'test', 'guest', f));
@@ -24,6 +33,8 @@ export const GUEST_READY_MARKER = 'VSERVER-GUEST-READY';
 export const GUEST_DISKS_PREFIX = 'VSERVER-DISKS';
 export const GUEST_NICS_PREFIX = 'VSERVER-NICS';
 export const GUEST_POWER_BUTTON_MARKER = 'VSERVER-POWER-BUTTON';
+export const GUEST_LEASE_PREFIX = 'VSERVER-LEASE';
+export const GUEST_LEASE_LOST_PREFIX = 'VSERVER-LEASE-LOST';
 export const GUEST_PROMPT = 'guest# ';
 /** Kernel command line for a direct (-kernel/-initrd) boot; the VHD's syslinux.cfg uses the same. */
 export const GUEST_APPEND = 'console=ttyS0,115200 loglevel=3';
@@ -124,6 +135,31 @@ export function parseGuestReport(output: string): GuestReport | null {
   };
 }
 
+export interface GuestLease {
+  /** The guest's interface name, e.g. eth0. */
+  ifname: string;
+  address: string;
+  /** Lower case, colon-separated, as the guest's sysfs shows it. */
+  mac: string;
+}
+
+/** Every VSERVER-LEASE line in `output`, oldest first. */
+export function parseGuestLeases(output: string): GuestLease[] {
+  const leases: GuestLease[] = [];
+  for (const line of serialLines(output)) {
+    const at = line.indexOf(`${GUEST_LEASE_PREFIX} `);
+    if (at < 0) continue; // the line may start with the shell's prompt
+    const [ifname, address, mac] = line.slice(at + GUEST_LEASE_PREFIX.length + 1).trim().split(/\s+/);
+    if (ifname && address && mac) leases.push({ ifname, address, mac });
+  }
+  return leases;
+}
+
+/** A pattern matching the next lease line of `ifname` (e.g. for SerialReader.waitFor). */
+export function leasePattern(ifname = 'eth\\d+'): RegExp {
+  return new RegExp(`${GUEST_LEASE_PREFIX} ${ifname} \\S+ \\S+\\r?\\n`);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bare QEMU with the serial port on stdio
 
@@ -163,13 +199,17 @@ const running = new Set<ChildProcess>();
  * Spawns qemu-system-x86_64 with QEMU_BASE_ARGS + `args`. QEMU is SIGKILLed after
  * `lifetimeMs` whatever happens; call kill() (or killAllQemu() in an after() hook) when done.
  */
-export function startQemu(args: string[], lifetimeMs = 120_000): SerialQemu {
-  return runQemu([...QEMU_BASE_ARGS, ...args], lifetimeMs);
+export function startQemu(args: string[], lifetimeMs = 120_000, netns?: Netns): SerialQemu {
+  return runQemu([...QEMU_BASE_ARGS, ...args], lifetimeMs, netns);
 }
 
-/** Spawns qemu-system-x86_64 with exactly `args` (COM1 must be on stdio to be read); as startQemu otherwise. */
-export function runQemu(args: string[], lifetimeMs = 120_000): SerialQemu {
-  const child = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+/**
+ * Spawns qemu-system-x86_64 with exactly `args` (COM1 must be on stdio to be read), inside
+ * `netns` when given (ip execs QEMU, so the child is QEMU); as startQemu otherwise.
+ */
+export function runQemu(args: string[], lifetimeMs = 120_000, netns?: Netns): SerialQemu {
+  const [command, ...prefixArgs] = [...(netns?.prefix() ?? []), 'qemu-system-x86_64'];
+  const child = spawn(command, [...prefixArgs, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   running.add(child);
   let stderr = '';
   const tail = (): string => `--- serial (last 2000 chars) ---\n${serial.text.slice(-2000)}\n--- qemu stderr ---\n${stderr}`;

@@ -6,6 +6,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { Netns } from './netns.js';
+import { NetnsForwarder } from './netns-server.js';
 import { PROJECT_ROOT, run } from './vhd-fixtures.js';
 
 export const SERVER_MAIN = path.join(PROJECT_ROOT, 'dist', 'server', 'main.js');
@@ -43,21 +45,36 @@ export interface ServerOptions {
   runDir?: string;
   env?: Record<string, string>;
   args?: string[];
+  /**
+   * Run vserverd in this network namespace (it makes its bridges, TAPs and dnsmasq there);
+   * `url` reaches it through a NetnsForwarder. Without it vserverd makes no host network parts.
+   */
+  netns?: Netns;
 }
+
+
 
 export class TestServer {
   output = '';
+  private forwarder: NetnsForwarder | null = null;
   private constructor(readonly process: ChildProcess, readonly url: string, readonly dataDir: string, readonly runDir: string, readonly adminToken: string) {}
 
   static async start(options: ServerOptions = {}): Promise<TestServer> {
     const dataDir = options.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-data-'));
     const runDir = options.runDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-run-'));
-    const child = spawn(process.execPath, [SERVER_MAIN, '--port', '0', '--data', dataDir, ...(options.args ?? [])], {
-      env: { ...process.env, VSERVER_ADMIN_PASSWORD: ADMIN_PASSWORD, VSERVER_RUN_DIR: runDir, ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const forwarder = options.netns ? await NetnsForwarder.listen() : null;
+    // Host network parts (bridges, TAPs, dnsmasq, nft) only inside a namespace of the test's own.
+    const args = [SERVER_MAIN, '--port', '0', '--data', dataDir,
+      ...(forwarder ? ['--allowed-host', `127.0.0.1:${forwarder.port}`, '--allowed-host', `localhost:${forwarder.port}`] : ['--no-host-networks']),
+      ...(options.args ?? [])];
+    const env: NodeJS.ProcessEnv = { ...process.env, VSERVER_ADMIN_PASSWORD: ADMIN_PASSWORD, VSERVER_RUN_DIR: runDir, ...options.env };
+    if (options.netns) env.VSERVER_HOST_NETWORKS = '1';
+    // ip execs the command, so the child's pid is vserverd's.
+    const child = options.netns
+      ? spawn('ip', ['netns', 'exec', options.netns.name, process.execPath, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
-    const url = await new Promise<string>((resolve, reject) => {
+    const served = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
         reject(new Error(`vserverd did not say it was listening within ${START_TIMEOUT_MS / 1000} s:\n${output}`));
@@ -75,8 +92,26 @@ export class TestServer {
       child.stderr!.on('data', onData);
       child.once('exit', (code, signal) => reject(new Error(`vserverd exited (${code ?? signal}) before listening:\n${output}`)));
     });
-    const token = await login(url, 'admin', ADMIN_PASSWORD);
+    let url = served;
+    if (forwarder) {
+      try {
+        await forwarder.connect(options.netns!, runDir, Number(new URL(served).port));
+      } catch (e) {
+        forwarder.close();
+        child.kill('SIGKILL');
+        throw e;
+      }
+      url = forwarder.url;
+    }
+    let token: string;
+    try {
+      token = await login(url, 'admin', ADMIN_PASSWORD);
+    } catch (e) {
+      forwarder?.close();
+      throw e;
+    }
     const server = new TestServer(child, url, dataDir, runDir, token);
+    server.forwarder = forwarder;
     server.output = output;
     const keep = (chunk: Buffer): void => { server.output += chunk.toString(); };
     child.stdout!.on('data', keep);
@@ -91,10 +126,15 @@ export class TestServer {
 
   /** Stops vserverd with a signal and waits for it to exit; returns its exit code. */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-    if (this.process.exitCode !== null || this.process.signalCode !== null) return this.process.exitCode;
+    if (this.process.exitCode !== null || this.process.signalCode !== null) {
+      this.forwarder?.close();
+      return this.process.exitCode;
+    }
     const exited = new Promise<number | null>((resolve) => this.process.once('exit', (code) => resolve(code)));
     this.process.kill(signal);
-    return exited;
+    const code = await exited;
+    this.forwarder?.close();
+    return code;
   }
 
   /** The pids of vserverd's child processes running `script` ('disk-job.js', 'file-worker.js'). */
