@@ -15,6 +15,30 @@ export const GiB = 1024 * MiB;
 /** The checkout: this file runs as dist/bench/lib.js. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+/**
+ * One measured figure beside its peer's, as `npm run bench -- NAME --json` gives it: the ratio
+ * ours/peer and whether it meets its goal (null where there is no peer or no goal).
+ */
+export interface Measure {
+  name: string;
+  ours: number;
+  peer: number | null;
+  unit: string;
+  ratio: number | null;
+  /** The goal, e.g. ">= 0.95x" or "<= 1.05x"; null for a figure without one. */
+  goal: string | null;
+  met: boolean | null;
+}
+
+/** A measure with a goal on the ratio ours/peer: at least `min`, or at most `max`. */
+export function measured(name: string, ours: number, peer: number | null, unit: string, goal?: { min?: number; max?: number }): Measure {
+  const ratio = peer ? ours / peer : null;
+  if (!goal || ratio === null) return { name, ours, peer, unit, ratio, goal: null, met: null };
+  const met = (goal.min === undefined || ratio >= goal.min) && (goal.max === undefined || ratio <= goal.max);
+  const text = [goal.min !== undefined ? `>= ${goal.min}x` : '', goal.max !== undefined ? `<= ${goal.max}x` : ''].filter(Boolean).join(', ');
+  return { name, ours, peer, unit, ratio, goal: text, met };
+}
+
 /** What a benchmark module's run() returns; run.ts prints it. */
 export interface BenchTable {
   title: string;
@@ -24,6 +48,8 @@ export interface BenchTable {
   rows: string[][];
   /** Lines printed under the table: the goal, how the figures were taken, caveats. */
   notes: string[];
+  /** The figures as numbers, for --json. */
+  measures?: Measure[];
 }
 
 /** The contract every bench/<name>.ts module fulfils. */
@@ -32,7 +58,7 @@ export interface BenchModule {
 }
 
 /** Formats rows into aligned columns separated by " | ", with a rule under the header. */
-function formatTable(table: BenchTable): string {
+export function formatTable(table: BenchTable): string {
   const all = [table.columns, ...table.rows];
   const widths = table.columns.map((_, c) => Math.max(...all.map((row) => (row[c] ?? '').length)));
   const align = (c: number): 'left' | 'right' => table.align?.[c] ?? (c === 0 ? 'left' : 'right');

@@ -22,7 +22,7 @@ import { TestServer } from '../test/helpers/server.js';
 import { parseVmConfig } from '../vmm/config.js';
 import { qemuArgs } from '../vmm/qemu-args.js';
 import { qemuUser } from '../vmm/worker/user.js';
-import { type BenchTable, formatMs, median, now, withTempDir } from './lib.js';
+import { type BenchTable, formatMs, measured, median, now, withTempDir } from './lib.js';
 
 const LABEL = 'guestnet-bench';
 const MIB = Number(process.env.NET_BENCH_MIB ?? 32);
@@ -271,6 +271,14 @@ export async function run(): Promise<BenchTable> {
         [`ping round trip (avg of ${PINGS}, median of ${RUNS})`, ms(mine.rttMs), ms(theirs.rttMs), `${rttRatio.toFixed(2)}x${rttRatio <= 1.05 ? '' : ' (over goal)'}`],
         [`CreateVirtualNetwork p50 / p99 (${API_SAMPLES})`, stats(createMs), '-', 'no peer'],
         [`AttachToVirtualNetwork, running VM, p50 / p99 (${API_SAMPLES})`, stats(attachMs), '-', 'no peer'],
+      ],
+      measures: [
+        measured('TCP throughput', mine.mibPerSecond, theirs.mibPerSecond, 'MiB/s', { min: 0.95 }),
+        measured('ping round trip', mine.rttMs, theirs.rttMs, 'ms', { max: 1.05 }),
+        measured('CreateVirtualNetwork p50', percentile(createMs, 50), null, 'ms'),
+        measured('CreateVirtualNetwork p99', percentile(createMs, 99), null, 'ms'),
+        measured('AttachToVirtualNetwork (running VM) p50', percentile(attachMs, 50), null, 'ms'),
+        measured('AttachToVirtualNetwork (running VM) p99', percentile(attachMs, 99), null, 'ms'),
       ],
       notes: [
         'Goals: throughput >= 0.95x the hand-made bridge; round trip <= 1.05x.',

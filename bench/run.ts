@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { type BenchModule, printTable } from './lib.js';
+import { type BenchModule, formatTable, printTable } from './lib.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -21,7 +21,7 @@ export function availableBenchmarks(): string[] {
 }
 
 function usage(available: string[]): string {
-  return ['usage: node dist/bench/run.js NAME   (npm run bench -- NAME)', '', 'benchmarks:',
+  return ['usage: node dist/bench/run.js NAME [--json]   (npm run bench -- NAME [--json]: one JSON document on stdout)', '', 'benchmarks:',
     ...(available.length ? available.map((n) => `  ${n}`) : ['  (none built; run npm run build)'])].join('\n');
 }
 
@@ -30,7 +30,8 @@ async function main(argv: string[]): Promise<number> {
   // runs its own inside namespaces it makes, with VSERVER_HOST_NETWORKS=1.
   process.env.VSERVER_HOST_NETWORKS = '0';
   const available = availableBenchmarks();
-  const [name] = argv;
+  const json = argv.includes('--json');
+  const [name] = argv.filter((a) => a !== '--json');
   if (name === '--help' || name === '-h') {
     console.log(usage(available));
     return 0;
@@ -45,7 +46,18 @@ async function main(argv: string[]): Promise<number> {
     console.error(`bench: ${name}.js does not export run()`);
     return 2;
   }
-  printTable(await module.run());
+  const table = await module.run();
+  if (!json) {
+    printTable(table);
+    return 0;
+  }
+  // stdout holds the one JSON document; the table goes to stderr for whoever watches.
+  console.error(formatTable(table));
+  if (!table.measures) {
+    console.error(`bench: ${name} gives no figures as numbers yet: only its table`);
+    return 2;
+  }
+  console.log(JSON.stringify({ benchmark: name, rows: table.measures }));
   return 0;
 }
 
