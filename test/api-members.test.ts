@@ -166,6 +166,7 @@ before(async () => {
   await call('VirtualMachine.AddHardDiskConnection', { this: fixtureVm, path: fixtureDisk, busType: 'SCSI', busNumber: 0, deviceNumber: 0 });
   await call('VirtualMachine.AddDVDROMDrive', { this: fixtureVm, busNumber: 1, deviceNumber: 0 });
   await call('VirtualMachine.AddNetworkAdapter', { this: fixtureVm });
+  const fixtureNetwork = await call<Ref>('VirtualServer.CreateVirtualNetwork', { name: 'fixture-net', kind: 'internal' });
   Object.assign(fixture, {
     VirtualServer: 'VirtualServer',
     VirtualMachine: fixtureVm,
@@ -178,6 +179,8 @@ before(async () => {
     Task: diskTask.$ref,
     HardDisk: `HardDisk/${fixtureDisk}`,
     Security: `Security/${fixtureVm}`,
+    VirtualNetwork: fixtureNetwork.$ref,
+    DHCPVirtualNetworkServer: fixtureNetwork.$ref.replace('VirtualNetwork/', 'DHCPVirtualNetworkServer/'),
   });
 });
 
@@ -606,7 +609,7 @@ describe('VirtualMachine: devices and their objects', () => {
     const first = `NetworkAdapter/${id}/0`;
     assert.match(await call<string>('NetworkAdapter.get_EthernetAddress', { this: first }), /^00:03:FF(?::[0-9A-F]{2}){3}$/);
     assert.equal(await call('NetworkAdapter.get_Model', { this: first }), 'tulip');
-    assert.equal(await call('NetworkAdapter.get_VirtualNetwork', { this: first }), 'none');
+    assert.equal(await call('NetworkAdapter.get_VirtualNetwork', { this: first }), null);
     assert.equal(await call('NetworkAdapter.get_EthernetAddress', { this: `NetworkAdapter/${id}/1` }), '00:03:FF:AA:BB:CC');
     assert.equal(await call('VirtualMachine.RemoveNetworkAdapter', { this: vm, adapter: first }), null);
     assert.equal(await call('NetworkAdapter.get_Model', { this: first }), 'e1000', 'the second adapter is now the first');
@@ -740,12 +743,12 @@ describe('VirtualMachine: the profile\'s limits, refused whole', () => {
     await unchanged(vm, () => refused('VirtualMachine.AddNetworkAdapter', { this: vm }, 'VM_E_CONFIG_INVALID', ['at most 4 network adapters']));
   });
 
-  test('a MAC address outside 00:03:FF, or one the VM already uses, is VM_E_CONFIG_INVALID', async () => {
+  test('a MAC address outside 00:03:FF is VM_E_MAC_INVALID; one the VM already uses is VM_E_MAC_IN_USE', async () => {
     const other = await createVm('limits-mac');
     await call('VirtualMachine.AddNetworkAdapter', { this: other, ethernetAddress: '00:03:FF:01:02:03' });
     await unchanged(other, async () => {
-      await refused('VirtualMachine.AddNetworkAdapter', { this: other, ethernetAddress: '52:54:00:12:34:56' }, 'VM_E_CONFIG_INVALID', ['00:03:FF']);
-      await refused('VirtualMachine.AddNetworkAdapter', { this: other, ethernetAddress: '00:03:ff:01:02:03' }, 'VM_E_CONFIG_INVALID', ['00:03:FF:01:02:03']);
+      await refused('VirtualMachine.AddNetworkAdapter', { this: other, ethernetAddress: '52:54:00:12:34:56' }, 'VM_E_MAC_INVALID', ['00:03:FF']);
+      await refused('VirtualMachine.AddNetworkAdapter', { this: other, ethernetAddress: '00:03:ff:01:02:03' }, 'VM_E_MAC_IN_USE', ['00:03:FF:01:02:03', 'another adapter of this VM']);
     });
   });
 
@@ -1359,6 +1362,92 @@ const thisOf = (iface: string): Record<string, unknown> => (iface === 'VirtualSe
 
 const MEMBERS = Object.entries(SCHEMA).flatMap(([iface, spec]) => Object.entries(spec.members).map(([member, m]) => ({ iface, member, method: `${iface}.${member}`, spec: m })));
 
+describe('virtual networks and their DHCP servers (catalog objects: this server makes no host parts)', () => {
+  const dhcp = (network: Ref): string => network.$ref.replace('VirtualNetwork/', 'DHCPVirtualNetworkServer/');
+
+  test('VirtualServer\'s network members: create, find, list, unregister and register the .vnc, delete', async () => {
+    const made = await call<Ref>('VirtualServer.CreateVirtualNetwork', { name: 'members-net', kind: 'nat' });
+    assert.deepEqual(await call('VirtualServer.FindVirtualNetwork', { name: 'MEMBERS-NET' }), made);
+    assert.equal(await call('VirtualServer.FindVirtualNetwork', { name: 'no such network' }), null);
+    assert.ok((await call<Ref[]>('VirtualServer.get_VirtualNetworks')).some((n) => n.$ref === made.$ref));
+    const file = await call<string>('VirtualNetwork.get_File', { this: made.$ref });
+    assert.equal(await call('VirtualServer.UnregisterVirtualNetwork', { network: made.$ref }), null);
+    assert.ok(fs.existsSync(file), 'unregistering keeps the .vnc');
+    assert.deepEqual(await call('VirtualServer.RegisterVirtualNetwork', { path: file }), made);
+    assert.equal(await call('VirtualServer.DeleteVirtualNetwork', { network: made.$ref }), null);
+    assert.equal(fs.existsSync(file), false, 'deleting removes the .vnc');
+  });
+
+  test('VirtualNetwork\'s members: settings, adapters, counters and their histories, security', async () => {
+    const net = await call<Ref>('VirtualServer.CreateVirtualNetwork', { name: 'props-net', kind: 'internal' });
+    const self = { this: net.$ref };
+    assert.equal(await call('VirtualNetwork.put_Name', { ...self, value: 'props-net-2' }), null);
+    assert.equal(await call('VirtualNetwork.get_Name', self), 'props-net-2');
+    assert.equal(await call('VirtualNetwork.put_Notes', { ...self, value: 'notes' }), null);
+    assert.equal(await call('VirtualNetwork.get_Notes', self), 'notes');
+    assert.equal(await call('VirtualNetwork.get_Kind', self), 'internal');
+    assert.equal(await call('VirtualNetwork.get_HostAdapter', self), null);
+    await refused('VirtualNetwork.put_HostAdapter', { ...self, value: 'lo' }, 'VM_E_INVALID_PARAMS', ['host-connected']);
+    assert.match(await call<string>('VirtualNetwork.get_File', self), /props-net\.vnc$/);
+    assert.deepEqual(await call('VirtualNetwork.get_NetworkAdapters', self), []);
+    assert.deepEqual(await call('VirtualNetwork.get_DHCPVirtualNetworkServer', self), { $ref: dhcp(net) });
+    assert.deepEqual(await call('VirtualNetwork.get_Security', self), { $ref: 'Security/VirtualServer' });
+    const counters = ['VirtualNetwork.get_BytesSent', 'VirtualNetwork.get_BytesReceived', 'VirtualNetwork.get_BytesDropped',
+      'VirtualNetwork.get_PacketsSent', 'VirtualNetwork.get_PacketsReceived', 'VirtualNetwork.get_PacketsDropped'];
+    for (const member of counters) assert.equal(await call(member, self), 0, member);
+    const histories = ['VirtualNetwork.get_BytesSentHistory', 'VirtualNetwork.get_BytesReceivedHistory', 'VirtualNetwork.get_BytesDroppedHistory',
+      'VirtualNetwork.get_PacketsSentHistory', 'VirtualNetwork.get_PacketsReceivedHistory', 'VirtualNetwork.get_PacketsDroppedHistory'];
+    for (const member of histories) assert.deepEqual(await call(member, self), [], `${member}: no samples without host parts`);
+    await call('VirtualServer.DeleteVirtualNetwork', { network: net.$ref });
+  });
+
+  test('DHCPVirtualNetworkServer\'s members: on and off, the server\'s settings, the lease times, the leases', async () => {
+    const net = await call<Ref>('VirtualServer.CreateVirtualNetwork', { name: 'dhcp-net', kind: 'internal' });
+    const self = { this: dhcp(net) };
+    assert.equal(await call('DHCPVirtualNetworkServer.get_IsEnabled', self), false);
+    assert.equal(await call('DHCPVirtualNetworkServer.put_IsEnabled', { ...self, value: true }), null);
+    assert.equal(await call('DHCPVirtualNetworkServer.get_IsEnabled', self), true);
+    assert.equal(await call('DHCPVirtualNetworkServer.ConfigureDHCPServer', {
+      ...self, network: '172.16.8.0', networkMask: '255.255.252.0', startingIPAddress: '172.16.9.1', endingIPAddress: '172.16.10.254',
+      serverIPAddress: '172.16.8.1', defaultGateway: '172.16.8.254', dnsServers: ['172.16.8.2'], winsServers: ['172.16.8.3'],
+    }), null);
+    assert.equal(await call('DHCPVirtualNetworkServer.ConfigureDHCPLeaseTimes', { ...self, leaseTime: 7200, renewalTime: 3600, rebindingTime: 6300 }), null);
+    const read = async (member: string): Promise<unknown> => call(`DHCPVirtualNetworkServer.${member}`, self);
+    assert.deepEqual(
+      [await read('get_NetworkAddress'), await read('get_NetworkMask'), await read('get_StartingIPAddress'), await read('get_EndingIPAddress'),
+        await read('get_ServerIPAddress'), await read('get_DefaultGatewayAddress'), await read('get_DNSServers'), await read('get_WINSServers'),
+        await read('get_LeaseTime'), await read('get_RenewalTime'), await read('get_RebindingTime')],
+      ['172.16.8.0', '255.255.252.0', '172.16.9.1', '172.16.10.254', '172.16.8.1', '172.16.8.254', ['172.16.8.2'], ['172.16.8.3'], 7200, 3600, 6300]);
+    // The full names, for the check that every member is called here:
+    for (const member of ['DHCPVirtualNetworkServer.get_NetworkAddress', 'DHCPVirtualNetworkServer.get_NetworkMask', 'DHCPVirtualNetworkServer.get_StartingIPAddress',
+      'DHCPVirtualNetworkServer.get_EndingIPAddress', 'DHCPVirtualNetworkServer.get_ServerIPAddress', 'DHCPVirtualNetworkServer.get_DefaultGatewayAddress',
+      'DHCPVirtualNetworkServer.get_DNSServers', 'DHCPVirtualNetworkServer.get_WINSServers', 'DHCPVirtualNetworkServer.get_LeaseTime',
+      'DHCPVirtualNetworkServer.get_RenewalTime', 'DHCPVirtualNetworkServer.get_RebindingTime']) assert.notEqual(await call(member, self), undefined, member);
+    assert.deepEqual(await call('DHCPVirtualNetworkServer.get_Leases', self), []);
+    await call('VirtualServer.DeleteVirtualNetwork', { network: net.$ref });
+  });
+
+  test('NetworkAdapter\'s network members: attach and detach, static and dynamic MACs, counters; the unconnected adapters', async () => {
+    const vm = await createVm('nic-members');
+    const nic = await call<Ref>('VirtualMachine.AddNetworkAdapter', { this: vm });
+    const self = { this: nic.$ref };
+    assert.ok((await call<Ref[]>('VirtualServer.get_UnconnectedNetworkAdapters')).some((a) => a.$ref === nic.$ref));
+    assert.equal(await call('NetworkAdapter.AttachToVirtualNetwork', { ...self, network: fixture.VirtualNetwork }), null);
+    assert.deepEqual(await call('NetworkAdapter.get_VirtualNetwork', self), { $ref: fixture.VirtualNetwork });
+    assert.equal(await call('NetworkAdapter.DetachFromVirtualNetwork', self), null);
+    assert.equal(await call('NetworkAdapter.get_VirtualNetwork', self), null);
+    assert.equal(await call('NetworkAdapter.get_IsEthernetAddressDynamic', self), true);
+    assert.equal(await call('NetworkAdapter.put_EthernetAddress', { ...self, value: '00:03:FF:77:66:55' }), null);
+    assert.equal(await call('NetworkAdapter.get_IsEthernetAddressDynamic', self), false);
+    assert.equal(await call('NetworkAdapter.put_IsEthernetAddressDynamic', { ...self, value: true }), null);
+    assert.notEqual(await call('NetworkAdapter.get_EthernetAddress', self), '00:03:FF:77:66:55');
+    for (const member of ['NetworkAdapter.get_BytesSent', 'NetworkAdapter.get_BytesReceived', 'NetworkAdapter.get_BytesDropped',
+      'NetworkAdapter.get_PacketsSent', 'NetworkAdapter.get_PacketsReceived', 'NetworkAdapter.get_PacketsDropped']) {
+      assert.equal(await call(member, self), 0, `${member}: no TAP without host parts`);
+    }
+  });
+});
+
 describe('bad inputs: parameters of every member', () => {
   for (const { iface, method, spec } of MEMBERS) {
     const params = spec.params ?? {};
@@ -1416,6 +1505,7 @@ describe('bad inputs: "this" of every member', () => {
       await refused(method, { ...given, this: other }, 'VM_E_INVALID_PARAMS', [other, iface]);
       if (VM_SCOPED[iface]) await refused(method, { ...given, this: VM_SCOPED[iface] }, 'VM_E_VM_UNKNOWN', [UNKNOWN_ID]);
       else if (iface === 'Task') await refused(method, { ...given, this: `Task/${UNKNOWN_ID}` }, 'VM_E_TASK_UNKNOWN', [UNKNOWN_ID]);
+      else if (iface === 'VirtualNetwork' || iface === 'DHCPVirtualNetworkServer') await refused(method, { ...given, this: `${iface}/${UNKNOWN_ID}` }, 'VM_E_NETWORK_UNKNOWN', [UNKNOWN_ID]);
       else if (iface === 'HardDisk') {
         await refused(method, { ...given, this: 'HardDisk//etc/passwd' }, 'VM_E_PATH_OUTSIDE_ROOTS', ['/etc/passwd', root]);
         await refused(method, { ...given, this: 'HardDisk/../../x.vhd' }, 'VM_E_PATH_OUTSIDE_ROOTS', ['../../x.vhd']);
