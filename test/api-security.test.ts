@@ -347,8 +347,11 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
     interface Fixtures {
       vm: string; id: string; name: string; vmc: string; disk: string; task: string;
       unregisterVictim: string; deleteVictim: string; tokenToRevoke: string;
+      /** A host-connected network (catalog only: this server makes no host parts) on one of the host's interfaces. */
+      network: string; hostAdapter: string; vnc: string; networkUnregisterVictim: string; networkDeleteVictim: string;
     }
 
+    const ROLE_DIGIT: Record<Role, number> = { Administrator: 1, Operator: 2, Viewer: 3 };
     const TOKEN_OF = (): Record<Role, string> => ({ Administrator: server.adminToken, Operator: opToken, Viewer: viewerToken });
     const USER_OF: Record<Role, [string, string]> = { Administrator: ['admin', ADMIN_PASSWORD], Operator: ['op', OP_PASSWORD], Viewer: ['viewer', VIEWER_PASSWORD] };
 
@@ -374,9 +377,18 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
       await createUser(`doomed-${role}`, 'doomed-password', 'Viewer');
       await createUser(`demoted-${role}`, 'demoted-password', 'Operator');
       const tokenToRevoke = (await server.call<{ id: string }>('VirtualServer.CreateToken', { description: 'revoked by the walk' }, TOKEN_OF()[role])).id;
+      const [hostInterface] = (await server.call<{ networkInterfaces: { name: string }[] }>('VirtualServer.get_HostInfo')).networkInterfaces;
+      assert.ok(hostInterface, 'the host has an interface a host-connected network can name');
+      const network = (await server.call<Ref>('VirtualServer.CreateVirtualNetwork', { name: `net-${role}`, kind: 'host', hostAdapter: hostInterface.name })).$ref;
+      const registered = (await server.call<Ref>('VirtualServer.CreateVirtualNetwork', { name: `vnc-${role}`, kind: 'internal' })).$ref;
+      const vnc = await server.call<string>('VirtualNetwork.get_File', { this: registered });
+      await server.call('VirtualServer.UnregisterVirtualNetwork', { network: registered });
+      const networkUnregisterVictim = (await server.call<Ref>('VirtualServer.CreateVirtualNetwork', { name: `unregister-net-${role}`, kind: 'internal' })).$ref;
+      const networkDeleteVictim = (await server.call<Ref>('VirtualServer.CreateVirtualNetwork', { name: `delete-net-${role}`, kind: 'internal' })).$ref;
       return {
         vm, id, name, vmc: await server.call<string>('VirtualMachine.get_File', { this: vm }), disk: path.join(folder, 'disk0.vhd'),
         task: diskTask.$ref, unregisterVictim, deleteVictim, tokenToRevoke,
+        network, hostAdapter: hostInterface.name, vnc, networkUnregisterVictim, networkDeleteVictim,
       };
     }
 
@@ -394,6 +406,8 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
         Task: [f.task],
         HardDisk: [`HardDisk/${f.disk}`],
         Security: ['Security/VirtualServer', `Security/${f.vm}`],
+        VirtualNetwork: [f.network],
+        DHCPVirtualNetworkServer: [f.network.replace('VirtualNetwork/', 'DHCPVirtualNetworkServer/')],
       };
     }
 
@@ -429,6 +443,18 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
         'HardDisk.MergeTo': { path: `${f.name}/merged.vhd` },
         'Security.AddEntry': { name: 'role:Viewer', type: 'Allowed', rights: [] },
         'Security.RemoveEntry': { name: 'role:Viewer' },
+        'VirtualServer.CreateVirtualNetwork': { name: `made-net-${role}`, kind: 'internal' },
+        'VirtualServer.RegisterVirtualNetwork': { path: f.vnc },
+        'VirtualServer.UnregisterVirtualNetwork': { network: f.networkUnregisterVictim },
+        'VirtualServer.DeleteVirtualNetwork': { network: f.networkDeleteVictim },
+        'VirtualServer.FindVirtualNetwork': { name: `net-${role}` },
+        'VirtualNetwork.put_Name': { value: `net-${role}` },
+        'VirtualNetwork.put_HostAdapter': { value: f.hostAdapter },
+        'DHCPVirtualNetworkServer.ConfigureDHCPServer': {
+          network: '10.200.0.0', networkMask: '255.255.255.0', startingIPAddress: '10.200.0.10', endingIPAddress: '10.200.0.20', serverIPAddress: '10.200.0.1',
+        },
+        'DHCPVirtualNetworkServer.ConfigureDHCPLeaseTimes': { leaseTime: 3600, renewalTime: 1800, rebindingTime: 3000 },
+        'NetworkAdapter.put_EthernetAddress': { value: `00:03:FF:00:00:0${ROLE_DIGIT[role]}` },
       };
     }
 
@@ -498,6 +524,9 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
         const warnings = (await eventsSince(since)).filter((e) => e.category === 'Security' && e.severity === 'Warning');
         assert.deepEqual(warnings.map((e) => e.message.match(/refused (\S+)/)?.[1]), refusedCalls, 'one Security warning per refusal, in order, naming the member');
         assert.ok(warnings.every((e) => e.who === user && e.message.startsWith(`${user} was refused`)), `each names ${user}`);
+        // The next role's walk bridges its own network to the same host interface.
+        await server.call('NetworkAdapter.DetachFromVirtualNetwork', { this: `NetworkAdapter/${f.id}/0` });
+        await server.call('VirtualServer.DeleteVirtualNetwork', { network: f.network });
       });
     }
   });

@@ -19,7 +19,7 @@ import {
   type ApiGuest, createApiGuest, type GuestConsole, type Ref, startApiGuest, turnOffApiGuest,
 } from './helpers/api-guests.js';
 import {
-  GUEST_READY_MARKER, killAllQemu, leasePattern, parseGuestLeases, startQemu, testGuest,
+  GUEST_LEASE_LOST_PREFIX, GUEST_READY_MARKER, killAllQemu, leasePattern, parseGuestLeases, startQemu, testGuest,
 } from './helpers/guest.js';
 import { makeBridge, makeTap, startDnsmasq, startHttpd } from './helpers/handmade-net.js';
 import { Netns, removeLeftoverNamespaces, vethPair } from './helpers/netns.js';
@@ -119,8 +119,13 @@ async function turnOff(guest: GuestConsole): Promise<void> {
 
 /** Drops the guest's lease and asks for a new one (udhcpc: SIGUSR2 releases, SIGUSR1 renews); returns the new lease. */
 async function renewLease(guest: GuestConsole): Promise<{ address: string; mac: string }> {
+  // Release first and let udhcpc act on it: signalled at once, it may take the renewal (USR1)
+  // before the release (USR2) and then stay released.
+  const released = guest.serial.text.length;
+  guest.serial.type('for p in $(pidof udhcpc); do kill -USR2 $p; done\n');
+  await guest.serial.waitFor(GUEST_LEASE_LOST_PREFIX, 10_000, released).catch(() => { /* a guest without an address prints nothing */ });
   const from = guest.serial.text.length;
-  guest.serial.type('for p in $(pidof udhcpc); do kill -USR2 $p; kill -USR1 $p; done\n');
+  guest.serial.type('for p in $(pidof udhcpc); do kill -USR1 $p; done\n');
   return guest.lease(from, 60_000);
 }
 
