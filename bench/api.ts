@@ -17,7 +17,7 @@ import path from 'node:path';
 import { CLOCK_TICKS_PER_SECOND, cpuTicks } from '../host/process.js';
 import { finishesWithin } from '../host/time.js';
 import { VmPaths } from '../vmm/paths.js';
-import { type BenchTable, MiB, REPO_ROOT, formatCount, formatRatio, memoryOf, now, withTempDir } from './lib.js';
+import { type BenchTable, MiB, REPO_ROOT, formatCount, formatRatio, measured, memoryOf, now, withTempDir } from './lib.js';
 
 const SECONDS = Number(process.env.API_BENCH_SECONDS ?? 10);
 /** Untimed start of each side: connections opened, both processes' JIT warm. */
@@ -464,6 +464,12 @@ function report(ours: LoadResult, theirs: LoadResult, ourMemory: { rss: number; 
     title: `JSON-RPC property reads: vserverd against a bare Express endpoint (${CLIENTS} clients, ${SECONDS} s each, ${VM_COUNT} VMs, ${RUNNING_COUNT} running)`,
     columns: ['endpoint', 'calls/s', 'p50 ms', 'p99 ms', 'errors'],
     rows: [row('vserverd POST /api/rpc', ours), row('bare Express POST /rpc', theirs)],
+    measures: [
+      measured('throughput', rate(ours), rate(theirs), 'calls/s', { min: GOAL_RATIO }),
+      measured('latency p50', percentile(ours.latencies, 0.5), percentile(theirs.latencies, 0.5), 'ms'),
+      measured(`latency p99 (goal: vserverd's under ${GOAL_P99_MS} ms, not a ratio)`, p99, percentile(theirs.latencies, 0.99), 'ms'),
+      measured('errors', errorCount(ours), errorCount(theirs), 'calls'),
+    ],
     notes: [
       `vserverd / bare throughput: ${formatRatio(ratio, GOAL_RATIO)}   (goal: >= ${GOAL_RATIO}x)`,
       `vserverd p99: ${ms(p99)} ms   (goal: < ${GOAL_P99_MS} ms${p99 < GOAL_P99_MS ? ', met' : ', OVER GOAL'})`,

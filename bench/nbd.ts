@@ -12,7 +12,7 @@ import path from 'node:path';
 import { finishesWithin } from '../host/time.js';
 import { checkDisk, createDynamic, inspectDisk } from '../storage/vhd/index.js';
 import {
-  type BenchTable, GiB, KiB, MiB, REPO_ROOT, formatCount, formatMs, formatRatio, haveCommand, median, now, runCommand, withTempDir,
+  type BenchTable, GiB, KiB, MiB, REPO_ROOT, formatCount, formatMs, formatRatio, haveCommand, measured, median, now, runCommand, withTempDir,
 } from './lib.js';
 
 /** What bin/vsctl execs (after building, which "npm run bench" has done). */
@@ -366,6 +366,10 @@ export async function run(): Promise<BenchTable> {
         return [cell.label, formatFigure(ours, cell.unit), formatFigure(theirs, cell.unit), formatRatio(ratio, 0),
           `>= ${cell.goal.toFixed(1)}x`, ratio >= cell.goal ? 'yes' : 'NO'];
       });
+      const measures = cells.map((cell) => {
+        const f = figures.get(cell)!;
+        return measured(cell.label, median(f.vserver), median(f['qemu-nbd']), cell.unit, { min: cell.goal });
+      });
       const runs = cells.map((cell) => {
         const f = figures.get(cell)!;
         const list = (v: number[]): string => v.map((x) => (cell.unit === 'IOPS' ? formatCount(x) : x.toFixed(0))).join(', ');
@@ -375,6 +379,7 @@ export async function run(): Promise<BenchTable> {
         title: `NBD server (vsctl vhd serve) vs ${qemuVersion}, client ${fioVersion} nbd engine (node ${process.version})`,
         columns: ['test', 'vserver', 'qemu-nbd', 'ratio', 'goal', 'met'],
         rows,
+        measures,
         notes: [
           'goal: ratio >= 1.0x on the sequential rows, >= 0.9x on the random rows (ratio = vserver MiB/s or IOPS / qemu-nbd MiB/s or IOPS)',
           '',

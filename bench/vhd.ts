@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DiskType, VhdDisk, convertDisk, createDynamic } from '../storage/vhd/index.js';
 import {
-  type BenchTable, GiB, KiB, MiB, REPO_ROOT, formatCount, formatMs, formatRatio, haveCommand, median, now, runCommand, withTempDir,
+  type BenchTable, GiB, KiB, type Measure, MiB, REPO_ROOT, formatCount, formatMs, formatRatio, haveCommand, measured, median, now, runCommand,
+  withTempDir,
 } from './lib.js';
 
 const VSCTL = path.join(REPO_ROOT, 'bin', 'vsctl');
@@ -33,6 +34,13 @@ const IO_COUNT = 10_000;
 const IO_PATTERN = 0xa5;
 
 type Row = string[];
+
+/**
+ * The goal on every row, as a measure's ratio ours/peer: vserver at least as fast, so at most
+ * qemu-img's time, at least its IOPS.
+ */
+const TIME_GOAL = { max: 1 };
+const IOPS_GOAL = { min: 1 };
 
 function progress(message: string): void {
   process.stderr.write(`vhd bench: ${message}\n`);
@@ -127,7 +135,7 @@ function envWithoutExtraCerts(): NodeJS.ProcessEnv {
   return env;
 }
 
-async function benchCreate(dir: string, rows: Row[], notes: string[]): Promise<void> {
+async function benchCreate(dir: string, rows: Row[], notes: string[], measures: Measure[]): Promise<void> {
   progress(`create: 127 GiB dynamic disk, ${CREATE_REPS} timed runs per side`);
   const extraCerts = process.env.NODE_EXTRA_CA_CERTS !== undefined;
   const cleanEnv = envWithoutExtraCerts();
@@ -166,8 +174,11 @@ async function benchCreate(dir: string, rows: Row[], notes: string[]): Promise<v
   const [q, e, c, clean] = sides.map((side) => median(side.times));
   rows.push(['create 127 GiB dynamic: engine in-process vs qemu-img process', formatMs(e), formatMs(q), formatRatio(q / e)]);
   rows.push(['create 127 GiB dynamic: bin/vsctl process vs qemu-img process', formatMs(c), formatMs(q), formatRatio(q / c)]);
+  measures.push(measured('create 127 GiB dynamic: engine in-process vs qemu-img process', e, q, 'ms', TIME_GOAL));
+  measures.push(measured('create 127 GiB dynamic: bin/vsctl process vs qemu-img process', c, q, 'ms', TIME_GOAL));
   if (extraCerts) {
     rows.push(['  same, bin/vsctl run without NODE_EXTRA_CA_CERTS', formatMs(clean), formatMs(q), formatRatio(q / clean)]);
+    measures.push(measured('create 127 GiB dynamic: bin/vsctl process without NODE_EXTRA_CA_CERTS vs qemu-img process', clean, q, 'ms', TIME_GOAL));
   }
 
   const nodeStart = processStartupMs('node', ['-e', '0']);
@@ -243,7 +254,7 @@ function readThrough(file: string): void {
   }
 }
 
-async function benchConvert(dir: string, rows: Row[], notes: string[]): Promise<void> {
+async function benchConvert(dir: string, rows: Row[], notes: string[], measures: Measure[]): Promise<void> {
   progress('convert: building the 1 GiB raw source');
   const source = path.join(dir, 'source.raw');
   const mix = buildConvertSource(source);
@@ -327,6 +338,7 @@ async function benchConvert(dir: string, rows: Row[], notes: string[]): Promise<
   const row = (label: string, ours: number[], theirs: number[]): Row => {
     const o = median(ours);
     const q = median(theirs);
+    measures.push(measured(label, o, q, 'ms', TIME_GOAL));
     return [label, formatMs(o), formatMs(q), formatRatio(q / o)];
   };
   rows.push(row('convert 1 GiB raw -> dynamic VHD', t.engineToVhd, t.qemuToVhd));
@@ -430,7 +442,7 @@ function verifyWrites(files: string[], offsets: Float64Array, size: number): voi
   }
 }
 
-async function benchRandomIo(dir: string, rows: Row[], notes: string[], newWrapRule: boolean): Promise<void> {
+async function benchRandomIo(dir: string, rows: Row[], notes: string[], measures: Measure[], newWrapRule: boolean): Promise<void> {
   const qemuFile = path.join(dir, 'io-qemu.vhd');
   const engineFile = path.join(dir, 'io-engine.vhd');
   const fresh = async (): Promise<void> => {
@@ -492,6 +504,7 @@ async function benchRandomIo(dir: string, rows: Row[], notes: string[], newWrapR
   const row = (label: string, ours: number[], theirs: number[]): Row => {
     const o = iops(ours);
     const q = iops(theirs);
+    measures.push(measured(label, o, q, 'IOPS', IOPS_GOAL));
     return [label, `${formatCount(o)} IOPS`, `${formatCount(q)} IOPS`, formatRatio(o / q)];
   };
   rows.push(row('4 KiB random write, fresh 4 GiB disk; qemu-img -d 64 (default)', writes.engine, writes.qemu64));
@@ -535,13 +548,15 @@ export async function run(): Promise<BenchTable> {
   return withTempDir('vserver-bench-vhd', async (dir) => {
     const rows: Row[] = [];
     const notes: string[] = [];
-    if (wanted('create')) await benchCreate(dir, rows, notes);
-    if (wanted('convert')) await benchConvert(dir, rows, notes);
-    if (wanted('io')) await benchRandomIo(dir, rows, notes, newWrapRule);
+    const measures: Measure[] = [];
+    if (wanted('create')) await benchCreate(dir, rows, notes, measures);
+    if (wanted('convert')) await benchConvert(dir, rows, notes, measures);
+    if (wanted('io')) await benchRandomIo(dir, rows, notes, measures, newWrapRule);
     return {
       title: `VHD engine vs ${version.text} (node ${process.version}, temp files in ${path.dirname(dir)})`,
       columns: ['operation', 'vserver', 'qemu-img', 'ratio'],
       rows,
+      measures,
       notes: [
         'goal: ratio >= 1.0x on each row (ratio = vserver speed / qemu-img speed: time(qemu-img) / time(vserver), or IOPS(vserver) / IOPS(qemu-img))',
         '',
