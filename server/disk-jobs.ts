@@ -17,6 +17,8 @@ import {
   type ImageType, compactDisk, convertDisk, createDifferencing, createDynamic, createFixed, expandDisk, mergeIntoParent, mergeToNewDisk,
 } from '../storage/vhd/index.js';
 import { type JobError, fromJobError } from './file-jobs.js';
+import { sha256File } from './file-hash.js';
+import { VhdError } from '../storage/vhd/errors.js';
 
 /** How long a cancelled job may take to stop by itself before it is killed. */
 export const CANCEL_GRACE_MS = 2000;
@@ -37,6 +39,20 @@ export const DISK_OPERATIONS = {
   mergeIntoParent: (a: { child: string }, o: LongOperationOptions) => mergeIntoParent(a.child, o),
   mergeToNewDisk: (a: { child: string; target: string }, o: LongOperationOptions) => mergeToNewDisk(a.child, a.target, o),
   expandDisk: (a: { file: string; size: number }, o: LongOperationOptions) => expandDisk(a.file, a.size, o),
+  /** A chain's content at its top as one standalone dynamic VHD (a full backup's disk), with the finished file's SHA-256. */
+  copyChainToVhd: async (a: { top: string; target: string }, o: LongOperationOptions) => {
+    await convertDisk(a.top, inNewFolder(a.target), { ...o, type: 'dynamic' });
+    return sha256File(a.target);
+  },
+  /** An incremental backup's disk: the blocks the change map marks, as a child of the previous backup's disk. */
+  copyChangedToVhd: (_a: { top: string; map: string; parentBackup: string; target: string }): Promise<{ bytes: number; sha256: string }> => {
+    throw new VhdError('VHD_E_BAD_ARGUMENT', 'changed-block copies need the engine\'s change maps, which this build lacks');
+  },
+  /** The offline up-merge: every sector the layer holds that the child lacks copied into the child, which then takes the layer's parent. */
+  mergeIntoChild: (_a: { layer: string; child: string }): Promise<unknown> => {
+    throw new VhdError('VHD_E_BAD_ARGUMENT', 'merging a layer into its child needs the engine\'s up-merge, which this build lacks');
+  },
+  sha256: (a: { file: string }, o: LongOperationOptions) => sha256File(a.file, o),
 } satisfies Record<string, (args: never, options: LongOperationOptions) => Promise<unknown>>;
 
 export type DiskOperation = keyof typeof DISK_OPERATIONS;

@@ -80,6 +80,14 @@ export const ERRORS = {
   VM_E_FILE_EXISTS: named(400, 'the new VM\'s .vmc exists already; register it, or choose another folder'),
   VM_E_DRIVE_IN_USE: named(400, 'the bus position is taken, or the disk is open for writing elsewhere; for a position, `data.problems` names its field and what holds it'),
   VM_E_DRIVE_INVALID: named(400, 'the bus position does not exist in the profile, or has no adapter; `data.problems` names its field'),
+  // Undo disks, snapshots and backups
+  VM_E_SNAPSHOT_NAME_TAKEN: named(400, 'the VM has a snapshot of that name already (names are unique per VM, regardless of case)'),
+  VM_E_SNAPSHOT_UNKNOWN: named(404, 'the VM has no snapshot with that id'),
+  VM_E_CONFIRM_REQUIRED: named(400, '`Snapshot.Revert` loses the VM\'s current state unless it was snapshotted: call it again with confirm=true'),
+  VM_E_UNDO_AND_SNAPSHOTS: named(409, 'undo disks and snapshots do not mix on one VM: a snapshot of an undoable VM, or undo disks for a VM with snapshots, is refused'),
+  VM_E_NO_UNDO_DISKS: named(409, 'the VM has no undo disks to merge or discard'),
+  VM_E_BACKUP_INVALID: named(400, 'the folder holds no backup this vserver reads, a file of the set is missing, or its SHA-256 is not the one its manifest records; the message names the file'),
+  VM_E_NO_SPACE: named(507, 'the file system the files are written to is full; what was written is removed, and nothing else changed'),
   // Virtual networks
   VM_E_NETWORK_UNKNOWN: named(404, 'there is no virtual network with that id or name'),
   VM_E_NETWORK_NAME_IN_USE: named(400, 'another virtual network has that name'),

@@ -16,7 +16,7 @@ import type { MachineEventMap, ShutdownAction, VmRecord, VmRecords } from './vm-
 import { VmRepository, type VmSettings } from './vm-repository.js';
 import { VmSupervisor, type WorkerOperation } from './vm-supervisor.js';
 
-export type { AutoStart, ShutdownAction, StateChange, VmRecord } from './vm-record.js';
+export type { AutoStart, ShutdownAction, StateChange, UndoAction, VmRecord } from './vm-record.js';
 
 export class Machines extends EventEmitter<MachineEventMap> implements VmRecords {
   private readonly repository: VmRepository;
@@ -54,7 +54,9 @@ export class Machines extends EventEmitter<MachineEventMap> implements VmRecords
   refuseNotRunning(vm: VmRecord, states?: readonly VmState[]): void { this.supervisor.refuseNotRunning(vm, states); }
   discardSavedState(vm: VmRecord): void { this.supervisor.discardSavedState(vm); }
   claimStart(vm: VmRecord): void { this.supervisor.claimStart(vm); }
-  startup(vm: VmRecord, onProgress: (p: Progress) => void): Promise<void> { return this.supervisor.startup(vm, onProgress); }
+  /** A saved state was written beside the VM by vserverd itself (a snapshot's memory, at revert): the VM reads Saved. */
+  noticeSavedState(vm: VmRecord): Promise<void> { return this.supervisor.added(vm); }
+  startup(vm: VmRecord, onProgress: (p: Progress) => void, prepare?: () => Promise<VmConfig>): Promise<void> { return this.supervisor.startup(vm, onProgress, prepare); }
   operate<T = VmStatus>(vm: VmRecord, op: WorkerOperation, args?: Record<string, unknown>, onProgress?: (p: Progress) => void): Promise<T> {
     return this.supervisor.operate<T>(vm, op, args, onProgress);
   }

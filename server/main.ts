@@ -25,6 +25,11 @@ import { Machines, type StateChange } from './machines.js';
 import { StorageRoots } from './storage-roots.js';
 import { settleFromVm } from './interrupted-tasks.js';
 import { Tasks } from './tasks.js';
+import { Backups } from './backups.js';
+import { DiskLayers } from './disk-layers.js';
+import { LayerStore } from './layer-store.js';
+import { recoverLayers } from './layer-recovery.js';
+import { Snapshots } from './snapshots.js';
 import { VirtualNetworks } from './virtual-networks.js';
 
 const projectRoot = path.resolve(import.meta.dirname, '..', '..');
@@ -44,8 +49,10 @@ async function main(): Promise<void> {
   const events = new EventLog(db);
   const networks = await VirtualNetworks.open(db, config.dataDir, machines, config.hostNetworks,
     (severity, message, object) => events.log('Virtual Network', severity, message, SERVICE, object));
+  const layers = new DiskLayers(new LayerStore(db), machines, (severity, message, object) => events.log('Virtual Machine', severity, message, SERVICE, object));
   const services: Services = {
     db, users, machines, networks, tasks: new Tasks(db), events, access: new AccessControl(db),
+    layers, snapshots: new Snapshots(layers), backups: new Backups(layers),
     roots, files: new FileWorkers(roots.roots), sessions: new Sessions(config.sessionTimeoutMinutes * 60_000),
     hostName: os.hostname(), version, startedAt: Date.now(),
   };
@@ -59,6 +66,8 @@ async function main(): Promise<void> {
   // Before the VMs: their TAPs and bridges carry frames again (or still) when they are reattached.
   await services.networks.start();
   const reattached = await services.machines.reattach();
+  // Before any VM is turned on: what a kill left half done in the VMs' layers.
+  await recoverLayers(services.layers, services.snapshots, services.backups);
   services.tasks.settleInterrupted((task) => settleFromVm(task, services.machines));
   await services.machines.cleanRunFolders();
   removeDeadDrafts(services);

@@ -10,7 +10,7 @@ export interface Reference { $ref: string }
 export const ref = (iface: string, id: string): Reference => ({ $ref: `${iface}/${id}` });
 
 /** The interfaces whose objects are parts of one VM, named by "<Interface>/<vm id>...". */
-const VM_PARTS = new Set(['HardDiskConnection', 'DVDROMDrive', 'SCSIController', 'NetworkAdapter', 'GuestOS', 'Display']);
+const VM_PARTS = new Set(['HardDiskConnection', 'DVDROMDrive', 'SCSIController', 'NetworkAdapter', 'GuestOS', 'Display', 'Snapshot']);
 
 /** The object whose access entries decide what may be done to `reference`. */
 export function guardOf(reference: string): string {

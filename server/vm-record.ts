@@ -2,13 +2,14 @@
 // repository (vm-repository.ts), the supervisor (vm-supervisor.ts) and the quit policy.
 
 import type { EventEmitter } from 'node:events';
-import type { AUTO_START, SHUTDOWN_ACTIONS } from './api/vocabulary.js';
+import type { AUTO_START, SHUTDOWN_ACTIONS, UNDO_ACTIONS } from './api/vocabulary.js';
 import type { VmConfig } from '../vmm/config.js';
 import type { VmState, VmStatus } from '../vmm/state.js';
 import type { Progress } from '../vmm/worker/machine.js';
 
 export type AutoStart = (typeof AUTO_START)[number];
 export type ShutdownAction = (typeof SHUTDOWN_ACTIONS)[number];
+export type UndoAction = (typeof UNDO_ACTIONS)[number];
 
 export interface VmRecord {
   id: string;
@@ -20,6 +21,10 @@ export interface VmRecord {
   autoStartDelay: number;
   shutdownAction: ShutdownAction;
   runningAtQuit: boolean;
+  /** Whether the VM writes to undo disks (.vud) instead of its disks; vserverd's setting, not the .vmc's. */
+  undoable: boolean;
+  /** What happens to the undo disks when the guest shuts itself down (and the default of TurnOff's choice). */
+  undoAction: UndoAction;
   created: string;
 }
 

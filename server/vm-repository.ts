@@ -17,7 +17,7 @@ import { parseVmConfig, type VmConfig } from '../vmm/config.js';
 import type { MachineEvents, VmRecord, VmRecords } from './vm-record.js';
 import { vmcHolds, writeVmc } from './vmc-file.js';
 
-interface VmRow { id: string; name: string; vmc_path: string; config: string; notes: string; auto_start: VmRecord['autoStart']; auto_start_delay: number; shutdown_action: VmRecord['shutdownAction']; running_at_quit: number; created: string }
+interface VmRow { id: string; name: string; vmc_path: string; config: string; notes: string; auto_start: VmRecord['autoStart']; auto_start_delay: number; shutdown_action: VmRecord['shutdownAction']; running_at_quit: number; created: string; undoable: number; undo_action: VmRecord['undoAction'] }
 
 /** The supervisor, as the repository sees it: it rules on power before files change, and learns of VMs added and removed. */
 export interface Supervision {
@@ -27,7 +27,7 @@ export interface Supervision {
   removed(vm: VmRecord): void;
 }
 
-export type VmSettings = Partial<Pick<VmRecord, 'notes' | 'autoStart' | 'autoStartDelay' | 'shutdownAction'>>;
+export type VmSettings = Partial<Pick<VmRecord, 'notes' | 'autoStart' | 'autoStartDelay' | 'shutdownAction' | 'undoable' | 'undoAction'>>;
 
 export class VmRepository implements VmRecords {
   /** The catalog's rows, parsed; every write goes through this class, which reloads what it wrote. */
@@ -140,6 +140,7 @@ export class VmRepository implements VmRecords {
     this.require(id);
     const columns: Record<string, unknown> = {
       notes: settings.notes, auto_start: settings.autoStart, auto_start_delay: settings.autoStartDelay, shutdown_action: settings.shutdownAction,
+      undoable: settings.undoable === undefined ? undefined : Number(settings.undoable), undo_action: settings.undoAction,
     };
     this.db.transaction(() => {
       for (const [column, value] of Object.entries(columns)) {
@@ -233,6 +234,6 @@ function fromRow(row: VmRow): VmRecord {
   return {
     id: row.id, name: row.name, vmcPath: row.vmc_path, config: JSON.parse(row.config) as VmConfig, notes: row.notes,
     autoStart: row.auto_start, autoStartDelay: row.auto_start_delay, shutdownAction: row.shutdown_action,
-    runningAtQuit: row.running_at_quit === 1, created: row.created,
+    runningAtQuit: row.running_at_quit === 1, created: row.created, undoable: row.undoable === 1, undoAction: row.undo_action,
   };
 }

@@ -9,7 +9,9 @@ import fs from 'node:fs';
 import { ApiError } from './errors.js';
 import { type VmManager, WORKER_EXIT_MS } from '../vmm/manager.js';
 import { isActive, type VmState, type VmStatus } from '../vmm/state.js';
+import type { VmConfig } from '../vmm/config.js';
 import type { WorkerClient } from '../vmm/worker-client.js';
+import type { Operation } from '../vmm/worker/control.js';
 import type { Progress } from '../vmm/worker/machine.js';
 import type { MachineEvents, VmRecord, VmRecords } from './vm-record.js';
 import type { Supervision } from './vm-repository.js';
@@ -18,7 +20,9 @@ import type { Supervision } from './vm-repository.js';
 const BETWEEN_STATES: readonly VmState[] = ['TurningOn', 'Restoring', 'Saving', 'TurningOff'];
 const SETTLE_POLL_MS = 250;
 
-export type WorkerOperation = 'turnOff' | 'shutdown' | 'save' | 'pause' | 'resume' | 'reset' | 'screenshot' | 'serialOutput' | 'setLink';
+export type WorkerOperation = 'turnOff' | 'shutdown' | 'save' | 'pause' | 'resume' | 'reset' | 'screenshot' | 'serialOutput' | 'setLink'
+  // The disk layer operations (docs/vmm.md): switching tops, merging a layer while the guest runs, the chains served.
+  | 'snapshotDisks' | 'mergeLayer' | 'disks';
 
 export class VmSupervisor implements Supervision {
   private readonly clients = new Map<string, WorkerClient>();
@@ -114,10 +118,14 @@ export class VmSupervisor implements Supervision {
     this.starting.add(vm.id);
   }
 
-  /** Turns the VM on (or restores it); the caller has claimed the start. Resolves when it runs. */
-  async startup(vm: VmRecord, onProgress: (p: Progress) => void): Promise<void> {
+  /**
+   * Turns the VM on (or restores it); the caller has claimed the start. Resolves when it runs.
+   * `prepare` gives the configuration the worker gets (the effective one, each disk its top).
+   */
+  async startup(vm: VmRecord, onProgress: (p: Progress) => void, prepare?: () => Promise<VmConfig>): Promise<void> {
     try {
-      const client = await this.manager.launch(vm.config);
+      const config = prepare ? await prepare() : vm.config;
+      const client = await this.manager.launch(config);
       this.watch(vm.id, client);
       const forward = (p: Progress): void => onProgress(p);
       client.on('progress', forward);
@@ -136,7 +144,8 @@ export class VmSupervisor implements Supervision {
     const client = await this.client(vm);
     if (onProgress) client.on('progress', onProgress);
     try {
-      return await client.request<T>(op, args);
+      // The layer operations are the worker's as the contract of docs/vmm.md states them.
+      return await client.request<T>(op as Operation, args);
     } finally {
       if (onProgress) client.off('progress', onProgress);
     }

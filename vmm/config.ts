@@ -287,7 +287,7 @@ function arrayOf(value: unknown, field: string, fail: Fail): unknown[] {
   return [];
 }
 
-function hasControlCharacter(text: string): boolean {
+export function hasControlCharacter(text: string): boolean {
   return [...text].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f);
 }
 

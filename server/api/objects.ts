@@ -8,6 +8,7 @@ import type { Services } from './services.js';
 import { ApiError, invalidParams, unknownObject } from '../errors.js';
 import { StoragePathError } from '../storage-roots.js';
 import type { DiskInfo } from '../../storage/vhd/index.js';
+import type { SnapshotRecord } from '../layer-store.js';
 import { SERVER_REF, splitRef, vmIdOf } from '../references.js';
 
 export { SERVER_REF, ref, guardOf, vmIdOf, splitRef, type Reference } from '../references.js';
@@ -18,6 +19,8 @@ export interface IndexedObject { vm: VmRecord; index: number }
 /** A part of a VM that is the VM seen another way (its guest OS, its display). */
 export interface VmPartObject { vm: VmRecord }
 export interface SecurityObject { object: string }
+/** A snapshot of a VM (server/snapshots.ts). */
+export interface SnapshotObject { vm: VmRecord; snapshot: SnapshotRecord }
 
 /** Resolves a reference of interface `iface` to its object; VM_E_OBJECT_UNKNOWN (or a more precise error) when it names nothing. */
 export async function resolveRef(services: Services, iface: string, reference: string): Promise<unknown> {
@@ -31,6 +34,7 @@ export async function resolveRef(services: Services, iface: string, reference: s
     case 'DVDROMDrive': return driveOf(services, rest, reference);
     case 'SCSIController': return indexed(services, rest, reference, (vm) => vm.config.scsi.length);
     case 'NetworkAdapter': return indexed(services, rest, reference, (vm) => vm.config.networkAdapters.length);
+    case 'Snapshot': return snapshotOf(services, rest, reference);
     case 'Task': return taskOf(services, rest, reference);
     case 'HardDisk': return existingDisk(services, rest);
     case 'Security': return securityOf(services, rest, reference);
@@ -86,6 +90,14 @@ function connectionOf(services: Services, rest: string, reference: string): Conn
   const disk = match && hardDisks(vm.config).find((d) => d.slot === slot);
   if (!match || !disk) throw unknownObject(reference);
   return { vm, bus: match[1] === 'ide' ? 'IDE' : 'SCSI', busNumber: Number(match[2]), deviceNumber: Number(match[3]), path: disk.path, slot };
+}
+
+function snapshotOf(services: Services, rest: string, reference: string): SnapshotObject {
+  const [vmId, id] = parts(rest);
+  const vm = vmOf(services, vmId, reference);
+  const snapshot = services.layers.store.snapshot(vm.id, id);
+  if (!snapshot || snapshot.state === 'creating') throw new ApiError('VM_E_SNAPSHOT_UNKNOWN', `${vm.name} has no snapshot ${id}`, { ref: reference });
+  return { vm, snapshot };
 }
 
 function driveOf(services: Services, rest: string, reference: string): DriveObject {

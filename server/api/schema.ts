@@ -7,6 +7,7 @@
 import type { InterfaceRecord } from './member-types.js';
 import { hardDisk } from './members/hard-disk.js';
 import { security } from './members/security.js';
+import { snapshot } from './members/snapshot.js';
 import { task } from './members/task.js';
 import { virtualMachine } from './members/virtual-machine.js';
 import { dhcpServer, virtualNetwork } from './members/virtual-network.js';
@@ -27,6 +28,7 @@ export const INTERFACES: Record<string, InterfaceRecord> = {
   NetworkAdapter: networkAdapter,
   GuestOS: guestOS,
   Display: displayInterface,
+  Snapshot: snapshot,
   Task: task,
   HardDisk: hardDisk,
   Security: security,

@@ -10,6 +10,9 @@ import type { StorageRoots } from '../storage-roots.js';
 import type { Tasks } from '../tasks.js';
 import type { VirtualNetworks } from '../virtual-networks.js';
 import type { Sessions } from '../http/sessions.js';
+import type { Backups } from '../backups.js';
+import type { DiskLayers } from '../disk-layers.js';
+import type { Snapshots } from '../snapshots.js';
 
 export interface Services {
   db: Catalog;
@@ -17,6 +20,10 @@ export interface Services {
   /** The virtual networks and their host parts. */
   networks: VirtualNetworks;
   tasks: Tasks;
+  /** Each VM's disk layers: the tops, undo disks, one change at a time. */
+  layers: DiskLayers;
+  snapshots: Snapshots;
+  backups: Backups;
   events: EventLog;
   users: Users;
   access: AccessControl;

@@ -90,4 +90,42 @@ export const MIGRATIONS: Migration[] = [
       CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     `,
   },
+  {
+    version: 4,
+    description: 'undo disk settings of each VM, the current top layer of each VM disk, snapshots and backups in progress',
+    sql: `
+      ALTER TABLE vms ADD COLUMN undoable INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE vms ADD COLUMN undo_action TEXT NOT NULL DEFAULT 'Discard';
+      ALTER TABLE vms ADD COLUMN current_snapshot TEXT;
+      CREATE TABLE disk_tops (
+        vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        slot TEXT NOT NULL,
+        file TEXT NOT NULL,
+        PRIMARY KEY (vm_id, slot)
+      );
+      CREATE TABLE snapshots (
+        id TEXT PRIMARY KEY,
+        vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        name TEXT NOT NULL COLLATE NOCASE,
+        description TEXT NOT NULL DEFAULT '',
+        parent TEXT,
+        created TEXT NOT NULL,
+        state TEXT NOT NULL,
+        layers TEXT NOT NULL,
+        new_tops TEXT NOT NULL,
+        memory_file TEXT,
+        memory_method TEXT,
+        consistency TEXT NOT NULL,
+        UNIQUE (vm_id, name)
+      );
+      CREATE TABLE backups (
+        id TEXT PRIMARY KEY,
+        vm_id TEXT NOT NULL,
+        folder TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created TEXT NOT NULL,
+        temporary_tops TEXT
+      );
+    `,
+  },
 ];

@@ -15,7 +15,8 @@ import { ApiError, invalidParams } from '../../errors.js';
 import { anyObject, type Call, field, integer, type InterfaceRecord, listOf, membersOf, nothing, object, oneOf, orNull, param, refOf, refsOf, string } from '../member-types.js';
 import { inspectedDisk } from '../objects.js';
 import { ref, type Reference } from '../../references.js';
-import { AUTO_START, PORT_FILE_REFUSED, SHUTDOWN_ACTIONS } from '../vocabulary.js';
+import { AUTO_START, PORT_FILE_REFUSED, SHUTDOWN_ACTIONS, UNDO_ACTIONS } from '../vocabulary.js';
+import { vmLayerMembers } from './snapshot.js';
 import { CONFIG_ERRORS, path, VM_EXAMPLE, VM_ID_EXAMPLE } from './shared.js';
 
 const { get, put, method, task } = membersOf<'VirtualMachine'>(VM_EXAMPLE);
@@ -94,10 +95,12 @@ export const virtualMachine: InterfaceRecord = {
         // A file that is not a VHD, or whose chain leaves the roots, is refused now, not when the VM starts.
         const file = (await inspectedDisk(call.services, call.params.path)).file;
         call.services.machines.refuseUnlessOff(vm);
-        await reconfigure(call, (doc) => {
+        const after = await reconfigure(call, (doc) => {
           if (busType === 'IDE') doc.ide.push({ channel: busNumber, device: deviceNumber, type: 'HardDisk', path: file });
           else scsiAdapterOf(doc, busNumber).disks.push({ target: deviceNumber, path: file });
         });
+        // An undo disk left from an earlier disk at this position is not this disk's.
+        await call.services.layers.discardStaleUndoDisks(vm, after);
         return ref('HardDiskConnection', `${vm.id}/${busType.toLowerCase()}${busNumber}-${deviceNumber}`);
       },
     }),
@@ -107,10 +110,12 @@ export const virtualMachine: InterfaceRecord = {
       handler: async (call) => {
         const c = call.params.connection;
         ownPart(call, c, 'connection', 'a disk');
-        await reconfigure(call, (doc) => {
+        const after = await reconfigure(call, (doc) => {
           if (c.bus === 'IDE') doc.ide = doc.ide.filter((d) => !(d.channel === c.busNumber && d.device === c.deviceNumber));
           else doc.scsi[c.busNumber].disks = doc.scsi[c.busNumber].disks.filter((d) => d.target !== c.deviceNumber);
         });
+        // Its undo disk belongs to a disk the slot no longer has.
+        await call.services.layers.discardStaleUndoDisks(call.self, after);
       },
     }),
     get_DVDROMDrives: get('The CD/DVD drives (on IDE).', refsOf('DVDROMDrive'), [{ $ref: `DVDROMDrive/${VM_ID_EXAMPLE}/ide1-0` }],
@@ -271,12 +276,26 @@ export const virtualMachine: InterfaceRecord = {
         await networks.prepareStartup(vm);
         machines.claimStart(vm);
         const started = tasks.start(`${machines.state(vm) === 'Saved' ? 'Restore' : 'Startup'} of ${vm.name}`, `VirtualMachine/${vm.id}`, call.principal.user, { kind: 'turnOn' }, async (t) => {
-          await machines.startup(vm, (p) => t.progress(p.percent, p.operation, p.bytes));
+          // The worker serves each disk's top (an undo disk, a snapshot's layer): the effective configuration.
+          await machines.startup(vm, (p) => t.progress(p.percent, p.operation, p.bytes), () => call.services.layers.prepareStartup(vm));
         });
         return ref('Task', started.id);
       }, ['VM_E_VM_RUNNING', 'VM_E_HD_IMAGE_NOT_FOUND', 'VM_E_START_FAILED', 'VM_E_TURNED_OFF', 'VM_E_MAC_IN_USE', 'VM_E_NETWORK_UNKNOWN', 'VM_E_NETWORK_NOT_PERMITTED', 'VM_E_NETWORK_FAILED']),
-    TurnOff: task('Cuts the power, as pulling the plug.', 'control', {}, {},
-      (call) => powerTask(call, call.self, 'Turn off', 'turnOff', ['Running', 'Paused', 'TurningOn', 'Restoring', 'Saving', 'TurningOff']), ['VM_E_VM_NOT_RUNNING']),
+    TurnOff: task('Cuts the power, as pulling the plug. An undoable VM\'s undo disks are then kept, committed or discarded as undoAction says (the VM\'s UndoAction when omitted); the task\'s result says which.', 'control',
+      { undoAction: param(oneOf(UNDO_ACTIONS), 'For an undoable VM: Keep, Commit or Discard its undo disks once it is off; its UndoAction when omitted.', true) }, {},
+      (call) => {
+        const vm = call.self;
+        const { machines, tasks, layers } = call.services;
+        machines.refuseNotRunning(vm, ['Running', 'Paused', 'TurningOn', 'Restoring', 'Saving', 'TurningOff']);
+        const started = tasks.start(`Turn off of ${vm.name}`, `VirtualMachine/${vm.id}`, call.principal.user, { kind: 'turnOff' }, async (t) => {
+          await machines.operate(vm, 'turnOff', undefined, (p) => t.progress(p.percent, p.operation, p.bytes));
+          const now = machines.require(vm.id);
+          if (!now.undoable) return null;
+          await machines.settledState(now, 30_000);
+          return { undoDisks: await layers.applyUndoAction(now, call.params.undoAction ?? now.undoAction) };
+        });
+        return ref('Task', started.id);
+      }, ['VM_E_VM_NOT_RUNNING']),
     Save: task('Saves the VM\'s state to its .vsv and stops it (Saving, TurningOff, TurnedOff; then Saved).', 'control', {}, {},
       (call) => powerTask(call, call.self, 'Save state', 'save'), ['VM_E_VM_NOT_RUNNING']),
     Reset: task('A hardware reset.', 'control', {}, {}, (call) => powerTask(call, call.self, 'Reset', 'reset'), ['VM_E_VM_NOT_RUNNING']),
@@ -298,6 +317,7 @@ export const virtualMachine: InterfaceRecord = {
       returns: nothing, right: 'control', errors: ['VM_E_VM_RUNNING', 'VM_E_NO_SAVED_STATE'], example: { params: {}, result: null },
       handler: ({ services, self }) => services.machines.discardSavedState(self),
     }),
+    ...vmLayerMembers,
     get_GuestOS: get('The guest operating system (IVMGuestOS).', refOf('GuestOS'), { $ref: `GuestOS/${VM_ID_EXAMPLE}` }, ({ self }) => ref('GuestOS', self.id)),
     get_Display: get('The VM\'s screen (IVMDisplay).', refOf('Display'), { $ref: `Display/${VM_ID_EXAMPLE}` }, ({ self }) => ref('Display', self.id)),
     get_Security: get('The VM\'s access entries.', refOf('Security'), { $ref: `Security/${VM_EXAMPLE}` }, ({ thisRef }) => ref('Security', thisRef)),

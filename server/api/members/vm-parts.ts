@@ -19,6 +19,8 @@ export const hardDiskConnection: InterfaceRecord = {
     get_BusType: connection.get('IDE or SCSI.', oneOf(['IDE', 'SCSI']), 'SCSI', ({ self }) => self.bus),
     get_BusNumber: connection.get('IDE channel or SCSI adapter.', integer, 0, ({ self }) => self.busNumber),
     get_DeviceNumber: connection.get('IDE device or SCSI target.', integer, 0, ({ self }) => self.deviceNumber),
+    get_UndoHardDisk: connection.get('The undo disk (.vud) the VM writes instead of this disk, when it has one; null otherwise.', orNull(string), '/var/lib/vserver/web/web_scsi0-0.vud',
+      ({ services, self }) => services.layers.undoDisks(self.vm).find((d) => d.slot === self.slot)?.file ?? null),
   },
 };
 
