@@ -322,12 +322,13 @@ export class Snapshots {
     return files;
   }
 
-  /** Every file the catalog holds for the VM: its tops, its configured disks and every snapshot's layers, new tops and memory. */
+  /** Every file the catalog holds for the VM: its tops, its configured disks, every snapshot's layers and memory, and the new tops of one being made. */
   heldFiles(vm: VmRecord): Set<string> {
     const files = new Set<string>(hardDisks(vm.config).map((d) => d.path));
     for (const f of this.store.tops(vm.id).values()) files.add(f);
     for (const s of this.store.snapshots(vm.id)) {
-      for (const l of [...s.layers, ...s.newTops]) files.add(l.file);
+      // A ready snapshot's new tops are the VM's tops (held above) or were left at a revert; a creating one's are its to settle.
+      for (const l of [...s.layers, ...(s.state === 'creating' ? s.newTops : [])]) files.add(l.file);
       if (s.memoryFile) files.add(s.memoryFile);
     }
     return files;
