@@ -16,6 +16,8 @@ import type { LongOperationOptions } from '../storage/progress.js';
 import {
   type ImageType, compactDisk, convertDisk, createDifferencing, createDynamic, createFixed, expandDisk, mergeIntoParent, mergeToNewDisk,
 } from '../storage/vhd/index.js';
+import { mergeIntoChild } from '../storage/vhd/up-merge.js';
+import { copyChainToVhd, copyChangedToVhd } from '../storage/backup/copy.js';
 import { type JobError, fromJobError } from './file-jobs.js';
 
 /** How long a cancelled job may take to stop by itself before it is killed. */
@@ -37,6 +39,13 @@ export const DISK_OPERATIONS = {
   mergeIntoParent: (a: { child: string }, o: LongOperationOptions) => mergeIntoParent(a.child, o),
   mergeToNewDisk: (a: { child: string; target: string }, o: LongOperationOptions) => mergeToNewDisk(a.child, a.target, o),
   expandDisk: (a: { file: string; size: number }, o: LongOperationOptions) => expandDisk(a.file, a.size, o),
+  /** Offline up-merge: `layer` into its child `child` (re-run completes an interrupted one); `layer` is left for the caller to delete. */
+  mergeIntoChild: (a: { layer: string; child: string }, o: LongOperationOptions) => mergeIntoChild(a.layer, a.child, o),
+  /** A full backup copy of the chain at `top`: { bytes, sha256, dataBytes }. */
+  copyChainToVhd: (a: { top: string; target: string }, o: LongOperationOptions) => copyChainToVhd(a.top, inNewFolder(a.target), o),
+  /** An incremental backup copy: the ranges `map` marks, as a child of `parentBackup`. */
+  copyChangedToVhd: (a: { top: string; map: string; parentBackup: string; target: string }, o: LongOperationOptions) =>
+    copyChangedToVhd(a.top, a.map, a.parentBackup, inNewFolder(a.target), o),
 } satisfies Record<string, (args: never, options: LongOperationOptions) => Promise<unknown>>;
 
 export type DiskOperation = keyof typeof DISK_OPERATIONS;
