@@ -144,7 +144,8 @@ export class Backups {
     const slots = plan.sources.length || 1;
     // An incremental copy needs every slot's change map sure and counting from the parent set.
     if (plan.parent) {
-      const unsure = plan.sources.map((s) => this.changeMapProblem(plan, s)).find((p) => p !== null);
+      let unsure: string | null = null;
+      for (const source of plan.sources) unsure ??= await this.changeMapProblem(plan, source);
       if (unsure) {
         kind = 'full';
         plan.fullReason = unsure;
@@ -170,26 +171,21 @@ export class Backups {
       vm: { id: plan.vm.id, name: plan.vm.name }, consistency: 'CrashConsistent', running: plan.live, files,
     };
     await writeDurably(path.join(plan.folder, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
-    // The change maps count from this set from now on (a stopped VM's are started here; a running one's by the switch).
+    // The change maps count from this set from now on: a running VM's new tops started counting at the switch; a stopped VM's start here.
+    if (!plan.live) for (const source of plan.sources) await runDiskJob('startChangeMap', { top: source.file, generation: plan.id });
     return { vm: plan.vm.id, folder: plan.folder, kind, fullReason: plan.fullReason, bytes: files.reduce((n, f) => n + f.bytes, 0) };
   }
 
   /** Why a slot's change map cannot give an incremental copy, or null when it can. */
-  private changeMapProblem(plan: Plan, source: SlotFile): string | null {
+  private async changeMapProblem(plan: Plan, source: SlotFile): Promise<string | null> {
     if (plan.live) {
       const map = plan.changeMaps?.find((m) => m.slot === source.slot);
       if (!map) return 'the worker kept no change map of the disks';
       if (map.unsure) return `the change map of ${source.slot} is unsure: ${map.reason ?? 'it was not closed cleanly'}`;
     }
-    const map = this.changeMapOf(plan, source);
-    if (!fs.existsSync(map)) return `there is no change map of ${source.slot}`;
-    try {
-      const read = JSON.parse(fs.readFileSync(map, 'utf8')) as { generation?: string | null; state?: string };
-      if (read.generation !== plan.parent!.manifest.id) return `the change map of ${source.slot} does not count from the previous backup`;
-      if (read.state !== 'closed') return `the change map of ${source.slot} is open (its disk is being written)`;
-    } catch {
-      return `the change map of ${source.slot} cannot be read`;
-    }
+    const info = await runDiskJob('changeMapInfo', { top: source.file, file: this.changeMapOf(plan, source) });
+    if (info.unsure) return `the change map of ${source.slot} is unsure: ${info.reason ?? 'it was not closed cleanly'}`;
+    if (info.generation !== plan.parent!.manifest.id) return `the change map of ${source.slot} does not count from the previous backup (${plan.parent!.manifest.id})`;
     return null;
   }
 

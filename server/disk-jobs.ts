@@ -14,11 +14,13 @@ import path from 'node:path';
 import { draftOf } from '../storage/drafts.js';
 import type { LongOperationOptions } from '../storage/progress.js';
 import {
-  type ImageType, compactDisk, convertDisk, createDifferencing, createDynamic, createFixed, expandDisk, mergeIntoParent, mergeToNewDisk,
+  type ImageType, VhdDisk, compactDisk, convertDisk, createDifferencing, createDynamic, createFixed, expandDisk, mergeIntoParent, mergeToNewDisk,
 } from '../storage/vhd/index.js';
+import { mergeIntoChild } from '../storage/vhd/up-merge.js';
+import { copyChainToVhd, copyChangedToVhd } from '../storage/backup/copy.js';
 import { type JobError, fromJobError } from './file-jobs.js';
 import { sha256File } from './file-hash.js';
-import { VhdError } from '../storage/vhd/errors.js';
+import { readChangeMap, startChangeMap } from '../storage/nbd/change-map.js';
 
 /** How long a cancelled job may take to stop by itself before it is killed. */
 export const CANCEL_GRACE_MS = 2000;
@@ -39,20 +41,26 @@ export const DISK_OPERATIONS = {
   mergeIntoParent: (a: { child: string }, o: LongOperationOptions) => mergeIntoParent(a.child, o),
   mergeToNewDisk: (a: { child: string; target: string }, o: LongOperationOptions) => mergeToNewDisk(a.child, a.target, o),
   expandDisk: (a: { file: string; size: number }, o: LongOperationOptions) => expandDisk(a.file, a.size, o),
-  /** A chain's content at its top as one standalone dynamic VHD (a full backup's disk), with the finished file's SHA-256. */
-  copyChainToVhd: async (a: { top: string; target: string }, o: LongOperationOptions) => {
-    await convertDisk(a.top, inNewFolder(a.target), { ...o, type: 'dynamic' });
-    return sha256File(a.target);
-  },
-  /** An incremental backup's disk: the blocks the change map marks, as a child of the previous backup's disk. */
-  copyChangedToVhd: (_a: { top: string; map: string; parentBackup: string; target: string }): Promise<{ bytes: number; sha256: string }> => {
-    throw new VhdError('VHD_E_BAD_ARGUMENT', 'changed-block copies need the engine\'s change maps, which this build lacks');
-  },
-  /** The offline up-merge: every sector the layer holds that the child lacks copied into the child, which then takes the layer's parent. */
-  mergeIntoChild: (_a: { layer: string; child: string }): Promise<unknown> => {
-    throw new VhdError('VHD_E_BAD_ARGUMENT', 'merging a layer into its child needs the engine\'s up-merge, which this build lacks');
-  },
+  /** Offline up-merge: `layer` into its child `child` (re-run completes an interrupted one); `layer` is left for the caller to delete. */
+  mergeIntoChild: (a: { layer: string; child: string }, o: LongOperationOptions) => mergeIntoChild(a.layer, a.child, o),
+  /** A full backup copy of the chain at `top`: { bytes, sha256, dataBytes }. */
+  copyChainToVhd: (a: { top: string; target: string }, o: LongOperationOptions) => copyChainToVhd(a.top, inNewFolder(a.target), o),
+  /** An incremental backup copy: the ranges `map` marks, as a child of `parentBackup`. */
+  copyChangedToVhd: (a: { top: string; map: string; parentBackup: string; target: string }, o: LongOperationOptions) =>
+    copyChangedToVhd(a.top, a.map, a.parentBackup, inNewFolder(a.target), o),
   sha256: (a: { file: string }, o: LongOperationOptions) => sha256File(a.file, o),
+  /** What a top's change map says (vserverd decides from it whether a backup can be incremental). */
+  changeMapInfo: async (a: { top: string; file?: string }) => {
+    const { map: _map, ...info } = readChangeMap(a.top, a.file);
+    return info;
+  },
+  /** Starts a stopped VM's top's change map afresh, counting from the backup `generation`. */
+  startChangeMap: async (a: { top: string; generation: string }) => {
+    const disk = VhdDisk.open(a.top);
+    const size = disk.size;
+    disk.close();
+    startChangeMap(a.top, a.generation, size);
+  },
 } satisfies Record<string, (args: never, options: LongOperationOptions) => Promise<unknown>>;
 
 export type DiskOperation = keyof typeof DISK_OPERATIONS;

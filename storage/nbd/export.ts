@@ -4,6 +4,7 @@
 
 // The engine's modules one by one, not its index: a VM worker loads only what serving needs.
 import type { VhdDisk } from '../vhd/disk.js';
+import type { ChangeMap } from './change-map.js';
 import { DiskType, SECTOR_SIZE } from '../vhd/format.js';
 import { MAX_REQUEST, STATE_HOLE, STATE_ZERO, Transmission } from './protocol.js';
 
@@ -21,16 +22,51 @@ export interface Extent {
 
 const ZEROES = Buffer.alloc(1024 * 1024);
 
+/** Told of every range a client changed (written, zeroed or trimmed), before the request is answered. */
+export type ChangeWatcher = (offset: number, length: number) => void;
+
 export class NbdExport {
   private readonly inflight = new Set<Promise<void>>();
+  private readonly watchers = new Set<ChangeWatcher>();
+  private current: VhdDisk;
   readonly name: string;
   readonly description: string;
   readonly readOnly: boolean;
+  /** The change map of the disk served, marked at every change; null when none is kept. */
+  changes: ChangeMap | null = null;
 
-  constructor(readonly disk: VhdDisk, options: ExportOptions) {
+  constructor(disk: VhdDisk, options: ExportOptions) {
+    this.current = disk;
     this.name = options.name;
     this.description = options.description ?? '';
     this.readOnly = options.readOnly ?? !disk.writable;
+  }
+
+  /** The disk served now (the top of its chain). */
+  get disk(): VhdDisk {
+    return this.current;
+  }
+
+  /**
+   * Serves `disk` from the next request on (requests are handled one at a time, and reads that
+   * are still running finish on the old disk): resolves once no read uses the old disk, after
+   * which the caller may close it. The new disk must have the same size.
+   */
+  async replaceDisk(disk: VhdDisk): Promise<void> {
+    if (disk.size !== this.current.size) throw new Error(`${disk.path} is ${disk.size} bytes, the export ${this.name} is ${this.current.size}`);
+    this.current = disk;
+    await this.idle();
+  }
+
+  /** Calls `watcher` with each range changed from now on, until the returned function is called. */
+  watchChanges(watcher: ChangeWatcher): () => void {
+    this.watchers.add(watcher);
+    return () => this.watchers.delete(watcher);
+  }
+
+  private changed(offset: number, length: number): void {
+    this.changes?.mark(offset, length);
+    for (const watcher of this.watchers) watcher(offset, length);
   }
 
   get size(): number {
@@ -78,6 +114,7 @@ export class NbdExport {
   }
 
   write(offset: number, data: Buffer): void {
+    this.changed(offset, data.length);
     const { start, end } = alignOut(offset, data.length);
     if (start === offset && end === offset + data.length) {
       this.disk.write(data, offset);
@@ -96,6 +133,7 @@ export class NbdExport {
 
   /** Drops the whole blocks in the range; the rest is left as it is (TRIM promises no content). */
   trim(offset: number, length: number): void {
+    this.changed(offset, length);
     for (const piece of this.blockPieces(offset, length)) {
       if (piece.whole) this.disk.deallocateBlock(piece.block);
     }
@@ -107,6 +145,7 @@ export class NbdExport {
    * `allocate` (NBD_CMD_FLAG_NO_HOLE) writes zeros everywhere instead.
    */
   writeZeroes(offset: number, length: number, allocate: boolean): void {
+    this.changed(offset, length);
     for (const piece of this.blockPieces(offset, length)) {
       if (!allocate) {
         if (piece.whole && this.zeroBeneath(piece.offset, piece.length)) {

@@ -31,6 +31,8 @@ export interface ServedFile {
   port?: number;
   uri: string;
   server: NbdServer;
+  /** The export: its disk may be replaced while served (snapshots, merges); stop() closes the one served then. */
+  export: NbdExport;
   /** Stops listening, disconnects clients, flushes and closes the disk, releases its locks. */
   stop(): Promise<void>;
 }
@@ -57,7 +59,8 @@ export async function serveFile(file: string, options: ServeFileOptions): Promis
     }
     const exportName = options.exportName ?? path.basename(file);
     server = new NbdServer({ log: options.log });
-    server.addExport(new NbdExport(disk, { name: exportName, readOnly, description: path.resolve(file) }));
+    const exp = new NbdExport(disk, { name: exportName, readOnly, description: path.resolve(file) });
+    server.addExport(exp);
     let uri: string;
     let port: number | undefined;
     if (options.socket) {
@@ -70,12 +73,12 @@ export async function serveFile(file: string, options: ServeFileOptions): Promis
     const running = server;
     let stopped = false;
     return {
-      file: path.resolve(file), exportName, readOnly, socket: options.socket, port, uri, server: running,
+      file: path.resolve(file), exportName, readOnly, socket: options.socket, port, uri, server: running, export: exp,
       async stop() {
         if (stopped) return;
         stopped = true;
         await running.close();
-        release(disk, locked);
+        release(exp.disk, locked);
       },
     };
   } catch (e) {

@@ -167,10 +167,20 @@ export async function createFixed(target: string, requested: number, options: Lo
  * A differencing child of any disk; the whole parent chain is validated first. A parent that
  * is open for writing is refused: the child would be stale from birth.
  */
-export async function createDifferencing(target: string, parentPath: string, options: { blockSize?: number } = {}): Promise<void> {
+export interface DifferencingOptions {
+  blockSize?: number;
+  /**
+   * The parent is the running top of a chain that this process writes and will stop writing
+   * before the child is used (a snapshot made ahead of its pause): its lock is not refused, and
+   * the parent time stamp is the parent's footer time stamp, which its writes do not move.
+   */
+  parentStillWritten?: boolean;
+}
+
+export async function createDifferencing(target: string, parentPath: string, options: DifferencingOptions = {}): Promise<void> {
   const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
   checkBlockSize(blockSize);
-  const writer = lockHolder(parentPath);
+  const writer = options.parentStillWritten ? null : lockHolder(parentPath);
   if (writer) {
     throw new VhdError('VHD_E_LOCKED',
       `${parentPath} is open for writing by ${writer.holder} (pid ${writer.pid} on ${writer.host}); a child of a disk that is still being written would be stale from birth`, parentPath);
@@ -184,7 +194,7 @@ export async function createDifferencing(target: string, parentPath: string, opt
     const footer = newFooter(DiskType.Differencing, parent.size, geometry);
     const header = newHeader(parent.size, blockSize);
     header.parentUniqueId = Buffer.from(parentFooter.uniqueId);
-    header.parentTimestamp = toVhdTime(fs.statSync(parent.path).mtime);
+    header.parentTimestamp = options.parentStillWritten ? parentFooter.timestamp : toVhdTime(fs.statSync(parent.path).mtime);
     header.parentName = path.basename(parent.path);
     const plan = planLocators(target, parent.path, TABLE_OFFSET + roundUp(header.maxTableEntries * 4, SECTOR_SIZE));
     header.parentLocators = plan.locators;

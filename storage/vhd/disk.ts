@@ -35,7 +35,7 @@ export class VhdDisk {
 
   private constructor(
     readonly file: VhdFile,
-    readonly parent: VhdDisk | null,
+    private parentDisk: VhdDisk | null,
     /** Bytes the guest sees. */
     readonly size: number,
     /** Non-fatal findings about the chain (a parent timestamp that moved, a size that differs). */
@@ -121,6 +121,42 @@ export class VhdDisk {
     const tried = (candidates.map((c) => `${c.path} (${c.source})`).join(', ') || 'none recorded') + skipped;
     throw new VhdError('VHD_E_PARENT_NOT_FOUND',
       `${child.path}: parent disk ${header.parentName || ''} (unique id ${expected}) not found; looked at ${tried}`, child.path);
+  }
+
+  /** The disk below this one in the chain (null for a dynamic or fixed disk). */
+  get parent(): VhdDisk | null {
+    return this.parentDisk;
+  }
+
+  /**
+   * Opens a differencing disk onto a parent that is already open (the running top of a chain,
+   * say), instead of opening the parent's chain again. The parent's unique id must match.
+   */
+  static openOnto(filePath: string, parent: VhdDisk, options: FileOpenOptions = {}): VhdDisk {
+    const file = VhdFile.open(path.resolve(filePath), options);
+    if (file.type !== DiskType.Differencing || !file.layout.header!.parentUniqueId.equals(parent.file.layout.footer.uniqueId)) {
+      file.close();
+      throw new VhdError('VHD_E_PARENT_MISMATCH', `${filePath} is not a differencing child of ${parent.path}`, filePath);
+    }
+    return new VhdDisk(file, parent, file.layout.ownSize, []);
+  }
+
+  /**
+   * Points this disk at another parent chain (after its file's header was re-parented, or when
+   * the chain below was reopened). The old chain is the caller's to close.
+   */
+  relink(parent: VhdDisk | null): void {
+    if (parent && parent.size < this.size && this.type === DiskType.Differencing) {
+      this.chainWarnings.push(`its parent ${parent.path} is smaller; past its end it reads zeros`);
+    }
+    this.parentDisk = parent;
+  }
+
+  /** Closes this level only, leaving its parents open (they belong to another chain now). */
+  closeOwn(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.file.close();
   }
 
   get path(): string {
@@ -272,6 +308,41 @@ export class VhdDisk {
     if (!this.file.writable) throw new VhdError('VHD_E_READ_ONLY', `${this.path} is open read-only`, this.path);
     if (this.type === DiskType.Fixed || this.file.blockOffset(block) === null) return;
     this.file.setBlockEntry(block, UNALLOCATED);
+  }
+
+  /**
+   * Which parts of [offset, offset + length) this file itself holds (not its parents), as
+   * runs in order: a dynamic disk's allocated block is held whole.
+   */
+  ownRuns(offset: number, length: number): AllocationRun[] {
+    this.checkRange(offset, length, 'map');
+    const runs: AllocationRun[] = [];
+    const add = (start: number, n: number, allocated: boolean): void => {
+      const last = runs[runs.length - 1];
+      if (last && last.allocated === allocated && last.offset + last.length === start) last.length += n;
+      else runs.push({ offset: start, length: n, allocated });
+    };
+    if (this.type === DiskType.Fixed) {
+      add(offset, length, true);
+      return runs;
+    }
+    const blockSize = this.file.blockSize;
+    for (let done = 0; done < length;) {
+      const position = offset + done;
+      const block = Math.floor(position / blockSize);
+      const within = position - block * blockSize;
+      const n = Math.min(blockSize - within, length - done);
+      const blockOffset = this.file.blockOffset(block);
+      if (blockOffset === null) add(position, n, false);
+      else if (this.type === DiskType.Dynamic) add(position, n, true);
+      else {
+        for (const run of bitmapRuns(this.file.readBitmap(block, blockOffset), within / SECTOR_SIZE, n / SECTOR_SIZE)) {
+          add(position + run.start * SECTOR_SIZE, (run.end - run.start) * SECTOR_SIZE, run.present);
+        }
+      }
+      done += n;
+    }
+    return runs;
   }
 
   /** The ranges whose data this file itself holds (not its parents), in ascending order. */

@@ -10,3 +10,5 @@ export { mergeIntoParent, mergeToNewDisk } from './merge.js';
 export { compactDisk } from './compact.js';
 export { expandDisk } from './expand.js';
 export { lockHolder } from './lock.js';
+export { mergeIntoChild, type UpMergeResult } from './up-merge.js';
+export { finishInterruptedReparent } from './reparent.js';

@@ -1,0 +1,99 @@
+// Copies that make a backup: the content of a chain at its top as one standalone dynamic VHD, or
+// only the blocks a change map marks as a differencing VHD whose parent is the previous backup.
+// Each is written as a draft beside its target and linked into place whole, and is given with
+// the SHA-256 of the finished file (the manifest's).
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fsyncFolder } from '../../host/files.js';
+import { draftOf } from '../drafts.js';
+import { type LongOperationOptions, step } from '../progress.js';
+import { convertDisk } from '../vhd/convert.js';
+import { createDifferencing } from '../vhd/create.js';
+import { VhdDisk } from '../vhd/disk.js';
+import { VhdError, ioError } from '../vhd/errors.js';
+import { readChangeMap } from '../nbd/change-map.js';
+
+export interface CopyResult {
+  /** The finished file's size. */
+  bytes: number;
+  sha256: string;
+  /** Bytes of guest data read from the chain and written (the changed ranges for an incremental copy). */
+  dataBytes: number;
+}
+
+const CHUNK = 2 * 1024 * 1024;
+
+/** The chain's content at `topPath` as a new standalone dynamic VHD at `targetPath` (only allocated data written). */
+export async function copyChainToVhd(topPath: string, targetPath: string, options: LongOperationOptions = {}): Promise<CopyResult> {
+  const source = VhdDisk.open(topPath);
+  const size = source.size;
+  source.close();
+  await convertDisk(topPath, targetPath, { ...options, type: 'dynamic' });
+  return { ...(await hashFile(targetPath)), dataBytes: size };
+}
+
+/**
+ * A differencing VHD at `targetPath`, child of `parentBackupPath`, holding what the chain at
+ * `topPath` reads in every range the change map `mapPath` marks. The map must be sure (closed,
+ * its top unchanged since): an unsure map is refused with its reason, and the backup is full.
+ */
+export async function copyChangedToVhd(
+  topPath: string, mapPath: string, parentBackupPath: string, targetPath: string, options: LongOperationOptions = {},
+): Promise<CopyResult & { generation: string | null }> {
+  const changes = readChangeMap(topPath, mapPath);
+  if (changes.unsure) {
+    throw new VhdError('VHD_E_BAD_ARGUMENT', `the change map ${mapPath} cannot be trusted (${changes.reason}); make a full backup`, mapPath);
+  }
+  if (fs.existsSync(targetPath)) throw new VhdError('VHD_E_EXISTS', `${targetPath} already exists`, targetPath);
+  const draft = draftOf(targetPath);
+  fs.rmSync(draft, { force: true });
+  let dataBytes = 0;
+  try {
+    await createDifferencing(draft, parentBackupPath);
+    const source = VhdDisk.open(topPath);
+    const target = VhdDisk.open(draft, { writable: true, fastAllocation: true, holder: 'backup copy' });
+    try {
+      if (source.size !== target.size || source.size !== changes.size) {
+        throw new VhdError('VHD_E_BAD_ARGUMENT',
+          `${topPath} is ${source.size} bytes, its change map counts ${changes.size} and the previous backup ${parentBackupPath} is ${target.size}: they are not the same disk`, topPath);
+      }
+      const total = changes.changedBytes;
+      const buf = Buffer.alloc(CHUNK);
+      for (const range of changes.map.changedRanges()) {
+        for (let at = 0; at < range.length; at += CHUNK) {
+          const piece = buf.subarray(0, Math.min(CHUNK, range.length - at));
+          source.readInto(piece, range.offset + at);
+          target.write(piece, range.offset + at);
+          dataBytes += piece.length;
+          await step(options, dataBytes, total);
+        }
+      }
+      target.flush();
+    } finally {
+      target.close();
+      source.close();
+    }
+    try {
+      fs.linkSync(draft, targetPath);
+    } catch (e) {
+      throw (e as NodeJS.ErrnoException).code === 'EEXIST' ? new VhdError('VHD_E_EXISTS', `${targetPath} already exists`, targetPath) : ioError(targetPath, 'creating', e);
+    }
+    fsyncFolder(path.dirname(targetPath));
+  } finally {
+    fs.rmSync(draft, { force: true });
+  }
+  return { ...(await hashFile(targetPath)), dataBytes, generation: changes.generation };
+}
+
+/** The file's size and SHA-256, read in large pieces. */
+export async function hashFile(file: string): Promise<{ bytes: number; sha256: string }> {
+  const hash = crypto.createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 4 * 1024 * 1024 })) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
