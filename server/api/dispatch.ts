@@ -122,6 +122,10 @@ async function checkParams(method: string, spec: MemberSpec, given: Record<strin
     if (p.type === 'ref') {
       refs[name] = value as string;
       params[name] = await resolveRef(services, p.interface, value as string);
+    } else if (p.type === 'array' && p.items.type === 'ref') {
+      // A list of references (BackupVirtualMachines' vms) reaches the handler resolved, each checked as one.
+      const { interface: iface } = p.items;
+      params[name] = await Promise.all((value as string[]).map((r) => resolveRef(services, iface, r)));
     } else {
       params[name] = value;
     }
