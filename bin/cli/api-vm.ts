@@ -149,13 +149,19 @@ function powerVerb(name: string, member: string, summary: string, viaGuest = fal
     summary,
     ...(isTask ? { details: `Calls ${iface}.${member}, which returns a Task; vsctl waits for it (a progress bar on a terminal) unless --no-wait.` } : { details: `Calls ${iface}.${member}.` }),
     positionals: { min: 1, max: 1 },
-    options: { ...(isTask ? NO_WAIT : {}), ...CONNECTION_OPTIONS },
+    options: {
+      ...(isTask ? NO_WAIT : {}),
+      ...(member === 'TurnOff' ? { undo: { type: 'string' as const, valueName: 'ACTION', description: 'an undoable VM\'s undo disks once it is off: Discard, Keep or Commit (its UndoAction when omitted)' } } : {}),
+      ...CONNECTION_OPTIONS,
+    },
     async run(args) {
       const client = clientFor(args.values);
       const [text] = args.positionals;
       const vm = await resolveVm(client, text);
       const target = viaGuest ? refOf(await client.call('VirtualMachine.get_GuestOS', { this: vm }), 'get_GuestOS') : vm;
-      const returned = await client.call(`${iface}.${member}`, { this: target });
+      const undo = args.values.undo as string | undefined;
+      if (undo !== undefined && !['Discard', 'Keep', 'Commit'].includes(undo)) throw new UsageError('--undo is one of Discard, Keep, Commit');
+      const returned = await client.call(`${iface}.${member}`, { this: target, ...(undo !== undefined ? { undoAction: undo } : {}) });
       if (isTask && args.values['no-wait']) {
         const task = refOf(returned, `${iface}.${member}`);
         print(args, { vm, task }, () => console.log(task));

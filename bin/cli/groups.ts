@@ -8,6 +8,7 @@ import { eventsCommand } from './api-events.js';
 import { netCommands, nicCommand } from './api-net.js';
 import { loginCommand, logoutCommand, tokenCommands } from './api-session.js';
 import { vmApiCommands } from './api-vm.js';
+import { backupCommands, snapshotCommands, undoCommand } from './api-snapshot.js';
 import type { Command } from './command.js';
 import { vhdCommands } from './vhd.js';
 import { vmCommands } from './vm.js';
@@ -18,7 +19,9 @@ export type CommandGroup =
 
 export const commandGroups: CommandGroup[] = [
   { name: 'vhd', summary: 'virtual hard disks on this host, without vserverd: create, info, check, convert, compact, merge, expand', commands: vhdCommands },
-  { name: 'vm', summary: 'virtual machines in vserverd: list, show, create, start, stop, delete, nic, console, ...; run and check work without vserverd', commands: [...vmApiCommands, nicCommand, ...consoleCommands, ...vmCommands] },
+  { name: 'vm', summary: 'virtual machines in vserverd: list, show, create, start, stop, delete, nic, undo, console, ...; run and check work without vserverd', commands: [...vmApiCommands, nicCommand, undoCommand, ...consoleCommands, ...vmCommands] },
+  { name: 'snapshot', summary: 'snapshots of VMs in vserverd: list, create, revert, delete', commands: snapshotCommands },
+  { name: 'backup', summary: 'backups of VMs in vserverd, running or not: create, list, restore', commands: backupCommands },
   { name: 'net', summary: 'virtual networks in vserverd: list, show, create, delete, dhcp, leases', commands: netCommands },
   { name: 'disk', summary: 'virtual hard disks through vserverd: create, inspect', commands: diskCommands },
   { name: 'task', summary: 'long operations in vserverd: list them, wait for one', commands: taskCommands },
