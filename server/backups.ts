@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type VmConfig, parseVmConfig, randomMac } from '../vmm/config.js';
 import { isLive } from '../vmm/state.js';
+import { crashPoint } from '../storage/crash-points.js';
 import { draftOf } from '../storage/drafts.js';
 import { runDiskJob } from './disk-jobs.js';
 import { type DiskLayers, objectOf } from './disk-layers.js';
@@ -86,7 +87,9 @@ export class Backups {
       await this.freeze(plans.filter((p) => p.live), request.includeMemory);
       for (const [i, plan] of plans.entries()) {
         const share = (p: number, phase?: string, bytes?: number): void => onProgress(((i + p / 100) / plans.length) * 100, phase, bytes);
+        crashPoint('vserverd-backup-frozen');
         done.push(await this.copy(plan, share));
+        crashPoint('vserverd-backup-copied');
         await this.mergeBack(plan);
         this.store.deleteBackup(plan.id);
         this.layers.log('Information', `${plan.vm.name}: ${done.at(-1)!.kind} backup written to ${plan.folder}${plan.fullReason ? ` (full: ${plan.fullReason})` : ''}`, objectOf(plan.vm));

@@ -23,6 +23,7 @@ import path from 'node:path';
 import { hardDisks } from '../vmm/config.js';
 import { isActive, isLive, type VmStatus } from '../vmm/state.js';
 import type { Progress } from '../vmm/worker/machine.js';
+import { crashPoint } from '../storage/crash-points.js';
 import { draftOf } from '../storage/drafts.js';
 import { runDiskJob } from './disk-jobs.js';
 import { type DiskLayers, objectOf } from './disk-layers.js';
@@ -132,6 +133,7 @@ export class Snapshots {
         if (settled?.state === 'ready') return settled;
         throw e;
       }
+      crashPoint('vserverd-snapshot-switched');
       this.store.atomically(() => {
         this.store.updateSnapshot(id, { state: 'ready', layers: record.layers, ...(memoryMethod ? { memoryMethod } : {}) });
         this.store.setTops(current.id, newTops);
@@ -258,6 +260,7 @@ export class Snapshots {
       }
       done++;
     }
+    crashPoint('vserverd-snapshot-merged');
     this.store.atomically(() => {
       for (const c of childSnapshots) this.store.updateSnapshot(c.id, { parent: s.parent });
       if (isCurrent) this.store.setCurrentSnapshot(vm.id, s.parent);
