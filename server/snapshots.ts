@@ -45,6 +45,11 @@ export interface SnapshotRequest { name: string; description: string; includeMem
 type OnProgress = (percent: number, phase?: string, bytes?: number) => void;
 
 /** The tops status.json records (the worker writes them before it resumes a switched guest), or null when it records none. */
+export function recordedDisks(status: VmStatus | null): (SlotFile & { chain?: string[] })[] | null {
+  const disks = (status as (VmStatus & { disks?: unknown }) | null)?.disks;
+  return Array.isArray(disks) ? disks as (SlotFile & { chain?: string[] })[] : null;
+}
+
 export function recordedTops(status: VmStatus | null): SlotFile[] | null {
   const disks = (status as (VmStatus & { disks?: unknown }) | null)?.disks;
   return Array.isArray(disks) ? (disks as SlotFile[]).map(({ slot, file }) => ({ slot, file })) : null;
@@ -272,7 +277,12 @@ export class Snapshots {
 
   /** Commits the top into the configured disk below it; the configured disk becomes the top again. */
   private async commitTopInto(vm: VmRecord, slot: string, top: string, layer: string, progress: (p: number) => void): Promise<void> {
-    if (this.servedFiles(vm).has(top)) {
+    const recorded = recordedTops(this.machines.status(vm.id))?.find((t) => t.slot === slot)?.file;
+    if (isLive(this.machines.state(vm)) && recorded === layer) {
+      // The worker committed it already (vserverd was killed before it wrote down the new top).
+      this.setTop(vm, slot, layer);
+      await fs.promises.rm(top, { force: true });
+    } else if (this.servedFiles(vm).has(top)) {
       await this.machines.operate(vm, 'mergeLayer', { slot, layer, direction: 'intoParent' }, (p: Progress) => progress(p.percent));
       this.setTop(vm, slot, layer);
       await fs.promises.rm(top, { force: true });
@@ -285,6 +295,8 @@ export class Snapshots {
 
   /** Merges a layer into one child of it (the child takes its sectors and its parent); the layer is not removed here. */
   private async mergeIntoChild(vm: VmRecord, slot: string, layer: string, child: string, progress: (p: number) => void): Promise<void> {
+    const chain = (recordedDisks(this.machines.status(vm.id)) ?? []).find((d) => d.slot === slot)?.chain;
+    if (isLive(this.machines.state(vm)) && chain?.includes(child) && !chain.includes(layer)) return; // merged already, before a kill
     const served = this.servedFiles(vm);
     // Online only along the running chain; a layer's other children are merged offline (the worker reads the layer, it never writes it).
     if (served.has(layer) && served.has(child)) {
