@@ -89,7 +89,8 @@ export class Snapshots {
   /** The checks a CreateSnapshot call hears at once, before its task. */
   refuseCreate(vm: VmRecord, name: string): void {
     if (vm.undoable) throw new ApiError('VM_E_UNDO_AND_SNAPSHOTS', `${vm.name} uses undo disks; turn Undoable off (which discards them) before taking snapshots`);
-    if (this.store.snapshotByName(vm.id, name)) throw new ApiError('VM_E_SNAPSHOT_NAME_TAKEN', `${vm.name} has a snapshot named ${name} already`);
+    const taken = this.store.snapshotByName(vm.id, name);
+    if (taken) throw new ApiError('VM_E_SNAPSHOT_NAME_TAKEN', `${vm.name} has a snapshot named ${taken.name} already (names are unique regardless of case)`);
     this.refuseBetweenStates(vm);
     if (this.machines.state(vm) === 'Saved') throw new ApiError('VM_E_VM_SAVED', `${vm.name} has a saved state; restore it (or discard the state) before taking a snapshot`);
   }

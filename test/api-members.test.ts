@@ -167,6 +167,11 @@ before(async () => {
   await call('VirtualMachine.AddDVDROMDrive', { this: fixtureVm, busNumber: 1, deviceNumber: 0 });
   await call('VirtualMachine.AddNetworkAdapter', { this: fixtureVm });
   const fixtureNetwork = await call<Ref>('VirtualServer.CreateVirtualNetwork', { name: 'fixture-net', kind: 'internal' });
+  // A snapshot of a VM of its own: the fixture VM's disk stays a plain disk for the disk members.
+  const snapshotVm = await createVm('fixture-snapshots');
+  await call('VirtualMachine.AddSCSIController', { this: snapshotVm });
+  await call('VirtualMachine.AddHardDiskConnection', { this: snapshotVm, path: await createDisk('fixture-snapshots/disk.vhd', 4), busType: 'SCSI', busNumber: 0, deviceNumber: 0 });
+  const fixtureSnapshot = (await succeed(await call<Ref>('VirtualMachine.CreateSnapshot', { this: snapshotVm, name: 'fixture' }))) as Ref;
   Object.assign(fixture, {
     VirtualServer: 'VirtualServer',
     VirtualMachine: fixtureVm,
@@ -181,6 +186,7 @@ before(async () => {
     Security: `Security/${fixtureVm}`,
     VirtualNetwork: fixtureNetwork.$ref,
     DHCPVirtualNetworkServer: fixtureNetwork.$ref.replace('VirtualNetwork/', 'DHCPVirtualNetworkServer/'),
+    Snapshot: fixtureSnapshot.$ref,
   });
 });
 
@@ -206,6 +212,72 @@ describe('the object model is tested whole', () => {
     const untested = Object.entries(SCHEMA).flatMap(([iface, spec]) => Object.keys(spec.members).map((m) => `${iface}.${m}`))
       .filter((method) => !source.includes(`'${method}'`));
     assert.deepEqual(untested, [], `members without a test here: ${untested.join(', ')}`);
+  });
+});
+
+describe('undo disks, snapshots and backups (the guest\'s side is api-undo, api-snapshots and api-backup)', () => {
+  test('VirtualMachine.get_Undoable, put_Undoable, get_UndoAction, put_UndoAction, MergeUndoDisks, DiscardUndoDisks and HardDiskConnection.get_UndoHardDisk of a turned-off VM', async () => {
+    const vm = await createVm('undo-members');
+    await call('VirtualMachine.AddSCSIController', { this: vm });
+    await call('VirtualMachine.AddHardDiskConnection', { this: vm, path: await createDisk('undo-members/disk.vhd'), busType: 'SCSI', busNumber: 0, deviceNumber: 0 });
+    assert.equal(await call('VirtualMachine.get_Undoable', { this: vm }), false);
+    await call('VirtualMachine.put_Undoable', { this: vm, value: true });
+    assert.equal(await call('VirtualMachine.get_Undoable', { this: vm }), true);
+    assert.equal(await call('VirtualMachine.get_UndoAction', { this: vm }), 'Discard');
+    await call('VirtualMachine.put_UndoAction', { this: vm, value: 'Commit' });
+    assert.equal(await call('VirtualMachine.get_UndoAction', { this: vm }), 'Commit');
+    await refused('VirtualMachine.put_UndoAction', { this: vm, value: 'Later' }, 'VM_E_INVALID_PARAMS', ['Discard', 'Keep', 'Commit']);
+    assert.equal(await call('HardDiskConnection.get_UndoHardDisk', { this: `HardDiskConnection/${idOf(vm)}/scsi0-0` }), null, 'made at turn on, not before');
+    await refused('VirtualMachine.MergeUndoDisks', { this: vm }, 'VM_E_NO_UNDO_DISKS');
+    await refused('VirtualMachine.DiscardUndoDisks', { this: vm }, 'VM_E_NO_UNDO_DISKS');
+    await refused('VirtualMachine.CreateSnapshot', { this: vm, name: 'x' }, 'VM_E_UNDO_AND_SNAPSHOTS');
+  });
+
+  test('VirtualMachine.CreateSnapshot, get_Snapshots, get_CurrentSnapshot and every Snapshot member, Revert and Delete included', async () => {
+    const vm = await createVm('snapshot-members');
+    await call('VirtualMachine.AddSCSIController', { this: vm });
+    await call('VirtualMachine.AddHardDiskConnection', { this: vm, path: await createDisk('snapshot-members/disk.vhd'), busType: 'SCSI', busNumber: 0, deviceNumber: 0 });
+    assert.equal(await call('VirtualMachine.get_CurrentSnapshot', { this: vm }), null);
+    const first = (await succeed(await call<Ref>('VirtualMachine.CreateSnapshot', { this: vm, name: 'first', description: 'one' }))) as Ref;
+    const second = (await succeed(await call<Ref>('VirtualMachine.CreateSnapshot', { this: vm, name: 'second' }))) as Ref;
+    await refused('VirtualMachine.CreateSnapshot', { this: vm, name: 'First' }, 'VM_E_SNAPSHOT_NAME_TAKEN', ['first']);
+    await refused('VirtualMachine.CreateSnapshot', { this: vm, name: '  ' }, 'VM_E_INVALID_PARAMS', ['name']);
+    const tree = await call<Array<{ snapshot: Ref; name: string; depth: number; current: boolean }>>('VirtualMachine.get_Snapshots', { this: vm });
+    assert.deepEqual(tree.map((e) => [e.snapshot.$ref, e.name, e.depth, e.current]), [[first.$ref, 'first', 0, false], [second.$ref, 'second', 1, true]]);
+    assert.deepEqual(await call('VirtualMachine.get_CurrentSnapshot', { this: vm }), second);
+    assert.equal(await call('Snapshot.get_Name', { this: first.$ref }), 'first');
+    assert.equal(await call('Snapshot.get_Description', { this: first.$ref }), 'one');
+    await call('Snapshot.put_Description', { this: first.$ref, value: 'the first' });
+    assert.equal(await call('Snapshot.get_Description', { this: first.$ref }), 'the first');
+    assert.match(await call<string>('Snapshot.get_CreationTime', { this: first.$ref }), ISO_TIME);
+    assert.equal(await call('Snapshot.get_Parent', { this: first.$ref }), null);
+    assert.deepEqual(await call('Snapshot.get_Parent', { this: second.$ref }), first);
+    assert.deepEqual(await call('Snapshot.get_Children', { this: first.$ref }), [second]);
+    assert.equal(await call('Snapshot.get_IncludesMemory', { this: first.$ref }), false);
+    assert.equal(await call('Snapshot.get_Consistency', { this: first.$ref }), 'CrashConsistent');
+    assert.equal(await call('Snapshot.get_MemoryMethod', { this: first.$ref }), null);
+    await refused('Snapshot.Revert', { this: first.$ref, confirm: false }, 'VM_E_CONFIRM_REQUIRED', ['confirm=true']);
+    await succeed(await call<Ref>('Snapshot.Revert', { this: first.$ref, confirm: true }));
+    assert.deepEqual(await call('VirtualMachine.get_CurrentSnapshot', { this: vm }), first);
+    await succeed(await call<Ref>('Snapshot.Delete', { this: second.$ref }));
+    await refused('Snapshot.get_Name', { this: second.$ref }, 'VM_E_SNAPSHOT_UNKNOWN');
+    await succeed(await call<Ref>('Snapshot.Delete', { this: first.$ref }));
+    assert.deepEqual(await call('VirtualMachine.get_Snapshots', { this: vm }), []);
+    await refused('VirtualMachine.put_Undoable', { this: fixture.Snapshot.split('/').slice(0, 2).join('/').replace('Snapshot/', 'VirtualMachine/'), value: true }, 'VM_E_UNDO_AND_SNAPSHOTS');
+  });
+
+  test('VirtualServer.BackupVirtualMachines, ListBackups and RestoreVirtualMachine of a turned-off VM', async () => {
+    const vm = await createVm('backup-members');
+    await call('VirtualMachine.AddSCSIController', { this: vm });
+    await call('VirtualMachine.AddHardDiskConnection', { this: vm, path: await createDisk('backup-members/disk.vhd'), busType: 'SCSI', busNumber: 0, deviceNumber: 0 });
+    await refused('VirtualServer.BackupVirtualMachines', { vms: [], path: 'member-backups' }, 'VM_E_INVALID_PARAMS', ['vms']);
+    const { backups } = (await succeed(await call<Ref>('VirtualServer.BackupVirtualMachines', { vms: [vm], path: 'member-backups' }))) as { backups: Array<{ folder: string; kind: string }> };
+    assert.equal(backups[0].kind, 'full');
+    const listed = await call<Array<{ folder: string }>>('VirtualServer.ListBackups', { path: 'member-backups' });
+    assert.deepEqual(listed.map((b) => b.folder), [backups[0].folder]);
+    const restored = (await succeed(await call<Ref>('VirtualServer.RestoreVirtualMachine', { path: backups[0].folder, name: 'backup-members-restored' }))) as Ref;
+    assert.equal(await call('VirtualMachine.get_Name', { this: restored.$ref }), 'backup-members-restored');
+    await refused('VirtualServer.RestoreVirtualMachine', { path: 'member-backups' }, 'VM_E_BACKUP_INVALID', ['manifest.json']);
   });
 });
 

@@ -349,6 +349,8 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
       unregisterVictim: string; deleteVictim: string; tokenToRevoke: string;
       /** A host-connected network (catalog only: this server makes no host parts) on one of the host's interfaces. */
       network: string; hostAdapter: string; vnc: string; networkUnregisterVictim: string; networkDeleteVictim: string;
+      /** A snapshot of a diskless VM of its own (a snapshot makes the VM's disks layers, which the disk members would then act on). */
+      snapshot: string;
     }
 
     const ROLE_DIGIT: Record<Role, number> = { Administrator: 1, Operator: 2, Viewer: 3 };
@@ -385,10 +387,14 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
       await server.call('VirtualServer.UnregisterVirtualNetwork', { network: registered });
       const networkUnregisterVictim = (await server.call<Ref>('VirtualServer.CreateVirtualNetwork', { name: `unregister-net-${role}`, kind: 'internal' })).$ref;
       const networkDeleteVictim = (await server.call<Ref>('VirtualServer.CreateVirtualNetwork', { name: `delete-net-${role}`, kind: 'internal' })).$ref;
+      const snapshotVm = (await server.call<Ref>('VirtualServer.CreateVirtualMachine', { name: `snapshots-${role}` })).$ref;
+      const snapshotTask = await server.call<Ref>('VirtualMachine.CreateSnapshot', { this: snapshotVm, name: 'walked' });
+      await waitForTask(snapshotTask);
+      const snapshot = (await server.call<Ref>('Task.get_Result', { this: snapshotTask.$ref })).$ref;
       return {
         vm, id, name, vmc: await server.call<string>('VirtualMachine.get_File', { this: vm }), disk: path.join(folder, 'disk0.vhd'),
         task: diskTask.$ref, unregisterVictim, deleteVictim, tokenToRevoke,
-        network, hostAdapter: hostInterface.name, vnc, networkUnregisterVictim, networkDeleteVictim,
+        network, hostAdapter: hostInterface.name, vnc, networkUnregisterVictim, networkDeleteVictim, snapshot,
       };
     }
 
@@ -408,6 +414,7 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
         Security: ['Security/VirtualServer', `Security/${f.vm}`],
         VirtualNetwork: [f.network],
         DHCPVirtualNetworkServer: [f.network.replace('VirtualNetwork/', 'DHCPVirtualNetworkServer/')],
+        Snapshot: [f.snapshot],
       };
     }
 
@@ -444,6 +451,8 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
         'Security.AddEntry': { name: 'role:Viewer', type: 'Allowed', rights: [] },
         'Security.RemoveEntry': { name: 'role:Viewer' },
         'VirtualServer.CreateVirtualNetwork': { name: `made-net-${role}`, kind: 'internal' },
+        'VirtualServer.BackupVirtualMachines': { vms: [f.vm], path: `${f.name}/backups` },
+        'VirtualMachine.CreateSnapshot': { name: `walk-${role}` },
         'VirtualServer.RegisterVirtualNetwork': { path: f.vnc },
         'VirtualServer.UnregisterVirtualNetwork': { network: f.networkUnregisterVictim },
         'VirtualServer.DeleteVirtualNetwork': { network: f.networkDeleteVictim },

@@ -22,11 +22,11 @@ export const backupMembers: InterfaceRecord['members'] = {
     { vms: [VM_EXAMPLE], path: 'backups' },
     async (call) => {
       const { services, params, principal } = call;
-      if (!params.vms.length) throw invalidParams('name at least one VM to back up', { param: 'vms' });
+      const folder = await services.files.run({ op: 'resolve', input: params.path, options: { kind: 'backup folder' } });
+      if (!params.vms.length) throw invalidParams('"vms" is empty: name at least one VM to back up', { param: 'vms' });
       for (const vm of params.vms) {
         if (!services.access.canRead(principal, `VirtualMachine/${vm.id}`)) throw new ApiError('VM_E_ACCESS_DENIED', `${principal.user} may not read the VM ${vm.name}, so may not back it up`);
       }
-      const folder = await services.files.run({ op: 'resolve', input: params.path, options: { kind: 'backup folder' } });
       const names = params.vms.map((vm) => vm.name).join(', ');
       const started = services.tasks.start(`Back up ${names} to ${folder}`, params.vms.length === 1 ? `VirtualMachine/${params.vms[0].id}` : null, principal.user, {},
         async (t) => ({ backups: await services.backups.backup({ vms: params.vms, folder, incremental: params.incremental ?? false, includeMemory: params.includeMemory ?? false }, (p, phase, bytes) => t.progress(p, phase, bytes)) }));
