@@ -104,12 +104,16 @@ export const virtualMachine: InterfaceRecord = {
         return ref('HardDiskConnection', `${vm.id}/${busType.toLowerCase()}${busNumber}-${deviceNumber}`);
       },
     }),
-    RemoveHardDiskConnection: method('Detaches a disk; the file is kept.', {
-      params: { connection: param(refOf('HardDiskConnection'), 'The connection.') }, returns: nothing, right: 'change', errors: CONFIG_ERRORS,
+    RemoveHardDiskConnection: method('Detaches a disk; the file is kept, and its undo disk discarded. Refused while snapshot layers sit above the disk (VM_E_DRIVE_IN_USE).', {
+      params: { connection: param(refOf('HardDiskConnection'), 'The connection.') }, returns: nothing, right: 'change', errors: ['VM_E_DRIVE_IN_USE', ...CONFIG_ERRORS],
       example: { params: { connection: `HardDiskConnection/${VM_ID_EXAMPLE}/scsi0-0` }, result: null },
       handler: async (call) => {
         const c = call.params.connection;
         ownPart(call, c, 'connection', 'a disk');
+        // The VM goes on from a snapshot layer above this disk: removing the disk would drop what was written there.
+        if (call.services.layers.store.tops(call.self.id).has(c.slot)) {
+          throw new ApiError('VM_E_DRIVE_IN_USE', `${c.path} of ${call.self.name} has snapshot layers above it; delete the VM's snapshots before removing the disk`);
+        }
         const after = await reconfigure(call, (doc) => {
           if (c.bus === 'IDE') doc.ide = doc.ide.filter((d) => !(d.channel === c.busNumber && d.device === c.deviceNumber));
           else doc.scsi[c.busNumber].disks = doc.scsi[c.busNumber].disks.filter((d) => d.target !== c.deviceNumber);
