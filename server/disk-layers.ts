@@ -124,8 +124,9 @@ export class DiskLayers {
     return this.exclusive(vm.id, async () => {
       const current = this.machines.require(vm.id);
       this.machines.refuseUnlessOff(current);
-      if (undoable && this.store.snapshots(vm.id).length) {
-        throw new ApiError('VM_E_UNDO_AND_SNAPSHOTS', `${current.name} has snapshots; delete them before it uses undo disks`);
+      if (undoable && (this.store.snapshots(vm.id).length || this.store.tops(vm.id).size)) {
+        // Layers left by deleted snapshots count too: the undo disks would be made under them and skip what they hold.
+        throw new ApiError('VM_E_UNDO_AND_SNAPSHOTS', `${current.name} has snapshots or snapshot layers above its disks; delete its snapshots (and merge the layers with its disks: see docs/snapshots.md) before it uses undo disks`);
       }
       const discarded = undoable ? [] : this.undoDisks(current).map((d) => d.file);
       for (const file of discarded) await fs.promises.rm(file, { force: true });

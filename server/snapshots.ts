@@ -274,6 +274,15 @@ export class Snapshots {
     });
     for (const file of layersToRemove) await fs.promises.rm(file, { force: true });
     if (s.memoryFile) await fs.promises.rm(s.memoryFile, { force: true });
+    // The last snapshot gone: each top left above a configured disk (now its only parent) is committed into it,
+    // so that the VM's disks are its own files again.
+    if (!this.store.snapshots(vm.id).length) {
+      for (const [slot, top] of this.store.tops(vm.id)) {
+        const disk = configured.get(slot);
+        if (disk && top !== disk && fs.existsSync(top)) await this.commitTopInto(vm, slot, top, disk, () => {});
+        else this.setTop(vm, slot, disk ?? top);
+      }
+    }
   }
 
   /** Commits the top into the configured disk below it; the configured disk becomes the top again. */
