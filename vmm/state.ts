@@ -34,6 +34,8 @@ export interface VmStatus {
   /** Why the VM last stopped, when it stopped normally ("turned off", "guest shut down", ...). */
   stopReason?: string;
   since: string;
+  /** The disks the worker serves (or served last): each slot's top and its chain, top first. Updated before a switched disk is written. */
+  disks?: Array<{ slot: string; file: string; chain: string[] }>;
 }
 
 /** The VMM's own error codes (its workers included); server/error-catalogue.ts says what each means. */

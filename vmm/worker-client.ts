@@ -5,7 +5,12 @@ import net from 'node:net';
 import { onJsonObjects } from './json-lines.js';
 import { VmError, type VmStatus, vmErrorCode } from './state.js';
 import type { Operation } from './worker/control.js';
-import type { Progress } from './worker/machine.js';
+import type { ServedDisk } from './worker/layers.js';
+import type { MergeRequest, Progress, SnapshotRequest, SnapshotResult } from './worker/machine.js';
+
+export type { MergeRequest, ServedDisk, SnapshotRequest, SnapshotResult };
+/** mergeLayer's answer: the bytes copied, and the slot's top afterwards. */
+export type { MergeOutcome } from './worker/layers.js';
 
 interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void }
 
@@ -41,6 +46,21 @@ export class WorkerClient extends EventEmitter<{ state: [VmStatus]; progress: [P
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       this.socket.write(`${JSON.stringify({ id, op, args })}\n`);
     });
+  }
+
+  /** Switches the named slots to new empty tops at one instant (docs/vmm.md, "Snapshots"). */
+  snapshotDisks(args: SnapshotRequest): Promise<SnapshotResult> {
+    return this.request<SnapshotResult>('snapshotDisks', args as unknown as Record<string, unknown>);
+  }
+
+  /** Merges a layer of a served chain while the guest runs; progress comes as {event: 'progress', operation: 'merge'}. */
+  mergeLayer(args: MergeRequest): Promise<{ bytesMerged: number; top: string }> {
+    return this.request('mergeLayer', args as unknown as Record<string, unknown>);
+  }
+
+  /** The tops served for each slot, with their chains. */
+  disks(): Promise<ServedDisk[]> {
+    return this.request<ServedDisk[]>('disks', {});
   }
 
   close(): void {

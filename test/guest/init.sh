@@ -14,6 +14,10 @@
 #   VSERVER-LEASE-LOST <ifname>               when a lease's address goes (lease lost or released)
 # After the marker an interactive busybox shell (prompt "guest# ", job control) runs on ttyS0 and
 # is respawned whenever it exits. /bin/ticker prints "tick N" once a second.
+# /bin/records DEVICE [FIRST] writes numbered, checksummed 4 KiB records to DEVICE (record n at
+# byte (n-1)*4096: "VSREC <n as 10 digits> <sha256 of the 4014 bytes that follow>\n", then
+# "<n>." repeated), one at a time with O_DIRECT and an fsync, printing "VSREC n" on ttyS0 once
+# record n is durable; test/helpers/records.ts reads them back.
 
 /bin/busybox --install -s /bin
 export PATH=/bin HOME=/ TERM=vt100 PS1='guest# '
@@ -92,6 +96,22 @@ while :; do
 done
 SCRIPT
 chmod 755 /bin/ticker
+
+cat >/bin/records <<'SCRIPT'
+#!/bin/sh
+# /bin/records DEVICE [FIRST]: see /init. Stops at the first failed write (a full device).
+dev=$1
+n=${2:-1}
+while :; do
+  awk -v n="$n" 'BEGIN { s = ""; while (length(s) < 4014) s = s n "."; printf "%s", substr(s, 1, 4014) }' >/tmp/records.body
+  sum=$(sha256sum /tmp/records.body)
+  { printf 'VSREC %010d %s\n' "$n" "${sum%% *}"; cat /tmp/records.body; } >/tmp/records.rec
+  dd if=/tmp/records.rec of="$dev" bs=4096 seek=$((n - 1)) count=1 oflag=direct conv=notrunc,fsync status=none || exit 1
+  echo "VSREC $n" >/dev/ttyS0
+  n=$((n + 1))
+done
+SCRIPT
+chmod 755 /bin/records
 
 # The DHCP client's event script (udhcpc passes the event as $1 and the lease in the environment).
 cat >/bin/dhcp-event <<SCRIPT

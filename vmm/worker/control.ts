@@ -8,9 +8,9 @@ import { onLines } from '../json-lines.js';
 import { listenPrivately } from './private-socket.js';
 import { QmpError } from '../qmp.js';
 import { VmError, type VmErrorCode, type VmStatus } from '../state.js';
-import type { VirtualMachine } from './machine.js';
+import type { MergeRequest, SnapshotRequest, VirtualMachine } from './machine.js';
 
-export const OPERATIONS = ['status', 'turnOn', 'turnOff', 'shutdown', 'save', 'pause', 'resume', 'reset', 'screenshot', 'type', 'scrollback', 'serialOutput', 'setLink'] as const;
+export const OPERATIONS = ['status', 'turnOn', 'turnOff', 'shutdown', 'save', 'pause', 'resume', 'reset', 'screenshot', 'type', 'scrollback', 'serialOutput', 'setLink', 'snapshotDisks', 'mergeLayer', 'disks'] as const;
 export type Operation = (typeof OPERATIONS)[number];
 
 /**
@@ -93,6 +93,9 @@ export class ControlServer {
       case 'scrollback': return { text: vm.console.scrollback().toString('utf8') };
       case 'serialOutput': return vm.console.read(typeof args.since === 'number' ? args.since : undefined);
       case 'setLink': return vm.setLink(Number(args.index), args.up === true).then(() => ({}));
+      case 'snapshotDisks': return vm.snapshotDisks(args as unknown as SnapshotRequest);
+      case 'mergeLayer': return vm.mergeLayer(args as unknown as MergeRequest);
+      case 'disks': return vm.servedDisks();
       default: throw new VmError('VM_E_BAD_REQUEST', `unknown operation "${String(op)}" (known: ${OPERATIONS.join(', ')})`);
     }
   }

@@ -10,7 +10,9 @@ import path from 'node:path';
 import * as pty from 'node-pty';
 import { fsyncFile } from '../../host/files.js';
 import { finishesWithin } from '../../host/time.js';
+import { crashPoint } from '../../storage/crash-points.js';
 import { draftOf } from '../../storage/drafts.js';
+import { ChangeMap } from '../../storage/nbd/change-map.js';
 import { serveFile, type ServedFile } from '../../storage/nbd/index.js';
 import { hardDisks, tapName, type VmConfig } from '../config.js';
 import { chooseEngine, type EngineProbe } from '../engine.js';
@@ -19,6 +21,10 @@ import { type DiskSource, qemuArgs } from '../qemu-args.js';
 import { QmpClient, QmpError } from '../qmp.js';
 import { isActive, VmError, type VmState, type VmStatus } from '../state.js';
 import { SerialConsole } from './console.js';
+import {
+  type ClosedMap, MapHandover, type MergeOutcome, type ServedDisk, commitIntoParentOnline, discardPrepared, mergeIntoChildOnline, prepareTops,
+  servedDisks, switchTops,
+} from './layers.js';
 import { preflight } from './preflight.js';
 import type { QemuAccount } from './user.js';
 
@@ -40,8 +46,26 @@ interface Running {
 }
 
 const SAVE_POLL_MS = 100;
+/** How long QEMU may take to capture the device state of a background snapshot and resume the guest. */
+const BACKGROUND_START_MS = 30_000;
 
-export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: [Progress] }> {
+export interface SnapshotRequest {
+  layers: Array<{ slot: string; file: string }>;
+  memory?: { file: string };
+  changeMaps?: { generation: string };
+}
+
+export interface SnapshotResult {
+  /** How long the guest was held, from QMP stop to its resumption (0 when it was paused already). */
+  pauseMs: number;
+  previous: Array<{ slot: string; file: string }>;
+  memory?: { file: string; bytes: number; method: 'background-snapshot' | 'paused-save'; fallbackReason?: string };
+  changeMaps?: ClosedMap[];
+}
+
+export interface MergeRequest { slot: string; layer: string; direction: 'intoChild' | 'intoParent' }
+
+export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: [Progress]; disks: [VmStatus] }> {
   readonly console = new SerialConsole();
   status: VmStatus;
   private readonly config: VmConfig;
@@ -211,13 +235,186 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     await this.qmp().execute('set_link', { name: `nic${index}`, up });
   }
 
+  /** The served tops and their chains. */
+  servedDisks(): ServedDisk[] {
+    return this.disks.length ? servedDisks(this.slotExports()) : (this.status.disks ?? []);
+  }
+
+  /**
+   * Switches every named slot, at one instant, to a new empty differencing child of its top. The
+   * children are made before the guest is held; the hold covers only a flush, the switch and
+   * status.json (and, with memory, QEMU's capture of the device state when the background
+   * snapshot works, else the whole memory save).
+   */
+  snapshotDisks(request: SnapshotRequest): Promise<SnapshotResult> {
+    return this.exclusive('snapshot', ['Running', 'Paused'], async () => {
+      const layers = this.checkSnapshotRequest(request);
+      const holder = `VM "${this.config.name}" (worker pid ${process.pid})`;
+      const prepared = await prepareTops(this.slotExports(), layers, holder);
+      const maps = new MapHandover(prepared, request.changeMaps?.generation ?? null);
+      const memoryDraft = request.memory ? draftOf(request.memory.file) : null;
+      const wasRunning = this.status.state === 'Running';
+      let memory: SnapshotResult['memory'];
+      let fallbackReason: string | undefined;
+      let background = false;
+      let started: number;
+      let resumedAt = 0;
+      try {
+        maps.beforePause();
+        if (request.memory && wasRunning) {
+          fallbackReason = await this.enableBackgroundSnapshot();
+          background = fallbackReason === undefined;
+        } else if (request.memory) {
+          fallbackReason = 'the VM was paused: its memory is saved while it stays paused';
+        }
+        crashPoint('snapshot-prepared');
+        started = performance.now();
+        if (wasRunning) await this.qmp().execute('stop');
+        // A plain save runs before the switch: should it fail, nothing has changed yet.
+        if (request.memory && !background) memory = await this.saveMemory(request.memory.file, memoryDraft!, 'paused-save', fallbackReason);
+      } catch (e) {
+        discardPrepared(prepared);
+        if (background) await this.disableBackgroundSnapshot();
+        if (wasRunning && this.qemu) await this.qmp().execute('cont').catch(() => {});
+        throw e;
+      }
+      // The instant: from here the snapshot is taken, whatever follows.
+      switchTops(prepared);
+      maps.atInstant();
+      this.recordDisks();
+      crashPoint('snapshot-switched');
+      try {
+        if (background) {
+          memory = await this.saveMemory(request.memory!.file, memoryDraft!, 'background-snapshot', undefined, () => { resumedAt = performance.now(); });
+        }
+      } finally {
+        if (background) await this.disableBackgroundSnapshot();
+        if (wasRunning && !resumedAt && this.qemu) {
+          await this.qmp().execute('cont').catch(() => {});
+          resumedAt = performance.now();
+        }
+      }
+      if (wasRunning && this.status.state !== 'Running') this.setState('Running');
+      const changeMaps = maps.finish();
+      return {
+        pauseMs: wasRunning ? Math.round((resumedAt - started) * 100) / 100 : 0,
+        previous: prepared.map((p) => ({ slot: p.slot, file: p.previous.path })),
+        ...(memory ? { memory } : {}),
+        ...(changeMaps ? { changeMaps } : {}),
+      };
+    });
+  }
+
+  /** Merges a layer of a served chain while the guest runs (see layers.ts); the worker deletes nothing. */
+  mergeLayer(request: MergeRequest): Promise<MergeOutcome> {
+    return this.exclusive('merge', ['Running', 'Paused'], async () => {
+      const { slot, layer, direction } = request ?? {};
+      const served = this.disks.find((d) => d.exportName === slot);
+      if (!served) throw new VmError('VM_E_INVALID_PARAMS', `${this.config.name} serves no disk in slot "${String(slot)}" (it serves ${this.disks.map((d) => d.exportName).join(', ') || 'none'})`);
+      if (typeof layer !== 'string' || !path.isAbsolute(layer)) throw new VmError('VM_E_INVALID_PARAMS', 'layer must be an absolute path of a file in the chain');
+      const holder = `VM "${this.config.name}" (worker pid ${process.pid}), merging`;
+      const onProgress = (done: number, total: number): void => {
+        this.emit('progress', { operation: 'merge', percent: total ? Math.min(99, Math.floor((done / total) * 100)) : 99, bytes: done });
+      };
+      let outcome: MergeOutcome;
+      if (direction === 'intoChild') {
+        outcome = await mergeIntoChildOnline(served.export, slot, layer, holder, { onProgress });
+      } else if (direction === 'intoParent') {
+        outcome = await commitIntoParentOnline(served.export, slot, layer, holder, { onProgress, topChanged: () => this.recordDisks() });
+      } else {
+        throw new VmError('VM_E_INVALID_PARAMS', `direction must be "intoChild" or "intoParent", not ${JSON.stringify(direction)}`);
+      }
+      this.recordDisks();
+      this.emit('progress', { operation: 'merge', percent: 100, bytes: outcome.bytesMerged });
+      return outcome;
+    });
+  }
+
+  private checkSnapshotRequest(request: SnapshotRequest): Array<{ slot: string; file: string }> {
+    const layers = request?.layers;
+    if (!Array.isArray(layers) || layers.length === 0) throw new VmError('VM_E_INVALID_PARAMS', 'layers must name at least one slot and its new file');
+    const seen = new Set<string>();
+    for (const layer of layers) {
+      if (!layer || typeof layer.slot !== 'string' || !this.disks.some((d) => d.exportName === layer.slot)) {
+        throw new VmError('VM_E_INVALID_PARAMS', `${this.config.name} serves no disk in slot "${String(layer?.slot)}" (it serves ${this.disks.map((d) => d.exportName).join(', ')})`);
+      }
+      if (seen.has(layer.slot)) throw new VmError('VM_E_INVALID_PARAMS', `slot ${layer.slot} is named twice`);
+      seen.add(layer.slot);
+      if (typeof layer.file !== 'string' || !path.isAbsolute(layer.file)) throw new VmError('VM_E_INVALID_PARAMS', `the new file for ${layer.slot} must be an absolute path`);
+    }
+    if (request.memory && (typeof request.memory.file !== 'string' || !path.isAbsolute(request.memory.file))) {
+      throw new VmError('VM_E_INVALID_PARAMS', 'memory.file must be an absolute path');
+    }
+    if (request.memory && fs.existsSync(request.memory.file)) throw new VmError('VM_E_INVALID_PARAMS', `${request.memory.file} already exists`);
+    if (request.changeMaps && typeof request.changeMaps.generation !== 'string') {
+      throw new VmError('VM_E_INVALID_PARAMS', 'changeMaps.generation must be a string (the backup the new maps count from)');
+    }
+    return layers.map((l) => ({ slot: l.slot, file: path.resolve(l.file) }));
+  }
+
+  /** Turns QEMU's background-snapshot capability on; the reason it cannot be used, or undefined when it is on. */
+  private async enableBackgroundSnapshot(): Promise<string | undefined> {
+    try {
+      await this.qmp().execute('migrate-set-capabilities', { capabilities: [{ capability: 'background-snapshot', state: true }] });
+      return undefined;
+    } catch (e) {
+      return `QEMU refused background-snapshot: ${(e as Error).message}`;
+    }
+  }
+
+  private async disableBackgroundSnapshot(): Promise<void> {
+    await this.qmp().execute('migrate-set-capabilities', { capabilities: [{ capability: 'background-snapshot', state: false }] }).catch(() => {});
+  }
+
+  /**
+   * The guest's memory and device state into `file` (a draft renamed at the end). With the
+   * background snapshot, QEMU captures the device state, write-protects memory and resumes the
+   * guest itself (QEMU 7.2 sends RESUME then); `resumed` is called at that moment.
+   */
+  private async saveMemory(
+    file: string, draft: string, method: 'background-snapshot' | 'paused-save', fallbackReason: string | undefined, resumed?: () => void,
+  ): Promise<NonNullable<SnapshotResult['memory']>> {
+    let resumedEvent: Promise<unknown> | null = null;
+    if (method === 'background-snapshot') {
+      resumedEvent = this.qmp().waitForEvent('RESUME', BACKGROUND_START_MS).then(() => resumed?.());
+      resumedEvent.catch(() => {});
+    }
+    try {
+      await this.writeSavedState(draft, async () => { if (resumedEvent) await resumedEvent; });
+      fs.renameSync(draft, file);
+    } catch (e) {
+      fs.rmSync(draft, { force: true });
+      throw e instanceof VmError ? e : new VmError('VM_E_SAVE_FAILED', `saving the memory to ${file} failed: ${(e as Error).message}`);
+    }
+    return { file, bytes: fs.statSync(file).size, method, ...(fallbackReason ? { fallbackReason } : {}) };
+  }
+
   // --- the steps -----------------------------------------------------------------------------
 
   private async serveDisks(): Promise<void> {
     const holder = `VM "${this.config.name}" (worker pid ${process.pid})`;
     for (const { slot, path } of hardDisks(this.config)) {
-      this.disks.push(await serveFile(path, { socket: this.paths.disk(slot), exportName: slot, holder, log: this.options.log }));
+      const served = await serveFile(path, { socket: this.paths.disk(slot), exportName: slot, holder, log: this.options.log });
+      this.disks.push(served);
+      // Stored open before QEMU can write: a worker killed from here on leaves it unsure. A map
+      // that cannot be stored (a read-only folder) is not kept: the next backup is then full.
+      try {
+        served.export.changes = ChangeMap.openFor(served.export.disk.path, served.export.disk.size);
+      } catch (e) {
+        this.options.log(`no change map for ${served.export.disk.path}: ${(e as Error).message}`);
+      }
     }
+    this.status = { ...this.status, disks: servedDisks(this.slotExports()) };
+  }
+
+  private slotExports(): Array<{ slot: string; export: ServedFile['export'] }> {
+    return this.disks.map((d) => ({ slot: d.exportName, export: d.export }));
+  }
+
+  /** The served tops and chains into the status, and status.json written, before anything goes on. */
+  private recordDisks(): void {
+    this.status = { ...this.status, disks: servedDisks(this.slotExports()) };
+    this.emit('disks', this.status);
   }
 
   /** QEMU's arguments: the served disks by their NBD sockets, and -incoming when a saved state is to be streamed in. */
@@ -272,8 +469,8 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     }
   }
 
-  /** QEMU connects to a socket of ours and streams its state, which goes to the file. */
-  private async writeSavedState(file: string): Promise<void> {
+  /** QEMU connects to a socket of ours and streams its state, which goes to the file. `started` runs once the migration is under way. */
+  private async writeSavedState(file: string, started?: () => Promise<void>): Promise<void> {
     const socketPath = this.paths.migrationOut;
     fs.rmSync(socketPath, { force: true });
     let received!: Promise<void>;
@@ -298,6 +495,7 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     this.giveToQemu(socketPath);
     try {
       await this.qmp().execute('migrate', { uri: `unix:${socketPath}` });
+      await started?.();
       await this.followMigration('save', written);
       await accepted;
       this.emit('progress', { operation: 'writing the state file', percent: 99 });
@@ -394,8 +592,12 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
   private async releaseResources(): Promise<void> {
     const disks = this.disks.splice(0);
     for (const disk of disks) {
+      const top = disk.export.disk.path;
+      const changes = disk.export.changes;
       try {
         await disk.stop();
+        // A clean close: the map is sure, for this top as it is now.
+        changes?.store(top, 'closed');
       } catch (e) {
         this.options.log(`closing ${disk.file} failed: ${(e as Error).message}`);
       }

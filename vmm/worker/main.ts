@@ -36,6 +36,8 @@ async function main(): Promise<void> {
     if (isActive(status.state)) hasRun = true;
     else if (hasRun) scheduleExit();
   });
+  // A disk switched (snapshot, merge): on record before the guest writes to it.
+  vm.on('disks', (status) => paths.writeStatus(status));
   paths.writeStatus(vm.status);
 
   let exiting = false;
