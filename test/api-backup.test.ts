@@ -8,7 +8,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { finishTask, type Ref } from './helpers/api-guests.js';
+import { type ApiGuest, finishTask, type GuestConsole, type Ref, startApiGuest, turnOffApiGuest } from './helpers/api-guests.js';
+import { createLayerGuest, type LayerGuest, recordsReach, servedTop, startRecords, taskResult } from './helpers/layer-guests.js';
+import { countRecords, lastAcknowledged } from './helpers/records.js';
+import { VhdDisk } from '../storage/vhd/index.js';
 import { rejectsWith, TestServer } from './helpers/server.js';
 import { MiB, mustRun, qemuCompare, qemuIoVerify, qemuIoWrite, run, sha256File } from './helpers/vhd-fixtures.js';
 
@@ -121,5 +124,82 @@ describe('backups of a turned-off VM', () => {
     assert.deepEqual(await server.call('VirtualServer.ListBackups', { path: 'small' }), []);
     mustRun('umount', [mountPoint]);
     mountPoint = null;
+  });
+});
+
+describe('backups of a running guest writing records', () => {
+  let vm: LayerGuest;
+  let guest: GuestConsole | null = null;
+  let restored: ApiGuest | null = null;
+  let crashing: TestServer | null = null;
+  after(async () => {
+    guest?.close();
+    for (const v of [vm, restored]) if (v) await turnOffApiGuest(server, v).catch(() => {});
+    await crashing?.stop();
+  });
+
+  test('full then incremental while the guest writes: each holds a valid prefix of the records, the VM goes on from its own disk, the incremental restored as a new VM boots and reads the same; kill -9 of vserverd after the copy: the next start merges the temporary layers back', { timeout: 900_000 }, async () => {
+    vm = await createLayerGuest(server, 'bk-run');
+    guest = await startApiGuest(server, vm);
+    await startRecords(guest);
+    const beforeFull = await recordsReach(guest, 20);
+    // With a turned-off VM in the same call: one set each.
+    const second = await offVm('bk-second', 8);
+    const [full, secondSet] = (await taskResult<{ backups: Outcome[] }>(server, await server.call<Ref>('VirtualServer.BackupVirtualMachines', { vms: [vm.ref, second.ref], path: 'run-backups' }))).backups
+      .sort((x, y) => (x.vm === vm.id ? -1 : y.vm === vm.id ? 1 : 0));
+    assert.equal(full.kind, 'full');
+    assert.equal(secondSet.vm, second.ref.split('/')[1]);
+    assert.equal(qemuCompare(second.disk, 'vpc', path.join(secondSet.folder, 'scsi0-0.vhd'), 'vpc').status, 0);
+    const inFull = countRecords(path.join(full.folder, 'scsi0-1.vhd'));
+    assert.ok(inFull >= beforeFull, `the full backup holds ${inFull} records; ${beforeFull} were acknowledged before it`);
+    assert.equal(servedTop(server, vm), vm.dataDisk, 'the temporary layer is merged back: the guest writes its own disk');
+    assert.deepEqual(fs.readdirSync(vm.folder).filter((n) => n.startsWith('.backup-')), [], 'no temporary layer left');
+
+    const beforeIncremental = await recordsReach(guest, lastAcknowledged(guest.serial.text) + 30);
+    const [incremental] = (await taskResult<{ backups: Outcome[] }>(server, await server.call<Ref>('VirtualServer.BackupVirtualMachines', { vms: [vm.ref], path: 'run-backups', incremental: true }))).backups;
+    assert.equal(incremental.kind, 'incremental', `full because: ${incremental.fullReason}`);
+    const incrementalDisk = path.join(incremental.folder, 'scsi0-1.vhd');
+    assert.deepEqual(VhdDisk.open(incrementalDisk).chain().map((d) => d.path), [incrementalDisk, path.join(full.folder, 'scsi0-1.vhd')], 'a child of the full backup');
+    assert.ok(fs.statSync(incrementalDisk).size < fs.statSync(path.join(full.folder, 'scsi0-0.vhd')).size, 'smaller than a full copy of the boot disk');
+    const inIncremental = countRecords(incrementalDisk);
+    assert.ok(inIncremental >= beforeIncremental && inIncremental >= inFull, `the incremental holds ${inIncremental} records`);
+    guest.close();
+    guest = null;
+    await turnOffApiGuest(server, vm);
+
+    // Restored from the incremental (checked, flattened): a new VM whose data disk holds that prefix, and which boots.
+    const restoredRef = await taskResult<Ref>(server, await server.call<Ref>('VirtualServer.RestoreVirtualMachine', { path: incremental.folder, name: 'bk-run-restored' }), 300_000);
+    const id = restoredRef.$ref.split('/')[1];
+    restored = { name: 'bk-run-restored', ref: restoredRef.$ref, id, adapter: `NetworkAdapter/${id}/0` };
+    const restoredData = (await server.call<Ref>('HardDiskConnection.get_HardDisk', { this: `HardDiskConnection/${id}/scsi0-1` })).$ref.slice('HardDisk/'.length);
+    assert.equal(countRecords(restoredData), inIncremental);
+    const restoredGuest = await startApiGuest(server, restored);
+    restoredGuest.close();
+    await turnOffApiGuest(server, restored);
+
+    // kill -9 after the copy, before the temporary layers are merged back.
+    const dataDir = server.dataDir;
+    const runDir = server.runDir;
+    guest = await startApiGuest(server, vm);
+    // Rewritten from record 1: the same bytes, so the disk's prefix stays valid while it is written.
+    await startRecords(guest);
+    await server.stop('SIGKILL');
+    crashing = await TestServer.start({ dataDir, runDir, env: { VSERVER_CRASH_AT: 'vserverd-backup-copied' } });
+    await crashing.call<Ref>('VirtualServer.BackupVirtualMachines', { vms: [vm.ref], path: 'run-backups' });
+    if (crashing.process.exitCode === null && crashing.process.signalCode === null) await new Promise((r) => crashing!.process.once('exit', r));
+    assert.equal(crashing.process.signalCode, 'SIGKILL');
+    assert.notEqual(servedTop(crashing, vm), vm.dataDisk, 'the worker still writes the temporary layer');
+    server = await TestServer.start({ dataDir, runDir });
+    crashing = null;
+    assert.equal(servedTop(server, vm), vm.dataDisk, 'the next start merged the temporary layer back');
+    assert.deepEqual(fs.readdirSync(vm.folder).filter((n) => n.startsWith('.backup-')), []);
+    assert.equal(await server.call('VirtualMachine.get_State', { this: vm.ref }), 'Running');
+    const rows = await server.call<Array<{ message: string }>>('VirtualServer.GetEvents', { newestFirst: true, limit: 50 });
+    assert.ok(rows.some((e) => /cut short by a stop of vserverd/.test(e.message)), 'the repair is in the event log');
+
+    // The next backup is whole and correct.
+    const [next] = (await taskResult<{ backups: Outcome[] }>(server, await server.call<Ref>('VirtualServer.BackupVirtualMachines', { vms: [vm.ref], path: 'run-backups' }))).backups;
+    assert.ok(countRecords(path.join(next.folder, 'scsi0-1.vhd')) >= inIncremental);
+    assert.equal(servedTop(server, vm), vm.dataDisk);
   });
 });
