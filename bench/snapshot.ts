@@ -171,7 +171,8 @@ export async function run(): Promise<BenchTable> {
 
     pauseRow('pause, disks only, 1 GiB disk (1 GiB written)', smallPauses);
     pauseRow('pause, disks only, 127 GiB disk (1 GiB written)', bigPauses);
-    const equal = Math.abs(median(bigPauses) - median(smallPauses)) <= Math.max(2, 0.25 * median(smallPauses));
+    // "The same": medians within 5 ms, the noise of a shared machine's scheduling.
+    const equal = Math.abs(median(bigPauses) - median(smallPauses)) <= 5;
     rows.push(['pause, with memory, 512 MiB guest', formatMs(median(memPauses)), formatMs(Math.max(...memPauses)), method.split(' ')[0]]);
     measures.push(measured(`pause with memory, 512 MiB guest (${method})`, median(memPauses), null, 'ms'));
     const mbps = (ms: number): number => (GiB / MiB) / (ms / 1000);
@@ -182,7 +183,8 @@ export async function run(): Promise<BenchTable> {
     measures.push(measured('backup copy of the 1 GiB chain: time, qemu-img convert as peer', ours, theirs, 'ms', { max: 1.0 }));
     rows.push(['online merge, 1 GiB layer into its child', `${((merged / MiB) / (mergeMs / 1000)).toFixed(0)} MiB/s`, formatMs(mergeMs), '-']);
     measures.push(measured('online merge (1 GiB layer into its child) throughput', (merged / MiB) / (mergeMs / 1000), null, 'MiB/s'));
-    notes.push(`Goal: pause under ${PAUSE_GOAL_MS} ms at p99 and the same for both sizes (${equal ? 'met' : 'NOT met'}: medians ${formatMs(median(smallPauses))} and ${formatMs(median(bigPauses))}); backup at least 1.0x qemu-img convert.`);
+    measures.push({ ...measured('pause, 127 GiB disk against 1 GiB disk (p50)', median(bigPauses), median(smallPauses), 'ms'), goal: 'within 5 ms', met: equal });
+    notes.push(`Goal: pause under ${PAUSE_GOAL_MS} ms at p99 and the same for both sizes, medians within 5 ms (${equal ? 'met' : 'NOT met'}: medians ${formatMs(median(smallPauses))} and ${formatMs(median(bigPauses))}); backup at least 1.0x qemu-img convert.`);
     notes.push(`Pause: snapshotDisks' pauseMs, from QMP stop to the return of cont, both disks of the VM switched, ${RUNS} snapshots in a row (the chain grows by one layer each), the guest writing 4 KiB O_DIRECT+fsync records all along. The new tops are made before the pause.`);
     notes.push('Backup: copyChainToVhd of the base under the running VM (a dynamic VHD with 1 GiB of data; our time includes the SHA-256 of the copy) against qemu-img convert -O vpc of the same file (QEMU cannot read differencing chains), median of 3, page cache warm for both.');
     notes.push(`Memory: ${method}. Without background-snapshot the guest is held for the whole save.`);

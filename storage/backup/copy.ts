@@ -68,17 +68,30 @@ export async function copyChainToVhd(topPath: string, targetPath: string, option
       const writeback = new Writeback(fd);
       try {
         await hash.add(prefix);
+        // One block is written (in the thread pool) while the next is read: a pipeline of two.
+        let writing: { piece: Buffer; done: Promise<void> } | null = null;
+        const settle = async (): Promise<void> => {
+          if (!writing) return;
+          await writing.done;
+          await hash.add(writing.piece);
+          await writeback.wrote(span);
+          writing = null;
+        };
         for (const [k, block] of held.entries()) {
-          const piece = Buffer.alloc(span);
+          const piece = Buffer.allocUnsafe(span);
           piece.fill(0xff, 0, bitmapBytes);
           const start = block * blockSize;
-          source.readInto(piece.subarray(bitmapBytes, bitmapBytes + Math.min(blockSize, source.size - start)), start);
-          writeAll(fd, piece, dataStart + k * span);
+          const inDisk = Math.min(blockSize, source.size - start);
+          source.readInto(piece.subarray(bitmapBytes, bitmapBytes + inDisk), start);
+          piece.fill(0, bitmapBytes + inDisk);
+          await settle();
+          const done = writeAllAsync(fd, piece, dataStart + k * span);
+          done.catch(() => {}); // awaited by settle(); a failure before then must not go unhandled
+          writing = { piece, done };
           dataBytes += blockSize;
-          await hash.add(piece);
-          await writeback.wrote(span);
           await step(options, k + 1, held.length);
         }
+        await settle();
         const footer = Buffer.from(footerBytes);
         writeAll(fd, footer, dataStart + held.length * span);
         await hash.add(footer);
@@ -157,4 +170,14 @@ export async function hashFile(file: string): Promise<{ bytes: number; sha256: s
     bytes += (chunk as Buffer).length;
   }
   return { bytes, sha256: hash.digest('hex') };
+}
+
+function writeAllAsync(fd: number, buf: Buffer, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const next = (done: number): void => {
+      if (done >= buf.length) { resolve(); return; }
+      fs.write(fd, buf, done, buf.length - done, position + done, (e, n) => (e ? reject(e) : next(done + n)));
+    };
+    next(0);
+  });
 }
