@@ -18,6 +18,7 @@ import {
 } from '../storage/vhd/index.js';
 import { mergeIntoChild } from '../storage/vhd/up-merge.js';
 import { copyChainToVhd, copyChangedToVhd } from '../storage/backup/copy.js';
+import { keepingChangeMap } from '../storage/nbd/change-map.js';
 import { type JobError, fromJobError } from './file-jobs.js';
 import { sha256File } from './file-hash.js';
 import { readChangeMap, startChangeMap } from '../storage/nbd/change-map.js';
@@ -42,7 +43,7 @@ export const DISK_OPERATIONS = {
   mergeToNewDisk: (a: { child: string; target: string }, o: LongOperationOptions) => mergeToNewDisk(a.child, a.target, o),
   expandDisk: (a: { file: string; size: number }, o: LongOperationOptions) => expandDisk(a.file, a.size, o),
   /** Offline up-merge: `layer` into its child `child` (re-run completes an interrupted one); `layer` is left for the caller to delete. */
-  mergeIntoChild: (a: { layer: string; child: string }, o: LongOperationOptions) => mergeIntoChild(a.layer, a.child, o),
+  mergeIntoChild: (a: { layer: string; child: string }, o: LongOperationOptions) => keepingChangeMap(a.child, () => mergeIntoChild(a.layer, a.child, o)),
   /** A full backup copy of the chain at `top`: { bytes, sha256, dataBytes }. */
   copyChainToVhd: (a: { top: string; target: string }, o: LongOperationOptions) => copyChainToVhd(a.top, inNewFolder(a.target), o),
   /** An incremental backup copy: the ranges `map` marks, as a child of `parentBackup`. */

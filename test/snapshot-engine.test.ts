@@ -127,6 +127,15 @@ await mergeIntoChild(${JSON.stringify(layer)}, ${JSON.stringify(child)});`;
     fs.writeSync(fd, Buffer.alloc(512, 0x5a), 0, 512, 512 + 512);
     fs.closeSync(fd);
     assert.throws(() => VhdDisk.open(child).close(), /checksum/);
+    // What a worker does before serving a chain: the journal is applied, and the chain opens on the layer's parent.
+    const saved = path.join(dir, 'crash-torn.vhd');
+    fs.copyFileSync(child, saved);
+    fs.copyFileSync(`${child}.reparent`, `${saved}.reparent`);
+    const opened = VhdDisk.open(saved, { finishReparents: true });
+    assert.equal(opened.parent?.path, base);
+    opened.close();
+    assert.ok(!fs.existsSync(`${saved}.reparent`));
+    assertIdentical(await chainRaw(saved), 'raw', before, 'raw');
     const result = await mergeIntoChild(layer, child);
     assert.equal(result.parent, base);
     assert.ok(!fs.existsSync(`${child}.reparent`));

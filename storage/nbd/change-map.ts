@@ -200,3 +200,15 @@ function writeDurably(file: string, text: string): void {
   fs.renameSync(draft, file);
   fsyncFolder(path.dirname(file));
 }
+
+/**
+ * Runs `change`, which rewrites the file `top` without changing what it reads (an offline merge
+ * into it), and keeps its change map sure: a map that was sure before is closed again with the
+ * top's new identity. An unsure or missing map is left as it is.
+ */
+export async function keepingChangeMap<T>(top: string, change: () => Promise<T>): Promise<T> {
+  const before = loadChangeMap(top, null);
+  const result = await change();
+  before.map?.store(top, 'closed');
+  return result;
+}

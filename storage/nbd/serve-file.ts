@@ -21,6 +21,8 @@ export interface ServeFileOptions {
   lockChain?: boolean;
   holder?: string;
   log?: (line: string) => void;
+  /** Complete re-parentings a crash interrupted in the chain before serving it (a VM worker's disks). */
+  finishReparents?: boolean;
 }
 
 export interface ServedFile {
@@ -41,7 +43,7 @@ export async function serveFile(file: string, options: ServeFileOptions): Promis
   if (!options.socket && options.tcpPort === undefined) throw new Error('serving needs a unix socket path or a TCP port');
   const readOnly = options.readOnly ?? false;
   const holder = options.holder ?? `NBD server (pid ${process.pid})`;
-  const disk = VhdDisk.open(file, { writable: !readOnly, holder });
+  const disk = VhdDisk.open(file, { writable: !readOnly, holder, finishReparents: options.finishReparents });
   const locked: string[] = [];
   let server: NbdServer | null = null;
   try {

@@ -131,7 +131,7 @@ async function toFlat(source: SourceImage, targetPath: string, type: 'fixed' | '
  * so that the sync that makes the finished file durable has little left to do and the disk
  * works while the copy goes on.
  */
-class Writeback {
+export class Writeback {
   private pending: Promise<void> | null = null;
   private sinceLast = 0;
 

@@ -10,6 +10,7 @@ import { VhdError } from './errors.js';
 import { DiskType, SECTOR_SIZE, UNALLOCATED, toVhdTime } from './format.js';
 import { type FileOpenOptions, VhdFile } from './file.js';
 import { parentCandidates } from './locators.js';
+import { finishInterruptedReparent } from './reparent-journal.js';
 
 export interface DiskOpenOptions extends FileOpenOptions {
   /**
@@ -18,6 +19,11 @@ export interface DiskOpenOptions extends FileOpenOptions {
    * refusal is what open() throws.
    */
   admitParent?: (candidate: string, child: string) => void;
+  /**
+   * Complete a re-parenting that a crash interrupted (a journal "<file>.reparent" beside a file
+   * of the chain) before opening that file: what a VM worker does before serving a chain.
+   */
+  finishReparents?: boolean;
 }
 
 /** A run of bytes that the chain either holds or reads as zeros. */
@@ -50,11 +56,12 @@ export class VhdDisk {
     if (seen.size >= MAX_CHAIN_DEPTH) {
       throw new VhdError('VHD_E_CHAIN_TOO_DEEP', `${filePath}: differencing chain is deeper than ${MAX_CHAIN_DEPTH} disks`, filePath);
     }
+    if (options.finishReparents) finishInterruptedReparent(filePath);
     const file = VhdFile.open(filePath, options);
     if (file.type !== DiskType.Differencing) return new VhdDisk(file, null, file.layout.ownSize, []);
     try {
       seen.add(realPath(filePath));
-      const { parent, warnings } = VhdDisk.openParent(file, seen, options.admitParent);
+      const { parent, warnings } = VhdDisk.openParent(file, seen, options.admitParent, options.finishReparents);
       if (parent.size !== file.layout.ownSize) {
         warnings.push(`its size (${file.layout.ownSize} bytes) differs from its parent's (${parent.size}); past the parent's end it reads zeros`);
       }
@@ -66,7 +73,7 @@ export class VhdDisk {
   }
 
   /** Tries each candidate location; the first whose unique id matches the child's record wins. */
-  private static openParent(child: VhdFile, seen: Set<string>, admitParent?: DiskOpenOptions['admitParent']): { parent: VhdDisk; warnings: string[] } {
+  private static openParent(child: VhdFile, seen: Set<string>, admitParent?: DiskOpenOptions['admitParent'], finishReparents?: boolean): { parent: VhdDisk; warnings: string[] } {
     const header = child.layout.header!;
     const candidates = parentCandidates(child.fd, child.path, header);
     const mismatched: string[] = [];
@@ -90,7 +97,7 @@ export class VhdDisk {
       let parent: VhdDisk;
       try {
         // A copy: a candidate that turns out wrong must not leave its chain marked as seen.
-        parent = VhdDisk.openLevel(candidate.path, { writable: false, admitParent }, new Set(seen));
+        parent = VhdDisk.openLevel(candidate.path, { writable: false, admitParent, finishReparents }, new Set(seen));
       } catch (e) {
         if (!(e instanceof VhdError)) throw e;
         // A candidate that does not exist is simply not the parent (no existsSync first: one open, which cannot block).

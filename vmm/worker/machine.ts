@@ -394,7 +394,8 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
   private async serveDisks(): Promise<void> {
     const holder = `VM "${this.config.name}" (worker pid ${process.pid})`;
     for (const { slot, path } of hardDisks(this.config)) {
-      const served = await serveFile(path, { socket: this.paths.disk(slot), exportName: slot, holder, log: this.options.log });
+      // A merge a killed worker left between its journal and the header write is completed first.
+      const served = await serveFile(path, { socket: this.paths.disk(slot), exportName: slot, holder, log: this.options.log, finishReparents: true });
       this.disks.push(served);
       // Stored open before QEMU can write: a worker killed from here on leaves it unsure. A map
       // that cannot be stored (a read-only folder) is not kept: the next backup is then full.
