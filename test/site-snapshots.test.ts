@@ -170,9 +170,45 @@ describe('undo disks and snapshots on the website, in a real browser with a real
     guest = null;
   });
 
-  it('a turned-off VM\'s undo disks can be turned off from the page; then snapshots are allowed', async () => {
+  it('Turn Off from Master Status with Keep keeps the undo disk; Merge undo disks writes it into the data disk', async () => {
+    const base = path.join(path.dirname(vm.dataDisk), 'data-before.vhd');
+    await page.goto('/');
+    await page.locator(`tr.vm-row[data-vm="${vm.id}"] button[data-action="turnOn"]`).click();
+    await page.locator(`tr.vm-row[data-vm="${vm.id}"][data-state="Running"]`).waitFor({ timeout: STATE_MS });
+    const serial = await SerialReader.attach(VmPaths.of(vm.id, server.runDir).console);
+    guest = new GuestConsole(vm, serial);
+    const ready = await serial.waitFor(GUEST_READY_MARKER, GUEST_BOOT_MS);
+    await serial.waitFor(GUEST_PROMPT, GUEST_BOOT_MS, ready);
+    const said = await guest.run('dd if=/dev/urandom of=/dev/sdb bs=65536 count=16 && sync && echo WROTE-OK');
+    assert.match(said, /WROTE-OK/);
+
+    await page.locator(`tr.vm-row[data-vm="${vm.id}"] [data-action="turnOff"]`).click();
+    await page.waitForURL(`**/vms/${vm.id}/turn-off`);
+    await page.getByRole('button', { name: 'Turn Off' }).click();
+    await taskDone();
+    assert.match(await page.locator('#task-outcome').innerText(), /kept the undo disks/);
+    assert.equal(await page.locator('#task-back').innerText(), 'Back');
+    guest.close();
+    guest = null;
+    const undo = await undoDiskOf(DATA_SLOT);
+    assert.ok(undo && fs.existsSync(undo), 'Keep, proposed from the VM\'s undo action, kept the undo disk');
+    assert.equal(sha256(vm.dataDisk), sha256(base));
+
+    await page.goto(`/vms/${vm.id}`);
+    assert.equal(await page.locator(`tr[data-connection="${DATA_SLOT}"] td.undo-disk`).innerText(), undo);
+    await page.getByRole('button', { name: 'Merge undo disks' }).click();
+    await taskDone();
+    assert.match(await page.locator('#task-outcome').innerText(), /committed the undo disks/);
+    assert.equal(fs.existsSync(undo), false, 'the merged undo disk is gone');
+    assert.equal(await undoDiskOf(DATA_SLOT), null);
+    assert.equal(qemuCompare(base, vm.dataDisk), 1, 'the guest\'s writes are now in the data disk');
     await page.locator('#task-back').click();
     await page.waitForURL(`**/vms/${vm.id}**`);
+    assert.equal(await page.getByRole('button', { name: 'Merge undo disks' }).count(), 0, 'no undo disks left to merge');
+  });
+
+  it('a turned-off VM\'s undo disks can be turned off from the page; then snapshots are allowed', async () => {
+    await page.goto(`/vms/${vm.id}`);
     await page.locator('#undoable').uncheck();
     await page.locator('#undo-form').getByRole('button', { name: 'Save' }).click();
     await page.waitForURL((url) => url.searchParams.has('saved'));
