@@ -4,10 +4,12 @@
 // check box and the undo action persist; the VM, turned on from Master Status, writes to its
 // undo disk (shown in its disk's row); Turn Off asks what becomes of the undo disks, proposing
 // the VM's undo action, and the choice reaches TurnOff: Discard leaves the data disk's file
-// byte for byte as it was (and qemu-img compare agrees) and the undo disk gone. Then, from the
-// Snapshots page of the turned-off VM: a snapshot taken with its task's progress, shown in the
-// tree as the current one; a clashing name refused beside the field with the API's message;
-// the description edited; Revert asking first and then reverting; Delete with its task.
+// byte for byte as it was and the undo disk gone; Keep (proposed from Master Status) keeps it,
+// and Merge undo disks writes it into the data disk (qemu-img compare sees the change). Then,
+// from the Snapshots page of the turned-off VM: a snapshot taken with its task's progress, shown
+// in the tree as the current one; a clashing name refused beside the field with the API's
+// message; undo disks refused beside their check box while snapshots exist; the description
+// edited; Revert asking first and then reverting; Delete with its task.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -22,7 +24,7 @@ import { GUEST_BOOT_MS, GuestConsole, type Ref } from './helpers/api-guests.js';
 import { launchBrowser, newContext, policyViolations, signIn } from './helpers/browser.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER } from './helpers/guest.js';
 import { DATA_SLOT, type LayerGuest, createLayerGuest } from './helpers/layer-guests.js';
-import { ADMIN_PASSWORD, RpcError, TestServer } from './helpers/server.js';
+import { ADMIN_PASSWORD, TestServer, refusal } from './helpers/server.js';
 import { SerialReader } from './helpers/vm.js';
 
 const STATE_MS = 90_000;
@@ -63,16 +65,6 @@ async function taskDone(): Promise<void> {
 /** The message beside a form field on the current page. */
 function fieldError(field: string): Promise<string> {
   return page.locator(`#${field}-error`).innerText();
-}
-
-async function rpcRefusal(work: Promise<unknown>): Promise<RpcError> {
-  try {
-    await work;
-  } catch (error) {
-    assert.ok(error instanceof RpcError, String(error));
-    return error;
-  }
-  assert.fail('the API accepted what it should refuse');
 }
 
 describe('undo disks and snapshots on the website, in a real browser with a real guest', { timeout: 900_000 }, () => {
@@ -245,12 +237,25 @@ describe('undo disks and snapshots on the website, in a real browser with a real
     const answer = page.waitForResponse((r) => r.url().endsWith('/snapshots/create'));
     await page.getByRole('button', { name: 'Take snapshot' }).click();
     assert.equal((await answer).status(), 400);
-    const api = await rpcRefusal(call('VirtualMachine.CreateSnapshot', { this: vm.ref, name: 'FIRST' }));
+    const api = await refusal(call('VirtualMachine.CreateSnapshot', { this: vm.ref, name: 'FIRST' }));
     assert.equal(await fieldError('snapshot-name'), api.message);
     assert.match(api.message, /FIRST|first/);
     assert.equal(await page.getByLabel('Name', { exact: true }).inputValue(), 'FIRST');
     assert.equal(await page.getByLabel('Description', { exact: true }).inputValue(), 'kept');
     assert.equal((await call<unknown[]>('VirtualMachine.get_Snapshots', { this: vm.ref })).length, 1, 'no second snapshot');
+  });
+
+  it('refuses undo disks beside the check box while the VM has snapshots, and changes nothing', async () => {
+    await page.goto(`/vms/${vm.id}`);
+    await page.locator('#undoable').check();
+    const answer = page.waitForResponse((r) => r.url().includes(`/vms/${vm.id}/undo`));
+    await page.locator('#undo-form').getByRole('button', { name: 'Save' }).click();
+    assert.equal((await answer).status(), 409);
+    const api = await refusal(call('VirtualMachine.put_Undoable', { this: vm.ref, value: true }));
+    assert.equal(api.data.name, 'VM_E_UNDO_AND_SNAPSHOTS');
+    assert.equal(await fieldError('undoable'), api.message);
+    assert.equal(await page.locator('#undoable').isChecked(), true, 'the box stays as it was sent');
+    assert.equal(await call('VirtualMachine.get_Undoable', { this: vm.ref }), false);
   });
 
   it('edits a snapshot\'s description', async () => {
@@ -312,6 +317,6 @@ describe('undo disks and snapshots on the website, in a real browser with a real
 
   it('no page broke its content policy or logged an error (besides the refusals asked for above)', () => {
     assert.deepEqual(policyViolations(), []);
-    assert.deepEqual(pageErrors.filter((e) => !/status of 400/.test(e)), []);
+    assert.deepEqual(pageErrors.filter((e) => !/status of (400|409)/.test(e)), []);
   });
 });
