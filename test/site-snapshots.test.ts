@@ -315,6 +315,43 @@ describe('undo disks and snapshots on the website, in a real browser with a real
     assert.equal(await call('VirtualMachine.get_CurrentSnapshot', { this: vm.ref }), null);
   });
 
+  it('a running VM: a snapshot with its memory from the page, Revert resumes it running, Delete merges while it runs', async () => {
+    await page.goto('/');
+    await page.locator(`tr.vm-row[data-vm="${vm.id}"] button[data-action="turnOn"]`).click();
+    await page.locator(`tr.vm-row[data-vm="${vm.id}"][data-state="Running"]`).waitFor({ timeout: STATE_MS });
+    const serial = await SerialReader.attach(VmPaths.of(vm.id, server.runDir).console);
+    guest = new GuestConsole(vm, serial);
+    const ready = await serial.waitFor(GUEST_READY_MARKER, GUEST_BOOT_MS);
+    await serial.waitFor(GUEST_PROMPT, GUEST_BOOT_MS, ready);
+
+    await page.locator(`tr.vm-row[data-vm="${vm.id}"] [data-action="snapshots"]`).click();
+    await page.waitForURL(`**/vms/${vm.id}/snapshots`);
+    await page.getByLabel('Name', { exact: true }).fill('running');
+    await page.getByLabel('Include the memory').check();
+    await page.getByRole('button', { name: 'Take snapshot' }).click();
+    await taskDone();
+    assert.equal(await state(), 'Running', 'the guest runs on after the snapshot');
+    await page.getByRole('link', { name: 'Show the snapshots' }).click();
+    const snapshot = (await call<Ref>('VirtualMachine.get_CurrentSnapshot', { this: vm.ref })).$ref;
+    const id = snapshot.split('/').at(-1)!;
+    const method = await call<string>('Snapshot.get_MemoryMethod', { this: snapshot });
+    assert.equal(await page.locator(`tr[data-snapshot="${id}"] td`).nth(1).innerText(), `yes (${method})`);
+
+    await page.getByRole('link', { name: 'Revert to running' }).click();
+    assert.match(await page.locator('#revert-warning').innerText(), /its running state \(it is turned off first\)/);
+    await page.getByRole('button', { name: 'Revert, losing the current state' }).click();
+    await taskDone();
+    assert.equal(await state(), 'Running', 'a snapshot with memory resumes the VM running');
+    guest.close();
+    guest = null;
+
+    await page.locator('#task-back').click();
+    await page.getByRole('button', { name: 'Delete running' }).click();
+    await taskDone();
+    assert.deepEqual(await call('VirtualMachine.get_Snapshots', { this: vm.ref }), []);
+    assert.equal(await state(), 'Running');
+  });
+
   it('no page broke its content policy or logged an error (besides the refusals asked for above)', () => {
     assert.deepEqual(policyViolations(), []);
     assert.deepEqual(pageErrors.filter((e) => !/status of (400|409)/.test(e)), []);
