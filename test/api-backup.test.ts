@@ -156,8 +156,11 @@ describe('backups of a running guest writing records', () => {
     assert.deepEqual(fs.readdirSync(vm.folder).filter((n) => n.startsWith('.backup-')), [], 'no temporary layer left');
 
     const beforeIncremental = await recordsReach(guest, lastAcknowledged(guest.serial.text) + 30);
-    const [incremental] = (await taskResult<{ backups: Outcome[] }>(server, await server.call<Ref>('VirtualServer.BackupVirtualMachines', { vms: [vm.ref], path: 'run-backups', incremental: true }))).backups;
+    const [incremental] = (await taskResult<{ backups: Outcome[] }>(server, await server.call<Ref>('VirtualServer.BackupVirtualMachines', { vms: [vm.ref], path: 'run-backups', incremental: true, includeMemory: true }))).backups;
     assert.equal(incremental.kind, 'incremental', `full because: ${incremental.fullReason}`);
+    const memory = (JSON.parse(fs.readFileSync(path.join(incremental.folder, 'manifest.json'), 'utf8')) as Manifest).files.find((f) => f.role === 'memory');
+    assert.ok(memory && memory.bytes > 0, 'the memory is in the set');
+    assert.equal(sha256File(path.join(incremental.folder, memory.name)), memory.sha256);
     const incrementalDisk = path.join(incremental.folder, 'scsi0-1.vhd');
     assert.deepEqual(VhdDisk.open(incrementalDisk).chain().map((d) => d.path), [incrementalDisk, path.join(full.folder, 'scsi0-1.vhd')], 'a child of the full backup');
     assert.ok(fs.statSync(incrementalDisk).size < fs.statSync(path.join(full.folder, 'scsi0-0.vhd')).size, 'smaller than a full copy of the boot disk');
