@@ -21,7 +21,7 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { isAlive, processesMentioning } from '../host/process.js';
 import { VmPaths } from '../vmm/paths.js';
 import { GUEST_BOOT_MS, GuestConsole, type Ref } from './helpers/api-guests.js';
-import { launchBrowser, newContext, policyViolations, signIn } from './helpers/browser.js';
+import { launchBrowser, newContext, policyViolations, saveArtifact, signIn } from './helpers/browser.js';
 import { GUEST_PROMPT, GUEST_READY_MARKER } from './helpers/guest.js';
 import { DATA_SLOT, type LayerGuest, createLayerGuest } from './helpers/layer-guests.js';
 import { ADMIN_PASSWORD, TestServer, refusal } from './helpers/server.js';
@@ -147,6 +147,7 @@ describe('undo disks and snapshots on the website, in a real browser with a real
     await page.locator('#turn-off-link').click();
     await page.waitForURL(`**/vms/${vm.id}/turn-off**`);
     assert.equal(await page.getByLabel(/^Keep the undo disks/).isChecked(), true, 'the VM\'s undo action (Keep) is proposed');
+    saveArtifact('site-turn-off.png', await page.screenshot({ fullPage: true }));
     await page.getByLabel(/^Discard the undo disks/).check();
     await page.getByRole('button', { name: 'Turn Off' }).click();
     await taskDone();
@@ -188,6 +189,7 @@ describe('undo disks and snapshots on the website, in a real browser with a real
 
     await page.goto(`/vms/${vm.id}`);
     assert.equal(await page.locator(`tr[data-connection="${DATA_SLOT}"] td.undo-disk`).innerText(), undo);
+    saveArtifact('site-undo-disks.png', await page.locator('#section-disks').screenshot());
     await page.getByRole('button', { name: 'Merge undo disks' }).click();
     await taskDone();
     assert.match(await page.locator('#task-outcome').innerText(), /committed the undo disks/);
@@ -266,6 +268,7 @@ describe('undo disks and snapshots on the website, in a real browser with a real
     await page.getByRole('button', { name: 'Save the description of first' }).click();
     await page.waitForURL((url) => url.searchParams.get('saved') === 'description');
     assert.equal(await call('Snapshot.get_Description', { this: current }), 'kernel 6.1');
+    saveArtifact('site-snapshots-tree.png', await page.screenshot({ fullPage: true }));
     assert.equal(await page.locator(`#description-${id}`).inputValue(), 'kernel 6.1');
   });
 
@@ -336,6 +339,7 @@ describe('undo disks and snapshots on the website, in a real browser with a real
     const id = snapshot.split('/').at(-1)!;
     const method = await call<string>('Snapshot.get_MemoryMethod', { this: snapshot });
     assert.equal(await page.locator(`tr[data-snapshot="${id}"] td`).nth(1).innerText(), `yes (${method})`);
+    saveArtifact('site-snapshots.png', await page.screenshot({ fullPage: true }));
 
     await page.getByRole('link', { name: 'Revert to running' }).click();
     assert.match(await page.locator('#revert-warning').innerText(), /its running state \(it is turned off first\)/);
