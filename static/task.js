@@ -19,6 +19,11 @@ function showFinished(task) {
   show(task);
   const log = document.getElementById('task-log');
   log.replaceChildren(...task.log.map((line) => Object.assign(document.createElement('li'), { textContent: line })));
+  const outcome = document.getElementById('task-outcome');
+  if (outcome && task.outcome) {
+    outcome.textContent = task.outcome;
+    outcome.hidden = false;
+  }
   const result = document.getElementById('task-result');
   if (task.result) {
     const link = Object.assign(document.createElement('a'), { href: task.result.href, textContent: task.result.label, className: 'button' });

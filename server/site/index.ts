@@ -12,6 +12,8 @@ import { type SiteContext, type SiteRequest, refusePage } from './context.js';
 import { assetRoutes } from './assets.js';
 import { masterStatusRoutes } from './master-status.js';
 import { vmRoutes } from './vms.js';
+import { snapshotRoutes } from './snapshots.js';
+import { undoDiskRoutes } from './undo-disks.js';
 import { diskRoutes } from './disks.js';
 import { networkRoutes } from './networks.js';
 import { serverRoutes } from './server-pages.js';
@@ -70,6 +72,8 @@ export function createSite(ctx: SiteContext, projectRoot: string): Router {
   });
 
   masterStatusRoutes(router, ctx);
+  undoDiskRoutes(router, ctx);
+  snapshotRoutes(router, ctx);
   vmRoutes(router, ctx);
   diskRoutes(router, ctx);
   networkRoutes(router, ctx);

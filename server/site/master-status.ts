@@ -46,6 +46,8 @@ export interface VmRow {
   canRemoteControl: boolean;
   canConfigure: boolean;
   live: boolean;
+  /** An undoable VM's Turn Off asks what becomes of its undo disks (a page of its own). */
+  undoable: boolean;
 }
 
 const cpu = new CpuUsage();
@@ -68,6 +70,7 @@ export async function vmRow(ctx: SiteContext, req: SiteRequest, id: string): Pro
     canRemoteControl: control && live,
     canConfigure: can(ctx, req, 'change', self),
     live,
+    undoable: await api<boolean>(ctx, req, 'VirtualMachine.get_Undoable', { this: self }),
   };
 }
 

@@ -25,7 +25,11 @@ export interface VmView {
   autoStart: string;
   autoStartDelay: number;
   shutdownAction: string;
-  disks: { ref: string; slot: string; bus: 'IDE' | 'SCSI'; busNumber: number; deviceNumber: number; path: string }[];
+  /** Whether the VM writes to undo disks, and what turning it off does to them by default. */
+  undoable: boolean;
+  undoAction: string;
+  /** undo: the undo disk (.vud) the VM writes instead of this disk, or null. */
+  disks: { ref: string; slot: string; bus: 'IDE' | 'SCSI'; busNumber: number; deviceNumber: number; path: string; undo: string | null }[];
   dvds: { ref: string; slot: string; busNumber: number; deviceNumber: number; image: string | null }[];
   scsi: { ref: string; index: number; model: string; disks: number }[];
   /** network: the id of the virtual network the adapter is connected to, or null. */
@@ -56,10 +60,14 @@ export async function readVm(ctx: SiteContext, req: SiteRequest, id: string): Pr
     autoStart: await get<string>('get_AutoStartAtLaunch'),
     autoStartDelay: await get<number>('get_AutoStartAtLaunchDelay'),
     shutdownAction: await get<string>('get_ShutdownActionOnQuit'),
-    disks: hardDisks(config).map(({ slot, path: file }) => {
+    undoable: await get<boolean>('get_Undoable'),
+    undoAction: await get<string>('get_UndoAction'),
+    disks: await Promise.all(hardDisks(config).map(async ({ slot, path: file }) => {
       const [, bus, busNumber, deviceNumber] = /^(ide|scsi)(\d+)-(\d+)$/.exec(slot)!;
-      return { ref: `HardDiskConnection/${config.id}/${slot}`, slot, bus: bus === 'ide' ? 'IDE' as const : 'SCSI' as const, busNumber: Number(busNumber), deviceNumber: Number(deviceNumber), path: file };
-    }),
+      const ref = `HardDiskConnection/${config.id}/${slot}`;
+      const undo = await api<string | null>(ctx, req, 'HardDiskConnection.get_UndoHardDisk', { this: ref });
+      return { ref, slot, bus: bus === 'ide' ? 'IDE' as const : 'SCSI' as const, busNumber: Number(busNumber), deviceNumber: Number(deviceNumber), path: file, undo };
+    })),
     dvds: config.ide.flatMap((d) => (d.type === 'DVD'
       ? [{ ref: `DVDROMDrive/${config.id}/ide${d.channel}-${d.device}`, slot: `ide${d.channel}-${d.device}`, busNumber: d.channel, deviceNumber: d.device, image: d.image }]
       : [])),
@@ -91,6 +99,7 @@ export const CHOICES = {
   busTypes: choicesOf('VirtualMachine.AddHardDiskConnection', 'busType'),
   autoStartRules: choicesOf('VirtualMachine.put_AutoStartAtLaunch', 'value'),
   shutdownActions: choicesOf('VirtualMachine.put_ShutdownActionOnQuit', 'value'),
+  undoActions: choicesOf('VirtualMachine.put_UndoAction', 'value'),
   fields: {
     name: fieldOf('VirtualMachine.put_Name', 'value'),
     notes: fieldOf('VirtualMachine.put_Notes', 'value'),
@@ -111,6 +120,9 @@ const SECTIONS: Record<string, string> = {
   general: 'The name and notes were saved.',
   memory: 'The memory was saved.',
   disks: 'The hard disks were changed.',
+  undo: 'The undo disk settings were saved.',
+  'undo-off': 'Undo disks were turned off, and the undo disks there were discarded.',
+  'undo-discarded': 'The undo disks were discarded: the hard disks are as they were before the VM was turned on with them.',
   dvd: 'The CD/DVD drives were changed.',
   scsi: 'The SCSI adapters were changed.',
   nics: 'The network adapters were changed.',
@@ -143,6 +155,7 @@ export async function renderConfigure(ctx: SiteContext, req: SiteRequest, res: R
     form: options.form ?? {},
     saved: options.saved && Object.hasOwn(SECTIONS, options.saved) ? SECTIONS[options.saved] : null,
     canChange: can(ctx, req, 'change', self),
+    canControl: can(ctx, req, 'control', self),
     canDelete: can(ctx, req, 'delete', self),
     // The adapters' network pickers: every network the caller may see.
     networks: await networkChoices(ctx, req).catch(() => []),
@@ -159,7 +172,8 @@ export interface VmCalls {
 export interface Change {
   /** The section of the page the form is in. */
   section: string;
-  apply(on: VmCalls, form: Form): Promise<void>;
+  /** Returns the notice to show (a key of SECTIONS) when it is not the section's own. */
+  apply(on: VmCalls, form: Form): Promise<string | void>;
 }
 
 /** The part's reference a remove or media form names, which must be one of the VM's. */
@@ -238,6 +252,27 @@ export const CHANGES: Record<string, Change> = {
     },
   },
   'disks/remove': removal('disks', 'VirtualMachine.RemoveHardDiskConnection', 'connection', 'disks-list'),
+  undo: {
+    section: 'disks',
+    async apply({ vm, call }, form) {
+      // The choice is checked first: then a refused one leaves the check box as it was.
+      const action = text(form['undo-action']);
+      if (!CHOICES.undoActions.includes(action)) throw problem('undo-action', `choose one of ${CHOICES.undoActions.join(', ')}`);
+      // The check box is sent only while the VM is off (it is disabled otherwise); "undoable-shown" says it was on the page.
+      const undoable = form['undoable-shown'] === '1' ? form.undoable === 'on' : vm.undoable;
+      const discards = vm.undoable && !undoable && vm.disks.some((d) => d.undo !== null);
+      if (undoable !== vm.undoable) await beside('undoable', call('VirtualMachine.put_Undoable', { value: undoable }));
+      if (action !== vm.undoAction) await beside('undo-action', call('VirtualMachine.put_UndoAction', { value: action }));
+      return discards ? 'undo-off' : 'undo';
+    },
+  },
+  'undo/discard': {
+    section: 'disks',
+    async apply({ call }) {
+      await beside('undo-disks', call('VirtualMachine.DiscardUndoDisks'));
+      return 'undo-discarded';
+    },
+  },
   'dvd/add': {
     section: 'dvd',
     async apply({ call }, form) {

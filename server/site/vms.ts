@@ -171,8 +171,8 @@ export function vmRoutes(router: Router, ctx: SiteContext): void {
       try {
         const vm = await readVm(ctx, req, id);
         const self = `VirtualMachine/${vm.id}`;
-        await change.apply({ vm, call: (method, params = {}) => api(ctx, req, method, { this: self, ...params }) }, form);
-        answerDone(req, res, `/vms/${vm.id}?saved=${change.section}#section-${change.section}`);
+        const notice = await change.apply({ vm, call: (method, params = {}) => api(ctx, req, method, { this: self, ...params }) }, form);
+        answerDone(req, res, `/vms/${vm.id}?saved=${notice ?? change.section}#section-${change.section}`);
       } catch (error) {
         await answerRefusal(req, res, error, (status, errors) => renderConfigure(ctx, req, res, id, { status, errors, form }));
       }
