@@ -14,6 +14,7 @@ import { buildFile, createDifferencing, writeAll, writeDynamicDisk } from '../vh
 import { DEFAULT_BLOCK_SIZE, FOOTER_SIZE, SECTOR_SIZE, encodeHeader, roundUp } from '../vhd/format.js';
 import { readLayout } from '../vhd/layout.js';
 import { BackgroundHash } from './hasher.js';
+import { copyRanges } from '../vhd/copy-ranges.js';
 import { VhdDisk } from '../vhd/disk.js';
 import { VhdError, ioError } from '../vhd/errors.js';
 import { readChangeMap } from '../nbd/change-map.js';
@@ -25,8 +26,6 @@ export interface CopyResult {
   /** Bytes of guest data read from the chain and written (the changed ranges for an incremental copy). */
   dataBytes: number;
 }
-
-const CHUNK = 2 * 1024 * 1024;
 
 /**
  * The chain's content at `topPath` as a new standalone dynamic VHD at `targetPath`: every block
@@ -123,7 +122,7 @@ export async function copyChangedToVhd(
   if (fs.existsSync(targetPath)) throw new VhdError('VHD_E_EXISTS', `${targetPath} already exists`, targetPath);
   const draft = draftOf(targetPath);
   fs.rmSync(draft, { force: true });
-  let dataBytes = 0;
+  let dataBytes: number;
   try {
     await createDifferencing(draft, parentBackupPath);
     const source = VhdDisk.open(topPath);
@@ -134,16 +133,7 @@ export async function copyChangedToVhd(
           `${topPath} is ${source.size} bytes, its change map counts ${changes.size} and the previous backup ${parentBackupPath} is ${target.size}: they are not the same disk`, topPath);
       }
       const total = changes.changedBytes;
-      const buf = Buffer.alloc(CHUNK);
-      for (const range of changes.map.changedRanges()) {
-        for (let at = 0; at < range.length; at += CHUNK) {
-          const piece = buf.subarray(0, Math.min(CHUNK, range.length - at));
-          source.readInto(piece, range.offset + at);
-          target.write(piece, range.offset + at);
-          dataBytes += piece.length;
-          await step(options, dataBytes, total);
-        }
-      }
+      dataBytes = await copyRanges(source, target, changes.map.changedRanges(), total, options);
       target.flush();
     } finally {
       target.close();

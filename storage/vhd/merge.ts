@@ -4,13 +4,12 @@
 // the child is removed only after the parent holds and has flushed everything.
 
 import fs from 'node:fs';
-import { type LongOperationOptions, step } from '../progress.js';
+import type { LongOperationOptions } from '../progress.js';
+import { copyRanges } from './copy-ranges.js';
 import { VhdError } from './errors.js';
 import { DiskType, diskTypeName } from './format.js';
 import { type ConvertOptions, convertDisk } from './convert.js';
 import { VhdDisk } from './disk.js';
-
-const CHUNK = 2 * 1024 * 1024;
 
 export interface MergeResult {
   parent: string;
@@ -20,7 +19,7 @@ export interface MergeResult {
 export async function mergeIntoParent(childPath: string, options: LongOperationOptions = {}): Promise<MergeResult> {
   const child = VhdDisk.open(childPath, { writable: true, holder: 'vhd merge' });
   let parent: VhdDisk | null = null;
-  let bytesMerged = 0;
+  let bytesMerged: number;
   try {
     if (child.type !== DiskType.Differencing || !child.parent) {
       throw new VhdError('VHD_E_WRONG_TYPE', `${child.path} is a ${diskTypeName(child.type)} disk; only a differencing disk merges into a parent`, child.path);
@@ -28,16 +27,7 @@ export async function mergeIntoParent(childPath: string, options: LongOperationO
     parent = VhdDisk.open(child.parent.path, { writable: true, holder: `vhd merge of ${child.path}` });
     const extents = [...child.ownExtents()];
     const total = extents.reduce((n, e) => n + e.length, 0);
-    const buf = Buffer.alloc(CHUNK);
-    for (const extent of extents) {
-      for (let at = 0; at < extent.length; at += CHUNK) {
-        const piece = buf.subarray(0, Math.min(CHUNK, extent.length - at));
-        child.readInto(piece, extent.offset + at);
-        parent.write(piece, extent.offset + at);
-        bytesMerged += piece.length;
-        await step(options, bytesMerged, total);
-      }
-    }
+    bytesMerged = await copyRanges(child, parent, extents, total, options);
     parent.flush();
   } finally {
     parent?.close();

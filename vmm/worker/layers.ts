@@ -12,6 +12,7 @@ import { crashPoint } from '../../storage/crash-points.js';
 import { ChangeMap, changeMapPath } from '../../storage/nbd/change-map.js';
 import type { NbdExport } from '../../storage/nbd/export.js';
 import { type LongOperationOptions, step } from '../../storage/progress.js';
+import { copyRangeNow, copyRanges } from '../../storage/vhd/copy-ranges.js';
 import { createDifferencing } from '../../storage/vhd/create.js';
 import { VhdDisk } from '../../storage/vhd/disk.js';
 import { reparentFile } from '../../storage/vhd/reparent.js';
@@ -193,20 +194,8 @@ export async function commitIntoParentOnline(
     const extents = [...child.ownExtents()];
     const total = extents.reduce((n, e) => n + e.length, 0);
     const buf = Buffer.alloc(CHUNK);
-    const copy = (offset: number, length: number): void => {
-      for (let at = 0; at < length; at += CHUNK) {
-        const piece = buf.subarray(0, Math.min(CHUNK, length - at));
-        child.readInto(piece, offset + at);
-        target.write(piece, offset + at);
-        bytesMerged += piece.length;
-      }
-    };
-    for (const extent of extents) {
-      for (let at = 0; at < extent.length; at += CHUNK) {
-        copy(extent.offset + at, Math.min(CHUNK, extent.length - at));
-        await step(options, Math.min(total, bytesMerged), total);
-      }
-    }
+    const copy = (offset: number, length: number): void => { bytesMerged += copyRangeNow(child, target, { offset, length }, buf); };
+    bytesMerged = await copyRanges(child, target, extents, total, options, CHUNK);
     crashPoint('commit-copied');
     // Writes that landed during the copy, round by round, until few are left to copy without yielding.
     for (let round = 0; round < CATCH_UP_ROUNDS; round++) {
