@@ -51,6 +51,18 @@ function qemuCompare(a: string, b: string): number {
 }
 
 /** Waits for the task page the browser is on to finish, and asserts it said done. */
+/** Turns the VM on with Master Status' button; resolves with its console once the guest's shell prompts. */
+async function turnOnFromMasterStatus(): Promise<GuestConsole> {
+  await page.goto('/');
+  await page.locator(`tr.vm-row[data-vm="${vm.id}"] button[data-action="turnOn"]`).click();
+  await page.locator(`tr.vm-row[data-vm="${vm.id}"][data-state="Running"]`).waitFor({ timeout: STATE_MS });
+  const serial = await SerialReader.attach(VmPaths.of(vm.id, server.runDir).console);
+  const opened = new GuestConsole(vm, serial);
+  const ready = await serial.waitFor(GUEST_READY_MARKER, GUEST_BOOT_MS);
+  await serial.waitFor(GUEST_PROMPT, GUEST_BOOT_MS, ready);
+  return opened;
+}
+
 async function taskDone(): Promise<void> {
   await page.waitForURL('**/tasks/*');
   try {
@@ -115,13 +127,7 @@ describe('undo disks and snapshots on the website, in a real browser with a real
   it('turns the VM on from Master Status; it writes to its undo disk, which its disk\'s row shows', async () => {
     const base = path.join(path.dirname(vm.dataDisk), 'data-before.vhd');
     fs.copyFileSync(vm.dataDisk, base);
-    await page.goto('/');
-    await page.locator(`tr.vm-row[data-vm="${vm.id}"] button[data-action="turnOn"]`).click();
-    await page.locator(`tr.vm-row[data-vm="${vm.id}"][data-state="Running"]`).waitFor({ timeout: STATE_MS });
-    const serial = await SerialReader.attach(VmPaths.of(vm.id, server.runDir).console);
-    guest = new GuestConsole(vm, serial);
-    const ready = await serial.waitFor(GUEST_READY_MARKER, GUEST_BOOT_MS);
-    await serial.waitFor(GUEST_PROMPT, GUEST_BOOT_MS, ready);
+    guest = await turnOnFromMasterStatus();
 
     const undo = await undoDiskOf(DATA_SLOT);
     assert.equal(undo, path.join(vm.folder, `${vm.name}_${DATA_SLOT}.vud`));
@@ -165,13 +171,7 @@ describe('undo disks and snapshots on the website, in a real browser with a real
 
   it('Turn Off from Master Status with Keep keeps the undo disk; Merge undo disks writes it into the data disk', async () => {
     const base = path.join(path.dirname(vm.dataDisk), 'data-before.vhd');
-    await page.goto('/');
-    await page.locator(`tr.vm-row[data-vm="${vm.id}"] button[data-action="turnOn"]`).click();
-    await page.locator(`tr.vm-row[data-vm="${vm.id}"][data-state="Running"]`).waitFor({ timeout: STATE_MS });
-    const serial = await SerialReader.attach(VmPaths.of(vm.id, server.runDir).console);
-    guest = new GuestConsole(vm, serial);
-    const ready = await serial.waitFor(GUEST_READY_MARKER, GUEST_BOOT_MS);
-    await serial.waitFor(GUEST_PROMPT, GUEST_BOOT_MS, ready);
+    guest = await turnOnFromMasterStatus();
     const said = await guest.run('dd if=/dev/urandom of=/dev/sdb bs=65536 count=16 && sync && echo WROTE-OK');
     assert.match(said, /WROTE-OK/);
 
@@ -319,13 +319,7 @@ describe('undo disks and snapshots on the website, in a real browser with a real
   });
 
   it('a running VM: a snapshot with its memory from the page, Revert resumes it running, Delete merges while it runs', async () => {
-    await page.goto('/');
-    await page.locator(`tr.vm-row[data-vm="${vm.id}"] button[data-action="turnOn"]`).click();
-    await page.locator(`tr.vm-row[data-vm="${vm.id}"][data-state="Running"]`).waitFor({ timeout: STATE_MS });
-    const serial = await SerialReader.attach(VmPaths.of(vm.id, server.runDir).console);
-    guest = new GuestConsole(vm, serial);
-    const ready = await serial.waitFor(GUEST_READY_MARKER, GUEST_BOOT_MS);
-    await serial.waitFor(GUEST_PROMPT, GUEST_BOOT_MS, ready);
+    guest = await turnOnFromMasterStatus();
 
     await page.locator(`tr.vm-row[data-vm="${vm.id}"] [data-action="snapshots"]`).click();
     await page.waitForURL(`**/vms/${vm.id}/snapshots`);
