@@ -214,7 +214,7 @@ describe('snapshots of a running guest writing records', () => {
     await guest.run('echo moment-one > /tmp/moment');
     const mem = await taskResult<Ref>(server, await server.call<Ref>('VirtualMachine.CreateSnapshot', { this: vm.ref, name: 'mem', includeMemory: true }));
     assert.equal(await server.call('Snapshot.get_IncludesMemory', { this: mem.$ref }), true);
-    assert.ok(['background-snapshot', 'paused-save'].includes(await server.call<string>('Snapshot.get_MemoryMethod', { this: mem.$ref })));
+    assert.ok(['background-snapshot', 'live-save'].includes(await server.call<string>('Snapshot.get_MemoryMethod', { this: mem.$ref })));
     await guest.run('echo moment-two > /tmp/moment');
     guest.close();
     guest = null;

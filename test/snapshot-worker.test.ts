@@ -199,7 +199,7 @@ describe('snapshots and merges while the guest writes records', { timeout: 900_0
     assert.equal(readChangeMap(second).unsure, false, 'a clean stop closes the map of the top');
   });
 
-  it('snapshotDisks with memory: the state is saved and the method named', async (t) => {
+  it('snapshotDisks with memory: the state is saved while the guest runs, and the method named', async (t) => {
     const mem = await startVm('memory');
     fs.mkdirSync(path.join(mem.dir, 'Snapshots'));
     const result = await mem.client.snapshotDisks({
@@ -208,7 +208,8 @@ describe('snapshots and merges while the guest writes records', { timeout: 900_0
     });
     assert.ok(result.memory, 'memory saved');
     t.diagnostic(`memory: ${result.memory.method}${result.memory.fallbackReason ? ` (${result.memory.fallbackReason})` : ''}, ${result.memory.bytes} bytes, pause ${result.pauseMs} ms`);
-    assert.ok(['background-snapshot', 'paused-save'].includes(result.memory.method));
+    // QEMU 7.2 always has pause-before-switchover: a running guest is never held for the whole save.
+    assert.ok(['background-snapshot', 'live-save'].includes(result.memory.method), result.memory.method);
     assert.ok(result.memory.bytes > 1 * MiB, `${result.memory.bytes} bytes`);
     assert.equal(fs.statSync(result.memory.file).size, result.memory.bytes);
     const status = await mem.client.request('status');

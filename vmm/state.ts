@@ -39,6 +39,14 @@ export interface VmStatus {
 }
 
 /** The VMM's own error codes (its workers included); server/error-catalogue.ts says what each means. */
+/**
+ * How a snapshot saved a running VM's memory, best first: QEMU's background snapshot (the guest
+ * held only while its device state is taken), a live save (memory copied while the guest runs,
+ * held for the last pass), a paused save (held for the whole save).
+ */
+export const MEMORY_METHODS = ['background-snapshot', 'live-save', 'paused-save'] as const;
+export type MemoryMethod = (typeof MEMORY_METHODS)[number];
+
 export const VM_ERROR_CODES = [
   'VM_E_VM_RUNNING', 'VM_E_VM_NOT_RUNNING', 'VM_E_BUSY', 'VM_E_TURNED_OFF', 'VM_E_START_FAILED', 'VM_E_SAVE_FAILED', 'VM_E_RESTORE_FAILED',
   'VM_E_QEMU_REFUSED', 'VM_E_WORKER_GONE', 'VM_E_MAC_IN_USE', 'VM_E_MEDIA_NOT_FOUND', 'VM_E_PORT_FILE', 'VM_E_CONFIG_INVALID',

@@ -10,7 +10,7 @@ export const SHUTDOWN_ACTIONS = ['Save', 'TurnOff', 'Shutdown'] as const;
 /** What happens to a VM's undo disks when it stops (Virtual Server's VMUndoAction). */
 export const UNDO_ACTIONS = ['Discard', 'Keep', 'Commit'] as const;
 export const SNAPSHOT_CONSISTENCIES = ['CrashConsistent', 'FileSystemConsistent'] as const;
-export const MEMORY_METHODS = ['background-snapshot', 'paused-save'] as const;
+export { MEMORY_METHODS } from '../../vmm/state.js';
 export const DISK_TYPES = ['Dynamic', 'Fixed', 'Differencing'] as const;
 export const SEVERITIES = ['Information', 'Warning', 'Error'] as const;
 export const EVENT_CATEGORIES = ['Virtual Server', 'Virtual Machine', 'Virtual Disk', 'Virtual Network', 'Security', 'Task'] as const;

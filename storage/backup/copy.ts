@@ -77,7 +77,7 @@ export async function copyChainToVhd(topPath: string, targetPath: string, option
           writing = null;
         };
         for (const [k, block] of held.entries()) {
-          const piece = Buffer.allocUnsafe(span);
+          const piece = hash.buffer(span);
           piece.fill(0xff, 0, bitmapBytes);
           const start = block * blockSize;
           const inDisk = Math.min(blockSize, source.size - start);

@@ -1,6 +1,8 @@
 // SHA-256 of a stream of buffers on a worker thread, so that hashing a backup copy runs beside
-// the copy instead of after it. Buffers are handed over (transferred, not copied); at most
-// MAX_QUEUED wait at a time, so a slow hash holds the copy back rather than filling memory.
+// the copy instead of after it. Buffers are handed over (transferred, not copied) and handed
+// back once hashed, for the copy to fill again: a fresh 2 MiB buffer per block costs the kernel
+// a page fault and a page of zeros per 4 KiB. At most MAX_QUEUED wait at a time, so a slow hash
+// holds the copy back rather than filling memory.
 
 import { Worker } from 'node:worker_threads';
 
@@ -12,7 +14,7 @@ const hash = require('node:crypto').createHash('sha256');
 parentPort.on('message', (m) => {
   if (m === 'end') { parentPort.postMessage({ digest: hash.digest('hex') }); return; }
   hash.update(new Uint8Array(m));
-  parentPort.postMessage('ack');
+  parentPort.postMessage(m, [m]);
 });
 `;
 
@@ -22,15 +24,17 @@ export class BackgroundHash {
   private wake: (() => void) | null = null;
   private digest: Promise<string>;
   private failed: Error | null = null;
+  private readonly spare: ArrayBuffer[] = [];
 
   constructor() {
     let resolve!: (d: string) => void;
     let reject!: (e: Error) => void;
     this.digest = new Promise((res, rej) => { resolve = res; reject = rej; });
     this.digest.catch(() => {});
-    this.worker.on('message', (m: 'ack' | { digest: string }) => {
-      if (m === 'ack') {
+    this.worker.on('message', (m: ArrayBuffer | { digest: string }) => {
+      if (m instanceof ArrayBuffer) {
         this.queued--;
+        if (this.spare.length < MAX_QUEUED) this.spare.push(m);
         this.wake?.();
         this.wake = null;
       } else {
@@ -38,6 +42,12 @@ export class BackgroundHash {
       }
     });
     this.worker.on('error', (e) => { this.failed = e; reject(e); this.wake?.(); });
+  }
+
+  /** A buffer of `size` bytes to fill and add: one the hash is done with, or a new one. Its content is undefined. */
+  buffer(size: number): Buffer {
+    const at = this.spare.findIndex((b) => b.byteLength === size);
+    return at >= 0 ? Buffer.from(this.spare.splice(at, 1)[0]) : Buffer.allocUnsafeSlow(size);
   }
 
   /** Hands `data` over to be hashed next (the caller must not touch it afterwards); waits while too many are queued. */

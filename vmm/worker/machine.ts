@@ -18,8 +18,8 @@ import { hardDisks, tapName, type VmConfig } from '../config.js';
 import { chooseEngine, type EngineProbe } from '../engine.js';
 import type { VmPaths } from '../paths.js';
 import { type DiskSource, qemuArgs } from '../qemu-args.js';
-import { QmpClient, QmpError } from '../qmp.js';
-import { isActive, VmError, type VmState, type VmStatus } from '../state.js';
+import { QmpClient, QmpError, type QmpEvent } from '../qmp.js';
+import { isActive, type MemoryMethod, VmError, type VmState, type VmStatus } from '../state.js';
 import { SerialConsole } from './console.js';
 import {
   type ClosedMap, MapHandover, type MergeOutcome, type ServedDisk, commitIntoParentOnline, discardPrepared, mergeIntoChildOnline, prepareTops,
@@ -48,6 +48,20 @@ interface Running {
 const SAVE_POLL_MS = 100;
 /** How long QEMU may take to capture the device state of a background snapshot and resume the guest. */
 const BACKGROUND_START_MS = 30_000;
+/** How long a live save may copy memory while the guest runs before QEMU is told to finish in one last pass, however long. */
+const LIVE_CONVERGE_MS = 20_000;
+/** Bound on a live save's wait for QEMU to hold the guest. */
+const LIVE_SAVE_MS = 10 * 60_000;
+/** A save goes to a local file: QEMU's default limit (128 MiB/s, meant for networks) would only slow it. */
+const SAVE_BANDWIDTH = 8 * 1024 * 1024 * 1024;
+/**
+ * The downtime QEMU aims at in a save's last pass: far below its default (300 ms, for networks),
+ * since a live save holds the guest for that pass. Set again before each save (a save told to
+ * finish at once raised it).
+ */
+const SAVE_DOWNTIME_MS = 10;
+/** The downtime that makes QEMU finish a live save that does not converge at once (QEMU's largest). */
+const FINISH_NOW_DOWNTIME_MS = 2_000_000;
 
 export interface SnapshotRequest {
   layers: Array<{ slot: string; file: string }>;
@@ -59,7 +73,7 @@ export interface SnapshotResult {
   /** How long the guest was held, from QMP stop to its resumption (0 when it was paused already). */
   pauseMs: number;
   previous: Array<{ slot: string; file: string }>;
-  memory?: { file: string; bytes: number; method: 'background-snapshot' | 'paused-save'; fallbackReason?: string };
+  memory?: { file: string; bytes: number; method: MemoryMethod; fallbackReason?: string };
   changeMaps?: ClosedMap[];
 }
 
@@ -243,8 +257,8 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
   /**
    * Switches every named slot, at one instant, to a new empty differencing child of its top. The
    * children are made before the guest is held; the hold covers only a flush, the switch and
-   * status.json (and, with memory, QEMU's capture of the device state when the background
-   * snapshot works, else the whole memory save).
+   * status.json. With memory, how long the guest is held depends on the method (MEMORY_METHODS):
+   * the capture of the device state, the last pass of a live save, or the whole paused save.
    */
   snapshotDisks(request: SnapshotRequest): Promise<SnapshotResult> {
     return this.exclusive('snapshot', ['Running', 'Paused'], async () => {
@@ -252,43 +266,48 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
       const holder = `VM "${this.config.name}" (worker pid ${process.pid})`;
       const prepared = await prepareTops(this.slotExports(), layers, holder);
       const maps = new MapHandover(prepared, request.changeMaps?.generation ?? null);
-      const memoryDraft = request.memory ? draftOf(request.memory.file) : null;
       const wasRunning = this.status.state === 'Running';
-      let memory: SnapshotResult['memory'];
-      let fallbackReason: string | undefined;
-      let background = false;
-      let started: number;
+      let choice: { method: MemoryMethod; fallbackReason?: string } | null = null;
+      let switched = false;
+      let heldAt = 0;
       let resumedAt = 0;
+      // The instant: from here the snapshot is taken, whatever follows.
+      const switchNow = (): void => {
+        switchTops(prepared);
+        switched = true;
+        maps.atInstant();
+        this.recordDisks();
+        crashPoint('snapshot-switched');
+      };
+      let memory: SnapshotResult['memory'];
       try {
         maps.beforePause();
-        if (request.memory && wasRunning) {
-          fallbackReason = await this.enableBackgroundSnapshot();
-          background = fallbackReason === undefined;
-        } else if (request.memory) {
-          fallbackReason = 'the VM was paused: its memory is saved while it stays paused';
-        }
+        if (request.memory) choice = await this.chooseMemoryMethod(wasRunning);
         crashPoint('snapshot-prepared');
-        started = performance.now();
-        if (wasRunning) await this.qmp().execute('stop');
-        // A plain save runs before the switch: should it fail, nothing has changed yet.
-        if (request.memory && !background) memory = await this.saveMemory(request.memory.file, memoryDraft!, 'paused-save', fallbackReason);
-      } catch (e) {
-        discardPrepared(prepared);
-        if (background) await this.disableBackgroundSnapshot();
-        if (wasRunning && this.qemu) await this.qmp().execute('cont').catch(() => {});
-        throw e;
-      }
-      // The instant: from here the snapshot is taken, whatever follows.
-      switchTops(prepared);
-      maps.atInstant();
-      this.recordDisks();
-      crashPoint('snapshot-switched');
-      try {
-        if (background) {
-          memory = await this.saveMemory(request.memory!.file, memoryDraft!, 'background-snapshot', undefined, () => { resumedAt = performance.now(); });
+        if (choice?.method === 'live-save') {
+          // The guest runs while its memory is copied; QEMU holds it for the last pass and waits
+          // for us: the disks are switched then, so memory and disks are of one instant.
+          const held = this.qmp().waitForEvent('STOP', LIVE_SAVE_MS).then(() => { heldAt = performance.now(); });
+          held.catch(() => {});
+          memory = await this.saveMemory(request.memory!.file, choice, {
+            atSwitchover: async () => { await held; switchNow(); },
+          });
+        } else {
+          heldAt = performance.now();
+          if (wasRunning) await this.qmp().execute('stop');
+          // A paused save runs before the switch: should it fail, nothing has changed yet.
+          if (choice?.method === 'paused-save') memory = await this.saveMemory(request.memory!.file, choice);
+          switchNow();
+          if (choice?.method === 'background-snapshot') {
+            // QEMU captures the device state, write-protects memory and resumes the guest itself.
+            memory = await this.saveMemory(request.memory!.file, choice, { resumed: () => { resumedAt = performance.now(); } });
+          }
         }
+      } catch (e) {
+        if (!switched) discardPrepared(prepared);
+        throw e;
       } finally {
-        if (background) await this.disableBackgroundSnapshot();
+        if (choice) await this.resetMemoryMethod(choice.method);
         if (wasRunning && !resumedAt && this.qemu) {
           await this.qmp().execute('cont').catch(() => {});
           resumedAt = performance.now();
@@ -297,7 +316,7 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
       if (wasRunning && this.status.state !== 'Running') this.setState('Running');
       const changeMaps = maps.finish();
       return {
-        pauseMs: wasRunning ? Math.round((resumedAt - started) * 100) / 100 : 0,
+        pauseMs: wasRunning ? Math.round((resumedAt - heldAt) * 100) / 100 : 0,
         previous: prepared.map((p) => ({ slot: p.slot, file: p.previous.path })),
         ...(memory ? { memory } : {}),
         ...(changeMaps ? { changeMaps } : {}),
@@ -352,41 +371,54 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     return layers.map((l) => ({ slot: l.slot, file: path.resolve(l.file) }));
   }
 
-  /** Turns QEMU's background-snapshot capability on; the reason it cannot be used, or undefined when it is on. */
-  private async enableBackgroundSnapshot(): Promise<string | undefined> {
-    try {
-      await this.qmp().execute('migrate-set-capabilities', { capabilities: [{ capability: 'background-snapshot', state: true }] });
-      return undefined;
-    } catch (e) {
-      return `QEMU refused background-snapshot: ${(e as Error).message}`;
+  /**
+   * The best memory method QEMU accepts now (MEMORY_METHODS), its capability turned on; with the
+   * reason the better ones could not be used. A paused VM is saved as it is.
+   */
+  private async chooseMemoryMethod(running: boolean): Promise<{ method: MemoryMethod; fallbackReason?: string }> {
+    if (!running) return { method: 'paused-save', fallbackReason: 'the VM was paused: its memory is saved while it stays paused' };
+    const refused: string[] = [];
+    for (const [method, capability] of [['background-snapshot', 'background-snapshot'], ['live-save', 'pause-before-switchover']] as const) {
+      try {
+        await this.qmp().execute('migrate-set-capabilities', { capabilities: [{ capability, state: true }] });
+        return { method, ...(refused.length ? { fallbackReason: refused.join('; ') } : {}) };
+      } catch (e) {
+        refused.push(`${capability}: ${(e as Error).message}`);
+      }
     }
+    return { method: 'paused-save', fallbackReason: refused.join('; ') };
   }
 
-  private async disableBackgroundSnapshot(): Promise<void> {
-    await this.qmp().execute('migrate-set-capabilities', { capabilities: [{ capability: 'background-snapshot', state: false }] }).catch(() => {});
+  /** Turns the chosen method's capability off again, so that a plain save is plain. */
+  private async resetMemoryMethod(method: MemoryMethod): Promise<void> {
+    const capability = method === 'background-snapshot' ? 'background-snapshot' : method === 'live-save' ? 'pause-before-switchover' : null;
+    if (!capability || !this.qemu) return;
+    await this.qmp().execute('migrate-set-capabilities', { capabilities: [{ capability, state: false }] }).catch(() => {});
   }
 
   /**
-   * The guest's memory and device state into `file` (a draft renamed at the end). With the
-   * background snapshot, QEMU captures the device state, write-protects memory and resumes the
-   * guest itself (QEMU 7.2 sends RESUME then); `resumed` is called at that moment.
+   * The guest's memory and device state into `file` (a draft renamed at the end). `resumed` is
+   * called when QEMU resumes the guest itself (a background snapshot; QEMU 7.2 sends RESUME),
+   * `atSwitchover` when a live save holds the guest for its last pass.
    */
   private async saveMemory(
-    file: string, draft: string, method: 'background-snapshot' | 'paused-save', fallbackReason: string | undefined, resumed?: () => void,
+    file: string, choice: { method: MemoryMethod; fallbackReason?: string },
+    hooks: { resumed?: () => void; atSwitchover?: () => Promise<void> } = {},
   ): Promise<NonNullable<SnapshotResult['memory']>> {
+    const draft = draftOf(file);
     let resumedEvent: Promise<unknown> | null = null;
-    if (method === 'background-snapshot') {
-      resumedEvent = this.qmp().waitForEvent('RESUME', BACKGROUND_START_MS).then(() => resumed?.());
+    if (hooks.resumed) {
+      resumedEvent = this.qmp().waitForEvent('RESUME', BACKGROUND_START_MS).then(() => hooks.resumed?.());
       resumedEvent.catch(() => {});
     }
     try {
-      await this.writeSavedState(draft, async () => { if (resumedEvent) await resumedEvent; });
+      await this.writeSavedState(draft, { started: async () => { if (resumedEvent) await resumedEvent; }, atSwitchover: hooks.atSwitchover });
       fs.renameSync(draft, file);
     } catch (e) {
       fs.rmSync(draft, { force: true });
       throw e instanceof VmError ? e : new VmError('VM_E_SAVE_FAILED', `saving the memory to ${file} failed: ${(e as Error).message}`);
     }
-    return { file, bytes: fs.statSync(file).size, method, ...(fallbackReason ? { fallbackReason } : {}) };
+    return { file, bytes: fs.statSync(file).size, method: choice.method, ...(choice.fallbackReason ? { fallbackReason: choice.fallbackReason } : {}) };
   }
 
   // --- the steps -----------------------------------------------------------------------------
@@ -470,8 +502,12 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     }
   }
 
-  /** QEMU connects to a socket of ours and streams its state, which goes to the file. `started` runs once the migration is under way. */
-  private async writeSavedState(file: string, started?: () => Promise<void>): Promise<void> {
+  /**
+   * QEMU connects to a socket of ours and streams its state, which goes to the file. `started`
+   * runs once the migration is under way, `atSwitchover` when QEMU holds the guest before its
+   * last pass (only with the pause-before-switchover capability on).
+   */
+  private async writeSavedState(file: string, hooks: { started?: () => Promise<void>; atSwitchover?: () => Promise<void> } = {}): Promise<void> {
     const socketPath = this.paths.migrationOut;
     fs.rmSync(socketPath, { force: true });
     let received!: Promise<void>;
@@ -495,9 +531,12 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     await new Promise<void>((resolve) => server.listen(socketPath, resolve));
     this.giveToQemu(socketPath);
     try {
+      // MIGRATION events let followMigration see each change at once rather than at its next poll.
+      await this.qmp().execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+      await this.qmp().execute('migrate-set-parameters', { 'max-bandwidth': SAVE_BANDWIDTH, 'downtime-limit': SAVE_DOWNTIME_MS });
       await this.qmp().execute('migrate', { uri: `unix:${socketPath}` });
-      await started?.();
-      await this.followMigration('save', written);
+      await hooks.started?.();
+      await this.followMigration('save', written, hooks.atSwitchover);
       await accepted;
       this.emit('progress', { operation: 'writing the state file', percent: 99 });
       await received;
@@ -539,23 +578,52 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
   }
 
   /**
-   * Polls QEMU's migration until it completes; throws when it fails. A save reports the share
+   * Follows QEMU's migration until it completes; throws when it fails. A save reports the share
    * of memory sent (total less remaining: zero pages cost QEMU almost nothing to send, so the
-   * bytes transferred would stay near 0%) and the bytes written to the file.
+   * bytes transferred would stay near 0%) and the bytes written to the file. When QEMU holds
+   * the guest before the last pass (pre-switchover), `atSwitchover` runs and QEMU goes on; a
+   * save that has not got there within LIVE_CONVERGE_MS is told to finish in one pass.
    */
-  private async followMigration(operation: 'save' | 'restore', written?: { bytes: number }): Promise<void> {
-    for (;;) {
-      const info = await this.qmp().execute<{ status?: string; ram?: { transferred: number; remaining: number; total: number }; 'error-desc'?: string }>('query-migrate');
-      if (info.status === 'completed') break;
-      if (info.status === 'failed' || info.status === 'cancelled') {
-        throw new VmError(operation === 'save' ? 'VM_E_SAVE_FAILED' : 'VM_E_RESTORE_FAILED',
-          `${operation} failed: ${info['error-desc'] ?? info.status}${operation === 'restore' ? `; ${this.qemuLogTail()}` : ''}`);
+  private async followMigration(operation: 'save' | 'restore', written?: { bytes: number }, atSwitchover?: () => Promise<void>): Promise<void> {
+    const qmp = this.qmp();
+    let wake: (() => void) | null = null;
+    const onEvent = (e: QmpEvent): void => { if (e.event === 'MIGRATION') wake?.(); };
+    qmp.on('event', onEvent);
+    const since = performance.now();
+    let toldToFinish = false;
+    try {
+      for (;;) {
+        const info = await qmp.execute<{ status?: string; ram?: { transferred: number; remaining: number; total: number }; 'error-desc'?: string }>('query-migrate');
+        if (info.status === 'completed') break;
+        if (info.status === 'failed' || info.status === 'cancelled') {
+          throw new VmError(operation === 'save' ? 'VM_E_SAVE_FAILED' : 'VM_E_RESTORE_FAILED',
+            `${operation} failed: ${info['error-desc'] ?? info.status}${operation === 'restore' ? `; ${this.qemuLogTail()}` : ''}`);
+        }
+        if (info.status === 'pre-switchover' && atSwitchover) {
+          const run = atSwitchover;
+          atSwitchover = undefined;
+          await run();
+          await qmp.execute('migrate-continue', { state: 'pre-switchover' });
+          continue;
+        }
+        if (written && info.ram?.total) {
+          const sent = info.ram.total - info.ram.remaining;
+          this.emit('progress', { operation: 'saving memory', percent: Math.min(98, Math.floor((sent / info.ram.total) * 100)), bytes: written.bytes });
+        }
+        if (atSwitchover && !toldToFinish && performance.now() - since > LIVE_CONVERGE_MS) {
+          // The guest dirties memory as fast as it is copied: the last pass takes what is left.
+          this.options.log(`the live save of ${this.config.name} has not converged in ${LIVE_CONVERGE_MS} ms: finishing it in one pass with the guest held`);
+          await qmp.execute('migrate-set-parameters', { 'downtime-limit': FINISH_NOW_DOWNTIME_MS });
+          toldToFinish = true;
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, SAVE_POLL_MS);
+          wake = () => { clearTimeout(timer); resolve(); };
+        });
+        wake = null;
       }
-      if (written && info.ram?.total) {
-        const sent = info.ram.total - info.ram.remaining;
-        this.emit('progress', { operation: 'saving memory', percent: Math.min(98, Math.floor((sent / info.ram.total) * 100)), bytes: written.bytes });
-      }
-      await delay(SAVE_POLL_MS);
+    } finally {
+      qmp.off('event', onEvent);
     }
     if (written) this.emit('progress', { operation: 'saving memory', percent: 98, bytes: written.bytes });
   }
@@ -679,10 +747,6 @@ function unsearchableAncestor(dir: string): string | null {
 function signalName(signal: number): string {
   const entry = Object.entries(os.constants.signals).find(([, n]) => n === signal);
   return entry ? entry[0] : `signal ${signal}`;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
 }
 
 /** The TAP device when the host has it (vserverd made it before the turn on), else null. */

@@ -104,7 +104,7 @@ export const snapshot: InterfaceRecord = {
     get_IncludesMemory: get('Whether it holds the VM\'s memory (Revert then resumes the VM running).', boolean, false, ({ self }) => self.snapshot.memoryFile !== null),
     get_Consistency: get('CrashConsistent (the disks as after a power cut: no guest agent froze the file systems) or FileSystemConsistent.', oneOf(SNAPSHOT_CONSISTENCIES), 'CrashConsistent',
       ({ self }) => self.snapshot.consistency),
-    get_MemoryMethod: get('How the memory was saved: background-snapshot (the guest ran on during the save) or paused-save; null without memory.', orNull(oneOf(MEMORY_METHODS)), null,
+    get_MemoryMethod: get('How the memory was saved: background-snapshot (the guest ran on during the whole save), live-save (the guest ran on and was held for the last pass) or paused-save (held for the whole save); null without memory.', orNull(oneOf(MEMORY_METHODS)), null,
       ({ self }) => self.snapshot.memoryMethod),
     Revert: task('Returns the VM to this snapshot: a running VM is turned off first and its current state is lost (snapshot it first to keep it), so confirm must be true. The VM is then running if the snapshot holds memory, turned off otherwise.', 'control',
       { confirm: param(boolean, 'true: the current state may be lost.') }, { confirm: true },
