@@ -1,0 +1,29 @@
+// A clustered VM's right to run: an etcd lease that its worker keeps alive itself, so that the
+// right outlives vserverd and dies with the worker's host. The worker fences (stops QEMU's
+// writes, then kills QEMU) before the lease can expire at etcd. The margins are here, once;
+// docs/cluster.md explains them.
+
+/** What vserverd hands a worker it starts in a cluster (written as RUN_DIR/licence.json). */
+export interface RunLicence {
+  /** etcd client URLs (http://ADDRESS:PORT), tried in turn. */
+  endpoints: string[];
+  /** The lease the VM's ownership key is attached to, as etcd writes it (a decimal string). */
+  leaseId: string;
+  /** The lease's TTL at etcd, in seconds. */
+  ttlSeconds: number;
+  /** The cluster host the VM runs on (for logs and status). */
+  host: string;
+}
+
+/** TTL of a VM's lease at etcd. The failover of a killed host waits for it to run out. */
+export const VM_LEASE_TTL_S = 5;
+/** How often the worker renews the lease (and each renewal's time limit). */
+export const LICENCE_RENEW_MS = 1_000;
+/**
+ * The worker stops writing and kills QEMU at (send time of its last acknowledged renewal) +
+ * TTL − this margin: etcd cannot expire the lease before that send time + TTL, so QEMU is
+ * dead at least this long before anyone else may be given the VM.
+ */
+export const FENCE_MARGIN_MS = 2_000;
+/** TTL of a host's membership lease (held by vserverd): a host whose lease runs out is Down. */
+export const HOST_LEASE_TTL_S = 5;
