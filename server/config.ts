@@ -136,7 +136,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
   return { host, port, dataDir, storageRoots: roots, allowedOrigins, allowedHosts, sessionTimeoutMinutes, thumbnailSeconds, adminUser, hostNetworks, cluster };
 }
 
-const CLUSTER_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+/** A cluster's or a host's name (put_HighAvailability's preferredHosts are checked against it too). */
+export const CLUSTER_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 const ETCD_URL = /^https?:\/\/(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]):\d{1,5}\/?$/i;
 const HOST_PORT = /^(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]):(\d{1,5})$/i;
 

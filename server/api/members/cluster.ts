@@ -4,6 +4,7 @@
 // settings these members are VM_E_NOT_CLUSTERED, except the two that say "not clustered" by null.
 
 import { HA_DEFAULTS, HOST_STATES, type FailoverRecord, type HaSettings, type HostView } from '../../cluster/model.js';
+import { CLUSTER_NAME } from '../../config.js';
 import { ApiError, invalidParams } from '../../errors.js';
 import { boolean, type Call, field, integer, type InterfaceName, type InterfaceRecord, listOf, membersOf, nothing, object, oneOf, orNull, param, refOf, refsOf, string } from '../member-types.js';
 import { clusterOf, hostObjectOf } from '../objects.js';
@@ -15,8 +16,6 @@ const CLUSTER_NAME_EXAMPLE = 'lab';
 const HOST_NAME_EXAMPLE = 'vhost1';
 export const CLUSTER_EXAMPLE = `Cluster/${CLUSTER_NAME_EXAMPLE}`;
 export const HOST_EXAMPLE = `Host/${HOST_NAME_EXAMPLE}`;
-/** A host name as preferredHosts takes it: what a DNS label allows, and dots. */
-export const HOST_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
 
 const cluster = membersOf<'Cluster'>(CLUSTER_EXAMPLE);
 const host = membersOf<'Host'>(HOST_EXAMPLE);
@@ -153,7 +152,7 @@ const haResult = object({
 const haChange = object({
   enabled: field(boolean, 'Restart the VM on another host when its host is Down', true),
   priority: field({ type: 'integer', min: 0, max: 100 }, 'Higher restarts first when several VMs fail over at once (default 50)', true),
-  preferredHosts: field({ type: 'array', items: { type: 'string', maxLength: 63, pattern: HOST_NAME_PATTERN } }, 'Hosts of the cluster tried first, in order, each once; empty for any', true),
+  preferredHosts: field({ type: 'array', items: { type: 'string', maxLength: 63, pattern: CLUSTER_NAME.source } }, 'Hosts of the cluster tried first, in order, each once; empty for any', true),
   maxRestarts: field({ type: 'integer', min: 0, max: 100 }, 'Restarts on the same healthy host after its QEMU died, before the VM is marked Failed (default 3)', true),
 });
 
