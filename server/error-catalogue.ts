@@ -103,6 +103,11 @@ export const ERRORS = {
   VM_E_DHCP_INVALID: named(400, 'a DHCP server setting is not an address, a mask that is not contiguous, an address outside the network, a range that is empty or holds the server, or lease times out of order; `data.problems` lists each field'),
   VM_E_DHCP_OVERLAP: named(400, 'the network address overlaps another virtual network\'s; the message names it'),
   VM_E_MAC_INVALID: named(400, 'not a MAC address under Virtual Server\'s prefix 00:03:FF'),
+  // The host cluster (docs/cluster.md)
+  VM_E_NOT_CLUSTERED: named(409, 'this vserverd has no cluster settings (--cluster, --etcd, --host-name, --host-address): Cluster and Host objects and a VM\'s high availability exist only in a cluster'),
+  VM_E_HOST_UNKNOWN: named(404, 'no host of that name ever joined the cluster; the message lists those that did'),
+  VM_E_NOT_SHARED_STORAGE: named(409, 'the VM has a file (its .vmc, a disk and its chain, its saved state) outside the shared storage every host sees, so no other host could start it; the message names the file'),
+  VM_E_CLUSTER_UNAVAILABLE: named(503, 'etcd did not answer in time or has lost its quorum; running VMs go on, nothing is moved, and the message says which endpoints failed'),
   // Files
   VM_E_HD_IMAGE_NOT_FOUND: named(404, 'the disk file does not exist'),
   VM_E_FILE_NOT_FOUND: named(400, 'the file does not exist'),

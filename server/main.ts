@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     db, users, machines, networks, tasks: new Tasks(db), events, access: new AccessControl(db),
     layers, snapshots: new Snapshots(layers), backups: new Backups(layers),
     roots, files: new FileWorkers(roots.roots), sessions: new Sessions(config.sessionTimeoutMinutes * 60_000),
-    hostName: os.hostname(), version, startedAt: Date.now(),
+    cluster: null, hostName: os.hostname(), version, startedAt: Date.now(),
   };
   if (admin.generated) {
     console.log(`vserverd: created the administrator "${config.adminUser}" with the password ${admin.generated}`);
