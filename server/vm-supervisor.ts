@@ -136,9 +136,10 @@ export class VmSupervisor implements Supervision {
    */
   async startup(vm: VmRecord, onProgress: (p: Progress) => void, prepare?: () => Promise<VmConfig>): Promise<void> {
     try {
-      const config = prepare ? await prepare() : vm.config;
+      // Ownership first: a VM another host runs is refused before its disks are touched here.
       const licence = this.gate ? await this.gate.acquire(vm) : undefined;
       try {
+        const config = prepare ? await prepare() : vm.config;
         const client = await this.manager.launch(config, { licence });
         this.watch(vm.id, client);
         const forward = (p: Progress): void => onProgress(p);

@@ -11,10 +11,10 @@ function inside(file: string, folders: string[]): boolean {
   return folders.some((folder) => resolved === folder || resolved.startsWith(folder.endsWith(path.sep) ? folder : folder + path.sep));
 }
 
-/** The VM's files another host would open: its .vmc, then each disk and the parents of its chain. */
+/** The VM's files another host would open: its .vmc, its saved state, then each disk and the parents of its chain. */
 export function vmFiles(vm: VmRecord): string[] {
   const disks = [...vm.config.ide.flatMap((d) => (d.type === 'HardDisk' ? [d.path] : [])), ...vm.config.scsi.flatMap((a) => a.disks.map((d) => d.path))];
-  const files = [vm.vmcPath];
+  const files = [vm.vmcPath, vm.config.savedState];
   for (const disk of disks) {
     files.push(disk);
     try {
