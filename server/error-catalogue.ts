@@ -75,7 +75,6 @@ export const ERRORS = {
   VM_E_PORT_NOT_CONNECTED: named(400, '`GetSerialOutput` port 2 on a VM whose COM2 is not connected to a file'),
   // A host cluster (docs/cluster.md)
   VM_E_OWNED_ELSEWHERE: named(409, 'the VM is clustered and another host owns it (it runs there, or its lease there has not run out); the message names the host'),
-  VM_E_NOT_SHARED_STORAGE: named(400, 'high availability needs the VM\'s .vmc and every disk file of its chains under a shared storage folder (--shared-storage); the message names the first that is not'),
   // A VM's configuration
   VM_E_CONFIG_INVALID: named(400, 'the change breaks the hardware profile; `data.problems` lists each field and limit, and nothing was changed'),
   VM_E_NAME_IN_USE: named(400, 'another VM has that name'),

@@ -10,6 +10,7 @@ import { commandLine, isAlive } from '../host/process.js';
 import type { VmConfig } from './config.js';
 import { runRoot, VmPaths } from './paths.js';
 import { isActive, VmError, type VmStatus } from './state.js';
+import type { RunLicence } from './run-licence.js';
 import { WorkerClient } from './worker-client.js';
 
 const WORKER_MAIN = path.join(import.meta.dirname, 'worker', 'main.js');
@@ -36,7 +37,7 @@ export class VmManager {
    * Starts a worker for the VM and connects to it; the VM is still off (or saved), so that the
    * caller can follow every state of the turn on it asks for next.
    */
-  async launch(config: VmConfig, options: { tiedTo?: number } = {}): Promise<WorkerClient> {
+  async launch(config: VmConfig, options: { tiedTo?: number; licence?: RunLicence } = {}): Promise<WorkerClient> {
     const paths = VmPaths.of(config.id, this.root);
     const current = await this.reap(config.id);
     if (current && current.workerPid && isActive(current.state)) {
@@ -51,6 +52,8 @@ export class VmManager {
     fs.rmSync(paths.dir, { recursive: true, force: true });
     fs.mkdirSync(paths.dir, { mode: 0o700 });
     fs.writeFileSync(paths.config, `${JSON.stringify(config, null, 2)}\n`);
+    // A clustered VM's right to run (docs/cluster.md): the worker renews its lease from this file.
+    if (options.licence) fs.writeFileSync(path.join(paths.dir, 'licence.json'), `${JSON.stringify(options.licence)}\n`, { mode: 0o600 });
     const log = fs.openSync(paths.workerLog, 'a');
     const worker = spawn(process.execPath, [...WORKER_NODE_FLAGS, WORKER_MAIN, paths.dir, ...(options.tiedTo ? ['--tied-to', String(options.tiedTo)] : [])], { detached: true, stdio: ['ignore', log, log] });
     fs.closeSync(log);
