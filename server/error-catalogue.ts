@@ -71,6 +71,7 @@ export const ERRORS = {
   VM_E_WORKER_GONE: named(400, 'the VM worker ended while the call waited for its answer'),
   VM_E_MAC_IN_USE: named(400, 'another VM of this host has that MAC address; the message names it'),
   VM_E_MEDIA_NOT_FOUND: named(400, 'a DVD or floppy image of the VM does not exist at turn on'),
+  VM_E_LICENCE_LOST: named(409, 'a clustered VM\'s run licence (its etcd lease) could not be renewed at turn on, so it may not run on this host; the message says why'),
   VM_E_PORT_FILE: named(400, 'the folder of a serial or parallel port\'s output file does not exist at turn on'),
   VM_E_PORT_NOT_CONNECTED: named(400, '`GetSerialOutput` port 2 on a VM whose COM2 is not connected to a file'),
   // A host cluster (docs/cluster.md)

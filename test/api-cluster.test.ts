@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { WebSocket } from 'ws';
+import { clusterKeys, type FailoverRecord } from '../server/cluster/model.js';
 import { EtcdCluster, freePort } from './helpers/etcd.js';
 import { rejectsWith, TestServer } from './helpers/server.js';
 import { vsctl } from './helpers/vhd-fixtures.js';
@@ -156,6 +157,33 @@ describe('a vserverd in a cluster of one host', () => {
     assert.equal((await server.call<{ enabled: boolean }>('VirtualMachine.get_HighAvailability', { this: vm })).enabled, false);
   });
 
+  test('a failover record written to etcd, as the leader writes it, is in get_FailoverHistory (since filters it) and announced as VirtualMachine.OnFailover', async () => {
+    const vm = await server.call<Ref | null>('VirtualServer.FindVirtualMachine', { name: 'ha-shared' });
+    assert.ok(vm, 'the VM of the HA test');
+    const id = vm.$ref.slice('VirtualMachine/'.length);
+    const record: FailoverRecord = {
+      id: 'f-api-test-1', vm: id, vmName: 'ha-shared', from: 'api-h2', to: HOST, reason: 'host api-h2 is Down (its lease expired)',
+      detected: '2026-12-06T02:10:00.000Z', fenced: '2026-12-06T02:10:00.400Z', started: '2026-12-06T02:10:01.200Z', running: '2026-12-06T02:10:09.600Z', seconds: 9.6, error: null,
+    };
+    const notes = await Notes.open(server);
+    try {
+      const from = notes.seen.length;
+      etcd.etcdctl(['put', clusterKeys(CLUSTER).failover(record.id), JSON.stringify(record)]);
+      const note = await notes.waitFor('OnFailover', (n) => n.method === 'VirtualMachine.OnFailover', from);
+      assert.deepEqual(note.params, {
+        vm: vm.$ref, name: 'ha-shared', failover: record.id, from: 'api-h2', to: HOST, reason: record.reason, seconds: 9.6,
+        detected: record.detected, fenced: record.fenced, started: record.started, running: record.running, error: null,
+      });
+    } finally {
+      notes.ws.close();
+    }
+    const listed = { id: record.id, vm, vmName: 'ha-shared', from: 'api-h2', to: HOST, reason: record.reason,
+      detected: record.detected, fenced: record.fenced, started: record.started, running: record.running, seconds: 10, error: null };
+    assert.deepEqual(await server.call('Cluster.get_FailoverHistory', { this: `Cluster/${CLUSTER}` }), [listed]);
+    assert.deepEqual(await server.call('Cluster.get_FailoverHistory', { this: `Cluster/${CLUSTER}`, since: '2026-12-06T02:10:00Z' }), [listed], 'since is inclusive');
+    assert.deepEqual(await server.call('Cluster.get_FailoverHistory', { this: `Cluster/${CLUSTER}`, since: '2026-12-06T02:10:01Z' }), []);
+  });
+
   test('vsctl cluster status, hosts and history, host maintenance on|off (this host by default), vm ha', () => {
     const run = (args: string[]): string => {
       const r = vsctl(args, { env: env() });
@@ -166,8 +194,10 @@ describe('a vserverd in a cluster of one host', () => {
     assert.deepEqual([status.name, status.leader, status.thisHost, status.hosts.map((h) => h.name)], [CLUSTER, HOST, HOST, [HOST]]);
     assert.match(run(['cluster', 'status']), new RegExp(`cluster:\\s+${CLUSTER}[\\s\\S]*leader:\\s+${HOST}[\\s\\S]*hosts:\\s+1: 1 Up`));
     assert.match(run(['cluster', 'hosts']), new RegExp(`^HOST\\s+STATE\\s+ADDRESS\\s+FREE MB\\s+VMS\\n\\* ${HOST}\\s+Up\\s+127\\.0\\.0\\.1:\\d+\\s+\\d+\\s+1\\n$`));
-    assert.equal(run(['cluster', 'history']), 'no failovers\n');
-    assert.deepEqual(JSON.parse(run(['cluster', 'history', '--json'])), []);
+    // The failover record of the test before.
+    assert.match(run(['cluster', 'history']), /^DETECTED\s+VM\s+FROM\s+TO\s+TOOK\s+REASON\n2026-12-06T02:10:00\.000Z\s+ha-shared\s+api-h2\s+api-h1\s+10 s\s+host api-h2 is Down \(its lease expired\)\n$/);
+    assert.deepEqual((JSON.parse(run(['cluster', 'history', '--json'])) as { id: string }[]).map((f) => f.id), ['f-api-test-1']);
+    assert.equal(run(['cluster', 'history', '--since', '2026-12-06T03:00Z']), 'no failovers\n');
     assert.equal(run(['host', 'maintenance', 'on']), `${HOST} is Maintenance\n`);
     assert.deepEqual(JSON.parse(run(['host', 'maintenance', 'off', HOST, '--json'])), { host: HOST, state: 'Up' });
     const bad = vsctl(['host', 'maintenance', 'sideways'], { env: env() });
@@ -180,6 +210,7 @@ describe('a vserverd in a cluster of one host', () => {
     assert.equal(refused.status, 1);
     assert.match(refused.stderr, /VM_E_NOT_SHARED_STORAGE/);
   });
+
 });
 
 describe('a vserverd without cluster settings', () => {

@@ -8,9 +8,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { commandLine, isAlive } from '../host/process.js';
 import type { VmConfig } from './config.js';
+import type { RunLicence } from './run-licence.js';
 import { runRoot, VmPaths } from './paths.js';
 import { isActive, VmError, type VmStatus } from './state.js';
-import type { RunLicence } from './run-licence.js';
 import { WorkerClient } from './worker-client.js';
 
 const WORKER_MAIN = path.join(import.meta.dirname, 'worker', 'main.js');
@@ -52,8 +52,8 @@ export class VmManager {
     fs.rmSync(paths.dir, { recursive: true, force: true });
     fs.mkdirSync(paths.dir, { mode: 0o700 });
     fs.writeFileSync(paths.config, `${JSON.stringify(config, null, 2)}\n`);
-    // A clustered VM's right to run (docs/cluster.md): the worker renews its lease from this file.
-    if (options.licence) fs.writeFileSync(path.join(paths.dir, 'licence.json'), `${JSON.stringify(options.licence)}\n`, { mode: 0o600 });
+    // A clustered VM's right to run: its worker renews it from now on (vmm/worker/licence.ts).
+    if (options.licence) fs.writeFileSync(paths.licence, `${JSON.stringify(options.licence, null, 2)}\n`, { mode: 0o600 });
     const log = fs.openSync(paths.workerLog, 'a');
     const worker = spawn(process.execPath, [...WORKER_NODE_FLAGS, WORKER_MAIN, paths.dir, ...(options.tiedTo ? ['--tied-to', String(options.tiedTo)] : [])], { detached: true, stdio: ['ignore', log, log] });
     fs.closeSync(log);
