@@ -162,4 +162,32 @@ describe('cluster agent', { timeout: 600_000 }, () => {
     assert.equal(await a.call('VirtualMachine.get_State', { this: vm.ref }), 'Running', 'the restarted vserverd reattached');
     assert.equal((await client.get(KEYS.owner(vm.id)).json() as { host: string } | null)?.host, 'a', 'the restart left the ownership alone');
   });
+
+  it('the death of host a (vserverd, worker and QEMU killed) restarts its HA VM on b', { timeout: 240_000 }, async () => {
+    const { vm } = vms.find((v) => v.vm.name === 'sharedvm')!;
+    const status = VmPaths.of(vm.id, a.runDir).readStatus()!;
+    assert.equal(status.state, 'Running');
+    const killedAt = Date.now();
+    await a.stop('SIGKILL');
+    process.kill(status.workerPid!, 'SIGKILL');
+    process.kill(status.qemuPid!, 'SIGKILL');
+    vms.push({ server: () => b, vm });
+    // Host lease and VM lease (5 s each), the election moving to b, then b's turn on.
+    const deadline = Date.now() + 90_000;
+    let failover: { from: string; to: string | null; running: string | null; error: string | null; seconds: number | null } | undefined;
+    while (!failover?.running) {
+      assert.ok(Date.now() < deadline, `the VM ran on b within 90 s of the kill (failover so far: ${JSON.stringify(failover)})`);
+      const history = Object.values(await client.getAll().prefix(KEYS.history).json() as Record<string, { vm: string; from: string; to: string | null; running: string | null; error: string | null; seconds: number | null }>);
+      failover = history.find((r) => r.vm === vm.id && r.from === 'a');
+      assert.equal(failover?.error ?? null, null, 'the failover did not fail');
+      await delay(250);
+    }
+    assert.equal(failover.to, 'b');
+    assert.ok(failover.seconds! > 0 && failover.seconds! * 1000 < Date.now() - killedAt, `seconds ${failover.seconds}`);
+    assert.equal(await b.call('VirtualMachine.get_State', { this: vm.ref }), 'Running');
+    assert.equal((await client.get(KEYS.owner(vm.id)).json() as { host: string } | null)?.host, 'b');
+    assert.equal((await client.get(KEYS.vm(vm.id)).json() as { host: string }).host, 'b');
+    assert.equal(await client.get(KEYS.placement(vm.id)).string(), null, 'the placement is gone once done');
+    console.log(`failover of ${vm.name}: ${(Date.now() - killedAt) / 1000} s from the kill to Running on b (recorded: ${failover.seconds} s from detection)`);
+  });
 });

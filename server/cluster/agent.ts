@@ -87,6 +87,7 @@ export class ClusterAgent implements ClusterService {
         }, this.hostName);
         return licence;
       },
+      started: (vm) => this.ownership.handOver(vm.id),
       startFailed: async (vm) => { await this.ownership.release(vm.id); },
     };
     machines.on('state', (change) => void this.onState(change).catch((e: Error) => this.vserverd.log('Warning', `${change.vm.name}: ${e.message}`, `VirtualMachine/${change.vm.id}`)));
