@@ -190,4 +190,45 @@ describe('cluster agent', { timeout: 600_000 }, () => {
     assert.equal(await client.get(KEYS.placement(vm.id)).string(), null, 'the placement is gone once done');
     console.log(`failover of ${vm.name}: ${(Date.now() - killedAt) / 1000} s from the kill to Running on b (recorded: ${failover.seconds} s from detection)`);
   });
+
+  it('restarts an HA VM whose QEMU died on its healthy host, up to maxRestarts, then marks it failed', { timeout: 240_000 }, async () => {
+    const { vm } = vms.find((v) => v.vm.name === 'sharedvm')!;
+    await b.call('VirtualMachine.put_HighAvailability', { this: vm.ref, value: { maxRestarts: 1 } });
+    const paths = VmPaths.of(vm.id, b.runDir);
+    const first = paths.readStatus()!;
+    process.kill(first.qemuPid!, 'SIGKILL');
+    const deadline = Date.now() + 90_000;
+    for (;;) {
+      const now = paths.readStatus();
+      if (now?.state === 'Running' && now.qemuPid !== first.qemuPid) break;
+      assert.ok(Date.now() < deadline, `the VM ran again on b within 90 s (state ${now?.state})`);
+      await delay(250);
+    }
+    const record = await client.get(KEYS.vm(vm.id)).json() as { restarts: number; failed: string | null; host: string };
+    assert.deepEqual([record.restarts, record.failed, record.host], [1, null, 'b']);
+    const restart = Object.values(await client.getAll().prefix(KEYS.history).json() as Record<string, { vm: string; from: string; to: string; running: string | null }>)
+      .find((r) => r.vm === vm.id && r.from === 'b' && r.to === 'b');
+    assert.ok(restart?.running, `a history record of the restart: ${JSON.stringify(restart)}`);
+
+    process.kill(paths.readStatus()!.qemuPid!, 'SIGKILL');
+    for (;;) {
+      const now = await client.get(KEYS.vm(vm.id)).json() as { failed: string | null };
+      if (now.failed) {
+        assert.match(now.failed, /its QEMU died 2 times on b \(restarts allowed: 1\)/);
+        break;
+      }
+      assert.ok(Date.now() < deadline, 'the VM was marked failed');
+      await delay(250);
+    }
+    await delay(3_000);
+    assert.equal(await b.call('VirtualMachine.get_State', { this: vm.ref }), 'TurnedOff', 'a failed VM is not restarted');
+    assert.equal(await client.get(KEYS.owner(vm.id)).string(), null, 'and owns nothing');
+  });
+
+  it('a host in maintenance is Maintenance in etcd, and Up again after', async () => {
+    await b.call('Host.EnterMaintenance', { this: 'Host/b' });
+    assert.equal((await client.get(KEYS.host('b')).json() as { state: string }).state, 'Maintenance');
+    await b.call('Host.ExitMaintenance', { this: 'Host/b' });
+    assert.equal((await client.get(KEYS.host('b')).json() as { state: string }).state, 'Up');
+  });
 });
