@@ -189,6 +189,9 @@ describe('cluster agent', { timeout: 600_000 }, () => {
     assert.equal((await client.get(KEYS.vm(vm.id)).json() as { host: string }).host, 'b');
     assert.equal(await client.get(KEYS.placement(vm.id)).string(), null, 'the placement is gone once done');
     console.log(`failover of ${vm.name}: ${(Date.now() - killedAt) / 1000} s from the kill to Running on b (recorded: ${failover.seconds} s from detection)`);
+    const events = await b.call<{ message: string }[]>('VirtualServer.GetEvents', { category: 'Cluster', limit: 1000 });
+    assert.ok(events.some((e) => e.message === 'host a is Down (was Up)'), `b logged host a Down: ${JSON.stringify(events.map((e) => e.message))}`);
+    assert.ok(events.some((e) => /^failover of sharedvm from a \(host a is Down\): running on b after [\d.]+ s$/.test(e.message)), 'b logged the failover');
   });
 
   it('restarts an HA VM whose QEMU died on its healthy host, up to maxRestarts, then marks it failed', { timeout: 240_000 }, async () => {
@@ -223,6 +226,21 @@ describe('cluster agent', { timeout: 600_000 }, () => {
     await delay(3_000);
     assert.equal(await b.call('VirtualMachine.get_State', { this: vm.ref }), 'TurnedOff', 'a failed VM is not restarted');
     assert.equal(await client.get(KEYS.owner(vm.id)).string(), null, 'and owns nothing');
+  });
+
+  it('a host whose lease is lost (revoked at etcd) joins again with a new one', { timeout: 60_000 }, async () => {
+    const before = (await client.get(KEYS.host('b')).exec()).kvs[0]!;
+    await client.leaseClient.leaseRevoke({ ID: before.lease });
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const now = (await client.get(KEYS.host('b')).exec()).kvs[0];
+      if (now && now.lease !== before.lease) {
+        assert.equal((JSON.parse(now.value.toString()) as { state: string }).state, 'Up');
+        break;
+      }
+      assert.ok(Date.now() < deadline, 'b wrote hosts/b again under a new lease within 20 s');
+      await delay(100);
+    }
   });
 
   it('a host in maintenance is Maintenance in etcd, and Up again after', async () => {
