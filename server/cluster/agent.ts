@@ -10,7 +10,7 @@ import type { ClusterConfig } from '../config.js';
 import { ApiError } from '../errors.js';
 import type { Machines } from '../machines.js';
 import type { StateChange, VmRecord } from '../vm-record.js';
-import { checkReachable, openEtcd, readAll } from './etcd-client.js';
+import { checkReachable, openEtcd, readAll, watchPrefix } from './etcd-client.js';
 import { FailoverTarget, type LocalVms } from './failover.js';
 import { Leader } from './leader.js';
 import { Membership } from './membership.js';
@@ -42,6 +42,7 @@ export class ClusterAgent implements ClusterService {
   private readonly leaderRole: Leader;
   private readonly target: FailoverTarget;
   private watchers: Watcher[] = [];
+  private readonly warn = (message: string): void => this.vserverd.log('Warning', message);
   /** The last state seen of each host, for hostState's `previous`. */
   private readonly hostStates = new Map<string, HostState>();
 
@@ -149,7 +150,7 @@ export class ClusterAgent implements ClusterService {
 
   private async watchHosts(): Promise<void> {
     for (const [name, record] of await readAll<HostRecord>(this.client, this.keys.hosts)) this.hostStates.set(name, record.state);
-    const watcher = await this.client.watch().prefix(this.keys.hosts).create();
+    const watcher = await watchPrefix(this.client, this.keys.hosts, this.warn);
     watcher.on('put', (kv) => {
       const record = JSON.parse(kv.value.toString()) as HostRecord;
       this.noteHostState(record.name, record.state);
@@ -168,7 +169,7 @@ export class ClusterAgent implements ClusterService {
 
   /** Every host announces every failover record it sees written (the API of any host reports them). */
   private async watchHistory(): Promise<void> {
-    const watcher = await this.client.watch().prefix(this.keys.history).create();
+    const watcher = await watchPrefix(this.client, this.keys.history, this.warn);
     watcher.on('put', (kv) => {
       const record = JSON.parse(kv.value.toString()) as FailoverRecord;
       this.events.emit('failover', record);

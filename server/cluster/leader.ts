@@ -6,7 +6,7 @@
 import type { Campaign, Etcd3, Watcher } from 'etcd3';
 import { HOST_LEASE_TTL_S } from '../../vmm/run-licence.js';
 import type { ClusterConfig } from '../config.js';
-import { readAll } from './etcd-client.js';
+import { readAll, watchPrefix } from './etcd-client.js';
 import { type ClusterVmRecord, type FailoverRecord, type HostRecord, type OwnerRecord, type PlacementRecord, clusterKeys } from './model.js';
 import type { ClusterVmRecords } from './vm-records.js';
 
@@ -58,8 +58,8 @@ export class Leader {
 
   private async lead(): Promise<void> {
     this.leading = true;
-    const owners = await this.client.watch().prefix(this.keys.owners).create();
-    const hosts = await this.client.watch().prefix(this.keys.hosts).create();
+    const owners = await watchPrefix(this.client, this.keys.owners, this.warn);
+    const hosts = await watchPrefix(this.client, this.keys.hosts, this.warn);
     this.watchers = [owners, hosts];
     for (const watcher of this.watchers) watcher.on('delete', () => this.scan());
     this.timer = setInterval(() => this.scan(), RESCAN_MS);
