@@ -21,6 +21,22 @@ function clusterArgs(etcdUrl: string, host: string, shared: string): string[] {
   return ['--cluster', CLUSTER, '--etcd', etcdUrl, '--host-name', host, '--host-address', `127.0.0.1:${host === 'a' ? 18001 : 18002}`, '--shared-storage', shared];
 }
 
+/** Starts a vserverd expected to refuse to start, in folders of its own removed afterwards; resolves with the error. */
+async function refusedStart(args: string[]): Promise<Error> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-data-'));
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-run-'));
+  try {
+    const server = await TestServer.start({ dataDir, runDir, args });
+    await server.stop();
+    assert.fail('vserverd started');
+  } catch (e) {
+    return e as Error;
+  } finally {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    fs.rmSync(runDir, { recursive: true, force: true });
+  }
+}
+
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -76,14 +92,16 @@ describe('cluster agent', { timeout: 600_000 }, () => {
   });
 
   it('refuses a second vserverd with a host name in use by a live host', { timeout: 60_000 }, async () => {
-    await assert.rejects(TestServer.start({ args: clusterArgs(etcdUrl, 'a', shared) }),
-      (e: Error) => /exited \(2\)/.test(e.message) && /host name a is in use by a live host at 127\.0\.0\.1:18001/.test(e.message));
+    const error = await refusedStart(clusterArgs(etcdUrl, 'a', shared));
+    assert.match(error.message, /exited \(2\)/);
+    assert.match(error.message, /host name a is in use by a live host at 127\.0\.0\.1:18001/);
   });
 
   it('refuses to start when etcd cannot be reached, naming the endpoints; starts alone when the cluster is optional', { timeout: 60_000 }, async () => {
     const nowhere = `http://127.0.0.1:${await freePort()}`;
-    await assert.rejects(TestServer.start({ args: clusterArgs(nowhere, 'c', shared) }),
-      (e: Error) => /exited \(2\)/.test(e.message) && e.message.includes(`cannot reach etcd at ${nowhere} for the cluster "${CLUSTER}"`));
+    const error = await refusedStart(clusterArgs(nowhere, 'c', shared));
+    assert.match(error.message, /exited \(2\)/);
+    assert.ok(error.message.includes(`cannot reach etcd at ${nowhere} for the cluster "${CLUSTER}"`), error.message);
     const alone = await TestServer.start({ args: [...clusterArgs(nowhere, 'c', shared), '--cluster-optional'] });
     try {
       assert.match(alone.output, /warning: cannot reach etcd at .* starting as a single host/);
