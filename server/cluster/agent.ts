@@ -33,6 +33,15 @@ export interface AgentHost {
 
 const MB = 1024 * 1024;
 
+/** A record from a watch event; a value that is not JSON (written by hand) is passed over, not thrown into vserverd. */
+function parsed<T>(text: string): T | null {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return null;
+  }
+}
+
 export class ClusterAgent implements ClusterService {
   readonly events = new EventEmitter<ClusterEventMap>();
   private readonly keys;
@@ -152,8 +161,8 @@ export class ClusterAgent implements ClusterService {
     for (const [name, record] of await readAll<HostRecord>(this.client, this.keys.hosts)) this.hostStates.set(name, record.state);
     const watcher = await watchPrefix(this.client, this.keys.hosts, this.warn);
     watcher.on('put', (kv) => {
-      const record = JSON.parse(kv.value.toString()) as HostRecord;
-      this.noteHostState(record.name, record.state);
+      const record = parsed<HostRecord>(kv.value.toString());
+      if (record) this.noteHostState(record.name, record.state);
     });
     watcher.on('delete', (kv) => this.noteHostState(kv.key.toString().slice(this.keys.hosts.length), 'Down'));
     this.watchers.push(watcher);
@@ -171,7 +180,8 @@ export class ClusterAgent implements ClusterService {
   private async watchHistory(): Promise<void> {
     const watcher = await watchPrefix(this.client, this.keys.history, this.warn);
     watcher.on('put', (kv) => {
-      const record = JSON.parse(kv.value.toString()) as FailoverRecord;
+      const record = parsed<FailoverRecord>(kv.value.toString());
+      if (!record) return;
       this.events.emit('failover', record);
       const what = record.error ? `failed: ${record.error}` : record.running ? `running on ${record.to} after ${record.seconds} s` : record.started ? `starting on ${record.to}` : `placed on ${record.to}`;
       this.vserverd.log(record.error ? 'Error' : 'Information', `failover of ${record.vmName} from ${record.from} (${record.reason}): ${what}`, `VirtualMachine/${record.vm}`);

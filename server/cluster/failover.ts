@@ -35,7 +35,12 @@ export class FailoverTarget {
   async start(): Promise<void> {
     this.watcher = await watchPrefix(this.client, this.keys.placements, this.warn);
     this.watcher.on('put', (kv) => {
-      const placement = JSON.parse(kv.value.toString()) as PlacementRecord;
+      let placement: PlacementRecord;
+      try {
+        placement = JSON.parse(kv.value.toString()) as PlacementRecord;
+      } catch {
+        return;
+      }
       if (placement.host === this.config.hostName) void this.take(kv.key.toString().slice(this.keys.placements.length), placement);
     });
     for (const [vmId, placement] of await readAll<PlacementRecord>(this.client, this.keys.placements)) {

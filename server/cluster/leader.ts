@@ -43,7 +43,11 @@ export class Leader {
     if (this.closed) return;
     const campaign = this.client.election(this.keys.election, HOST_LEASE_TTL_S).campaign(this.config.hostName);
     this.campaign = campaign;
-    campaign.on('elected', () => void this.lead());
+    campaign.on('elected', () => void this.lead().catch((e: Error) => {
+      // Elected but unable to watch: resign, so that a host that can lead does.
+      this.warn(`could not start leading (${e.message}); resigning`);
+      void this.stopLeading().then(() => campaign.resign()).catch(() => undefined).finally(() => { if (!this.closed) setTimeout(() => this.start(), 1_000).unref(); });
+    }));
     campaign.on('error', (e: Error) => {
       this.warn(`the leader election failed (${e.message}); campaigning again`);
       void this.stopLeading();
