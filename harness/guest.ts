@@ -7,7 +7,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { GUEST_PROMPT, testGuest } from '../test/helpers/guest.js';
+import { GUEST_PROMPT, parseGuestLeases, testGuest } from '../test/helpers/guest.js';
 import { lastAcknowledged } from '../test/helpers/records.js';
 import { SerialReader } from '../test/helpers/vm.js';
 import { VmPaths } from '../vmm/paths.js';
@@ -27,13 +27,18 @@ export class HaGuest {
   boots = 0;
   serial: SerialReader | null = null;
   servedBy: Host | null = null;
-  constructor(readonly name: string, readonly id: string, readonly ref: string, readonly folder: string) {}
+  /** The guest's address from its last DHCP lease (its MAC moves with it, so the address does too). */
+  address: string | null = null;
+  constructor(readonly name: string, readonly id: string, readonly ref: string, readonly folder: string, readonly networked: boolean) {}
 
   get dataDisk(): string { return path.join(this.folder, 'data.vhd'); }
 
   /** Folds in what the current console showed; returns the highest acknowledged record. */
   refresh(): number {
-    if (this.serial) this.acknowledged = Math.max(this.acknowledged, lastAcknowledged(this.serial.text));
+    if (this.serial) {
+      this.acknowledged = Math.max(this.acknowledged, lastAcknowledged(this.serial.text));
+      this.address = parseGuestLeases(this.serial.text).at(-1)?.address ?? this.address;
+    }
     return this.acknowledged;
   }
 
@@ -51,7 +56,7 @@ export async function createHostNetworks(apis: HostApi[]): Promise<void> {
 }
 
 /** Makes an HA VM on the shared storage through `api` (one host's API) and turns it on. */
-export async function createHaGuest(cluster: Cluster, api: HostApi, spec: GuestSpec, withNetwork: boolean): Promise<HaGuest> {
+export async function createHaGuest(cluster: Cluster, api: HostApi, spec: GuestSpec, withNetwork: boolean, highlyAvailable: boolean): Promise<HaGuest> {
   const template = path.join(cluster.sharedStorage, 'test-guest-boot.vhd');
   if (!fs.existsSync(template)) fs.copyFileSync(testGuest().bootVhd, template);
   const folder = path.join(cluster.sharedStorage, spec.name);
@@ -68,13 +73,13 @@ export async function createHaGuest(cluster: Cluster, api: HostApi, spec: GuestS
     const networks = await api.call<Ref[]>('VirtualServer.get_VirtualNetworks');
     for (const network of networks) {
       if (await api.call<string>('VirtualNetwork.get_Name', { this: network.$ref }) === NETWORK_NAME) {
-        await api.call('NetworkAdapter.AttachToVirtualNetwork', { this: adapter.$ref, network });
+        await api.call('NetworkAdapter.AttachToVirtualNetwork', { this: adapter.$ref, network: network.$ref });
       }
     }
   }
-  await api.call('VirtualMachine.put_HighAvailability', { this: made.$ref, value: { enabled: true, priority: 50, preferredHosts: [], maxRestarts: 3 } });
+  if (highlyAvailable) await api.call('VirtualMachine.put_HighAvailability', { this: made.$ref, value: { enabled: true, priority: 50, preferredHosts: [], maxRestarts: 3 } });
   await api.task('VirtualMachine.Startup', { this: made.$ref });
-  return new HaGuest(spec.name, id, made.$ref, folder);
+  return new HaGuest(spec.name, id, made.$ref, folder, withNetwork);
 }
 
 /** The running QEMU processes (not stopped ones) of `vmId` on each host, from the hosts' own process lists. */
@@ -101,7 +106,7 @@ export function qemusOf(cluster: Cluster, vmId: string): Array<{ host: Host; pid
  * the last acknowledged record is on the disk (counting what is missing as lost) and starts the
  * record writer after it. Resolves once the guest has acknowledged one more record.
  */
-export async function resumeRecords(guest: HaGuest, host: Host, timeoutMs: number): Promise<void> {
+export async function resumeRecords(cluster: Cluster, guest: HaGuest, host: Host, timeoutMs: number): Promise<void> {
   guest.detach();
   const deadline = Date.now() + timeoutMs;
   const socket = VmPaths.of(guest.id, host.runDir).console;
@@ -138,6 +143,14 @@ export async function resumeRecords(guest: HaGuest, host: Host, timeoutMs: numbe
     await new Promise((r) => setTimeout(r, 100));
   }
   guest.refresh();
+  if (!guest.networked) return;
+  // Its service answers: a ping from the hub to the address its DHCP lease gave it.
+  for (;;) {
+    guest.refresh();
+    if (guest.address && cluster.pingFromHub(guest.address)) return;
+    if (Date.now() > deadline) throw new HarnessError(`${guest.name} on ${host.name} did not answer a ping (${guest.address ?? 'no lease seen'}) within ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 async function recordPresent(serial: SerialReader, n: number, deadline: number): Promise<boolean> {

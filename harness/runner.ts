@@ -31,7 +31,12 @@ export interface Report {
   invariantsHeld: boolean;
 }
 
-export interface RunOptions { log: (line: string) => void; network: boolean }
+export interface RunOptions {
+  log: (line: string) => void;
+  network: boolean;
+  /** false: vserverds without cluster settings (a check of the harness itself): no etcd keys are read, no VM is made HA. */
+  clustered: boolean;
+}
 
 const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const seconds = (from: number): number => Math.round((Date.now() - from) / 100) / 10;
@@ -87,8 +92,10 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
   const { log } = options;
   const apis = new Map(cluster.hosts.map((h) => [h.name, new HostApi(cluster.relay!, h.apiTarget)]));
   const keys = clusterKeys(cluster.name);
-  await allHostsUp(cluster, 60_000);
-  log(`cluster ${cluster.name}: ${cluster.hosts.length} hosts Up`);
+  if (options.clustered) {
+    await allHostsUp(cluster, 60_000);
+    log(`cluster ${cluster.name}: ${cluster.hosts.length} hosts Up`);
+  }
   let network = options.network;
   if (network) {
     try {
@@ -101,10 +108,10 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
   const first = apis.get(cluster.hosts[0].name)!;
   const guests: HaGuest[] = [];
   for (const spec of scenario.vms) {
-    const guest = await createHaGuest(cluster, first, spec, network);
+    const guest = await createHaGuest(cluster, first, spec, network, options.clustered);
     guests.push(guest);
     const host = await waitUntil(`${guest.name} running on one host`, 60_000, () => runningOn(cluster, guest));
-    await resumeRecords(guest, host, 180_000);
+    await resumeRecords(cluster, guest, host, 180_000);
     log(`${guest.name} (${guest.id}) runs on ${host.name}, ${guest.acknowledged} records acknowledged`);
   }
   const watch = new DoubleStartWatch(cluster, guests);
@@ -134,7 +141,7 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
       const holdTimer = setTimeout(() => { void undo().catch((e: Error) => log(`undo failed: ${e.message}`)); }, step.holdSeconds * 1000);
       const detection = (async () => {
         const deadline = t0 + step.timeoutSeconds * 1000;
-        while (Date.now() < deadline && detectionSeconds === null) {
+        while (options.clustered && Date.now() < deadline && detectionSeconds === null) {
           const hosts = await cluster.etcd!.prefix<HostRecord>(keys.hosts);
           const owners = await cluster.etcd!.prefix<OwnerRecord>(keys.owners);
           if (hosts && owners && (!hosts.has(keys.host(injected.host.name)) || owners.get(keys.owner(guest.id))?.host !== before.name)) detectionSeconds = seconds(t0);
@@ -147,7 +154,7 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
             const on = runningOn(cluster, guest);
             return on && on !== injected.host ? on : null;
           });
-          await resumeRecords(guest, survivor, Math.max(5_000, t0 + step.timeoutSeconds * 1000 - Date.now()));
+          await resumeRecords(cluster, guest, survivor, Math.max(5_000, t0 + step.timeoutSeconds * 1000 - Date.now()));
           failoverSeconds = seconds(t0);
           log(`  ${guest.name} runs on ${survivor.name} after ${failoverSeconds} s`);
         } else {
@@ -172,12 +179,12 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
       await undo();
       await detection;
       for (const h of cluster.hosts) await cluster.restore(h);
-      await allHostsUp(cluster, 60_000).catch((e: Error) => { ok = false; log(`  after restore: ${e.message}`); });
+      if (options.clustered) await allHostsUp(cluster, 60_000).catch((e: Error) => { ok = false; log(`  after restore: ${e.message}`); });
       // A guest whose console closed (its QEMU died) is found again wherever it runs now.
       for (const g of guests) {
         if (g.serial && runningOn(cluster, g) === g.servedBy) continue;
         const host = await waitUntil(`${g.name} running after the restore`, 120_000, () => runningOn(cluster, g)).catch(() => null);
-        if (host) await resumeRecords(g, host, 180_000).catch((e: Error) => { ok = false; log(`  ${e.message}`); });
+        if (host) await resumeRecords(cluster, g, host, 180_000).catch((e: Error) => { ok = false; log(`  ${e.message}`); });
         else ok = false;
       }
       const doubleStarts = watch.count - doubleBefore;

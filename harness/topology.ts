@@ -16,6 +16,8 @@ export const HUB_ADDRESS = '10.77.0.1';
 export const SUBNET_PREFIX = 24;
 export const API_PORT = 8900;
 export const HOST_LINK = 'eth0';
+const DHCP_FIRST = '10.77.0.100';
+const DHCP_LAST = '10.77.0.200';
 export const ADMIN_PASSWORD = 'cluster-test-admin';
 const SERVER_MAIN = path.resolve(import.meta.dirname, '..', 'server', 'main.js');
 const START_TIMEOUT_MS = 60_000;
@@ -41,6 +43,8 @@ export class Cluster {
   readonly sharedStorage: string;
   readonly name = `vsct${process.pid}`;
   relay: Relay | null = null;
+  /** DHCP for the guests on the hub's bridge (their host networks bridge each host's link to it). */
+  dnsmasq: ChildProcess | null = null;
   etcd: EtcdReader | null = null;
   private hub: Namespace | null = null;
   private destroyed = false;
@@ -55,6 +59,7 @@ export class Cluster {
     if (!Number.isInteger(hostCount) || hostCount < 2 || hostCount > 9) throw new HarnessError(`a cluster test needs 2 to 9 hosts, not ${hostCount}`);
     const cluster = new Cluster(fs.mkdtempSync(path.join(os.tmpdir(), `vsct-${process.pid}-`)), options);
     try {
+      fs.chmodSync(cluster.workDir, 0o711); // QEMU runs as another user and must reach the run folders under it
       fs.mkdirSync(cluster.sharedStorage, { recursive: true });
       cluster.hub = Namespace.create('hub');
       const hub = cluster.hub;
@@ -75,6 +80,9 @@ export class Cluster {
         cluster.hosts.push(new Host(name, ns, address, dir, member));
       }
       log(`namespaces: ${hub.name} (bridge vsctbr ${HUB_ADDRESS}) and ${cluster.hosts.map((h) => `${h.ns.name} ${h.address}`).join(', ')}`);
+      cluster.dnsmasq = hub.spawn('dnsmasq', ['--keep-in-foreground', '--conf-file=/dev/null', '--interface=vsctbr', '--bind-interfaces',
+        '--except-interface=lo', '--port=0', `--dhcp-range=${DHCP_FIRST},${DHCP_LAST},255.255.255.0,600`, `--dhcp-leasefile=${path.join(cluster.workDir, 'dnsmasq.leases')}`,
+        `--pid-file=${path.join(cluster.workDir, 'dnsmasq.pid')}`, `--log-facility=${path.join(cluster.workDir, 'dnsmasq.log')}`, '--log-dhcp'], { stdio: 'ignore' });
       cluster.relay = await Relay.start(hub, path.join(cluster.workDir, 'relay'), [
         ...cluster.hosts.map((h) => h.apiTarget), ...cluster.etcdMembers.map((m) => clientTarget(m.address)),
       ]);
@@ -149,6 +157,16 @@ export class Cluster {
     if (host.etcdMember && !running(host.etcd)) this.startEtcd(host);
     if (!running(host.server)) await this.startServer(host);
     await this.etcd!.waitHealthy(30_000);
+  }
+
+  /** Whether `address` answers a ping from the hub (the guests' side of the bridge). */
+  pingFromHub(address: string): boolean {
+    try {
+      this.hubNamespace.run('busybox', ['ping', '-c', '1', '-W', '1', address], 5_000);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Kills every process of every namespace, deletes the namespaces and the work folder. */
