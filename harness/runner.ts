@@ -117,13 +117,19 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
   const watch = new DoubleStartWatch(cluster, guests);
   watch.start();
   const results: FaultResult[] = [];
+  let incomplete = false;
   try {
     for (const [index, step] of expandFaults(scenario).entries()) {
       const guest = guests[0];
       await delay(scenario.settleSeconds * 1000);
       guest.refresh();
       const before = runningOn(cluster, guest);
-      if (!before) throw new HarnessError(`${guest.name} is not running on exactly one host before fault ${index + 1}`);
+      if (!before) {
+        // The last fault left the VM down (or doubled): the run stops here and the report says it broke.
+        log(`${guest.name} is not running on exactly one host before fault ${index + 1}: the run stops`);
+        incomplete = true;
+        break;
+      }
       const beforePid = qemusOf(cluster, guest.id)[0].pid;
       const target = step.target === 'vm-host' ? before : cluster.host(step.target);
       const doubleBefore = watch.count;
@@ -214,5 +220,5 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
       log(`${g.name}: ${e instanceof RecordError ? e.message : `cannot read the disk: ${(e as Error).message}`}`);
     }
   }
-  return { scenario: scenario.name, hosts: cluster.hosts.length, faults: results, invariantsHeld: disksHeld && results.every((r) => r.ok) };
+  return { scenario: scenario.name, hosts: cluster.hosts.length, faults: results, invariantsHeld: !incomplete && disksHeld && results.every((r) => r.ok) };
 }
