@@ -31,6 +31,8 @@ export type WorkerOperation = 'turnOff' | 'shutdown' | 'save' | 'pause' | 'resum
  */
 export interface StartGate {
   acquire(vm: VmRecord): Promise<RunLicence>;
+  /** The VM runs: its worker keeps the right alive from now on. */
+  started(vm: VmRecord): void;
   startFailed(vm: VmRecord, error: Error): Promise<void>;
 }
 
@@ -149,6 +151,7 @@ export class VmSupervisor implements Supervision {
         } finally {
           client.off('progress', forward);
         }
+        this.gate?.started(vm);
       } catch (e) {
         // A worker that did not come up gives the right back; one that stopped after turning on is reported by its state.
         if (this.gate && !isActive(this.state(vm))) await this.gate.startFailed(vm, e as Error);

@@ -21,6 +21,22 @@ function clusterArgs(etcdUrl: string, host: string, shared: string): string[] {
   return ['--cluster', CLUSTER, '--etcd', etcdUrl, '--host-name', host, '--host-address', `127.0.0.1:${host === 'a' ? 18001 : 18002}`, '--shared-storage', shared];
 }
 
+/** Starts a vserverd expected to refuse to start, in folders of its own removed afterwards; resolves with the error. */
+async function refusedStart(args: string[]): Promise<Error> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-data-'));
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vserver-run-'));
+  try {
+    const server = await TestServer.start({ dataDir, runDir, args });
+    await server.stop();
+    assert.fail('vserverd started');
+  } catch (e) {
+    return e as Error;
+  } finally {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+    fs.rmSync(runDir, { recursive: true, force: true });
+  }
+}
+
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -76,14 +92,16 @@ describe('cluster agent', { timeout: 600_000 }, () => {
   });
 
   it('refuses a second vserverd with a host name in use by a live host', { timeout: 60_000 }, async () => {
-    await assert.rejects(TestServer.start({ args: clusterArgs(etcdUrl, 'a', shared) }),
-      (e: Error) => /exited \(2\)/.test(e.message) && /host name a is in use by a live host at 127\.0\.0\.1:18001/.test(e.message));
+    const error = await refusedStart(clusterArgs(etcdUrl, 'a', shared));
+    assert.match(error.message, /exited \(2\)/);
+    assert.match(error.message, /host name a is in use by a live host at 127\.0\.0\.1:18001/);
   });
 
   it('refuses to start when etcd cannot be reached, naming the endpoints; starts alone when the cluster is optional', { timeout: 60_000 }, async () => {
     const nowhere = `http://127.0.0.1:${await freePort()}`;
-    await assert.rejects(TestServer.start({ args: clusterArgs(nowhere, 'c', shared) }),
-      (e: Error) => /exited \(2\)/.test(e.message) && e.message.includes(`cannot reach etcd at ${nowhere} for the cluster "${CLUSTER}"`));
+    const error = await refusedStart(clusterArgs(nowhere, 'c', shared));
+    assert.match(error.message, /exited \(2\)/);
+    assert.ok(error.message.includes(`cannot reach etcd at ${nowhere} for the cluster "${CLUSTER}"`), error.message);
     const alone = await TestServer.start({ args: [...clusterArgs(nowhere, 'c', shared), '--cluster-optional'] });
     try {
       assert.match(alone.output, /warning: cannot reach etcd at .* starting as a single host/);
@@ -161,5 +179,92 @@ describe('cluster agent', { timeout: 600_000 }, () => {
     a = await TestServer.start({ dataDir, runDir, args: clusterArgs(etcdUrl, 'a', shared) });
     assert.equal(await a.call('VirtualMachine.get_State', { this: vm.ref }), 'Running', 'the restarted vserverd reattached');
     assert.equal((await client.get(KEYS.owner(vm.id)).json() as { host: string } | null)?.host, 'a', 'the restart left the ownership alone');
+  });
+
+  it('the death of host a (vserverd, worker and QEMU killed) restarts its HA VM on b', { timeout: 240_000 }, async () => {
+    const { vm } = vms.find((v) => v.vm.name === 'sharedvm')!;
+    const status = VmPaths.of(vm.id, a.runDir).readStatus()!;
+    assert.equal(status.state, 'Running');
+    const killedAt = Date.now();
+    await a.stop('SIGKILL');
+    process.kill(status.workerPid!, 'SIGKILL');
+    process.kill(status.qemuPid!, 'SIGKILL');
+    vms.push({ server: () => b, vm });
+    // Host lease and VM lease (5 s each), the election moving to b, then b's turn on.
+    const deadline = Date.now() + 90_000;
+    let failover: { from: string; to: string | null; running: string | null; error: string | null; seconds: number | null } | undefined;
+    while (!failover?.running) {
+      assert.ok(Date.now() < deadline, `the VM ran on b within 90 s of the kill (failover so far: ${JSON.stringify(failover)})`);
+      const history = Object.values(await client.getAll().prefix(KEYS.history).json() as Record<string, { vm: string; from: string; to: string | null; running: string | null; error: string | null; seconds: number | null }>);
+      failover = history.find((r) => r.vm === vm.id && r.from === 'a');
+      assert.equal(failover?.error ?? null, null, 'the failover did not fail');
+      await delay(250);
+    }
+    assert.equal(failover.to, 'b');
+    assert.ok(failover.seconds! > 0 && failover.seconds! * 1000 < Date.now() - killedAt, `seconds ${failover.seconds}`);
+    assert.equal(await b.call('VirtualMachine.get_State', { this: vm.ref }), 'Running');
+    assert.equal((await client.get(KEYS.owner(vm.id)).json() as { host: string } | null)?.host, 'b');
+    assert.equal((await client.get(KEYS.vm(vm.id)).json() as { host: string }).host, 'b');
+    assert.equal(await client.get(KEYS.placement(vm.id)).string(), null, 'the placement is gone once done');
+    console.log(`failover of ${vm.name}: ${(Date.now() - killedAt) / 1000} s from the kill to Running on b (recorded: ${failover.seconds} s from detection)`);
+    const events = await b.call<{ message: string }[]>('VirtualServer.GetEvents', { category: 'Cluster', limit: 1000 });
+    assert.ok(events.some((e) => e.message === 'host a is Down (was Up)'), `b logged host a Down: ${JSON.stringify(events.map((e) => e.message))}`);
+    assert.ok(events.some((e) => /^failover of sharedvm from a \(host a is Down\): running on b after [\d.]+ s$/.test(e.message)), 'b logged the failover');
+  });
+
+  it('restarts an HA VM whose QEMU died on its healthy host, up to maxRestarts, then marks it failed', { timeout: 240_000 }, async () => {
+    const { vm } = vms.find((v) => v.vm.name === 'sharedvm')!;
+    await b.call('VirtualMachine.put_HighAvailability', { this: vm.ref, value: { maxRestarts: 1 } });
+    const paths = VmPaths.of(vm.id, b.runDir);
+    const first = paths.readStatus()!;
+    process.kill(first.qemuPid!, 'SIGKILL');
+    const deadline = Date.now() + 90_000;
+    for (;;) {
+      const now = paths.readStatus();
+      if (now?.state === 'Running' && now.qemuPid !== first.qemuPid) break;
+      assert.ok(Date.now() < deadline, `the VM ran again on b within 90 s (state ${now?.state})`);
+      await delay(250);
+    }
+    const record = await client.get(KEYS.vm(vm.id)).json() as { restarts: number; failed: string | null; host: string };
+    assert.deepEqual([record.restarts, record.failed, record.host], [1, null, 'b']);
+    const restart = Object.values(await client.getAll().prefix(KEYS.history).json() as Record<string, { vm: string; from: string; to: string; running: string | null }>)
+      .find((r) => r.vm === vm.id && r.from === 'b' && r.to === 'b');
+    assert.ok(restart?.running, `a history record of the restart: ${JSON.stringify(restart)}`);
+
+    process.kill(paths.readStatus()!.qemuPid!, 'SIGKILL');
+    for (;;) {
+      const now = await client.get(KEYS.vm(vm.id)).json() as { failed: string | null };
+      if (now.failed) {
+        assert.match(now.failed, /its QEMU died 2 times on b \(restarts allowed: 1\)/);
+        break;
+      }
+      assert.ok(Date.now() < deadline, 'the VM was marked failed');
+      await delay(250);
+    }
+    await delay(3_000);
+    assert.equal(await b.call('VirtualMachine.get_State', { this: vm.ref }), 'TurnedOff', 'a failed VM is not restarted');
+    assert.equal(await client.get(KEYS.owner(vm.id)).string(), null, 'and owns nothing');
+  });
+
+  it('a host whose lease is lost (revoked at etcd) joins again with a new one', { timeout: 60_000 }, async () => {
+    const before = (await client.get(KEYS.host('b')).exec()).kvs[0]!;
+    await client.leaseClient.leaseRevoke({ ID: before.lease });
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const now = (await client.get(KEYS.host('b')).exec()).kvs[0];
+      if (now && now.lease !== before.lease) {
+        assert.equal((JSON.parse(now.value.toString()) as { state: string }).state, 'Up');
+        break;
+      }
+      assert.ok(Date.now() < deadline, 'b wrote hosts/b again under a new lease within 20 s');
+      await delay(100);
+    }
+  });
+
+  it('a host in maintenance is Maintenance in etcd, and Up again after', async () => {
+    await b.call('Host.EnterMaintenance', { this: 'Host/b' });
+    assert.equal((await client.get(KEYS.host('b')).json() as { state: string }).state, 'Maintenance');
+    await b.call('Host.ExitMaintenance', { this: 'Host/b' });
+    assert.equal((await client.get(KEYS.host('b')).json() as { state: string }).state, 'Up');
   });
 });

@@ -10,7 +10,7 @@ import type { ClusterConfig } from '../config.js';
 import { ApiError } from '../errors.js';
 import type { Machines } from '../machines.js';
 import type { StateChange, VmRecord } from '../vm-record.js';
-import { checkReachable, openEtcd, readAll } from './etcd-client.js';
+import { checkReachable, openEtcd, readAll, watchPrefix } from './etcd-client.js';
 import { FailoverTarget, type LocalVms } from './failover.js';
 import { Leader } from './leader.js';
 import { Membership } from './membership.js';
@@ -33,6 +33,15 @@ export interface AgentHost {
 
 const MB = 1024 * 1024;
 
+/** A record from a watch event; a value that is not JSON (written by hand) is passed over, not thrown into vserverd. */
+function parsed<T>(text: string): T | null {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return null;
+  }
+}
+
 export class ClusterAgent implements ClusterService {
   readonly events = new EventEmitter<ClusterEventMap>();
   private readonly keys;
@@ -42,6 +51,7 @@ export class ClusterAgent implements ClusterService {
   private readonly leaderRole: Leader;
   private readonly target: FailoverTarget;
   private watchers: Watcher[] = [];
+  private readonly warn = (message: string): void => this.vserverd.log('Warning', message);
   /** The last state seen of each host, for hostState's `previous`. */
   private readonly hostStates = new Map<string, HostState>();
 
@@ -87,6 +97,7 @@ export class ClusterAgent implements ClusterService {
         }, this.hostName);
         return licence;
       },
+      started: (vm) => this.ownership.handOver(vm.id),
       startFailed: async (vm) => { await this.ownership.release(vm.id); },
     };
     machines.on('state', (change) => void this.onState(change).catch((e: Error) => this.vserverd.log('Warning', `${change.vm.name}: ${e.message}`, `VirtualMachine/${change.vm.id}`)));
@@ -148,10 +159,10 @@ export class ClusterAgent implements ClusterService {
 
   private async watchHosts(): Promise<void> {
     for (const [name, record] of await readAll<HostRecord>(this.client, this.keys.hosts)) this.hostStates.set(name, record.state);
-    const watcher = await this.client.watch().prefix(this.keys.hosts).create();
+    const watcher = await watchPrefix(this.client, this.keys.hosts, this.warn);
     watcher.on('put', (kv) => {
-      const record = JSON.parse(kv.value.toString()) as HostRecord;
-      this.noteHostState(record.name, record.state);
+      const record = parsed<HostRecord>(kv.value.toString());
+      if (record) this.noteHostState(record.name, record.state);
     });
     watcher.on('delete', (kv) => this.noteHostState(kv.key.toString().slice(this.keys.hosts.length), 'Down'));
     this.watchers.push(watcher);
@@ -167,9 +178,10 @@ export class ClusterAgent implements ClusterService {
 
   /** Every host announces every failover record it sees written (the API of any host reports them). */
   private async watchHistory(): Promise<void> {
-    const watcher = await this.client.watch().prefix(this.keys.history).create();
+    const watcher = await watchPrefix(this.client, this.keys.history, this.warn);
     watcher.on('put', (kv) => {
-      const record = JSON.parse(kv.value.toString()) as FailoverRecord;
+      const record = parsed<FailoverRecord>(kv.value.toString());
+      if (!record) return;
       this.events.emit('failover', record);
       const what = record.error ? `failed: ${record.error}` : record.running ? `running on ${record.to} after ${record.seconds} s` : record.started ? `starting on ${record.to}` : `placed on ${record.to}`;
       this.vserverd.log(record.error ? 'Error' : 'Information', `failover of ${record.vmName} from ${record.from} (${record.reason}): ${what}`, `VirtualMachine/${record.vm}`);

@@ -1,7 +1,7 @@
 // The etcd connection of vserverd's cluster agent (the npm etcd3 client over gRPC), and the
 // check at start that etcd answers, so that an unreachable etcd is one clear error naming it.
 
-import { Etcd3 } from 'etcd3';
+import { Etcd3, type Watcher } from 'etcd3';
 import type { ClusterConfig } from '../config.js';
 
 /** How long the first request to etcd may take before vserverd calls etcd unreachable. */
@@ -38,4 +38,11 @@ export async function readJson<T>(client: Etcd3, key: string): Promise<T | null>
 export async function readAll<T>(client: Etcd3, prefix: string): Promise<Map<string, T>> {
   const all = await client.getAll().prefix(prefix).strings();
   return new Map(Object.entries(all).map(([key, text]) => [key.slice(prefix.length), JSON.parse(text) as T]));
+}
+
+/** A watch on a prefix; its errors (a watch etcd cancelled) are reported, never thrown into vserverd. */
+export async function watchPrefix(client: Etcd3, prefix: string, warn: (message: string) => void): Promise<Watcher> {
+  const watcher = await client.watch().prefix(prefix).create();
+  watcher.on('error', (e: Error) => warn(`the watch on ${prefix} failed: ${e.message}`));
+  return watcher;
 }

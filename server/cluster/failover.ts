@@ -6,7 +6,7 @@
 import type { Etcd3, Watcher } from 'etcd3';
 import type { ClusterConfig } from '../config.js';
 import type { VmRecord } from '../vm-record.js';
-import { readAll, readJson } from './etcd-client.js';
+import { readAll, readJson, watchPrefix } from './etcd-client.js';
 import { type FailoverRecord, type PlacementRecord, clusterKeys } from './model.js';
 import type { ClusterVmRecords } from './vm-records.js';
 
@@ -33,9 +33,14 @@ export class FailoverTarget {
 
   /** Watches for placements, and takes those made while this host was away. */
   async start(): Promise<void> {
-    this.watcher = await this.client.watch().prefix(this.keys.placements).create();
+    this.watcher = await watchPrefix(this.client, this.keys.placements, this.warn);
     this.watcher.on('put', (kv) => {
-      const placement = JSON.parse(kv.value.toString()) as PlacementRecord;
+      let placement: PlacementRecord;
+      try {
+        placement = JSON.parse(kv.value.toString()) as PlacementRecord;
+      } catch {
+        return;
+      }
       if (placement.host === this.config.hostName) void this.take(kv.key.toString().slice(this.keys.placements.length), placement);
     });
     for (const [vmId, placement] of await readAll<PlacementRecord>(this.client, this.keys.placements)) {

@@ -6,7 +6,7 @@
 import type { Campaign, Etcd3, Watcher } from 'etcd3';
 import { HOST_LEASE_TTL_S } from '../../vmm/run-licence.js';
 import type { ClusterConfig } from '../config.js';
-import { readAll } from './etcd-client.js';
+import { readAll, watchPrefix } from './etcd-client.js';
 import { type ClusterVmRecord, type FailoverRecord, type HostRecord, type OwnerRecord, type PlacementRecord, clusterKeys } from './model.js';
 import type { ClusterVmRecords } from './vm-records.js';
 
@@ -43,7 +43,11 @@ export class Leader {
     if (this.closed) return;
     const campaign = this.client.election(this.keys.election, HOST_LEASE_TTL_S).campaign(this.config.hostName);
     this.campaign = campaign;
-    campaign.on('elected', () => void this.lead());
+    campaign.on('elected', () => void this.lead().catch((e: Error) => {
+      // Elected but unable to watch: resign, so that a host that can lead does.
+      this.warn(`could not start leading (${e.message}); resigning`);
+      void this.stopLeading().then(() => campaign.resign()).catch(() => undefined).finally(() => { if (!this.closed) setTimeout(() => this.start(), 1_000).unref(); });
+    }));
     campaign.on('error', (e: Error) => {
       this.warn(`the leader election failed (${e.message}); campaigning again`);
       void this.stopLeading();
@@ -58,8 +62,8 @@ export class Leader {
 
   private async lead(): Promise<void> {
     this.leading = true;
-    const owners = await this.client.watch().prefix(this.keys.owners).create();
-    const hosts = await this.client.watch().prefix(this.keys.hosts).create();
+    const owners = await watchPrefix(this.client, this.keys.owners, this.warn);
+    const hosts = await watchPrefix(this.client, this.keys.hosts, this.warn);
     this.watchers = [owners, hosts];
     for (const watcher of this.watchers) watcher.on('delete', () => this.scan());
     this.timer = setInterval(() => this.scan(), RESCAN_MS);

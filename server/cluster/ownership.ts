@@ -10,7 +10,7 @@ import { readJson } from './etcd-client.js';
 import { clusterKeys, type OwnerRecord } from './model.js';
 
 export class Ownership {
-  /** The leases this vserverd granted and still renews as well (belt and braces beside the worker's). */
+  /** The leases this vserverd granted and renews until their workers report their VMs running. */
   private readonly leases = new Map<string, Lease>();
   private readonly keys;
 
@@ -33,6 +33,12 @@ export class Ownership {
     this.leases.set(vmId, lease);
     lease.on('lost', () => { if (this.leases.get(vmId) === lease) this.leases.delete(vmId); });
     return { endpoints: this.config.etcd, leaseId, ttlSeconds: VM_LEASE_TTL_S, host: this.config.hostName };
+  }
+
+  /** The worker reported the VM running: it renews the lease alone from now on, so that only its own renewals keep QEMU's right alive. */
+  handOver(vmId: string): void {
+    this.leases.get(vmId)?.release();
+    this.leases.delete(vmId);
   }
 
   /** The VM stopped (or its start failed): its lease is revoked, and owners/<vmId> goes with it. */
