@@ -22,6 +22,10 @@ import { Ownership } from './ownership.js';
 import { refuseUnlessShared } from './shared-storage.js';
 import { ClusterVmRecords } from './vm-records.js';
 
+/** A fenced HA VM is started again here every 2 s, for up to 2 minutes (etcd may be electing or without quorum). */
+const FENCE_RETRY_MS = 2_000;
+const FENCE_RETRY_LIMIT = 60;
+
 /** How the agent reaches the rest of vserverd. */
 export interface AgentHost {
   machines: Machines;
@@ -54,6 +58,8 @@ export class ClusterAgent implements ClusterService {
   private readonly warn = (message: string): void => this.vserverd.log('Warning', message);
   /** The last state seen of each host, for hostState's `previous`. */
   private readonly hostStates = new Map<string, HostState>();
+  /** Set by stop(): retries end. */
+  private stopped = false;
 
   private constructor(private readonly client: Etcd3, private readonly config: ClusterConfig, private readonly vserverd: AgentHost) {
     this.keys = clusterKeys(config.name);
@@ -120,6 +126,8 @@ export class ClusterAgent implements ClusterService {
     if (previous === null || previous === 'TurnedOff' || previous === 'Saved') return;
     await this.ownership.release(vm.id);
     void this.membership.write().catch(() => undefined);
+    // A fence is the cluster's doing, not the VM's: it is meant to run on, here or elsewhere.
+    if (status?.fenced) return this.restartAfterFence(vm, status.fenced.reason);
     const record = await this.records.get(vm.id);
     if (!record || record.host !== this.hostName) return;
     const crash = status?.crashed?.reason;
@@ -155,6 +163,39 @@ export class ClusterAgent implements ClusterService {
       }
     }
     await this.client.put(this.keys.failover(failover.id)).value(JSON.stringify(failover));
+  }
+
+  /**
+   * The worker fenced an HA VM here (its lease could not be renewed in time, e.g. while etcd
+   * elected a new leader). Its record stays desired Running, and this host takes it again once
+   * its old owner key is gone, unless another host took it first (VM_E_OWNED_ELSEWHERE, which
+   * the ownership transaction decides). etcd may be unavailable meanwhile: each step is retried
+   * every FENCE_RETRY_MS, for FENCE_RETRY_LIMIT tries. Fences count against no restart limit.
+   */
+  private async restartAfterFence(vm: VmRecord, reason: string): Promise<void> {
+    const detected = new Date().toISOString();
+    let lastError = '';
+    for (let attempt = 0; attempt < FENCE_RETRY_LIMIT && !this.stopped; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, FENCE_RETRY_MS));
+      try {
+        const record = await this.records.get(vm.id);
+        if (!record || !record.ha.enabled || record.desired !== 'Running' || record.failed) return;
+        if (record.host !== this.hostName) return;
+        await this.vserverd.startVm(vm);
+        const running = new Date().toISOString();
+        const failover: FailoverRecord = {
+          id: `${detected.replace(/[-:.]/g, '')}-${vm.id.slice(0, 8)}`, vm: vm.id, vmName: vm.name, from: this.hostName, to: this.hostName,
+          reason: `fenced: ${reason}`, detected, fenced: detected, started: running, running, seconds: (Date.parse(running) - Date.parse(detected)) / 1000, error: null,
+        };
+        // The history watch announces it, as it does every failover.
+        await this.client.put(this.keys.failover(failover.id)).value(JSON.stringify(failover));
+        return;
+      } catch (e) {
+        if (e instanceof ApiError && (e.errorName === 'VM_E_OWNED_ELSEWHERE' || e.errorName === 'VM_E_VM_RUNNING')) return;
+        lastError = (e as Error).message;
+      }
+    }
+    if (lastError) this.vserverd.log('Error', `${vm.name} was fenced and could not be started again here after ${FENCE_RETRY_LIMIT} tries: ${lastError}`, `VirtualMachine/${vm.id}`);
   }
 
   private async watchHosts(): Promise<void> {
@@ -258,6 +299,7 @@ export class ClusterAgent implements ClusterService {
 
   /** vserverd's orderly stop: leaves the cluster; the VMs run on, their workers renewing their leases. */
   async stop(): Promise<void> {
+    this.stopped = true;
     this.vserverd.machines.startGate = null;
     await Promise.all(this.watchers.map((w) => w.cancel().catch(() => undefined)));
     await this.target.close();
