@@ -5,7 +5,7 @@
 
 /** What vserverd hands a worker it starts in a cluster (written as RUN_DIR/licence.json). */
 export interface RunLicence {
-  /** etcd client URLs (http://ADDRESS:PORT), tried in turn. */
+  /** etcd client URLs (http://ADDRESS:PORT), each asked at every renewal. */
   endpoints: string[];
   /** The lease the VM's ownership key is attached to, as etcd writes it (a decimal string). */
   leaseId: string;

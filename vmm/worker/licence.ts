@@ -94,7 +94,7 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
     }, this.timing.renewMs);
   }
 
-  /** One renewal, endpoints tried in turn; updates the deadline or loses the licence. Says what happened. */
+  /** One renewal (every endpoint asked at once); updates the deadline or loses the licence. Says what happened. */
   private async renewOnce(): Promise<string> {
     if (this.lostReason) return this.lostReason;
     const sentAt = performance.now();
@@ -130,35 +130,46 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
     return `renewed (TTL ${outcome.ttlSeconds} s)`;
   }
 
-  private async send(): Promise<Renewal> {
+  /**
+   * One renewal asked of every endpoint at once: the first definite answer (renewed, or the lease
+   * gone) counts, and it is unanswered only when every endpoint failed. One at a time, a dead or
+   * electing member would spend a time limit each, and an etcd leader election (1 to 2 s) could
+   * eat the whole margin.
+   */
+  private send(): Promise<Renewal> {
     const errors: string[] = [];
-    for (const endpoint of this.licence.endpoints) {
-      try {
-        const answer = await fetch(`${endpoint}/v3/lease/keepalive`, {
-          method: 'POST', body: JSON.stringify({ ID: this.licence.leaseId }), signal: AbortSignal.timeout(this.timing.renewMs),
+    let pending = this.licence.endpoints.length;
+    return new Promise((resolve) => {
+      for (const endpoint of this.licence.endpoints) {
+        void this.ask(endpoint).then((renewal) => {
+          if (renewal.kind !== 'unanswered') return resolve(renewal);
+          errors.push(renewal.why);
+          if (--pending === 0) resolve({ kind: 'unanswered', why: errors.join('; ') });
         });
-        const text = await answer.text();
-        if (!answer.ok) {
-          errors.push(`${endpoint}: HTTP ${answer.status} ${text.trim().slice(0, 200)}`);
-          continue;
-        }
-        // The gateway streams one JSON object per answer; a single request gets one.
-        const body = JSON.parse(text.trim().split('\n')[0]) as { result?: { TTL?: string }; error?: { message?: string } };
-        if (body.error) {
-          if (/lease not found/.test(body.error.message ?? '')) return { kind: 'gone', why: body.error.message! };
-          errors.push(`${endpoint}: ${body.error.message}`);
-          continue;
-        }
-        const ttl = Number(body.result?.TTL ?? 0);
-        // etcd answers a renewal of a lease it does not have with no TTL (0).
-        if (!(ttl > 0)) return { kind: 'gone', why: `${endpoint} answered the renewal with TTL ${body.result?.TTL ?? '(none)'}` };
-        return { kind: 'renewed', ttlSeconds: ttl };
-      } catch (e) {
-        errors.push(`${endpoint}: ${causeOf(e)}`);
       }
-      if (this.lostReason) break;
+    });
+  }
+
+  private async ask(endpoint: string): Promise<Renewal> {
+    try {
+      const answer = await fetch(`${endpoint}/v3/lease/keepalive`, {
+        method: 'POST', body: JSON.stringify({ ID: this.licence.leaseId }), signal: AbortSignal.timeout(this.timing.renewMs),
+      });
+      const text = await answer.text();
+      if (!answer.ok) return { kind: 'unanswered', why: `${endpoint}: HTTP ${answer.status} ${text.trim().slice(0, 200)}` };
+      // The gateway streams one JSON object per answer; a single request gets one.
+      const body = JSON.parse(text.trim().split('\n')[0]) as { result?: { TTL?: string }; error?: { message?: string } };
+      if (body.error) {
+        if (/lease not found/.test(body.error.message ?? '')) return { kind: 'gone', why: body.error.message! };
+        return { kind: 'unanswered', why: `${endpoint}: ${body.error.message}` };
+      }
+      const ttl = Number(body.result?.TTL ?? 0);
+      // etcd answers a renewal of a lease it does not have with no TTL (0).
+      if (!(ttl > 0)) return { kind: 'gone', why: `${endpoint} answered the renewal with TTL ${body.result?.TTL ?? '(none)'}` };
+      return { kind: 'renewed', ttlSeconds: ttl };
+    } catch (e) {
+      return { kind: 'unanswered', why: `${endpoint}: ${causeOf(e)}` };
     }
-    return { kind: 'unanswered', why: errors.join('; ') };
   }
 
   /** A timer at the deadline, so the fence comes on time even when no write asks. */
