@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const folders = process.argv.slice(2).length ? process.argv.slice(2) : ['server', 'bin', 'vmm', 'storage', 'bench', 'test'];
+const folders = process.argv.slice(2).length ? process.argv.slice(2) : ['server', 'bin', 'vmm', 'storage', 'bench', 'test', 'harness'];
 const STATIC_IMPORT = /^\s*(?:import|export)\s(?:[^'";]*?\sfrom\s)?\s*['"](\.{1,2}\/[^'"]+)['"]/gm;
 
 function sources(dir) {

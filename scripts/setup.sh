@@ -44,7 +44,9 @@ case "$mode" in
       # the network tests' guests ask for their addresses with busybox's udhcpc, and ping
       [busybox]=busybox-static
       # the website's tests drive Debian's chromium with playwright-core (no browser download)
-      [chromium]=chromium)
+      [chromium]=chromium
+      # the cluster tests start their own etcd members (test/helpers/etcd.ts); never a system service
+      [/usr/bin/etcd]=etcd-server [etcdctl]=etcd-client)
     [ "$mode" = bench ] && wanted[fio]=fio
     ;;
   *) die "unknown mode '$mode' (use start, test or bench)" ;;
@@ -67,6 +69,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   say "installing Debian packages: $packages"
   export DEBIAN_FRONTEND=noninteractive
+  # etcd-server's maintainer script would start a system etcd on the default ports: a policy-rc.d
+  # that says no (101) stops every service start during this install; one already there is kept.
+  policy_made=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy_made=1
+  fi
+  trap '[ -n "$policy_made" ] && rm -f /usr/sbin/policy-rc.d' EXIT
   # shellcheck disable=SC2086
   if ! apt-get install -y -q --no-install-recommends $packages >/tmp/vserver-apt.log 2>&1; then
     say "package lists may be stale; running apt-get update"
@@ -75,6 +84,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -q --no-install-recommends $packages >>/tmp/vserver-apt.log 2>&1 \
       || die "apt-get install $packages failed; see /tmp/vserver-apt.log"
   fi
+  [ -n "$policy_made" ] && rm -f /usr/sbin/policy-rc.d
+  policy_made=
   say "installed $packages"
 fi
 

@@ -28,13 +28,33 @@ export interface ServerConfig {
   adminUser: string;
   /** Whether virtual networks get their host parts (bridges, TAPs, dnsmasq, nftables); off, networks exist only in the catalog. */
   hostNetworks: boolean;
+  /** This host's place in a cluster (docs/cluster.md), or null: a single host, as before. */
+  cluster: ClusterConfig | null;
+}
+
+/** The cluster settings: flags, VSERVER_* variables, or the config file's "cluster" object. */
+export interface ClusterConfig {
+  /** The cluster's name: its keys live under /vserver/<name>/ in etcd. */
+  name: string;
+  /** etcd client URLs (http(s)://HOST:PORT). */
+  etcd: string[];
+  /** This host's name in the cluster, unique among live hosts. */
+  hostName: string;
+  /** Where the other hosts reach this host's API (HOST:PORT). */
+  hostAddress: string;
+  /** Folders mounted at the same path on every host (NFS, a cluster file system, CephFS): HA VMs live there. */
+  sharedStorage: string[];
+  /** Whether vserverd refuses to start without etcd (true) or starts as a single host with a warning (false). */
+  required: boolean;
 }
 
 export class ConfigError extends Error {}
 
-const FILE_KEYS = ['host', 'port', 'dataDir', 'storageRoots', 'allowedOrigins', 'allowedHosts', 'sessionTimeoutMinutes', 'thumbnailSeconds', 'adminUser', 'hostNetworks'] as const;
+const FILE_KEYS = ['host', 'port', 'dataDir', 'storageRoots', 'allowedOrigins', 'allowedHosts', 'sessionTimeoutMinutes', 'thumbnailSeconds', 'adminUser', 'hostNetworks', 'cluster'] as const;
+const CLUSTER_KEYS = ['name', 'etcd', 'hostName', 'hostAddress', 'sharedStorage', 'required'] as const;
 
 export const USAGE = `usage: node dist/server/main.js [--config FILE] [--host ADDRESS] [--port N] [--data FOLDER] [--storage-root FOLDER ...] [--allowed-host NAME ...] [--no-host-networks]
+       [--cluster NAME --etcd URL[,URL] --host-name NAME --host-address HOST:PORT [--shared-storage DIR ...] [--cluster-optional]]
   --config FILE         a JSON file with any of: ${FILE_KEYS.join(', ')}   (VSERVER_CONFIG)
   --host ADDRESS        the address to listen on; 127.0.0.1 unless set          (VSERVER_HOST)
   --port N              the port; 8080 unless set, 0 for any free one          (VSERVER_PORT)
@@ -48,6 +68,17 @@ export const USAGE = `usage: node dist/server/main.js [--config FILE] [--host AD
   --no-host-networks    virtual networks without host parts (no bridge, TAP, dnsmasq or NAT rule is made);
                         they are made when vserverd has CAP_NET_ADMIN unless this is set
                                                                       (VSERVER_HOST_NETWORKS=0, "hostNetworks": false)
+  --cluster NAME        join the cluster NAME (letters a-z, digits, -); its keys are /vserver/NAME/ in etcd
+                                                                      (VSERVER_CLUSTER, "cluster": {"name"})
+  --etcd URL[,URL]      etcd's client URLs, http(s)://HOST:PORT         (VSERVER_ETCD, comma-separated, "cluster": {"etcd"})
+  --host-name NAME      this host's name in the cluster (a-z, 0-9, -); the machine's name unless set
+                                                                      (VSERVER_HOST_NAME, "cluster": {"hostName"})
+  --host-address HOST:PORT  where the other hosts reach this host's API; HOST:the port unless set
+                                                                      (VSERVER_HOST_ADDRESS, "cluster": {"hostAddress"})
+  --shared-storage DIR  a folder at the same path on every host (NFS, cluster FS, CephFS); HA VMs live there
+                        (repeat for more)                             (VSERVER_SHARED_STORAGE, colon-separated, "cluster": {"sharedStorage"})
+  --cluster-optional    start as a single host, with a warning, when etcd cannot be reached (else vserverd stops)
+                                                                      (VSERVER_CLUSTER_OPTIONAL=1, "cluster": {"required": false})
   VSERVER_ADMIN_PASSWORD sets the first administrator's password (else one is generated and shown once).`;
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: string): ServerConfig {
@@ -57,7 +88,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
       args: argv,
       options: {
         config: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, data: { type: 'string' },
-        'storage-root': { type: 'string', multiple: true }, 'allowed-host': { type: 'string', multiple: true }, 'no-host-networks': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        'storage-root': { type: 'string', multiple: true }, 'allowed-host': { type: 'string', multiple: true }, 'no-host-networks': { type: 'boolean' },
+        cluster: { type: 'string' }, etcd: { type: 'string' }, 'host-name': { type: 'string' }, 'host-address': { type: 'string' },
+        'shared-storage': { type: 'string', multiple: true }, 'cluster-optional': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
       strict: true,
     }));
@@ -99,7 +132,49 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
   if (file.hostNetworks !== undefined && typeof file.hostNetworks !== 'boolean') throw new ConfigError(`hostNetworks must be true or false, not ${JSON.stringify(file.hostNetworks)}`);
   if (env.VSERVER_HOST_NETWORKS !== undefined && !['0', '1'].includes(env.VSERVER_HOST_NETWORKS)) throw new ConfigError(`VSERVER_HOST_NETWORKS must be 0 or 1, not "${env.VSERVER_HOST_NETWORKS}"`);
   const hostNetworks = values['no-host-networks'] ? false : env.VSERVER_HOST_NETWORKS !== undefined ? env.VSERVER_HOST_NETWORKS === '1' : file.hostNetworks ?? true;
-  return { host, port, dataDir, storageRoots: roots, allowedOrigins, allowedHosts, sessionTimeoutMinutes, thumbnailSeconds, adminUser, hostNetworks };
+  const cluster = clusterSettings(values, env, file.cluster, fromFile, host, port);
+  return { host, port, dataDir, storageRoots: roots, allowedOrigins, allowedHosts, sessionTimeoutMinutes, thumbnailSeconds, adminUser, hostNetworks, cluster };
+}
+
+/** A cluster's or a host's name (put_HighAvailability's preferredHosts are checked against it too). */
+export const CLUSTER_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+const ETCD_URL = /^https?:\/\/(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]):\d{1,5}\/?$/i;
+const HOST_PORT = /^(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]):(\d{1,5})$/i;
+
+interface ClusterFlags { cluster?: string; etcd?: string; 'host-name'?: string; 'host-address'?: string; 'shared-storage'?: string[]; 'cluster-optional'?: boolean }
+
+/** The cluster settings, or null when none is given; a partial or malformed set is a ConfigError. */
+function clusterSettings(values: ClusterFlags, env: NodeJS.ProcessEnv, fileValue: unknown, fromFile: (p: unknown) => string, listenHost: string, port: number): ClusterConfig | null {
+  if (fileValue !== undefined && (typeof fileValue !== 'object' || fileValue === null || Array.isArray(fileValue))) throw new ConfigError('"cluster" in the config file must be an object with name, etcd, hostName, hostAddress, sharedStorage, required');
+  const file = (fileValue ?? {}) as Record<string, unknown>;
+  const unknown = Object.keys(file).filter((k) => !(CLUSTER_KEYS as readonly string[]).includes(k));
+  if (unknown.length) throw new ConfigError(`"cluster" in the config file: unknown setting${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `"${k}"`).join(', ')} (known: ${CLUSTER_KEYS.join(', ')})`);
+  const name = values.cluster ?? env.VSERVER_CLUSTER ?? stringSetting(file.name, 'cluster.name');
+  const etcdText = values.etcd ?? env.VSERVER_ETCD;
+  const etcd = etcdText !== undefined ? etcdText.split(',').map((u) => u.trim()).filter(Boolean) : file.etcd !== undefined ? listSetting(file.etcd, 'cluster.etcd') : undefined;
+  const given = [values['host-name'] ?? env.VSERVER_HOST_NAME ?? file.hostName, values['host-address'] ?? env.VSERVER_HOST_ADDRESS ?? file.hostAddress, values['shared-storage'] ?? env.VSERVER_SHARED_STORAGE ?? file.sharedStorage];
+  if (name === undefined && etcd === undefined) {
+    if (given.some((v) => v !== undefined) || values['cluster-optional']) throw new ConfigError('--host-name, --host-address, --shared-storage and --cluster-optional need --cluster NAME and --etcd URL (or VSERVER_CLUSTER and VSERVER_ETCD, or "cluster" in the config file)');
+    return null;
+  }
+  if (name === undefined) throw new ConfigError('--etcd needs --cluster NAME (VSERVER_CLUSTER or "cluster": {"name"}): the cluster\'s name');
+  if (etcd === undefined || etcd.length === 0) throw new ConfigError(`the cluster "${name}" needs etcd's client URLs: --etcd URL[,URL] (VSERVER_ETCD or "cluster": {"etcd"})`);
+  if (!CLUSTER_NAME.test(name)) throw new ConfigError(`the cluster name "${name}" may hold only a-z, 0-9 and - (not first or last) (--cluster, VSERVER_CLUSTER or "cluster": {"name"})`);
+  const badUrl = etcd.find((u) => !ETCD_URL.test(u));
+  if (badUrl !== undefined) throw new ConfigError(`"${badUrl}" is not an etcd client URL of the form http(s)://HOST:PORT (--etcd, VSERVER_ETCD or "cluster": {"etcd"})`);
+  const hostName = values['host-name'] ?? env.VSERVER_HOST_NAME ?? stringSetting(file.hostName, 'cluster.hostName') ?? os.hostname().toLowerCase().split('.')[0]!;
+  if (!CLUSTER_NAME.test(hostName)) throw new ConfigError(`the host name "${hostName}" may hold only a-z, 0-9 and - (not first or last) (--host-name, VSERVER_HOST_NAME or "cluster": {"hostName"})`);
+  const shownHost = listenHost.includes(':') ? `[${listenHost}]` : listenHost;
+  const hostAddress = values['host-address'] ?? env.VSERVER_HOST_ADDRESS ?? stringSetting(file.hostAddress, 'cluster.hostAddress') ?? `${shownHost}:${port}`;
+  const addressMatch = HOST_PORT.exec(hostAddress);
+  if (!addressMatch || Number(addressMatch[2]) > 65535) throw new ConfigError(`the host address "${hostAddress}" must be HOST:PORT (--host-address, VSERVER_HOST_ADDRESS or "cluster": {"hostAddress"})`);
+  const sharedStorage = values['shared-storage']?.length ? values['shared-storage'].map((d) => path.resolve(d))
+    : env.VSERVER_SHARED_STORAGE ? env.VSERVER_SHARED_STORAGE.split(':').filter(Boolean).map((d) => path.resolve(d))
+      : file.sharedStorage !== undefined ? listSetting(file.sharedStorage, 'cluster.sharedStorage').map(fromFile) : [];
+  if (file.required !== undefined && typeof file.required !== 'boolean') throw new ConfigError(`"cluster": {"required"} must be true or false, not ${JSON.stringify(file.required)}`);
+  if (env.VSERVER_CLUSTER_OPTIONAL !== undefined && !['0', '1'].includes(env.VSERVER_CLUSTER_OPTIONAL)) throw new ConfigError(`VSERVER_CLUSTER_OPTIONAL must be 0 or 1, not "${env.VSERVER_CLUSTER_OPTIONAL}"`);
+  const required = values['cluster-optional'] ? false : env.VSERVER_CLUSTER_OPTIONAL !== undefined ? env.VSERVER_CLUSTER_OPTIONAL !== '1' : file.required ?? true;
+  return { name, etcd: etcd.map((u) => u.replace(/\/$/, '')), hostName, hostAddress, sharedStorage, required };
 }
 
 /** A Host header's form: a name or IPv4 address, or an IPv6 address in brackets; then an optional port. */

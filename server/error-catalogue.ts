@@ -71,8 +71,11 @@ export const ERRORS = {
   VM_E_WORKER_GONE: named(400, 'the VM worker ended while the call waited for its answer'),
   VM_E_MAC_IN_USE: named(400, 'another VM of this host has that MAC address; the message names it'),
   VM_E_MEDIA_NOT_FOUND: named(400, 'a DVD or floppy image of the VM does not exist at turn on'),
+  VM_E_LICENCE_LOST: named(409, 'a clustered VM\'s run licence (its etcd lease) could not be renewed at turn on, so it may not run on this host; the message says why'),
   VM_E_PORT_FILE: named(400, 'the folder of a serial or parallel port\'s output file does not exist at turn on'),
   VM_E_PORT_NOT_CONNECTED: named(400, '`GetSerialOutput` port 2 on a VM whose COM2 is not connected to a file'),
+  // A host cluster (docs/cluster.md)
+  VM_E_OWNED_ELSEWHERE: named(409, 'the VM is clustered and another host owns it (it runs there, or its lease there has not run out); the message names the host'),
   // A VM's configuration
   VM_E_CONFIG_INVALID: named(400, 'the change breaks the hardware profile; `data.problems` lists each field and limit, and nothing was changed'),
   VM_E_NAME_IN_USE: named(400, 'another VM has that name'),
@@ -100,6 +103,11 @@ export const ERRORS = {
   VM_E_DHCP_INVALID: named(400, 'a DHCP server setting is not an address, a mask that is not contiguous, an address outside the network, a range that is empty or holds the server, or lease times out of order; `data.problems` lists each field'),
   VM_E_DHCP_OVERLAP: named(400, 'the network address overlaps another virtual network\'s; the message names it'),
   VM_E_MAC_INVALID: named(400, 'not a MAC address under Virtual Server\'s prefix 00:03:FF'),
+  // The host cluster (docs/cluster.md)
+  VM_E_NOT_CLUSTERED: named(409, 'this vserverd has no cluster settings (--cluster, --etcd, --host-name, --host-address): Cluster and Host objects and a VM\'s high availability exist only in a cluster'),
+  VM_E_NOT_SHARED_STORAGE: named(409, 'the VM has a file (its .vmc, a disk and its chain, its saved state) outside the shared storage every host sees (--shared-storage), so no other host could start it; the message names the first'),
+  VM_E_HOST_UNKNOWN: named(404, 'no host of that name ever joined the cluster; the message lists those that did'),
+  VM_E_CLUSTER_UNAVAILABLE: named(503, 'etcd did not answer in time or has lost its quorum; running VMs go on, nothing is moved, and the message says which endpoints failed'),
   // Files
   VM_E_HD_IMAGE_NOT_FOUND: named(404, 'the disk file does not exist'),
   VM_E_FILE_NOT_FOUND: named(400, 'the file does not exist'),

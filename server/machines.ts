@@ -14,7 +14,7 @@ import type { Progress } from '../vmm/worker/machine.js';
 import { QuitPolicy } from './quit-policy.js';
 import type { MachineEventMap, ShutdownAction, VmRecord, VmRecords } from './vm-record.js';
 import { VmRepository, type VmSettings } from './vm-repository.js';
-import { VmSupervisor, type WorkerOperation } from './vm-supervisor.js';
+import { type StartGate, VmSupervisor, type WorkerOperation } from './vm-supervisor.js';
 
 export type { AutoStart, ShutdownAction, StateChange, UndoAction, VmRecord } from './vm-record.js';
 
@@ -31,6 +31,8 @@ export class Machines extends EventEmitter<MachineEventMap> implements VmRecords
   }
 
   get manager(): VmManager { return this.supervisor.manager; }
+  /** The cluster agent's hold on every turn on (null on a single host). */
+  set startGate(gate: StartGate | null) { this.supervisor.gate = gate; }
   get autoStartPending(): Set<string> { return this.quit.autoStartPending; }
 
   // The repository

@@ -31,6 +31,12 @@ import { LayerStore } from './layer-store.js';
 import { recoverLayers } from './layer-recovery.js';
 import { Snapshots } from './snapshots.js';
 import { VirtualNetworks } from './virtual-networks.js';
+import { ClusterAgent } from './cluster/agent.js';
+import { EtcdUnreachableError } from './cluster/etcd-client.js';
+import { HostNameInUseError } from './cluster/membership.js';
+import { isErrorName } from './error-catalogue.js';
+import { ApiError } from './errors.js';
+import type { VmRecord } from './vm-record.js';
 
 const projectRoot = path.resolve(import.meta.dirname, '..', '..');
 const version = (JSON.parse(fs.readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version;
@@ -54,7 +60,7 @@ async function main(): Promise<void> {
     db, users, machines, networks, tasks: new Tasks(db), events, access: new AccessControl(db),
     layers, snapshots: new Snapshots(layers), backups: new Backups(layers),
     roots, files: new FileWorkers(roots.roots), sessions: new Sessions(config.sessionTimeoutMinutes * 60_000),
-    hostName: os.hostname(), version, startedAt: Date.now(),
+    cluster: null, hostName: os.hostname(), version, startedAt: Date.now(),
   };
   if (admin.generated) {
     console.log(`vserverd: created the administrator "${config.adminUser}" with the password ${admin.generated}`);
@@ -71,6 +77,9 @@ async function main(): Promise<void> {
   services.tasks.settleInterrupted((task) => settleFromVm(task, services.machines));
   await services.machines.cleanRunFolders();
   removeDeadDrafts(services);
+  // After reattach (the VMs found running keep their owners) and before any turn on (each takes its ownership).
+  const agent = await joinCluster(config, services);
+  services.cluster = agent;
   services.events.log('Virtual Server', 'Information', `vserverd ${version} started${reattached.length ? `; reattached to ${reattached.map((vm) => vm.name).join(', ')}` : ''}`);
 
   const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, allowedHosts: config.allowedHosts, projectRoot, sessionTimeoutMinutes: config.sessionTimeoutMinutes, thumbnailSeconds: config.thumbnailSeconds }));
@@ -81,13 +90,49 @@ async function main(): Promise<void> {
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    void shutDown(services, server, signal);
+    void shutDown(services, server, signal, agent);
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   await listen(server, config);
   scheduleAutoStart(services);
 }
+
+/**
+ * Starts the cluster agent when the settings ask for one. etcd unreachable stops vserverd, or,
+ * with "required": false (--cluster-optional), starts it as a single host with a warning.
+ */
+async function joinCluster(config: ServerConfig, services: Services): Promise<ClusterAgent | null> {
+  if (!config.cluster) return null;
+  try {
+    return await ClusterAgent.start(config.cluster, {
+      machines: services.machines,
+      startVm: (vm) => startVm(services, vm),
+      log: (severity, message, object) => services.events.log('Cluster', severity, message, SERVICE, object ?? null),
+    });
+  } catch (e) {
+    if (e instanceof EtcdUnreachableError && !config.cluster.required) {
+      const message = `${e.message}; starting as a single host (the cluster is optional: --cluster-optional)`;
+      console.warn(`vserverd: warning: ${message}`);
+      services.events.log('Cluster', 'Warning', message);
+      return null;
+    }
+    if (e instanceof EtcdUnreachableError || e instanceof HostNameInUseError) throw new ConfigError(e.message);
+    throw e;
+  }
+}
+
+/** Turns a VM on as VirtualMachine.Startup does (the same checks and task), resolving once it runs. */
+async function startVm(services: Services, vm: VmRecord): Promise<void> {
+  const task = await call('VirtualMachine.Startup', { this: `VirtualMachine/${vm.id}` }, SERVICE_PRINCIPAL, services) as { $ref: string };
+  const id = task.$ref.slice('Task/'.length);
+  if (!(await services.tasks.wait(id, VM_START_LIMIT_MS))) throw new Error(`${vm.name} did not turn on within ${VM_START_LIMIT_MS / 1000} s`);
+  const error = services.tasks.get(id)?.error;
+  if (error) throw isErrorName(error.name) ? new ApiError(error.name, error.message) : new Error(error.message);
+}
+
+/** How long a turn on by the cluster (a restart, a failover) may take. */
+const VM_START_LIMIT_MS = 120_000;
 
 function listen(server: http.Server, config: ServerConfig): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -137,7 +182,7 @@ function scheduleAutoStart(services: Services): void {
   }
 }
 
-async function shutDown(services: Services, server: http.Server, signal: string): Promise<void> {
+async function shutDown(services: Services, server: http.Server, signal: string, agent: ClusterAgent | null): Promise<void> {
   console.log(`vserverd: ${signal}: applying each running VM's action on quit`);
   server.close();
   server.closeAllConnections();
@@ -146,6 +191,8 @@ async function shutDown(services: Services, server: http.Server, signal: string)
     else services.events.log('Virtual Machine', 'Information', `${vm.name}: action on quit applied (${action})`, SERVICE, `VirtualMachine/${vm.id}`);
     console.log(`vserverd: ${vm.name}: ${action}${error ? ` failed: ${error.message}` : ' done'}`);
   });
+  // Leaves the cluster; the VMs left running keep their ownership (their workers renew it).
+  await agent?.stop().catch((e: Error) => console.error(`vserverd: leaving the cluster: ${e.message}`));
   services.machines.detach();
   // The networks' host parts stay: guests left running keep their networks.
   services.networks.close();

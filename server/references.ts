@@ -1,6 +1,7 @@
 // The grammar of object references ("VirtualMachine/<id>", "HardDiskConnection/<vm id>/scsi0-1",
 // ...): how one is built and split, and which object's access entries guard it. Devices of a
-// VM are guarded by the VM; disks, tasks without a VM and the server by the server. A leaf
+// VM are guarded by the VM; disks, tasks without a VM, the cluster ("Cluster/<name>") and its
+// hosts ("Host/<name>") and the server by the server. A leaf
 // module: the access checks read it without loading the API.
 
 export const SERVER_REF = 'VirtualServer';

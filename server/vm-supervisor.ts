@@ -12,6 +12,7 @@ import { isActive, type VmState, type VmStatus } from '../vmm/state.js';
 import type { VmConfig } from '../vmm/config.js';
 import type { WorkerClient } from '../vmm/worker-client.js';
 import type { Operation } from '../vmm/worker/control.js';
+import type { RunLicence } from '../vmm/run-licence.js';
 import type { Progress } from '../vmm/worker/machine.js';
 import type { MachineEvents, VmRecord, VmRecords } from './vm-record.js';
 import type { Supervision } from './vm-repository.js';
@@ -24,7 +25,20 @@ export type WorkerOperation = 'turnOff' | 'shutdown' | 'save' | 'pause' | 'resum
   // The disk layer operations (docs/vmm.md): switching tops, merging a layer while the guest runs, the chains served.
   | 'snapshotDisks' | 'mergeLayer' | 'disks';
 
+/**
+ * What a host cluster asks of every turn on (server/cluster): the VM's right to run before its
+ * worker starts, handed to the worker; given back when the start fails.
+ */
+export interface StartGate {
+  acquire(vm: VmRecord): Promise<RunLicence>;
+  /** The VM runs: its worker keeps the right alive from now on. */
+  started(vm: VmRecord): void;
+  startFailed(vm: VmRecord, error: Error): Promise<void>;
+}
+
 export class VmSupervisor implements Supervision {
+  /** Set by the cluster agent on a clustered host. */
+  gate: StartGate | null = null;
   private readonly clients = new Map<string, WorkerClient>();
   private readonly lastState = new Map<string, VmState>();
   /** VMs being turned on by this process: a second Startup is refused before it reaches the worker. */
@@ -124,15 +138,24 @@ export class VmSupervisor implements Supervision {
    */
   async startup(vm: VmRecord, onProgress: (p: Progress) => void, prepare?: () => Promise<VmConfig>): Promise<void> {
     try {
-      const config = prepare ? await prepare() : vm.config;
-      const client = await this.manager.launch(config);
-      this.watch(vm.id, client);
-      const forward = (p: Progress): void => onProgress(p);
-      client.on('progress', forward);
+      // Ownership first: a VM another host runs is refused before its disks are touched here.
+      const licence = this.gate ? await this.gate.acquire(vm) : undefined;
       try {
-        await client.request('turnOn');
-      } finally {
-        client.off('progress', forward);
+        const config = prepare ? await prepare() : vm.config;
+        const client = await this.manager.launch(config, { licence });
+        this.watch(vm.id, client);
+        const forward = (p: Progress): void => onProgress(p);
+        client.on('progress', forward);
+        try {
+          await client.request('turnOn');
+        } finally {
+          client.off('progress', forward);
+        }
+        this.gate?.started(vm);
+      } catch (e) {
+        // A worker that did not come up gives the right back; one that stopped after turning on is reported by its state.
+        if (this.gate && !isActive(this.state(vm))) await this.gate.startFailed(vm, e as Error);
+        throw e;
       }
     } finally {
       this.starting.delete(vm.id);

@@ -187,6 +187,9 @@ before(async () => {
     VirtualNetwork: fixtureNetwork.$ref,
     DHCPVirtualNetworkServer: fixtureNetwork.$ref.replace('VirtualNetwork/', 'DHCPVirtualNetworkServer/'),
     Snapshot: fixtureSnapshot.$ref,
+    // This server has no cluster settings: these name nothing, and their members say so (VM_E_NOT_CLUSTERED).
+    Cluster: 'Cluster/lab',
+    Host: 'Host/vhost1',
   });
 });
 
@@ -212,6 +215,36 @@ describe('the object model is tested whole', () => {
     const untested = Object.entries(SCHEMA).flatMap(([iface, spec]) => Object.keys(spec.members).map((m) => `${iface}.${m}`))
       .filter((method) => !source.includes(`'${method}'`));
     assert.deepEqual(untested, [], `members without a test here: ${untested.join(', ')}`);
+  });
+});
+
+describe('the cluster members on a vserverd without cluster settings (api-cluster tests them in a cluster)', () => {
+  test('VirtualServer.get_Cluster and VirtualMachine.get_Host are null; every Cluster and Host member and the VM\'s high availability are VM_E_NOT_CLUSTERED, and nothing is logged as changed', async () => {
+    assert.equal(await call('VirtualServer.get_Cluster'), null);
+    assert.equal(await call('VirtualMachine.get_Host', { this: fixtureVm }), null);
+    const since = (await call<{ id: number }[]>('VirtualServer.GetEvents', { newestFirst: true, limit: 1 }))[0]?.id ?? 0;
+    const calls: Array<[string, Record<string, unknown>]> = [
+      ['Cluster.get_Name', { this: 'Cluster/lab' }], ['Cluster.get_Hosts', { this: 'Cluster/lab' }], ['Cluster.get_Leader', { this: 'Cluster/lab' }],
+      ['Cluster.get_FailoverHistory', { this: 'Cluster/lab' }], ['Cluster.get_FailoverHistory', { this: 'Cluster/lab', since: '2026-01-01T00:00:00Z' }],
+      ['Host.get_Name', { this: 'Host/vhost1' }], ['Host.get_State', { this: 'Host/vhost1' }], ['Host.get_Address', { this: 'Host/vhost1' }],
+      ['Host.get_VirtualMachines', { this: 'Host/vhost1' }], ['Host.get_MemoryAvailable', { this: 'Host/vhost1' }],
+      ['Host.EnterMaintenance', { this: 'Host/vhost1' }], ['Host.ExitMaintenance', { this: 'Host/vhost1' }],
+      ['VirtualMachine.get_HighAvailability', { this: fixtureVm }], ['VirtualMachine.put_HighAvailability', { this: fixtureVm, value: { enabled: true } }],
+    ];
+    for (const [method, params] of calls) await refused(method, params, 'VM_E_NOT_CLUSTERED', ['not in a cluster', '--cluster']);
+    const logged = await call<{ message: string }[]>('VirtualServer.GetEvents', { since });
+    assert.deepEqual(logged.filter((e) => /Maintenance|HighAvailability/.test(e.message)), [], 'a refused change is not logged as made');
+  });
+
+  test('put_HighAvailability checks its value before the cluster is asked: priority and maxRestarts 0 to 100, host names, no other fields', async () => {
+    const self = { this: fixtureVm };
+    const cases: Array<[unknown, string[]]> = [
+      [{ priority: 101 }, ['priority', '100']], [{ priority: -1 }, ['priority', '0']], [{ maxRestarts: 101 }, ['maxRestarts', '100']],
+      [{ preferredHosts: ['Bad Name!'] }, ['preferredHosts']], [{ preferredHosts: 'vhost1' }, ['preferredHosts', 'list']],
+      [{ enabled: 'yes' }, ['enabled']], [{ everywhere: true }, ['everywhere']], ['on', ['object']],
+    ];
+    for (const [value, mentions] of cases) await refused('VirtualMachine.put_HighAvailability', { ...self, value }, 'VM_E_INVALID_PARAMS', ['"value"', ...mentions]);
+    await refused('Cluster.get_FailoverHistory', { this: 'Cluster/lab', since: 42 }, 'VM_E_INVALID_PARAMS', ['"since"']);
   });
 });
 

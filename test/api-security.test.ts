@@ -415,6 +415,9 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
         VirtualNetwork: [f.network],
         DHCPVirtualNetworkServer: [f.network.replace('VirtualNetwork/', 'DHCPVirtualNetworkServer/')],
         Snapshot: [f.snapshot],
+        // This server has no cluster settings: their members answer VM_E_NOT_CLUSTERED to those with the right.
+        Cluster: ['Cluster/lab'],
+        Host: ['Host/vhost1'],
       };
     }
 
@@ -475,6 +478,7 @@ describe('vserverd API security', { timeout: 120_000 }, () => {
         case 'boolean': return false;
         case 'enum': return type.values[0];
         case 'array': return [];
+        case 'object': return {};
         case 'ref': {
           const found = targets(f)[type.interface]?.[0];
           assert.ok(found, `${member}: no object of ${type.interface} to pass`);

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { commandLine, isAlive } from '../host/process.js';
 import type { VmConfig } from './config.js';
+import type { RunLicence } from './run-licence.js';
 import { runRoot, VmPaths } from './paths.js';
 import { isActive, VmError, type VmStatus } from './state.js';
 import { WorkerClient } from './worker-client.js';
@@ -36,7 +37,7 @@ export class VmManager {
    * Starts a worker for the VM and connects to it; the VM is still off (or saved), so that the
    * caller can follow every state of the turn on it asks for next.
    */
-  async launch(config: VmConfig, options: { tiedTo?: number } = {}): Promise<WorkerClient> {
+  async launch(config: VmConfig, options: { tiedTo?: number; licence?: RunLicence } = {}): Promise<WorkerClient> {
     const paths = VmPaths.of(config.id, this.root);
     const current = await this.reap(config.id);
     if (current && current.workerPid && isActive(current.state)) {
@@ -51,6 +52,8 @@ export class VmManager {
     fs.rmSync(paths.dir, { recursive: true, force: true });
     fs.mkdirSync(paths.dir, { mode: 0o700 });
     fs.writeFileSync(paths.config, `${JSON.stringify(config, null, 2)}\n`);
+    // A clustered VM's right to run: its worker renews it from now on (vmm/worker/licence.ts).
+    if (options.licence) fs.writeFileSync(paths.licence, `${JSON.stringify(options.licence, null, 2)}\n`, { mode: 0o600 });
     const log = fs.openSync(paths.workerLog, 'a');
     const worker = spawn(process.execPath, [...WORKER_NODE_FLAGS, WORKER_MAIN, paths.dir, ...(options.tiedTo ? ['--tied-to', String(options.tiedTo)] : [])], { detached: true, stdio: ['ignore', log, log] });
     fs.closeSync(log);

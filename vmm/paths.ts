@@ -24,6 +24,8 @@ export class VmPaths {
   get console(): string { return path.join(this.dir, 'console.sock'); }
   get qmp(): string { return path.join(this.dir, 'qmp.sock'); }
   get vnc(): string { return path.join(this.dir, 'vnc.sock'); }
+  /** A clustered VM's run licence (vmm/run-licence.ts), written by whoever starts the worker. */
+  get licence(): string { return path.join(this.dir, 'licence.json'); }
   get workerLog(): string { return path.join(this.dir, 'worker.log'); }
   get qemuLog(): string { return path.join(this.dir, 'qemu.log'); }
   disk(slot: string): string { return path.join(this.dir, `disk-${slot}.sock`); }

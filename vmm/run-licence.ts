@@ -5,7 +5,7 @@
 
 /** What vserverd hands a worker it starts in a cluster (written as RUN_DIR/licence.json). */
 export interface RunLicence {
-  /** etcd client URLs (http://ADDRESS:PORT), tried in turn. */
+  /** etcd client URLs (http://ADDRESS:PORT), each asked at every renewal. */
   endpoints: string[];
   /** The lease the VM's ownership key is attached to, as etcd writes it (a decimal string). */
   leaseId: string;
@@ -15,8 +15,13 @@ export interface RunLicence {
   host: string;
 }
 
-/** TTL of a VM's lease at etcd. The failover of a killed host waits for it to run out. */
-export const VM_LEASE_TTL_S = 5;
+/**
+ * TTL of a VM's lease at etcd. The failover of a killed host waits for it to run out. With the
+ * margin below, a worker rides out 5 s without an acknowledged renewal: an etcd leader election
+ * (the old leader's loss noticed after 1 to 2 s, then the vote) fits; at 5 s it did not always
+ * (the harness's etcd-leader-kill fenced a VM on a host whose member was not even the leader).
+ */
+export const VM_LEASE_TTL_S = 7;
 /** How often the worker renews the lease (and each renewal's time limit). */
 export const LICENCE_RENEW_MS = 1_000;
 /**

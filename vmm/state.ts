@@ -31,6 +31,8 @@ export interface VmStatus {
   runningSince?: string;
   /** Set when the VM stopped without being asked to: QEMU or its worker died. */
   crashed?: { reason: string; at: string };
+  /** Set when the worker fenced the VM (stopped its writes, killed QEMU): its run licence ended. */
+  fenced?: { reason: string; at: string };
   /** Why the VM last stopped, when it stopped normally ("turned off", "guest shut down", ...). */
   stopReason?: string;
   since: string;
@@ -50,7 +52,7 @@ export type MemoryMethod = (typeof MEMORY_METHODS)[number];
 export const VM_ERROR_CODES = [
   'VM_E_VM_RUNNING', 'VM_E_VM_NOT_RUNNING', 'VM_E_BUSY', 'VM_E_TURNED_OFF', 'VM_E_START_FAILED', 'VM_E_SAVE_FAILED', 'VM_E_RESTORE_FAILED',
   'VM_E_QEMU_REFUSED', 'VM_E_WORKER_GONE', 'VM_E_MAC_IN_USE', 'VM_E_MEDIA_NOT_FOUND', 'VM_E_PORT_FILE', 'VM_E_CONFIG_INVALID',
-  'VM_E_INVALID_PARAMS', 'VM_E_BAD_REQUEST', 'VM_E_NETWORK_FAILED', 'VM_E_INTERNAL',
+  'VM_E_INVALID_PARAMS', 'VM_E_BAD_REQUEST', 'VM_E_NETWORK_FAILED', 'VM_E_LICENCE_LOST', 'VM_E_INTERNAL',
 ] as const;
 /** What a VmError carries: the VMM's own codes, or the VHD engine's when a worker's disk refused (one locked by another VM). */
 export type VmErrorCode = (typeof VM_ERROR_CODES)[number] | VhdErrorCode;

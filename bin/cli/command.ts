@@ -13,6 +13,8 @@ export interface Command {
   details?: string;
   positionals: { min: number; max: number };
   options: Record<string, OptionSpec>;
+  /** Its arguments reach run() as they are, in positionals (a command that parses its own: "cluster test"). */
+  rawArgs?: boolean;
   /** Help that depends on the arguments ("vsctl call Interface.Member --help"); helpText otherwise. */
   help?(positionals: string[], standard: string): string;
   run(args: ParsedArgs): Promise<number>;
@@ -45,6 +47,7 @@ export function helpText(group: string | null, command: Command): string {
 
 /** Parses argv for one command; prints help and returns null when --help was asked for. */
 export function parseCommand(group: string | null, command: Command, argv: string[]): ParsedArgs | null {
+  if (command.rawArgs) return { positionals: argv, values: {}, json: argv.includes('--json') };
   const options = Object.fromEntries(
     Object.entries({ ...command.options, ...COMMON }).map(([name, { description: _d, valueName: _v, ...spec }]) => [name, spec]),
   );

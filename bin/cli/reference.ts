@@ -23,7 +23,7 @@ export function cliReference(): string {
     '',
     '## Talking to vserverd',
     '',
-    '`vm` (all but `run` and `check`), `net`, `disk`, `task`, `events`, `token`, `call`, `login` and `logout` talk to',
+    '`vm` (all but `run` and `check`), `net`, `cluster` (all but `test`, which builds a cluster of its own), `host`, `disk`, `task`, `events`, `token`, `call`, `login` and `logout` talk to',
     'vserverd\'s JSON-RPC API (`POST /api/rpc`, the WebSocket `/api/ws` for `events --follow`, and the serial console\'s',
     'WebSocket `/console/serial` for `vm console`). `vhd`, `vm run` and `vm check` work on this host without it.',
     '',

@@ -9,7 +9,7 @@ import type { VmRecord } from '../vm-record.js';
 import type { NetworkRecord } from '../network-record.js';
 import type { TaskState } from '../tasks.js';
 import type { ErrorName } from '../error-catalogue.js';
-import type { ConnectionObject, DriveObject, IndexedObject, SecurityObject, SnapshotObject, VmPartObject } from './objects.js';
+import type { ClusterObject, ConnectionObject, DriveObject, HostObject, IndexedObject, SecurityObject, SnapshotObject, VmPartObject } from './objects.js';
 import type { Reference } from '../references.js';
 import type { FieldSpec, MemberSpec, ParamSpec, TypeSpec } from './schema-types.js';
 import type { Services } from './services.js';
@@ -31,6 +31,8 @@ export interface ObjectOf {
   Snapshot: SnapshotObject;
   VirtualNetwork: NetworkRecord;
   DHCPVirtualNetworkServer: NetworkRecord;
+  Cluster: ClusterObject;
+  Host: HostObject;
 }
 export type InterfaceName = keyof ObjectOf;
 

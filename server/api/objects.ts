@@ -9,6 +9,7 @@ import { ApiError, invalidParams, unknownObject } from '../errors.js';
 import { StoragePathError } from '../storage-roots.js';
 import type { DiskInfo } from '../../storage/vhd/index.js';
 import type { SnapshotRecord } from '../layer-store.js';
+import type { ClusterService } from '../cluster/model.js';
 import { SERVER_REF, splitRef, vmIdOf } from '../references.js';
 
 export { SERVER_REF, ref, guardOf, vmIdOf, splitRef, type Reference } from '../references.js';
@@ -21,6 +22,9 @@ export interface VmPartObject { vm: VmRecord }
 export interface SecurityObject { object: string }
 /** A snapshot of a VM (server/snapshots.ts). */
 export interface SnapshotObject { vm: VmRecord; snapshot: SnapshotRecord }
+/** The cluster ("Cluster/<name>") and one of its hosts ("Host/<name>"), by name; their members ask services.cluster. */
+export interface ClusterObject { name: string }
+export interface HostObject { name: string }
 
 /** Resolves a reference of interface `iface` to its object; VM_E_OBJECT_UNKNOWN (or a more precise error) when it names nothing. */
 export async function resolveRef(services: Services, iface: string, reference: string): Promise<unknown> {
@@ -40,6 +44,8 @@ export async function resolveRef(services: Services, iface: string, reference: s
     case 'Security': return securityOf(services, rest, reference);
     case 'VirtualNetwork':
     case 'DHCPVirtualNetworkServer': return services.networks.require(rest);
+    case 'Cluster': return clusterObjectOf(services, rest, reference);
+    case 'Host': return hostObjectOf(services, rest);
     default: throw unknownObject(reference);
   }
 }
@@ -115,6 +121,31 @@ function indexed(services: Services, rest: string, reference: string, count: (vm
   const n = Number(index);
   if (!/^\d+$/.test(index) || n >= count(vm)) throw unknownObject(reference);
   return { vm, index: n };
+}
+
+/**
+ * The cluster this host belongs to, or VM_E_NOT_CLUSTERED. Members call it rather than the
+ * resolution, so that on a host without cluster settings the caller's right is checked first.
+ */
+export function clusterOf(services: Services): ClusterService {
+  if (!services.cluster) throw new ApiError('VM_E_NOT_CLUSTERED', `${services.hostName} is not in a cluster: vserverd was started without cluster settings (--cluster, --etcd, --host-name, --host-address)`);
+  return services.cluster;
+}
+
+function clusterObjectOf(services: Services, name: string, reference: string): ClusterObject {
+  const { cluster } = services;
+  if (cluster && name !== cluster.name) throw new ApiError('VM_E_OBJECT_UNKNOWN', `${reference}: this host is in the cluster ${cluster.name}`, { ref: reference });
+  return { name };
+}
+
+/** A host that ever joined the cluster; VM_E_HOST_UNKNOWN names those that did. */
+export async function hostObjectOf(services: Services, name: string): Promise<HostObject> {
+  const { cluster } = services;
+  if (cluster && !(await cluster.host(name))) {
+    const known = (await cluster.hosts()).map((h) => h.name);
+    throw new ApiError('VM_E_HOST_UNKNOWN', `no host "${name}" is in the cluster ${cluster.name} (its hosts: ${known.join(', ') || 'none'})`, { host: name });
+  }
+  return { name };
 }
 
 function taskOf(services: Services, id: string, reference: string): TaskState {

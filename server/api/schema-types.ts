@@ -15,7 +15,7 @@ export type TypeSpec = (
   | { type: 'enum'; values: readonly string[] }
   | { type: 'ref'; interface: string }
   | { type: 'array'; items: TypeSpec }
-  /** A JSON object: with `fields`, exactly those (results only); without, any object. */
+  /** A JSON object: with `fields`, exactly those (a result, or a parameter such as put_HighAvailability's value); without, any object. */
   | { type: 'object'; fields?: Record<string, FieldSpec> }
   | { type: 'null' }
 ) & {

@@ -5,6 +5,7 @@
 // serves and docs/api.md and vsctl's help are generated from.
 
 import type { InterfaceRecord } from './member-types.js';
+import { clusterInterface, hostInterface } from './members/cluster.js';
 import { hardDisk } from './members/hard-disk.js';
 import { security } from './members/security.js';
 import { snapshot } from './members/snapshot.js';
@@ -34,6 +35,8 @@ export const INTERFACES: Record<string, InterfaceRecord> = {
   Security: security,
   VirtualNetwork: virtualNetwork,
   DHCPVirtualNetworkServer: dhcpServer,
+  Cluster: clusterInterface,
+  Host: hostInterface,
 };
 
 function declarationOf({ doc, ref, members }: InterfaceRecord): InterfaceSpec {
@@ -50,6 +53,8 @@ export const EVENTS: Record<string, { doc: string; params: Record<string, string
   'VirtualMachine.OnStateChange': { doc: 'A VM changed state.', params: { vm: 'object reference', name: 'the VM\'s name', state: 'VMVMState name', previous: 'VMVMState name or null', reason: 'why it stopped (or crashed), or null' } },
   'Task.OnProgress': { doc: 'A task progressed or finished.', params: { task: 'object reference', description: 'string', percentCompleted: 'integer', isComplete: 'boolean', error: '{name, message} or null' } },
   'VirtualNetwork.OnChange': { doc: 'A virtual network was created, registered, changed (settings, DHCP server, an adapter attached or detached) or removed.', params: { network: 'object reference', name: 'the network\'s name', change: 'created, changed or removed' } },
+  'Cluster.OnHostStateChange': { doc: 'A host of the cluster changed state (joined, went Down, entered or left Maintenance); sent to callers who may read the server.', params: { cluster: 'object reference', host: 'object reference (Host/<name>)', name: 'the host\'s name', state: 'Up, Down, Maintenance or Joining', previous: 'the state before, or null for a host not seen before' } },
+  'VirtualMachine.OnFailover': { doc: 'A clustered VM failed over, or a step of its failover was reached (sent again as it goes: detected, fenced, started, running). The same record is in Cluster.get_FailoverHistory.', params: { vm: 'object reference', name: 'the VM\'s name', failover: 'the failover\'s id', from: 'the host it ran on', to: 'the host it restarts on, or null until chosen', reason: 'why it moved', seconds: 'seconds from detection to running (a fraction), or null until running', detected: 'ISO 8601', fenced: 'ISO 8601 or null', started: 'ISO 8601 or null', running: 'ISO 8601 or null', error: 'why it did not complete, or null' } },
   'VirtualServer.OnEventLogged': { doc: 'An entry was added to the event log.', params: { id: 'integer', time: 'ISO 8601', category: 'string', severity: 'string', message: 'string', who: 'string', object: 'object reference or null' } },
 };
 

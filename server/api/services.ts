@@ -13,6 +13,7 @@ import type { Sessions } from '../http/sessions.js';
 import type { Backups } from '../backups.js';
 import type { DiskLayers } from '../disk-layers.js';
 import type { Snapshots } from '../snapshots.js';
+import type { ClusterService } from '../cluster/model.js';
 
 export interface Services {
   db: Catalog;
@@ -32,6 +33,8 @@ export interface Services {
   files: FileWorkers;
   /** Browser sessions, ended when their user is deleted or given a new password. */
   sessions: Sessions;
+  /** The host cluster this vserverd belongs to; null on a host without cluster settings. */
+  cluster: ClusterService | null;
   hostName: string;
   version: string;
   startedAt: number;

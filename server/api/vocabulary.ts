@@ -13,7 +13,7 @@ export const SNAPSHOT_CONSISTENCIES = ['CrashConsistent', 'FileSystemConsistent'
 export { MEMORY_METHODS } from '../../vmm/state.js';
 export const DISK_TYPES = ['Dynamic', 'Fixed', 'Differencing'] as const;
 export const SEVERITIES = ['Information', 'Warning', 'Error'] as const;
-export const EVENT_CATEGORIES = ['Virtual Server', 'Virtual Machine', 'Virtual Disk', 'Virtual Network', 'Security', 'Task'] as const;
+export const EVENT_CATEGORIES = ['Virtual Server', 'Virtual Machine', 'Virtual Disk', 'Virtual Network', 'Security', 'Task', 'Cluster'] as const;
 export { PORT_FILE_REFUSED } from '../../vmm/config.js';
 /** The largest VHD (2040 GB, 2,088,960 MB), in MB as sizeMB parameters take it. */
 export const MAX_DISK_SIZE_MB = MAX_DISK_SIZE / (1024 * 1024);

@@ -1,5 +1,6 @@
 // The API over a WebSocket at /api/ws: the same JSON-RPC calls, plus the events as JSON-RPC
-// notifications (VirtualMachine.OnStateChange, Task.OnProgress, VirtualServer.OnEventLogged),
+// notifications (VirtualMachine.OnStateChange, Task.OnProgress, VirtualServer.OnEventLogged, and in a
+// cluster Cluster.OnHostStateChange and VirtualMachine.OnFailover),
 // each sent only to callers who may read the object concerned. The Host (host-check.ts; for the
 // consoles' upgrades too) and the browser's Origin are checked before the upgrade, and the caller
 // is checked again on every message (a revoked token stops).
@@ -10,6 +11,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { handleRpcBody } from '../api/dispatch.js';
 import { SERVER_REF } from '../api/objects.js';
 import type { Services } from '../api/services.js';
+import type { ClusterEventMap, FailoverRecord } from '../cluster/model.js';
 import type { LoggedEvent } from '../event-log.js';
 import type { StateChange } from '../machines.js';
 import type { TaskState } from '../tasks.js';
@@ -75,15 +77,32 @@ function serve(ws: WebSocket, req: http.IncomingMessage, first: Caller, services
     const object = `VirtualNetwork/${network.id}`;
     if (canRead(object)) notify('VirtualNetwork.OnChange', { network: object, name: network.name, change });
   };
+  const { cluster } = services;
+  const onHostState = ({ host, state, previous }: ClusterEventMap['hostState'][0]): void => {
+    if (cluster && canRead(SERVER_REF)) notify('Cluster.OnHostStateChange', { cluster: `Cluster/${cluster.name}`, host: `Host/${host}`, name: host, state, previous });
+  };
+  const onFailover = (f: FailoverRecord): void => {
+    const object = `VirtualMachine/${f.vm}`;
+    if (canRead(object)) {
+      notify('VirtualMachine.OnFailover', {
+        vm: object, name: f.vmName, failover: f.id, from: f.from, to: f.to, reason: f.reason, seconds: f.seconds,
+        detected: f.detected, fenced: f.fenced, started: f.started, running: f.running, error: f.error,
+      });
+    }
+  };
   services.machines.on('state', onState);
   services.networks.on('change', onNetworkChange);
   services.tasks.on('progress', onProgress);
   services.events.on('logged', onLogged);
+  cluster?.events.on('hostState', onHostState);
+  cluster?.events.on('failover', onFailover);
   ws.on('close', () => {
     services.machines.off('state', onState);
     services.networks.off('change', onNetworkChange);
     services.tasks.off('progress', onProgress);
     services.events.off('logged', onLogged);
+    cluster?.events.off('hostState', onHostState);
+    cluster?.events.off('failover', onFailover);
   });
 
   const answer = async (text: string): Promise<void> => {

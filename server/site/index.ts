@@ -19,6 +19,7 @@ import { networkRoutes } from './networks.js';
 import { serverRoutes } from './server-pages.js';
 import { fileRoutes } from './files.js';
 import { consoleRoutes } from './consoles.js';
+import { clusterRoutes } from './cluster.js';
 
 /** The left-hand navigation, as Virtual Server's site had it. */
 export const NAVIGATION = [
@@ -32,6 +33,9 @@ export const NAVIGATION = [
       { href: '/users', label: 'Users and Permissions', administrators: true }],
   },
 ] as const;
+
+/** Shown only on a vserverd with cluster settings. */
+const CLUSTER_NAVIGATION = { section: 'Cluster', links: [{ href: '/cluster', label: 'Hosts and Failovers' }] } as const;
 
 /** Tasks still running, or finished in the last ten minutes, that the caller may see: the navigation shows their progress. */
 function recentTasks(ctx: SiteContext, req: SiteRequest): TaskState[] {
@@ -54,7 +58,8 @@ export function createSite(ctx: SiteContext, projectRoot: string): Router {
     res.locals.role = caller.principal.role;
     res.locals.csrf = caller.session.csrf;
     res.locals.path = req.path;
-    res.locals.navigation = NAVIGATION.map((group) => ({ ...group, links: group.links.filter((l) => !('administrators' in l) || caller.principal.role === 'Administrator') }));
+    res.locals.navigation = [...NAVIGATION, ...(ctx.services.cluster ? [CLUSTER_NAVIGATION] : [])]
+      .map((group) => ({ ...group, links: group.links.filter((l) => !('administrators' in l) || caller.principal.role === 'Administrator') }));
     res.locals.title = 'vserver';
     // Read only by the pages' frame: row refreshes, thumbnails and JSON answers do not query the tasks.
     res.locals.recentTasks = () => recentTasks(ctx, req);
@@ -72,6 +77,7 @@ export function createSite(ctx: SiteContext, projectRoot: string): Router {
   });
 
   masterStatusRoutes(router, ctx);
+  clusterRoutes(router, ctx);
   undoDiskRoutes(router, ctx);
   snapshotRoutes(router, ctx);
   vmRoutes(router, ctx);

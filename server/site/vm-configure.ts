@@ -3,6 +3,7 @@
 // change is made by API calls as the signed-in user; only a turned-off VM's hardware can change.
 
 import type { Response } from 'express';
+import type { HaSettings } from '../cluster/model.js';
 import { hardDisks, type VmConfig } from '../../vmm/config.js';
 import { PROFILE, USB_DEVICES } from '../../vmm/profile.js';
 import { ApiError, toApiError } from '../errors.js';
@@ -40,6 +41,8 @@ export interface VmView {
   usb: string[];
   /** IDE positions ("1:0") that hold nothing yet. */
   freeIde: string[];
+  /** In a cluster: the host it runs on (or last ran on) and its high availability; null on a host alone. */
+  cluster: { host: string | null; ha: HaSettings } | null;
 }
 
 export async function readVm(ctx: SiteContext, req: SiteRequest, id: string): Promise<VmView> {
@@ -78,6 +81,10 @@ export async function readVm(ctx: SiteContext, req: SiteRequest, id: string): Pr
     floppy: await get<{ image: string | null } | null>('get_FloppyDrive'),
     usb: config.usb,
     freeIde: positions.filter((p) => !taken.has(p)),
+    cluster: ctx.services.cluster ? {
+      host: (await get<{ $ref: string } | null>('get_Host'))?.$ref.split('/').at(-1) ?? null,
+      ha: await get<HaSettings>('get_HighAvailability'),
+    } : null,
   };
 }
 
@@ -130,6 +137,7 @@ const SECTIONS: Record<string, string> = {
   floppy: 'The floppy drive was changed.',
   usb: 'The USB devices were changed.',
   autostart: 'The automatic start and stop were saved.',
+  ha: 'The high availability settings were saved.',
 };
 
 export interface ConfigureOptions { status?: number; errors?: FieldErrors; form?: Form; saved?: string }
@@ -380,4 +388,20 @@ export const CHANGES: Record<string, Change> = {
       if (action !== vm.shutdownAction) await beside('shutdown-action', call('VirtualMachine.put_ShutdownActionOnQuit', { value: action }));
     },
   },
+  ha: {
+    section: 'ha',
+    async apply({ call }, form) {
+      const value: HaSettings = {
+        enabled: form['ha-enabled'] === 'on',
+        priority: wholeNumber(form, 'ha-priority', 'The priority'),
+        preferredHosts: text(form['ha-preferred']).split(/[\s,]+/).filter(Boolean),
+        maxRestarts: wholeNumber(form, 'ha-max-restarts', 'The number of restarts'),
+      };
+      // One parameter holds every setting: a refusal names the field from its message's first words.
+      await beside((e) => HA_FIELDS.find(([key]) => e.message.includes(key))?.[1] ?? 'ha-enabled', call('VirtualMachine.put_HighAvailability', { value }));
+    },
+  },
 };
+
+/** The HA form's fields, by the setting a refusal's message names. */
+const HA_FIELDS = [['priority', 'ha-priority'], ['preferredHosts', 'ha-preferred'], ['maxRestarts', 'ha-max-restarts']] as const;

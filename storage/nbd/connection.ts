@@ -258,7 +258,7 @@ export class NbdConnection {
         }
         if (type === Command.DISC) {
           await Promise.allSettled([...this.asyncReads]);
-          this.flushQuietly(exp);
+          if (!exp.writeRefusal()) this.flushQuietly(exp);
           // The replies to the requests before DISC must reach the client before the close.
           await this.endGracefully();
           return;
@@ -291,6 +291,11 @@ export class NbdConnection {
     const allowed = ALLOWED_FLAGS[type];
     if (allowed === undefined) throw new RequestError(Errno.EINVAL, `command ${type} is not supported`);
     if (flags & ~allowed) throw new RequestError(Errno.EINVAL, `flags 0x${flags.toString(16)} are not valid for command ${type}`);
+    const writes = type === Command.WRITE || type === Command.TRIM || type === Command.WRITE_ZEROES;
+    // Every change a client asks for passes here: once the export's gate is closed (a VM's run
+    // licence has ended), nothing more is applied, not even a flush.
+    const closed = writes || type === Command.FLUSH ? exp.writeRefusal() : null;
+    if (closed) throw new RequestError(Errno.EIO, closed);
     if (type === Command.FLUSH) {
       exp.flush();
       this.simpleReply(handle, 0);
@@ -298,7 +303,6 @@ export class NbdConnection {
     }
     const outOfRange = !Number.isSafeInteger(offset) || offset + length > exp.size;
     if (length === 0) throw new RequestError(Errno.EINVAL, 'zero-length request');
-    const writes = type === Command.WRITE || type === Command.TRIM || type === Command.WRITE_ZEROES;
     if (writes && exp.readOnly) throw new RequestError(Errno.EPERM, `export "${exp.name}" is read-only`);
     if (outOfRange) {
       const errno = type === Command.WRITE || type === Command.WRITE_ZEROES ? Errno.ENOSPC : Errno.EINVAL;

@@ -34,12 +34,22 @@ export class NbdExport {
   readonly readOnly: boolean;
   /** The change map of the disk served, marked at every change; null when none is kept. */
   changes: ChangeMap | null = null;
+  /**
+   * Asked before each change a client requests (write, trim, zeroes, flush): why it must not be
+   * applied, or null. A clustered VM's worker closes it when its run licence ends.
+   */
+  writeGate: (() => string | null) | null = null;
 
   constructor(disk: VhdDisk, options: ExportOptions) {
     this.current = disk;
     this.name = options.name;
     this.description = options.description ?? '';
     this.readOnly = options.readOnly ?? !disk.writable;
+  }
+
+  /** Why client changes are refused now (the gate is closed), or null. */
+  writeRefusal(): string | null {
+    return this.writeGate?.() ?? null;
   }
 
   /** The disk served now (the top of its chain). */

@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { VhdDisk } from '../vhd/disk.js';
 import { VhdError } from '../vhd/errors.js';
-import { acquireWriteLock, lockHolder, releaseWriteLock } from '../vhd/lock.js';
+import { abandonWriteLock, acquireWriteLock, lockHolder, releaseWriteLock } from '../vhd/lock.js';
 import { NbdExport } from './export.js';
 import { NbdServer } from './server.js';
 
@@ -37,6 +37,8 @@ export interface ServedFile {
   export: NbdExport;
   /** Stops listening, disconnects clients, flushes and closes the disk, releases its locks. */
   stop(): Promise<void>;
+  /** Stops listening, disconnects clients and closes the disk without writing to it or its locks (a fenced VM). */
+  abandon(): Promise<void>;
 }
 
 export async function serveFile(file: string, options: ServeFileOptions): Promise<ServedFile> {
@@ -81,6 +83,13 @@ export async function serveFile(file: string, options: ServeFileOptions): Promis
         stopped = true;
         await running.close();
         release(exp.disk, locked);
+      },
+      async abandon() {
+        if (stopped) return;
+        stopped = true;
+        await running.close();
+        exp.disk.abandon();
+        for (const p of locked) abandonWriteLock(p);
       },
     };
   } catch (e) {

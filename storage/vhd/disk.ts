@@ -243,6 +243,17 @@ export class VhdDisk {
     }
   }
 
+  /** Closes the chain without writing anything (a fenced VM's disk): see VhdFile.abandon. */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.file.abandon();
+    } finally {
+      this.parent?.abandon();
+    }
+  }
+
   /** True when some level of the chain holds data in the range; false means it reads as zeros. */
   isAllocated(offset: number, length: number): boolean {
     if (this.type === DiskType.Fixed) return true;

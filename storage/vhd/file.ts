@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import { type Problem, VhdError, ioError, problemToError } from './errors.js';
 import { DiskType, FOOTER_SIZE, SECTOR_SIZE, UNALLOCATED } from './format.js';
 import { type Layout, readAt, readLayout } from './layout.js';
-import { acquireWriteLock, releaseWriteLock } from './lock.js';
+import { abandonWriteLock, acquireWriteLock, releaseWriteLock } from './lock.js';
 import { openRegularFile } from './regular-file.js';
 
 export interface FileOpenOptions {
@@ -307,6 +307,14 @@ export class VhdFile {
       fs.closeSync(this.fd);
       if (this.writable) releaseWriteLock(this.path);
     }
+  }
+
+  /** Closes without writing anything (no flush, the lock file left): see abandonWriteLock. */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    fs.closeSync(this.fd);
+    if (this.writable) abandonWriteLock(this.path);
   }
 
   get isClosed(): boolean {

@@ -22,6 +22,18 @@ export interface LockOwner {
 
 const held = new Map<string, LockOwner>();
 let exitHookInstalled = false;
+let licensed = false;
+
+/**
+ * Called by a VM worker started with a run licence (a clustered VM). Its licence was granted only
+ * once the VM's previous ownership lease was gone at etcd, and the previous owner's worker fences
+ * itself (kills QEMU, writes nothing more) before its lease can expire: so a lock left by another
+ * machine is its dead or fenced writer's, and this process may take it over. A lock held by a live
+ * process on this machine is never taken.
+ */
+export function takeOverOtherMachinesLocks(): void {
+  licensed = true;
+}
 
 function isAlive(owner: LockOwner): boolean {
   if (owner.host !== os.hostname()) return true; // another host's lock cannot be judged from here
@@ -70,7 +82,7 @@ export function acquireWriteLock(file: string, holder: string): void {
       fs.rmSync(draft, { force: true });
     }
     const current = readOwner(path);
-    if (current && isAlive(current)) {
+    if (current && isAlive(current) && !(licensed && current.host !== os.hostname())) {
       const who = held.has(path) ? 'this process' : `pid ${current.pid} on ${current.host}`;
       throw new VhdError('VHD_E_LOCKED',
         `${file} is open for writing by ${current.holder} (${who}, since ${current.since}); a disk has one writer at a time`, file);
@@ -85,6 +97,15 @@ export function releaseWriteLock(file: string): void {
   const path = lockPath(file);
   if (!held.delete(path)) return;
   fs.rmSync(path, { force: true });
+}
+
+/**
+ * Forgets a lock without removing its file: a fenced VM's worker (its run licence ended) may no
+ * longer touch the disk, and by now the lock may be another host's. Its file is left for the next
+ * owner, which judges it stale.
+ */
+export function abandonWriteLock(file: string): void {
+  held.delete(lockPath(file));
 }
 
 /** The lock's owner; null when it is unreadable, or not a regular file (a FIFO put there must not block). */

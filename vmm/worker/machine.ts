@@ -25,6 +25,7 @@ import {
   type ClosedMap, MapHandover, type MergeOutcome, type ServedDisk, commitIntoParentOnline, discardPrepared, mergeIntoChildOnline, prepareTops,
   servedDisks, switchTops,
 } from './layers.js';
+import type { LicenceKeeper } from './licence.js';
 import { preflight } from './preflight.js';
 import type { QemuAccount } from './user.js';
 
@@ -34,6 +35,8 @@ export interface MachineOptions {
   /** The unprivileged account QEMU runs as when the worker is root; null to stay as we are. */
   runAs: QemuAccount | null;
   log: (line: string) => void;
+  /** A clustered VM's run licence: renewed before QEMU starts, and asked before each disk write. */
+  licence?: LicenceKeeper | null;
 }
 
 /** How far an operation is: its phase ("saving memory"), percent of the whole, and the bytes the phase has moved so far. */
@@ -108,10 +111,12 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
   turnOn(): Promise<VmStatus> {
     return this.exclusive('turn on', ['TurnedOff', 'Saved'], async () => {
       const restoring = this.status.state === 'Saved';
-      this.setState('TurningOn', { crashed: undefined, stopReason: undefined });
+      this.setState('TurningOn', { crashed: undefined, stopReason: undefined, fenced: undefined });
       try {
         // First, before anything is served or spawned: every file the VM names is there and usable.
         await preflight(this.config);
+        // A clustered VM starts only on a renewed licence: the first renewal is acknowledged first.
+        await this.options.licence?.begin();
         const engine = await chooseEngine(this.config.engine);
         await this.serveDisks();
         const running = this.spawnQemu(engine, this.qemuCommandLine(engine, restoring));
@@ -149,6 +154,20 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     }
     await running.exited;
     return this.status;
+  }
+
+  /**
+   * The run licence has ended: the disks' gate is closed already (it asks the licence), so
+   * nothing QEMU sends from now on is applied; QEMU is killed at once and the disks are closed
+   * without a write. The VM ends TurnedOff with `fenced` in its status.
+   */
+  async fence(reason: string): Promise<void> {
+    this.status = { ...this.status, fenced: { reason, at: new Date().toISOString() } };
+    const running = this.qemu;
+    if (!running) return;
+    this.stopping ??= `fenced: ${reason}`;
+    running.terminal.kill('SIGKILL');
+    await running.exited;
   }
 
   /** Presses the ACPI power button; if the guest has not powered off within the timeout, turns it off. */
@@ -429,6 +448,8 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
       // A merge a killed worker left between its journal and the header write is completed first.
       const served = await serveFile(path, { socket: this.paths.disk(slot), exportName: slot, holder, log: this.options.log, finishReparents: true });
       this.disks.push(served);
+      const licence = this.options.licence;
+      if (licence) served.export.writeGate = () => (licence.mayWrite() ? null : `the VM's run licence has ended: ${licence.fenceReason}`);
       // Stored open before QEMU can write: a worker killed from here on leaves it unsure. A map
       // that cannot be stored (a read-only folder) is not kept: the next backup is then full.
       try {
@@ -663,6 +684,11 @@ export class VirtualMachine extends EventEmitter<{ state: [VmStatus]; progress: 
     for (const disk of disks) {
       const top = disk.export.disk.path;
       const changes = disk.export.changes;
+      if (this.status.fenced) {
+        // Fenced: not a byte more to the disk (another host may own it by now); the map stays unsure.
+        await disk.abandon().catch((e: Error) => this.options.log(`abandoning ${disk.file} failed: ${e.message}`));
+        continue;
+      }
       try {
         await disk.stop();
         // A clean close: the map is sure, for this top as it is now.

@@ -8,7 +8,10 @@ import { parseVmConfig } from '../config.js';
 import { VmPaths } from '../paths.js';
 import { isAlive } from '../../host/process.js';
 import { isActive } from '../state.js';
+import type { RunLicence } from '../run-licence.js';
+import { takeOverOtherMachinesLocks } from '../../storage/vhd/lock.js';
 import { ControlServer } from './control.js';
+import { LicenceKeeper } from './licence.js';
 import { VirtualMachine } from './machine.js';
 import { qemuUser } from './user.js';
 
@@ -23,7 +26,13 @@ async function main(): Promise<void> {
   if (!dir) throw new Error('usage: worker RUN_DIR [--tied-to PID]');
   const paths = new VmPaths(path.resolve(dir));
   const config = parseVmConfig(JSON.parse(fs.readFileSync(paths.config, 'utf8')), paths.dir);
-  const vm = new VirtualMachine({ config, paths, runAs: qemuUser(log), log });
+  const licence = readLicence(paths, log);
+  const vm = new VirtualMachine({ config, paths, runAs: qemuUser(log), log, licence });
+  licence?.on('fence', (reason) => {
+    // The gate of every disk closed with the licence; now QEMU goes.
+    log(`fenced: ${reason}`);
+    void vm.fence(reason).catch((e: Error) => log(`fencing ${config.name} failed: ${e.message}`));
+  });
   const control = new ControlServer(vm);
 
   let hasRun = false;
@@ -47,7 +56,9 @@ async function main(): Promise<void> {
     // Let the answer to the request that stopped the VM go out first.
     setTimeout(() => {
       vm.console.close();
-      void control.close().finally(() => process.exit(0));
+      // QEMU is gone and the disks are closed: the VM's ownership may go at once (a clustered VM).
+      const revoked = licence ? licence.revoke().then((outcome) => log(`licence: ${outcome}`)) : Promise.resolve();
+      void revoked.finally(() => control.close()).finally(() => process.exit(0));
       setTimeout(() => process.exit(0), 2_000).unref();
     }, 200);
   };
@@ -80,6 +91,18 @@ async function main(): Promise<void> {
   await vm.console.listen(paths.console);
   await control.listen(paths.control);
   log(`ready for ${config.name} (${config.id})`);
+}
+
+/** The run licence vserverd left in the run folder for a clustered VM; null for a VM of a lone host. */
+function readLicence(paths: VmPaths, log: (line: string) => void): LicenceKeeper | null {
+  if (!fs.existsSync(paths.licence)) return null;
+  const licence = JSON.parse(fs.readFileSync(paths.licence, 'utf8')) as RunLicence;
+  const valid = Array.isArray(licence.endpoints) && licence.endpoints.length > 0 && licence.endpoints.every((e) => typeof e === 'string')
+    && typeof licence.leaseId === 'string' && /^\d+$/.test(licence.leaseId) && Number.isFinite(licence.ttlSeconds) && licence.ttlSeconds > 0;
+  if (!valid) throw new Error(`${paths.licence} is not a run licence (endpoints, leaseId, ttlSeconds)`);
+  takeOverOtherMachinesLocks();
+  log(`run licence: lease ${licence.leaseId} (TTL ${licence.ttlSeconds} s) on ${licence.endpoints.join(', ')}, host ${licence.host}`);
+  return new LicenceKeeper(licence, log);
 }
 
 main().catch((e: Error) => {

@@ -17,6 +17,7 @@ import { inspectedDisk } from '../objects.js';
 import { ref, type Reference } from '../../references.js';
 import { AUTO_START, PORT_FILE_REFUSED, SHUTDOWN_ACTIONS, UNDO_ACTIONS } from '../vocabulary.js';
 import { vmLayerMembers } from './snapshot.js';
+import { vmClusterMembers } from './cluster.js';
 import { CONFIG_ERRORS, path, VM_EXAMPLE, VM_ID_EXAMPLE } from './shared.js';
 
 const { get, put, method, task } = membersOf<'VirtualMachine'>(VM_EXAMPLE);
@@ -322,6 +323,7 @@ export const virtualMachine: InterfaceRecord = {
       handler: ({ services, self }) => services.machines.discardSavedState(self),
     }),
     ...vmLayerMembers,
+    ...vmClusterMembers,
     get_GuestOS: get('The guest operating system (IVMGuestOS).', refOf('GuestOS'), { $ref: `GuestOS/${VM_ID_EXAMPLE}` }, ({ self }) => ref('GuestOS', self.id)),
     get_Display: get('The VM\'s screen (IVMDisplay).', refOf('Display'), { $ref: `Display/${VM_ID_EXAMPLE}` }, ({ self }) => ref('Display', self.id)),
     get_Security: get('The VM\'s access entries.', refOf('Security'), { $ref: `Security/${VM_EXAMPLE}` }, ({ thisRef }) => ref('Security', thisRef)),

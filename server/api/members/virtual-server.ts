@@ -18,6 +18,7 @@ import { ref, type Reference, SERVER_REF } from '../../references.js';
 import { EVENT_CATEGORIES, MAX_DISK_SIZE_MB, ROLES, SEVERITIES } from '../vocabulary.js';
 import { NETWORK_KINDS } from '../../network-record.js';
 import { backupMembers } from './backup.js';
+import { serverClusterMembers } from './cluster.js';
 import { DISK_EXAMPLE, diskTask, NETWORK_EXAMPLE, newDiskFile, path, refuseInUse, selfOrAdministrator, VM_EXAMPLE, VM_ID_EXAMPLE, vmsWithDisk } from './shared.js';
 
 const MB = 1024 * 1024;
@@ -255,6 +256,7 @@ export const virtualServer: InterfaceRecord = {
       handler: (call) => call.services.events.query(call.params, (e) => call.services.access.canSee(call.principal, e)),
     }),
     ...backupMembers,
+    ...serverClusterMembers,
     get_Security: get('The access entries of the server itself (who may create VMs and disks).', refOf('Security'), { $ref: 'Security/VirtualServer' }, () => ref('Security', SERVER_REF)),
     get_Users: get('Local users and their roles.', listOf(object({ ...userField, created: isoTime('When it was added') })),
       [{ name: 'admin', role: 'Administrator', created: '2026-11-27T10:00:00.000Z' }], ({ services }) => services.users.list(), { administratorsOnly: true }),
