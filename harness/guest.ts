@@ -27,6 +27,8 @@ export class HaGuest {
   boots = 0;
   serial: SerialReader | null = null;
   servedBy: Host | null = null;
+  /** The QEMU whose console is read: a new QEMU on the same host (a restart there) is a new boot to resume. */
+  servedPid: number | null = null;
   /** The guest's address from its last DHCP lease (its MAC moves with it, so the address does too). */
   address: string | null = null;
   constructor(readonly name: string, readonly id: string, readonly ref: string, readonly folder: string, readonly networked: boolean) {}
@@ -130,6 +132,7 @@ export async function resumeRecords(cluster: Cluster, guest: HaGuest, host: Host
     }
   }
   guest.servedBy = host;
+  guest.servedPid = qemusOf(cluster, guest.id).find((q) => q.host === host)?.pid ?? null;
   const serial = guest.serial;
   serial.type('\n');
   await serial.waitFor(GUEST_PROMPT, Math.max(1_000, deadline - Date.now()));

@@ -165,7 +165,14 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
           log(`  ${guest.name} runs on ${survivor.name} after ${failoverSeconds} s`);
         } else {
           // Nothing may move: the same QEMU runs through the hold and the guest keeps acknowledging records.
-          await delay(step.holdSeconds * 1000);
+          if (step.fault === 'etcd-quorum-loss' || step.fault === 'etcd-leader-kill') {
+            // What the cluster tells a user meanwhile (for a quorum loss: why nothing moves).
+            await delay(Math.min(step.holdSeconds * 1000 / 2, 8_000));
+            const says = await apis.get(before.name)!.call('Cluster.get_Hosts', { this: `Cluster/${cluster.name}` })
+              .then(() => 'the cluster answers', (e: Error) => e.message);
+            log(`  the cluster says: ${says}`);
+          }
+          await delay(Math.max(0, t0 + step.holdSeconds * 1000 - Date.now()));
           const now = qemusOf(cluster, guest.id);
           guest.refresh();
           if (now.length !== 1 || now[0].pid !== beforePid) {
@@ -188,7 +195,8 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
       if (options.clustered) await allHostsUp(cluster, 60_000).catch((e: Error) => { ok = false; log(`  after restore: ${e.message}`); });
       // A guest whose console closed (its QEMU died) is found again wherever it runs now.
       for (const g of guests) {
-        if (g.serial && runningOn(cluster, g) === g.servedBy) continue;
+        const now = qemusOf(cluster, g.id);
+        if (g.serial && now.length === 1 && now[0].host === g.servedBy && now[0].pid === g.servedPid) continue;
         const host = await waitUntil(`${g.name} running after the restore`, 120_000, () => runningOn(cluster, g)).catch(() => null);
         if (host) await resumeRecords(cluster, g, host, 180_000).catch((e: Error) => { ok = false; log(`  ${e.message}`); });
         else ok = false;

@@ -125,7 +125,9 @@ export class Cluster {
       ...(this.options.clusterFlags ? ['--cluster', this.name, '--etcd', this.etcdEndpoints().join(','), '--host-name', host.name,
         '--host-address', host.apiTarget, '--shared-storage', this.sharedStorage] : [])];
     const log = fs.openSync(host.serverLog, 'a');
-    host.server = host.ns.spawn(process.execPath, args, {
+    // Its own UTS namespace and host name: each host is a machine of its own to the disk locks
+    // (vhd/lock.ts), which take over a fenced host's lock only when it is another machine's.
+    host.server = host.ns.spawn('unshare', ['--uts', '--', 'sh', '-c', 'hostname "$0" && exec "$@"', `${this.name}-${host.name}`, process.execPath, ...args], {
       stdio: ['ignore', log, log],
       env: { ...process.env, VSERVER_ADMIN_PASSWORD: ADMIN_PASSWORD, VSERVER_RUN_DIR: host.runDir, VSERVER_HOST_NETWORKS: '1' },
     });

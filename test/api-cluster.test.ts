@@ -211,6 +211,21 @@ describe('a vserverd in a cluster of one host', () => {
     assert.match(refused.stderr, /VM_E_NOT_SHARED_STORAGE/);
   });
 
+  test('etcd gone (its one member killed): cluster calls are VM_E_CLUSTER_UNAVAILABLE within 10 s saying the quorum is lost; the host\'s own members answer; etcd back, so is the cluster', async () => {
+    etcd.kill(0);
+    try {
+      const started = Date.now();
+      await rejectsWith(server.call('Cluster.get_Hosts', { this: `Cluster/${CLUSTER}` }), 'VM_E_CLUSTER_UNAVAILABLE',
+        /etcd has lost its quorum: 1 of 1 members refuse connections \(http:\/\/127\.0\.0\.1:\d+\); running VMs go on/);
+      assert.ok(Date.now() - started < 10_000, `answered after ${Date.now() - started} ms`);
+      await rejectsWith(server.call('Host.EnterMaintenance', { this: `Host/${HOST}` }), 'VM_E_CLUSTER_UNAVAILABLE', /lost its quorum/);
+      assert.equal(typeof await server.call('VirtualServer.get_Name'), 'string', 'what needs no etcd still answers');
+    } finally {
+      await etcd.restart(0);
+    }
+    const hosts = await until('the cluster answering again', () => server.call<HostRow[]>('Cluster.get_Hosts', { this: `Cluster/${CLUSTER}` }).catch(() => []), (h) => h[0]?.state === 'Up');
+    assert.equal(hosts[0].name, HOST);
+  });
 });
 
 describe('a vserverd without cluster settings', () => {

@@ -47,7 +47,8 @@ interface Vm {
 const vms: Vm[] = [];
 
 /** A VM given a fresh lease (its ownership key attached), its worker started with the licence and the VM turned on. */
-async function startLicensedVm(name: string, options: { dataLock?: LockOwner; licensed?: boolean; leaseGone?: boolean } = {}): Promise<Vm> {
+async function startLicensedVm(name: string, options: { dataLock?: LockOwner; licensed?: boolean; leaseGone?: boolean; etcd?: EtcdCluster } = {}): Promise<Vm> {
+  const store = options.etcd ?? etcd;
   const dir = path.join(work, name);
   fs.mkdirSync(dir, { mode: 0o711 });
   await createDifferencing(path.join(dir, 'boot.vhd'), template);
@@ -58,11 +59,11 @@ async function startLicensedVm(name: string, options: { dataLock?: LockOwner; li
     scsi: [{ model: 'lsi53c895a', disks: [{ target: 0, path: 'boot.vhd' }, { target: 1, path: 'data.vhd' }] }],
     networkAdapters: [], bootOrder: ['disk'],
   }, dir);
-  const endpoint = etcd.endpoints[0];
+  const endpoint = store.endpoints[0];
   const leaseId = await grantLease(endpoint, VM_LEASE_TTL_S);
   await putWithLease(endpoint, `/vserver-test/owners/${config.id}`, 'here', leaseId);
   if (options.leaseGone) await revokeLease(endpoint, leaseId);
-  const licence: RunLicence = { endpoints: etcd.endpoints, leaseId, ttlSeconds: VM_LEASE_TTL_S, host: 'test-host' };
+  const licence: RunLicence = { endpoints: store.endpoints, leaseId, ttlSeconds: VM_LEASE_TTL_S, host: 'test-host' };
   const client = await manager.launch(config, options.licensed === false ? {} : { licence });
   const paths = VmPaths.of(config.id, manager.root);
   const serial = await SerialReader.attach(paths.console);
@@ -241,14 +242,19 @@ describe('a worker keeps its VM\'s run licence and fences itself', { timeout: 90
     });
   });
 
-  it('etcd killed: QEMU is gone before the last renewal\'s send time + TTL, with the margin measured', async (t) => {
+  it('etcd silent (its one member frozen: connections taken, never answered): QEMU is gone before the last renewal\'s send time + TTL, with the margin measured', async (t) => {
     const vm = await startLicensedVm('no-etcd');
     const qemuPid = vm.paths.readStatus()!.qemuPid!;
     await delay(2_500);
-    etcd.kill(0);
-    const killedAt = Date.now();
-    // The last acknowledged renewal was sent before the kill: QEMU must go before kill + TTL − margin (+ a timer's slack).
-    await waitFor('QEMU to be killed once etcd is gone', () => !isAlive(qemuPid), TTL_MS, 10);
+    // Frozen, not killed: a dead member refuses connections, which proves it cannot expire a lease (the quorum tests below).
+    etcd.signal(0, 'SIGSTOP');
+    const frozenAt = Date.now();
+    try {
+      // The last acknowledged renewal was sent before the freeze: QEMU must go before freeze + TTL − margin (+ a timer's slack).
+      await waitFor('QEMU to be killed once etcd is silent', () => !isAlive(qemuPid), TTL_MS, 10);
+    } finally {
+      etcd.signal(0, 'SIGCONT');
+    }
     const qemuGoneAt = Date.now();
     const ended = await waitTurnedOff(vm, 5_000);
     assert.ok(ended.fenced, `status.json records the fence: ${JSON.stringify(ended)}`);
@@ -256,12 +262,59 @@ describe('a worker keeps its VM\'s run licence and fences itself', { timeout: 90
     const fencedAt = Date.parse(ended.fenced.at);
     const expiresNoEarlierThan = lastSent + TTL_MS;
     const margin = expiresNoEarlierThan - fencedAt;
-    t.diagnostic(`etcd killed at +0 ms; last renewal sent at ${lastSent - killedAt} ms; fenced at +${fencedAt - killedAt} ms; QEMU seen gone at +${qemuGoneAt - killedAt} ms; `
+    t.diagnostic(`etcd frozen at +0 ms; last renewal sent at ${lastSent - frozenAt} ms; fenced at +${fencedAt - frozenAt} ms; QEMU seen gone at +${qemuGoneAt - frozenAt} ms; `
       + `margin before the lease could expire ${margin} ms (designed ${FENCE_MARGIN_MS} ms)`);
-    assert.ok(lastSent <= killedAt);
+    assert.ok(lastSent <= frozenAt);
     assert.ok(fencedAt < expiresNoEarlierThan, `fenced ${fencedAt - lastSent} ms after the last renewal's send, TTL ${TTL_MS} ms`);
     assert.ok(qemuGoneAt < expiresNoEarlierThan, `QEMU gone ${qemuGoneAt - lastSent} ms after the last renewal's send, TTL ${TTL_MS} ms`);
     assert.ok(margin >= FENCE_MARGIN_MS - 500, `the margin ${margin} ms is about the designed ${FENCE_MARGIN_MS} ms`);
     assert.match(workerLog(vm), /fenced: no renewal acknowledged in time/);
+  });
+});
+
+describe('etcd losing quorum: a worker runs on only while it can prove no quorum exists', { timeout: 600_000 }, () => {
+  let three: EtcdCluster;
+  before(async () => { three = await EtcdCluster.start({ members: 3 }); });
+  after(async () => { await three?.stop(); });
+
+  it('2 of 3 members killed: the guest writes on for 3 TTLs; restarted, renewals resume; then 1 killed and 1 frozen (no proof): fenced in time', async (t) => {
+    const vm = await startLicensedVm('quorum', { etcd: three });
+    await vm.serial.waitFor(GUEST_READY_MARKER, BOOT_MS);
+    vm.serial.type('/bin/records /dev/sdb &\n');
+    await vm.serial.waitFor(/^VSREC 3\s*$/m, RECORDS_MS);
+    const qemuPid = vm.paths.readStatus()!.qemuPid!;
+
+    three.kill(1);
+    three.kill(2);
+    const killedAt = Date.now();
+    const ackedAtKill = lastAcknowledged(vm.serial.text);
+    await delay(3 * TTL_MS);
+    assert.ok(isAlive(qemuPid), `QEMU runs on through the quorum loss: ${workerLog(vm).split('\n').slice(-5).join(' | ')}`);
+    const ackedDuring = lastAcknowledged(vm.serial.text);
+    assert.ok(ackedDuring > ackedAtKill + 3, `the guest acknowledged records while etcd had no quorum (${ackedAtKill} then ${ackedDuring})`);
+    assert.match(workerLog(vm), /licence: etcd has lost quorum \(2 of 3 members refuse connections/);
+
+    await Promise.all([three.restart(1), three.restart(2)]);
+    const restartedAt = Date.now();
+    await waitFor('the worker to say etcd has a quorum again', () => /etcd has a quorum again/.test(workerLog(vm)), 3 * TTL_MS, 100);
+    assert.ok(await leaseTtl(three.endpoints[0], vm.leaseId) > 0, 'the lease lived through the quorum loss');
+    assert.ok(isAlive(qemuPid));
+    t.diagnostic(`ran ${Math.round((restartedAt - killedAt) / 1000)} s without a quorum; records acknowledged ${ackedAtKill} at the kill, ${ackedDuring} ${3 * TTL_MS / 1000} s later`);
+
+    // One member dead and one silent: the live ones could still be a majority elsewhere; nothing is proven.
+    await delay(2 * LICENCE_RENEW_MS);
+    three.kill(1);
+    three.signal(2, 'SIGSTOP');
+    const brokenAt = Date.now();
+    try {
+      await waitFor('QEMU to be fenced without a proof', () => !isAlive(qemuPid), TTL_MS, 10);
+    } finally {
+      three.signal(2, 'SIGCONT');
+    }
+    const ended = await waitTurnedOff(vm, 5_000);
+    assert.ok(ended.fenced, `status.json records the fence: ${JSON.stringify(ended)}`);
+    const lastSent = lastRenewalSent(ended.fenced.reason);
+    t.diagnostic(`1 killed, 1 frozen at +0 ms; fenced at +${Date.parse(ended.fenced.at) - brokenAt} ms, last renewal sent at ${lastSent - brokenAt} ms`);
+    assert.ok(Date.parse(ended.fenced.at) < lastSent + TTL_MS - FENCE_MARGIN_MS + 500, 'fenced at the usual deadline');
   });
 });

@@ -10,7 +10,8 @@ import type { ClusterConfig } from '../config.js';
 import { ApiError } from '../errors.js';
 import type { Machines } from '../machines.js';
 import type { StateChange, VmRecord } from '../vm-record.js';
-import { checkReachable, openEtcd, readAll, watchPrefix } from './etcd-client.js';
+import { checkReachable, memberUrls, openEtcd, readAll, watchPrefix } from './etcd-client.js';
+import { diagnoseEtcd } from './etcd-health.js';
 import { FailoverTarget, type LocalVms } from './failover.js';
 import { Leader } from './leader.js';
 import { Membership } from './membership.js';
@@ -25,6 +26,8 @@ import { ClusterVmRecords } from './vm-records.js';
 /** A fenced HA VM is started again here every 2 s, for up to 2 minutes (etcd may be electing or without quorum). */
 const FENCE_RETRY_MS = 2_000;
 const FENCE_RETRY_LIMIT = 60;
+/** An API call's whole time limit on etcd (its calls retried included): then it is VM_E_CLUSTER_UNAVAILABLE, saying why. */
+const ANSWER_LIMIT_MS = 8_000;
 
 /** How the agent reaches the rest of vserverd. */
 export interface AgentHost {
@@ -60,9 +63,12 @@ export class ClusterAgent implements ClusterService {
   private readonly hostStates = new Map<string, HostState>();
   /** Set by stop(): retries end. */
   private stopped = false;
+  /** Every etcd member's client URL (read at join), for saying why etcd does not answer. */
+  private members: string[];
 
   private constructor(private readonly client: Etcd3, private readonly config: ClusterConfig, private readonly vserverd: AgentHost) {
     this.keys = clusterKeys(config.name);
+    this.members = config.etcd;
     this.membership = new Membership(client, config, () => Math.floor(os.freemem() / MB));
     this.ownership = new Ownership(client, config);
     this.records = new ClusterVmRecords(client, config.name);
@@ -93,6 +99,7 @@ export class ClusterAgent implements ClusterService {
   get hostName(): string { return this.config.hostName; }
 
   private async join(): Promise<void> {
+    this.members = await memberUrls(this.client).catch(() => this.config.etcd);
     await this.membership.join();
     const machines = this.vserverd.machines;
     machines.startGate = {
@@ -233,7 +240,28 @@ export class ClusterAgent implements ClusterService {
   /** The watch on history/ announces every write; nothing more to do here but keep the hook for the roles. */
   private announceFailover(_record: FailoverRecord, _byLeader: boolean): void {}
 
-  async hosts(): Promise<HostView[]> {
+  /**
+   * An answer that needs etcd: a failure that is not the caller's (etcd silent, without a leader
+   * or without quorum), or no answer within ANSWER_LIMIT_MS, is VM_E_CLUSTER_UNAVAILABLE saying why.
+   */
+  private async fromEtcd<T>(work: () => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ANSWER_LIMIT_MS / 1000} s`)), ANSWER_LIMIT_MS);
+    });
+    try {
+      return await Promise.race([work(), limit]);
+    } catch (e) {
+      if (e instanceof ApiError) throw e;
+      throw new ApiError('VM_E_CLUSTER_UNAVAILABLE', `${await diagnoseEtcd(this.members)} (${(e as Error).message})`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  hosts(): Promise<HostView[]> { return this.fromEtcd(() => this.readHosts()); }
+
+  private async readHosts(): Promise<HostView[]> {
     const [members, live, vms] = await Promise.all([
       readAll<MemberRecord>(this.client, this.keys.members), readAll<HostRecord>(this.client, this.keys.hosts), this.records.list(),
     ]);
@@ -250,36 +278,38 @@ export class ClusterAgent implements ClusterService {
     return (await this.hosts()).find((h) => h.name === name) ?? null;
   }
 
-  leader(): Promise<string | null> { return this.leaderRole.leader(); }
+  leader(): Promise<string | null> { return this.fromEtcd(() => this.leaderRole.leader()); }
 
-  async history(since?: string): Promise<FailoverRecord[]> {
-    const all = [...(await readAll<FailoverRecord>(this.client, this.keys.history)).values()];
-    return all.filter((r) => since === undefined || r.detected >= since).sort((a, b) => a.detected.localeCompare(b.detected));
+  history(since?: string): Promise<FailoverRecord[]> {
+    return this.fromEtcd(async () => {
+      const all = [...(await readAll<FailoverRecord>(this.client, this.keys.history)).values()];
+      return all.filter((r) => since === undefined || r.detected >= since).sort((a, b) => a.detected.localeCompare(b.detected));
+    });
   }
 
-  async vmHost(vmId: string): Promise<string | null> {
-    return (await this.records.get(vmId))?.host ?? null;
+  vmHost(vmId: string): Promise<string | null> {
+    return this.fromEtcd(async () => (await this.records.get(vmId))?.host ?? null);
   }
 
-  async haSettings(vmId: string): Promise<HaSettings> {
-    return (await this.records.get(vmId))?.ha ?? { ...HA_DEFAULTS };
+  haSettings(vmId: string): Promise<HaSettings> {
+    return this.fromEtcd(async () => (await this.records.get(vmId))?.ha ?? { ...HA_DEFAULTS });
   }
 
   async setHaSettings(vmId: string, settings: HaSettings): Promise<void> {
     const vm = this.vserverd.machines.require(vmId);
     if (settings.enabled) refuseUnlessShared(vm, this.config.sharedStorage);
-    await this.records.update(vm, (r) => {
+    await this.fromEtcd(() => this.records.update(vm, (r) => {
       r.ha = { ...settings, preferredHosts: [...settings.preferredHosts] };
       // A VM made HA again gets its restarts back.
       if (settings.enabled) r.failed = null;
       r.name = vm.name;
       r.vmcPath = vm.vmcPath;
       r.memoryMB = vm.config.memoryMB;
-    }, this.hostName);
+    }, this.hostName));
   }
 
-  async enterMaintenance(host: string): Promise<void> { await this.setHostState(host, 'Maintenance'); }
-  async exitMaintenance(host: string): Promise<void> { await this.setHostState(host, 'Up'); }
+  enterMaintenance(host: string): Promise<void> { return this.fromEtcd(() => this.setHostState(host, 'Maintenance')); }
+  exitMaintenance(host: string): Promise<void> { return this.fromEtcd(() => this.setHostState(host, 'Up')); }
 
   /** This host's state is written by its membership; another live host's is rewritten under that host's own lease. */
   private async setHostState(host: string, state: 'Up' | 'Maintenance'): Promise<void> {

@@ -9,8 +9,28 @@ const REACH_TIMEOUT_MS = 5_000;
 
 export class EtcdUnreachableError extends Error {}
 
+/** A time limit on each unary call (streams, as lease keep-alives and watches, have none): no request waits on etcd for long. */
+const CALL_TIMEOUT_MS = 3_000;
+
+/**
+ * HTTP/2 pings on each connection: a member that stops answering (frozen, cut off) while its TCP
+ * connection looks alive ends its streams (watches, the election's) within ping + timeout, and
+ * they resume on another member. etcd refuses pings more often than every 5 s (its
+ * --grpc-keepalive-min-time), hence 6 s.
+ */
+const GRPC_KEEPALIVE = { 'grpc.keepalive_time_ms': 6_000, 'grpc.keepalive_timeout_ms': 2_000 };
+
 export function openEtcd(config: ClusterConfig): Etcd3 {
-  return new Etcd3({ hosts: config.etcd, dialTimeout: REACH_TIMEOUT_MS });
+  return new Etcd3({
+    hosts: config.etcd, dialTimeout: REACH_TIMEOUT_MS, grpcOptions: GRPC_KEEPALIVE,
+    defaultCallOptions: (context) => context.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS },
+  });
+}
+
+/** One client URL per etcd member, as etcd lists them (the configured endpoints may be fewer). */
+export async function memberUrls(client: Etcd3): Promise<string[]> {
+  const { members } = await client.cluster.memberList({});
+  return members.map((m) => m.clientURLs[0]).filter(Boolean);
 }
 
 /** Resolves once etcd answers a read; EtcdUnreachableError (naming the endpoints) when it does not in time. */

@@ -12,6 +12,8 @@ import type { ClusterVmRecords } from './vm-records.js';
 
 const ATTEMPTS = 4;
 const RETRY_MS = 2_000;
+/** Placements are also read this often: a watch stuck on a silent member delays a failover, never loses it. */
+const RESCAN_MS = 2_000;
 
 /** How this host's VMs are found, registered and turned on (vserverd's catalog and Startup). */
 export interface LocalVms {
@@ -23,6 +25,7 @@ export interface LocalVms {
 
 export class FailoverTarget {
   private watcher: Watcher | null = null;
+  private timer: NodeJS.Timeout | null = null;
   private readonly busy = new Set<string>();
   private readonly keys;
 
@@ -43,6 +46,12 @@ export class FailoverTarget {
       }
       if (placement.host === this.config.hostName) void this.take(kv.key.toString().slice(this.keys.placements.length), placement);
     });
+    await this.scan();
+    this.timer = setInterval(() => void this.scan().catch(() => undefined), RESCAN_MS);
+  }
+
+  /** Takes every placement made for this host (those made while it was away, or whose watch event was missed). */
+  private async scan(): Promise<void> {
     for (const [vmId, placement] of await readAll<PlacementRecord>(this.client, this.keys.placements)) {
       if (placement.host === this.config.hostName) void this.take(vmId, placement);
     }
@@ -59,6 +68,12 @@ export class FailoverTarget {
       await this.client.put(historyKey).value(JSON.stringify(record));
       this.report(record);
     };
+    // A scan may have read a placement that a take just finished and deleted.
+    const current = await readJson<PlacementRecord>(this.client, this.keys.placement(vmId)).catch(() => null);
+    if (current?.failoverId !== placement.failoverId) {
+      this.busy.delete(vmId);
+      return;
+    }
     let lastError: Error | null = null;
     try {
       const clustered = await this.records.get(vmId);
@@ -97,6 +112,7 @@ export class FailoverTarget {
   }
 
   async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
     await this.watcher?.cancel().catch(() => undefined);
   }
 }

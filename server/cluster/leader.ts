@@ -43,15 +43,23 @@ export class Leader {
     if (this.closed) return;
     const campaign = this.client.election(this.keys.election, HOST_LEASE_TTL_S).campaign(this.config.hostName);
     this.campaign = campaign;
+    // One new campaign per failed one: a campaign reports its end several times (each of its
+    // calls fails), and only the current campaign's end counts.
+    const again = (): void => {
+      if (this.campaign !== campaign) return;
+      this.campaign = null;
+      if (!this.closed) setTimeout(() => this.start(), 1_000).unref();
+    };
     campaign.on('elected', () => void this.lead().catch((e: Error) => {
       // Elected but unable to watch: resign, so that a host that can lead does.
       this.warn(`could not start leading (${e.message}); resigning`);
-      void this.stopLeading().then(() => campaign.resign()).catch(() => undefined).finally(() => { if (!this.closed) setTimeout(() => this.start(), 1_000).unref(); });
+      void this.stopLeading().then(() => campaign.resign()).catch(() => undefined).finally(again);
     }));
     campaign.on('error', (e: Error) => {
+      if (this.campaign !== campaign) return;
       this.warn(`the leader election failed (${e.message}); campaigning again`);
       void this.stopLeading();
-      if (!this.closed) setTimeout(() => this.start(), 1_000).unref();
+      again();
     });
   }
 

@@ -7,7 +7,7 @@ import { type RunLicence, VM_LEASE_TTL_S } from '../../vmm/run-licence.js';
 import type { ClusterConfig } from '../config.js';
 import { ApiError } from '../errors.js';
 import { readJson } from './etcd-client.js';
-import { clusterKeys, type OwnerRecord } from './model.js';
+import { clusterKeys, type OwnerRecord, type PlacementRecord } from './model.js';
 
 export class Ownership {
   /** The leases this vserverd granted and renews until their workers report their VMs running. */
@@ -18,17 +18,31 @@ export class Ownership {
     this.keys = clusterKeys(config.name);
   }
 
-  /** Takes owners/<vmId> for this host; VM_E_OWNED_ELSEWHERE when any host (this one's earlier run too) holds it. */
+  /**
+   * Takes owners/<vmId> for this host; VM_E_OWNED_ELSEWHERE when any host (this one's earlier run
+   * too) holds it, or when the leader has placed the VM on another host (a host that comes back
+   * from a freeze must not race the failover the leader already decided). The placement read is
+   * checked again in the transaction, so a placement made meanwhile also refuses it.
+   */
   async acquire(vmId: string, vmName: string): Promise<RunLicence> {
     const key = this.keys.owner(vmId);
+    const placementKey = this.keys.placement(vmId);
+    const placed = (await this.client.get(placementKey).exec()).kvs[0];
+    const placedHost = placed ? (JSON.parse(placed.value.toString()) as PlacementRecord).host : null;
+    if (placedHost !== null && placedHost !== this.config.hostName) {
+      throw new ApiError('VM_E_OWNED_ELSEWHERE', `VM ${vmName} is being failed over to host ${placedHost}`, { host: placedHost });
+    }
     const lease = this.client.lease(VM_LEASE_TTL_S);
     const leaseId = await lease.grant();
     const record: OwnerRecord = { host: this.config.hostName, leaseId, since: new Date().toISOString() };
-    const result = await this.client.if(key, 'Create', '==', 0).then(lease.put(key).value(JSON.stringify(record))).commit();
+    const unplaced = placed ? this.client.if(placementKey, 'Mod', '==', placed.mod_revision) : this.client.if(placementKey, 'Create', '==', 0);
+    const result = await unplaced.and(key, 'Create', '==', 0).then(lease.put(key).value(JSON.stringify(record))).commit();
     if (!result.succeeded) {
       await lease.revoke().catch(() => undefined);
       const holder = await readJson<OwnerRecord>(this.client, key);
-      throw new ApiError('VM_E_OWNED_ELSEWHERE', `VM ${vmName} is running on host ${holder?.host ?? '(one that just let it go; try again)'}`, { host: holder?.host ?? null });
+      const placedNow = await readJson<PlacementRecord>(this.client, placementKey);
+      const host = holder?.host ?? placedNow?.host ?? null;
+      throw new ApiError('VM_E_OWNED_ELSEWHERE', `VM ${vmName} is running on host ${host ?? '(one that just let it go; try again)'}`, { host });
     }
     this.leases.set(vmId, lease);
     lease.on('lost', () => { if (this.leases.get(vmId) === lease) this.leases.delete(vmId); });

@@ -3,19 +3,21 @@
 // when that right ends: at the send time of the last acknowledged renewal + TTL − margin, which
 // comes before etcd can expire the lease (etcd refreshes a lease when it receives the renewal,
 // after we sent it). Once the right has ended it never comes back: a late answer, or one that
-// arrives after a SIGSTOP, cannot revive it.
+// arrives after a SIGSTOP, cannot revive it. One thing stands in for a renewal: proof that etcd
+// has no quorum anywhere (QUORUM_PROOF_HOLD_MS), so a VM runs on through a quorum loss.
 
 import { EventEmitter } from 'node:events';
-import { FENCE_MARGIN_MS, LICENCE_RENEW_MS, type RunLicence } from '../run-licence.js';
+import { FENCE_MARGIN_MS, LICENCE_RENEW_MS, MEMBER_LIST_REFRESH_MS, QUORUM_PROOF_HOLD_MS, type RunLicence } from '../run-licence.js';
 import { VmError } from '../state.js';
 
 export interface LicenceTiming {
   renewMs: number;
   marginMs: number;
+  quorumProofMs: number;
 }
 
-/** A renewal's outcome: acknowledged with a TTL, the lease gone, or no endpoint answered. */
-type Renewal = { kind: 'renewed'; ttlSeconds: number } | { kind: 'gone'; why: string } | { kind: 'unanswered'; why: string };
+/** A renewal's outcome: acknowledged with a TTL, the lease gone, or no endpoint answered (those in `refused` refused the connection). */
+type Renewal = { kind: 'renewed'; ttlSeconds: number } | { kind: 'gone'; why: string } | { kind: 'unanswered'; why: string; refused: string[] };
 
 /** The last acknowledged renewal, for logs and tests: its send time (wall clock) and the TTL etcd gave. */
 export interface RenewalRecord { sentAt: string; ttlSeconds: number; deadlineAt: string }
@@ -28,9 +30,15 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
   private deadlineTimer: NodeJS.Timeout | null = null;
   private running = false;
   last: RenewalRecord | null = null;
+  /** One client URL per etcd member, as etcd lists them (null until read): the quorum proof counts these. */
+  private members: string[] | null = null;
+  private membersReadAt = -Infinity;
+  /** Send time of the first round of the unbroken run of rounds proving etcd without quorum. */
+  private provenSince: number | null = null;
+  private runningOnProof = false;
 
   constructor(readonly licence: RunLicence, private readonly log: (line: string) => void,
-    private readonly timing: LicenceTiming = { renewMs: LICENCE_RENEW_MS, marginMs: FENCE_MARGIN_MS }) {
+    private readonly timing: LicenceTiming = { renewMs: LICENCE_RENEW_MS, marginMs: FENCE_MARGIN_MS, quorumProofMs: QUORUM_PROOF_HOLD_MS }) {
     super();
   }
 
@@ -55,6 +63,7 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
       throw new VmError('VM_E_LICENCE_LOST', `the VM's run licence (lease ${this.licence.leaseId}) could not be renewed: ${outcome}`);
     }
     this.running = true;
+    await this.readMembers();
     this.schedule();
   }
 
@@ -110,24 +119,77 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
       this.lose(`the lease ${this.licence.leaseId} is gone at etcd: ${outcome.why}`);
       return this.lostReason!;
     }
-    if (outcome.kind === 'unanswered') {
-      this.log(`licence: renewal failed: ${outcome.why}`);
-      return outcome.why;
-    }
     // The answer may come after the old deadline (a frozen worker, a slow etcd): then it is too late.
     if (this.last && performance.now() >= this.deadline) {
       this.lose(this.deadlinePassed());
       return this.lostReason!;
     }
-    const deadline = sentAt + outcome.ttlSeconds * 1000 - this.timing.marginMs;
+    if (outcome.kind === 'unanswered') {
+      this.log(`licence: renewal failed: ${outcome.why}`);
+      return this.noteQuorumProof(outcome.refused, sentAt, wallSent) ?? outcome.why;
+    }
+    if (this.runningOnProof) this.log('licence: etcd has a quorum again; renewals are acknowledged');
+    this.provenSince = null;
+    this.runningOnProof = false;
+    if (performance.now() - this.membersReadAt >= MEMBER_LIST_REFRESH_MS) void this.readMembers();
+    this.extend(sentAt, wallSent, outcome.ttlSeconds);
+    return `renewed (TTL ${outcome.ttlSeconds} s)`;
+  }
+
+  /**
+   * A round no endpoint answered: when a majority of etcd's members refused it, and had for
+   * QUORUM_PROOF_HOLD_MS, no leader exists that could expire the lease, and any later leader
+   * gives it its full TTL again: the round counts as a renewal sent at its send time. Says so,
+   * or returns null when the round proves nothing.
+   */
+  private noteQuorumProof(refused: string[], sentAt: number, wallSent: Date): string | null {
+    const members = this.members;
+    const down = this.majorityDown(refused);
+    if (!members || !down.length) {
+      this.provenSince = null;
+      return null;
+    }
+    this.provenSince ??= sentAt;
+    if (sentAt - this.provenSince < this.timing.quorumProofMs) return null;
+    if (!this.runningOnProof) {
+      this.runningOnProof = true;
+      this.log(`licence: etcd has lost quorum (${down.length} of ${members.length} members refuse connections: ${down.join(', ')}); no leader can expire the lease, the VM runs on`);
+    }
+    this.extend(sentAt, wallSent, this.licence.ttlSeconds);
+    return `etcd without quorum (${down.join(', ')} refuse connections): the VM runs on`;
+  }
+
+  /** The members that refused, when they are too many for a quorum among the rest (else none). */
+  private majorityDown(refused: string[]): string[] {
+    const down = this.members?.filter((url) => url && refused.includes(url)) ?? [];
+    return this.members && down.length >= Math.ceil(this.members.length / 2) ? down : [];
+  }
+
+  /** Moves the deadline to (send time + TTL − margin) of a round that renewed (or proved no quorum). */
+  private extend(sentAt: number, wallSent: Date, ttlSeconds: number): void {
+    const deadline = sentAt + ttlSeconds * 1000 - this.timing.marginMs;
     if (deadline > this.deadline) this.deadline = deadline;
     this.last = {
-      sentAt: wallSent.toISOString(), ttlSeconds: outcome.ttlSeconds,
-      deadlineAt: new Date(wallSent.getTime() + outcome.ttlSeconds * 1000 - this.timing.marginMs).toISOString(),
+      sentAt: wallSent.toISOString(), ttlSeconds,
+      deadlineAt: new Date(wallSent.getTime() + ttlSeconds * 1000 - this.timing.marginMs).toISOString(),
     };
     this.armDeadline();
     this.emit('renewed', this.last);
-    return `renewed (TTL ${outcome.ttlSeconds} s)`;
+  }
+
+  /** Reads etcd's member list (one client URL each) from the first endpoint that answers; keeps the last one otherwise. */
+  private async readMembers(): Promise<void> {
+    this.membersReadAt = performance.now();
+    for (const endpoint of this.licence.endpoints) {
+      try {
+        const answer = await fetch(`${endpoint}/v3/cluster/member/list`, { method: 'POST', body: '{}', signal: AbortSignal.timeout(this.timing.renewMs) });
+        const body = await answer.json() as { members?: Array<{ clientURLs?: string[] }> };
+        if (!answer.ok || !body.members?.length) continue;
+        // A member without a client URL yet (a learner) cannot be shown down: it counts as up.
+        this.members = body.members.map((m) => m.clientURLs?.[0] ?? '');
+        return;
+      } catch { /* the next endpoint */ }
+    }
   }
 
   /**
@@ -138,13 +200,17 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
    */
   private send(): Promise<Renewal> {
     const errors: string[] = [];
-    let pending = this.licence.endpoints.length;
+    const refused: string[] = [];
+    const endpoints = [...new Set([...this.licence.endpoints, ...(this.members ?? []).filter(Boolean)])];
+    let pending = endpoints.length;
     return new Promise((resolve) => {
-      for (const endpoint of this.licence.endpoints) {
+      for (const endpoint of endpoints) {
         void this.ask(endpoint).then((renewal) => {
           if (renewal.kind !== 'unanswered') return resolve(renewal);
           errors.push(renewal.why);
-          if (--pending === 0) resolve({ kind: 'unanswered', why: errors.join('; ') });
+          refused.push(...renewal.refused);
+          // A majority refusing settles the round (no quorum can answer), without waiting out a silent member's time limit.
+          if (--pending === 0 || this.majorityDown(refused).length) resolve({ kind: 'unanswered', why: errors.join('; '), refused });
         });
       }
     });
@@ -156,19 +222,21 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
         method: 'POST', body: JSON.stringify({ ID: this.licence.leaseId }), signal: AbortSignal.timeout(this.timing.renewMs),
       });
       const text = await answer.text();
-      if (!answer.ok) return { kind: 'unanswered', why: `${endpoint}: HTTP ${answer.status} ${text.trim().slice(0, 200)}` };
+      if (!answer.ok) return { kind: 'unanswered', why: `${endpoint}: HTTP ${answer.status} ${text.trim().slice(0, 200)}`, refused: [] };
       // The gateway streams one JSON object per answer; a single request gets one.
       const body = JSON.parse(text.trim().split('\n')[0]) as { result?: { TTL?: string }; error?: { message?: string } };
       if (body.error) {
         if (/lease not found/.test(body.error.message ?? '')) return { kind: 'gone', why: body.error.message! };
-        return { kind: 'unanswered', why: `${endpoint}: ${body.error.message}` };
+        return { kind: 'unanswered', why: `${endpoint}: ${body.error.message}`, refused: [] };
       }
       const ttl = Number(body.result?.TTL ?? 0);
       // etcd answers a renewal of a lease it does not have with no TTL (0).
       if (!(ttl > 0)) return { kind: 'gone', why: `${endpoint} answered the renewal with TTL ${body.result?.TTL ?? '(none)'}` };
       return { kind: 'renewed', ttlSeconds: ttl };
     } catch (e) {
-      return { kind: 'unanswered', why: `${endpoint}: ${causeOf(e)}` };
+      const cause = causeOf(e);
+      // A refused connection: the host answered that nothing listens there (the member's etcd is not running).
+      return { kind: 'unanswered', why: `${endpoint}: ${cause}`, refused: cause === 'ECONNREFUSED' ? [endpoint] : [] };
     }
   }
 

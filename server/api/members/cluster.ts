@@ -22,7 +22,7 @@ const host = membersOf<'Host'>(HOST_EXAMPLE);
 const vm = membersOf<'VirtualMachine'>(VM_EXAMPLE);
 const server = membersOf<'VirtualServer'>(null);
 
-const CLUSTER_ERRORS = ['VM_E_NOT_CLUSTERED'] as const;
+const CLUSTER_ERRORS = ['VM_E_NOT_CLUSTERED', 'VM_E_CLUSTER_UNAVAILABLE'] as const;
 const HOST_ERRORS = [...CLUSTER_ERRORS, 'VM_E_HOST_UNKNOWN'] as const;
 
 type AnyCall = Call<InterfaceName, unknown>;
