@@ -54,17 +54,11 @@ export class HaGuest {
 
 /**
  * The host network on every host, bridged to the host's link, so guests reach the hub (and its
- * DHCP). It is made once, on the first host, and its .vnc (copied to the shared storage) is
- * registered on the others: the same network, id and all, wherever the VM runs.
+ * DHCP). Each host makes its own (its own id): a VM that moves is attached to its new host's
+ * network of the same name, as in a real cluster.
  */
-export async function createHostNetworks(cluster: Cluster, apis: HostApi[]): Promise<void> {
-  const [first, ...others] = apis;
-  await first.call<Ref>('VirtualServer.CreateVirtualNetwork', { name: NETWORK_NAME, kind: 'host', hostAdapter: 'eth0' });
-  const vnc = path.join(cluster.hosts[0].dataDir, 'networks', `${NETWORK_NAME}.vnc`);
-  const shared = path.join(cluster.sharedStorage, 'networks', `${NETWORK_NAME}.vnc`);
-  fs.mkdirSync(path.dirname(shared), { recursive: true });
-  fs.copyFileSync(vnc, shared);
-  for (const api of others) await api.call<Ref>('VirtualServer.RegisterVirtualNetwork', { path: shared });
+export async function createHostNetworks(apis: HostApi[]): Promise<void> {
+  for (const api of apis) await api.call<Ref>('VirtualServer.CreateVirtualNetwork', { name: NETWORK_NAME, kind: 'host', hostAdapter: 'eth0' });
 }
 
 /** Makes an HA VM on the shared storage through `api` (one host's API) and turns it on. */

@@ -99,7 +99,7 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
   let network = options.network;
   if (network) {
     try {
-      await createHostNetworks(cluster, [...apis.values()]);
+      await createHostNetworks([...apis.values()]);
     } catch (e) {
       network = false;
       log(`host networks not made (${(e as Error).message}); liveness is the guest's records on its serial port`);

@@ -53,7 +53,7 @@ async function main(): Promise<void> {
   const roots = new StorageRoots(config.storageRoots);
   const machines = new Machines(db);
   const events = new EventLog(db);
-  const networks = await VirtualNetworks.open(db, config.dataDir, machines, config.hostNetworks,
+  const networks = await VirtualNetworks.open(db, config.dataDir, machines, config.hostNetworks, config.cluster?.hostName ?? os.hostname(),
     (severity, message, object) => events.log('Virtual Network', severity, message, SERVICE, object));
   const layers = new DiskLayers(new LayerStore(db), machines, (severity, message, object) => events.log('Virtual Machine', severity, message, SERVICE, object));
   const services: Services = {
@@ -107,6 +107,7 @@ async function joinCluster(config: ServerConfig, services: Services): Promise<Cl
   try {
     return await ClusterAgent.start(config.cluster, {
       machines: services.machines,
+      registerVm: async (vmcPath) => services.networks.adoptRegistered(await services.machines.register(vmcPath)),
       startVm: (vm) => startVm(services, vm),
       log: (severity, message, object) => services.events.log('Cluster', severity, message, SERVICE, object ?? null),
     });

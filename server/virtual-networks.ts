@@ -8,7 +8,7 @@
 
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
-import { randomMac, tapName } from '../vmm/config.js';
+import { type NetworkAdapter, randomMac, tapName } from '../vmm/config.js';
 import { isActive } from '../vmm/state.js';
 import { QEMU_USER } from '../vmm/worker/user.js';
 import type { Catalog } from './catalog/database.js';
@@ -36,21 +36,24 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
 
   private constructor(
     db: Catalog, folder: string, private readonly machines: Machines, private readonly host: HostNetworks | null,
-    private readonly counters: NetworkCounters, private readonly hostRefusal: string, private readonly log: NetworkLog,
+    private readonly counters: NetworkCounters, private readonly hostRefusal: string, private readonly hostName: string, private readonly log: NetworkLog,
   ) {
     super();
     this.repository = new NetworkRepository(db, folder);
   }
 
-  /** `enabled`: the configuration's hostNetworks; even then, host parts need CAP_NET_ADMIN and ip, dnsmasq and nft. */
-  static async open(db: Catalog, dataDir: string, machines: Machines, enabled: boolean, log: NetworkLog): Promise<VirtualNetworks> {
+  /**
+   * `enabled`: the configuration's hostNetworks; even then, host parts need CAP_NET_ADMIN and ip,
+   * dnsmasq and nft. `hostName`: this host's, as the event log names it to a cluster's users.
+   */
+  static async open(db: Catalog, dataDir: string, machines: Machines, enabled: boolean, hostName: string, log: NetworkLog): Promise<VirtualNetworks> {
     const folder = path.join(dataDir, 'networks');
     const permission = enabled ? await HostNetworks.permission()
       : { ok: false, reason: 'host networks are turned off in vserverd\'s configuration (--no-host-networks)' };
     const severity = (r: PartReport): Severity => (r.action === 'failed' ? 'Error' : r.action === 'restarted' || r.action === 'recreated' ? 'Warning' : 'Information');
     const report = (r: PartReport): void => log(severity(r), r.message, r.network ? `VirtualNetwork/${r.network}` : null);
     const host = permission.ok ? new HostNetworks({ stateDir: folder, qemuUser: process.geteuid?.() === 0 ? QEMU_USER : null, report }) : null;
-    return new VirtualNetworks(db, folder, machines, host, new NetworkCounters(folder), permission.reason, log);
+    return new VirtualNetworks(db, folder, machines, host, new NetworkCounters(folder), permission.reason, hostName, log);
   }
 
   /** At vserverd's start: the first network, the .vnc files, then the host parts adopted or made again. */
@@ -60,6 +63,8 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
       this.repository.setSetting(FIRST_START_SETTING, new Date().toISOString());
     }
     for (const file of await this.repository.repairVncFiles()) this.log('Information', `rewrote ${file} from the catalog: it did not hold its network`, null);
+    // .vmc files from before adapters kept their network's name get it, so that another host can find the network.
+    for (const vm of this.machines.list()) await this.bindAdapters(vm, false).catch((e: Error) => this.bindFailed(vm, e));
     if (!this.host) {
       this.log('Warning', `virtual networks have no host parts: ${this.hostRefusal}`, null);
       return;
@@ -125,10 +130,13 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
     this.announce(network, 'removed', `${deleteFile ? 'deleted' : 'unregistered'} the virtual network ${network.name}`);
   }
 
+  /** Renames; the attached adapters' .vmc files take the new name (the name is what other hosts match). */
   async rename(id: string, name: string): Promise<void> {
     const before = this.require(id);
     const network = await this.repository.change(id, { name });
     this.announce(network, 'changed', `renamed the virtual network ${before.name} to ${network.name}`);
+    const vms = new Set(this.adaptersOf(id).map(({ vm }) => vm));
+    for (const vm of vms) await this.bindAdapters(vm, false).catch((e: Error) => this.bindFailed(vm, e));
   }
 
   async setNotes(id: string, notes: string): Promise<void> {
@@ -183,7 +191,9 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
       await host.ensureTap(tapName(vm.id, index), networkId);
       await this.machines.operate(vm, 'setLink', { index, up: networkId !== null });
     }
-    await this.machines.reconfigure(vm.id, (doc) => { doc.networkAdapters[index].network = networkId; }, { whileRunning: true });
+    await this.machines.reconfigure(vm.id, (doc) => {
+      Object.assign(doc.networkAdapters[index], { network: networkId, networkName: network?.name ?? null });
+    }, { whileRunning: true });
     // A sample now: the TAP's traffic counts for its new network from here on.
     if (live) this.sample();
     const what = network ? `attached to ${network.name}` : 'detached from its network';
@@ -191,19 +201,48 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
     if (network) this.emit('change', { network, change: 'changed' });
   }
 
-  /** Before a VM turns on: each adapter's TAP, joined to its network's bridge, so that QEMU finds them. */
-  async prepareStartup(vm: VmRecord): Promise<void> {
+  /**
+   * Before a VM turns on: its adapters bound to this host's networks (by name), then each
+   * adapter's TAP, joined to its network's bridge, so that QEMU finds them. An adapter whose
+   * network this host lacks starts unplugged, with a warning: a failed-over VM must still run.
+   */
+  async prepareStartup(record: VmRecord): Promise<void> {
+    const vm = await this.bindAdapters(record, true);
     const adapters = vm.config.networkAdapters;
-    for (const [index, nic] of adapters.entries()) {
-      if (nic.network !== null && !this.get(nic.network)) {
-        throw new ApiError('VM_E_NETWORK_UNKNOWN', `network adapter ${index} of ${vm.name} is attached to the network ${nic.network}, which is not registered here; register its .vnc or detach the adapter`);
-      }
-    }
     if (!this.host) {
       if (adapters.some((n) => n.network !== null)) this.requireHost(`turn on ${vm.name}, whose adapters are attached to networks`);
       return;
     }
     for (const [index, nic] of adapters.entries()) await this.host.ensureTap(tapName(vm.id, index), nic.network);
+  }
+
+  /**
+   * Binds each adapter to this host's network of the name its .vmc holds, as the same network:
+   * a VM registered from another host's .vmc, or failed over, names networks of that host. A
+   * registered id keeps its network (its name is filled in or brought up to date); another id is
+   * replaced by the id of this host's network of that name (names compared as they are kept
+   * unique: whatever their case). Without one the adapter is unplugged and keeps the name, so
+   * that a later start, here or on a host that has it, connects it. `starting`: the VM is about
+   * to turn on, and each adapter left unplugged so is a Warning in the event log.
+   */
+  async bindAdapters(vm: VmRecord, starting: boolean): Promise<VmRecord> {
+    const before = vm.config.networkAdapters;
+    const after = before.map((nic) => this.bindingOf(nic));
+    const changed = after.some((b, i) => b.network !== before[i].network || b.networkName !== before[i].networkName);
+    const bound = changed
+      ? await this.machines.reconfigure(vm.id, (doc) => { for (const nic of doc.networkAdapters) Object.assign(nic, this.bindingOf(nic)); }, { whileRunning: true })
+      : vm;
+    for (const [index, nic] of before.entries()) {
+      const { network, networkName } = after[index];
+      const object = `VirtualMachine/${vm.id}`;
+      if (network !== null && nic.network !== null && network !== nic.network) {
+        this.log('Information', `${vm.name}: network adapter ${index} attached to ${networkName ?? ''}, this host's network of that name (its .vmc named the network ${nic.network}, which is not registered here)`, object);
+      } else if (network === null && (nic.network !== null || (starting && networkName !== null))) {
+        const what = networkName === null ? `the network ${nic.network ?? ''}, which is not registered here and whose name its .vmc does not hold` : `the virtual network ${networkName}, and host ${this.hostName} has no network of that name`;
+        this.log('Warning', `${vm.name}: network adapter ${index} is ${starting ? 'turned on' : 'left'} not connected: it was attached to ${what}`, object);
+      }
+    }
+    return bound;
   }
 
   /** After adapters went (removed, or the VM unregistered): their TAPs go too. */
@@ -242,6 +281,15 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
     this.log('Information', `${vm.name}: ${clashes.length} dynamic MAC address${clashes.length === 1 ? '' : 'es'} held by other VMs drawn anew`, `VirtualMachine/${vm.id}`);
   }
 
+  /**
+   * After a VM was registered from a .vmc (by a user, or by a failover from another host): its
+   * MAC addresses settled, then its adapters bound to this host's networks by name.
+   */
+  async adoptRegistered(vm: VmRecord): Promise<VmRecord> {
+    await this.settleMacClashes(vm);
+    return this.bindAdapters(this.machines.require(vm.id), false);
+  }
+
   /** Every MAC address this host's VMs hold. */
   macsInUse(): Set<string> {
     return new Set(this.machines.list().flatMap((vm) => vm.config.networkAdapters.map((n) => n.mac)));
@@ -265,6 +313,16 @@ export class VirtualNetworks extends EventEmitter<{ change: [NetworkChangeEvent]
   /** The host's interfaces a host-connected network may be bridged to (vserver's own left out). */
   hostInterfaces(): Promise<HostInterface[]> {
     return hostInterfaces();
+  }
+
+  /** An adapter's network on this host: by id, else by name; none: unplugged, the name kept. */
+  private bindingOf(nic: NetworkAdapter): Pick<NetworkAdapter, 'network' | 'networkName'> {
+    const network = (nic.network === null ? null : this.get(nic.network)) ?? (nic.networkName === null ? null : this.findByName(nic.networkName));
+    return network ? { network: network.id, networkName: network.name } : { network: null, networkName: nic.networkName };
+  }
+
+  private bindFailed(vm: VmRecord, e: Error): void {
+    this.log('Warning', `${vm.name}: could not bring its adapters' network names up to date: ${e.message}`, `VirtualMachine/${vm.id}`);
   }
 
   private sample(): void {

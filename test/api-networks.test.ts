@@ -187,3 +187,49 @@ describe('a registered VM whose MAC addresses other VMs hold', { timeout: 60_000
     assert.equal(await host.call('VirtualServer.FindVirtualMachine', { name: 'twin' }), null, 'the refused VM is not registered');
   });
 });
+
+describe('an adapter keeps its network\'s name beside its id', { timeout: 60_000 }, () => {
+  let host: TestServer;
+  const other = '00000000-0000-4000-8000-0000000000aa';
+
+  before(async () => {
+    host = await TestServer.start();
+  });
+
+  after(async () => {
+    await host?.stop();
+    host?.remove();
+  });
+
+  /** Registers a hand-written .vmc with one adapter; returns the adapter and the .vmc's path. */
+  async function register(name: string, adapter: Record<string, unknown>): Promise<{ nic: string; file: string }> {
+    const file = path.join(host.dataDir, `${name}.vmc`);
+    fs.writeFileSync(file, JSON.stringify({ version: 1, name, networkAdapters: [adapter] }));
+    const vm = await host.call<Ref>('VirtualServer.RegisterVirtualMachine', { path: file });
+    return { nic: `NetworkAdapter/${vm.$ref.slice('VirtualMachine/'.length)}/0`, file };
+  }
+
+  const nameInFile = (file: string): unknown => (JSON.parse(fs.readFileSync(file, 'utf8')) as { networkAdapters: Array<{ networkName: unknown }> }).networkAdapters[0].networkName;
+
+  it('a .vmc written before names were kept gets the name of its network; a rename and a detach follow', async () => {
+    const internal = await host.call<Ref>('VirtualServer.FindVirtualNetwork', { name: 'Internal Network' });
+    const { nic, file } = await register('old', { network: internal.$ref.slice('VirtualNetwork/'.length) });
+    assert.equal(await host.call('NetworkAdapter.get_VirtualNetworkName', { this: nic }), 'Internal Network');
+    assert.equal(nameInFile(file), 'Internal Network', 'the .vmc holds it');
+    await host.call('VirtualNetwork.put_Name', { this: internal.$ref, value: 'Inside' });
+    assert.equal(nameInFile(file), 'Inside', 'a rename reaches the .vmc of the attached adapters');
+    await host.call('NetworkAdapter.DetachFromVirtualNetwork', { this: nic });
+    assert.equal(await host.call('NetworkAdapter.get_VirtualNetworkName', { this: nic }), null, 'a detached adapter awaits no network');
+  });
+
+  it('an id not registered here is replaced by this host\'s network of the name (any case); without the name it is not connected, with a warning', async () => {
+    const inside = await host.call<Ref>('VirtualServer.FindVirtualNetwork', { name: 'Inside' });
+    const moved = await register('moved', { network: other, networkName: 'INSIDE' });
+    assert.deepEqual(await host.call('NetworkAdapter.get_VirtualNetwork', { this: moved.nic }), inside);
+    const since = (await host.call<Array<{ id: number }>>('VirtualServer.GetEvents', { limit: 1, newestFirst: true }))[0].id;
+    const lost = await register('lost', { network: other });
+    assert.equal(await host.call('NetworkAdapter.get_VirtualNetwork', { this: lost.nic }), null);
+    const events = await host.call<Array<{ severity: string; message: string }>>('VirtualServer.GetEvents', { since, limit: 100 });
+    assert.ok(events.some((e) => e.severity === 'Warning' && e.message.includes('lost: network adapter 0 is left not connected') && e.message.includes(other)), JSON.stringify(events));
+  });
+});

@@ -16,10 +16,13 @@ export interface ScsiAdapter { model: ScsiModel; disks: ScsiDisk[] }
 
 /**
  * A network adapter. `network` is the id of the virtual network it is attached to (vserverd's),
- * or null: the cable is unplugged (link down). A dynamic MAC is vserver's to choose; a static one
- * was set by the user.
+ * or null: the cable is unplugged (link down). `networkName` is that network's name: hosts know
+ * one network by its name, so a VM that moves is attached to its new host's network of that name
+ * (server/virtual-networks.ts, bindAdapters). With `network` null it is the network the adapter
+ * awaits: its last host's, which this host lacks (null: detached). A dynamic MAC is vserver's to
+ * choose; a static one was set by the user.
  */
-export interface NetworkAdapter { model: NicModel; mac: string; network: string | null; dynamicMac: boolean }
+export interface NetworkAdapter { model: NicModel; mac: string; network: string | null; networkName: string | null; dynamicMac: boolean }
 
 /** The rule of names that also name files (a VM's NAME.vmc and NAME.vsv, a network's NAME.vnc): "." and ".." would name others. */
 export const FILE_NAME_RULE = 'a name is 1 to 64 characters without control characters, "/" or "\\", and not only dots';
@@ -243,6 +246,11 @@ function parseNetworkAdapters(value: unknown, fail: Fail): NetworkAdapter[] {
     if (network !== null && (typeof network !== 'string' || !UUID.test(network))) {
       fail(`${field}.network`, `"${String(network)}" is not a virtual network's id (or null: not connected)`);
     }
+    // Absent in .vmc files written before names were kept: vserverd fills it from the id.
+    const networkName = item.networkName ?? null;
+    if (networkName !== null && (typeof networkName !== 'string' || !isFileName(networkName))) {
+      fail(`${field}.networkName`, `"${String(networkName)}" is not a virtual network's name (or null): ${FILE_NAME_RULE}`);
+    }
     if (item.dynamicMac !== undefined && typeof item.dynamicMac !== 'boolean') fail(`${field}.dynamicMac`, 'dynamicMac is true or false');
     let mac = item.mac === undefined ? randomMac(macs) : String(item.mac);
     if (!MAC.test(mac)) {
@@ -252,7 +260,7 @@ function parseNetworkAdapters(value: unknown, fail: Fail): NetworkAdapter[] {
     mac = normalizeMac(mac);
     if (macs.has(mac)) fail(`${field}.mac`, `${mac} is already used by another adapter of this VM`);
     macs.add(mac);
-    return [{ model: model as NicModel, mac, network: network as string | null, dynamicMac: item.dynamicMac !== false }];
+    return [{ model: model as NicModel, mac, network: network as string | null, networkName: networkName as string | null, dynamicMac: item.dynamicMac !== false }];
   });
 }
 

@@ -32,6 +32,8 @@ const ANSWER_LIMIT_MS = 8_000;
 /** How the agent reaches the rest of vserverd. */
 export interface AgentHost {
   machines: Machines;
+  /** Registers a VM from its .vmc as RegisterVirtualMachine does (MAC addresses, networks by name). */
+  registerVm(vmcPath: string): Promise<VmRecord>;
   /** Turns a VM on as a Startup call does, resolving when it runs. */
   startVm(vm: VmRecord): Promise<void>;
   /** A line for the event log (category Cluster). */
@@ -74,7 +76,7 @@ export class ClusterAgent implements ClusterService {
     this.records = new ClusterVmRecords(client, config.name);
     const warn = (message: string): void => vserverd.log('Warning', message);
     this.leaderRole = new Leader(client, config, this.records, (r) => this.announceFailover(r, true), warn);
-    const local: LocalVms = { get: (id) => vserverd.machines.get(id), register: (vmcPath) => vserverd.machines.register(vmcPath), start: (vm) => vserverd.startVm(vm) };
+    const local: LocalVms = { get: (id) => vserverd.machines.get(id), register: (vmcPath) => vserverd.registerVm(vmcPath), start: (vm) => vserverd.startVm(vm) };
     this.target = new FailoverTarget(client, config, this.records, local, (r) => this.announceFailover(r, false), warn);
   }
 

@@ -54,6 +54,8 @@ export const networkAdapter: InterfaceRecord = {
         const id = self.vm.config.networkAdapters[self.index].network;
         return id === null ? null : ref('VirtualNetwork', id);
       }),
+    get_VirtualNetworkName: nic.get('The name of its network, by which every host of a cluster knows it: a VM that moves is attached to its new host\'s network of that name. With no network (get_VirtualNetwork null), the network it awaits: its last host\'s, which this host lacks, connected at a turn on where one of that name exists; null: detached.', orNull(string), 'Internal Network',
+      ({ self }) => self.vm.config.networkAdapters[self.index].networkName),
     AttachToVirtualNetwork: nic.method('Attaches it to a virtual network, also while the VM runs: the guest sees its link come up (or go down and up), nothing else changes.', {
       params: { network: param(refOf('VirtualNetwork'), 'The network.') }, returns: nothing, right: 'change', errors: ATTACH_ERRORS,
       example: { params: { network: NETWORK_EXAMPLE }, result: null },

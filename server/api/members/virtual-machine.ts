@@ -184,8 +184,9 @@ export const virtualMachine: InterfaceRecord = {
         const mac = given === undefined ? randomMac(networks.macsInUse()) : normalizeMac(given);
         const holder = networks.macHolder(mac, null);
         if (holder) throw new ApiError('VM_E_MAC_IN_USE', `${mac} is held by ${holder.id === call.self.id ? 'another adapter of this VM' : `the VM ${holder.name}`}`);
+        const network = call.params.network ? networks.require(call.params.network.id) : null;
         const vm = await reconfigure(call, (doc) => {
-          doc.networkAdapters.push({ model: call.params.model ?? PROFILE.networkAdapters.defaultModel, mac, network: call.params.network?.id ?? null, dynamicMac: given === undefined });
+          doc.networkAdapters.push({ model: call.params.model ?? PROFILE.networkAdapters.defaultModel, mac, network: network?.id ?? null, networkName: network?.name ?? null, dynamicMac: given === undefined });
         });
         return ref('NetworkAdapter', `${vm.id}/${vm.config.networkAdapters.length - 1}`);
       },
@@ -273,7 +274,7 @@ export const virtualMachine: InterfaceRecord = {
         await reconfigure(call, (doc) => { doc.floppy = { image: null }; });
       },
     }),
-    Startup: task('Turns the VM on, or restores it from its saved state. The task completes when the VM runs.', 'control', {}, {},
+    Startup: task('Turns the VM on, or restores it from its saved state. The task completes when the VM runs. An adapter whose network is not registered here (the VM came from another host) is attached to this host\'s network of the same name; with none, it is turned on not connected, with a Warning in the event log.', 'control', {}, {},
       async (call) => {
         const vm = call.self;
         await checkVmFiles(call, vm);
@@ -285,7 +286,7 @@ export const virtualMachine: InterfaceRecord = {
           await machines.startup(vm, (p) => t.progress(p.percent, p.operation, p.bytes), () => call.services.layers.prepareStartup(vm));
         });
         return ref('Task', started.id);
-      }, ['VM_E_VM_RUNNING', 'VM_E_HD_IMAGE_NOT_FOUND', 'VM_E_START_FAILED', 'VM_E_TURNED_OFF', 'VM_E_MAC_IN_USE', 'VM_E_NETWORK_UNKNOWN', 'VM_E_NETWORK_NOT_PERMITTED', 'VM_E_NETWORK_FAILED']),
+      }, ['VM_E_VM_RUNNING', 'VM_E_HD_IMAGE_NOT_FOUND', 'VM_E_START_FAILED', 'VM_E_TURNED_OFF', 'VM_E_MAC_IN_USE', 'VM_E_NETWORK_NOT_PERMITTED', 'VM_E_NETWORK_FAILED']),
     TurnOff: task('Cuts the power, as pulling the plug. An undoable VM\'s undo disks are then kept, committed or discarded as undoAction says (the VM\'s UndoAction when omitted); the task\'s result says which.', 'control',
       { undoAction: param(oneOf(UNDO_ACTIONS), 'For an undoable VM: Keep, Commit or Discard its undo disks once it is off; its UndoAction when omitted.', true) }, {},
       (call) => {

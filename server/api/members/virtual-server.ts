@@ -101,7 +101,7 @@ export const virtualServer: InterfaceRecord = {
         return ref('VirtualMachine', (await services.machines.create(params.name, folder)).id);
       },
     }),
-    RegisterVirtualMachine: method('Adds a VM from an existing .vmc (written by this or another host). An adapter whose dynamic MAC address another VM here holds gets a new one (its .vmc is rewritten); a static one another VM holds refuses the registration.', {
+    RegisterVirtualMachine: method('Adds a VM from an existing .vmc (written by this or another host). An adapter whose dynamic MAC address another VM here holds gets a new one (its .vmc is rewritten); a static one another VM holds refuses the registration. An adapter attached to a network not registered here is attached to this host\'s network of the same name, or else left not connected (a Warning in the event log).', {
       params: { path: path('The .vmc file.') }, returns: refOf('VirtualMachine'), right: 'change',
       errors: ['VM_E_FILE_NOT_FOUND', 'VM_E_CONFIG_INVALID', 'VM_E_NAME_IN_USE', 'VM_E_VM_REGISTERED', 'VM_E_MAC_IN_USE'],
       example: { params: { path: 'web/web.vmc' }, result: { $ref: VM_EXAMPLE } },
@@ -109,7 +109,7 @@ export const virtualServer: InterfaceRecord = {
         // A regular file: the catalog reads it at once, and a FIFO would never answer.
         const file = await services.files.run({ op: 'regular-file', input: params.path, kind: '.vmc file' });
         const vm = await services.machines.register(file);
-        await services.networks.settleMacClashes(vm);
+        await services.networks.adoptRegistered(vm);
         return ref('VirtualMachine', vm.id);
       },
     }),
