@@ -11,7 +11,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { HostSignatures } from '../server/auth/host-signatures.js';
 import { EtcdCluster, freePort } from './helpers/etcd.js';
-import { login, rejectsWith, rpc, TestServer } from './helpers/server.js';
+import { ADMIN_PASSWORD, login, rejectsWith, rpc, TestServer } from './helpers/server.js';
+import { SiteSession } from './helpers/site.js';
 
 interface Ref { $ref: string }
 
@@ -99,6 +100,18 @@ describe('API forwarding between the hosts of a cluster', { timeout: 300_000 }, 
     await rejectsWith(h3.call('VirtualMachine.get_State', { this: vm }), 'VM_E_CLUSTER_NO_SECRET', /host h2.*--cluster-secret-file/);
   });
 
+  test('h1\'s website: the VM\'s page shows it as h2 reports it, says where it runs and links to its page there; no console link here', async () => {
+    const site = await SiteSession.signIn(h1.url, 'admin', ADMIN_PASSWORD);
+    const id = vm.slice('VirtualMachine/'.length);
+    const page = await site.text(`/vms/${id}`);
+    assert.match(page, /id="vm-state">Running</);
+    assert.match(page, /<dd id="vm-host">h2<\/dd>/);
+    assert.ok(page.includes(`href="http://127.0.0.1:${ports.h2}/vms/${id}" id="elsewhere-link"`), 'a link to the VM\'s page on h2');
+    const status = await site.text('/');
+    assert.ok(status.includes(`data-vm="${id}" data-state="Running"`), 'Master Status lists it Running');
+    assert.ok(!status.includes(`/vms/${id}/console`), 'its console is on h2');
+  });
+
   test('the same user with the same rights: a Viewer reads through h1 but may not turn off; a user h2 lacks is refused there', async () => {
     const watcher = await login(h1.url, 'watcher', 'watcher-password-1');
     assert.equal(await h1.call('VirtualMachine.get_State', { this: vm }, watcher), 'Running');
@@ -144,6 +157,8 @@ describe('API forwarding between the hosts of a cluster', { timeout: 300_000 }, 
     await rejectsWith(h1.call('VirtualMachine.get_State', { this: vm }), 'VM_E_HOST_UNREACHABLE', /host h2.*Down/);
     await rejectsWith(h1.call('VirtualMachine.TurnOff', { this: vm }), 'VM_E_HOST_UNREACHABLE', /host h2/);
     assert.ok(Date.now() - started < 5_000, 'answered without waiting for a timeout');
+    const site = await SiteSession.signIn(h1.url, 'admin', ADMIN_PASSWORD);
+    assert.match(await site.text('/'), /<p class="notice" role="note" data-unreadable>VirtualMachine.get_State is about an object on host h2, which cannot take the call: it is Down/);
     h2 = await startHost('h2', { dataDir: h2.dataDir, runDir: h2.runDir });
     assert.equal(await h1.call('VirtualMachine.get_State', { this: vm }), 'Running', 'h2 reattached its running VM');
   });
