@@ -5,6 +5,7 @@
 // destroy(), which is safe to call at any point (also from a signal handler).
 
 import type { ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -116,6 +117,13 @@ export class Cluster {
     if (host.etcdMember) host.etcd = startEtcdMember(host.etcdMember, this.etcdMembers, this.name);
   }
 
+  /** The secret the hosts share to forward calls to each other (made once per run). */
+  private secretFile(): string {
+    const file = path.join(this.workDir, 'cluster-secret');
+    if (!fs.existsSync(file)) fs.writeFileSync(file, crypto.randomBytes(32).toString('hex'), { mode: 0o600 });
+    return file;
+  }
+
   /** Starts vserverd in the host's namespace and waits until it answers on its address. */
   async startServer(host: Host): Promise<void> {
     fs.mkdirSync(host.dataDir, { recursive: true });
@@ -123,7 +131,7 @@ export class Cluster {
     const args = [SERVER_MAIN, '--host', host.address, '--port', String(API_PORT), '--data', host.dataDir,
       '--allowed-host', host.apiTarget, '--storage-root', this.sharedStorage,
       ...(this.options.clusterFlags ? ['--cluster', this.name, '--etcd', this.etcdEndpoints().join(','), '--host-name', host.name,
-        '--host-address', host.apiTarget, '--shared-storage', this.sharedStorage] : [])];
+        '--host-address', host.apiTarget, '--shared-storage', this.sharedStorage, '--cluster-secret-file', this.secretFile()] : [])];
     const log = fs.openSync(host.serverLog, 'a');
     // Its own UTS namespace and host name: each host is a machine of its own to the disk locks
     // (vhd/lock.ts), which take over a fenced host's lock only when it is another machine's.

@@ -13,3 +13,14 @@ export async function finishesWithin(promise: Promise<unknown>, ms: number): Pro
     clearTimeout(timer);
   }
 }
+
+/** `promise`'s value, or a rejection naming `what` once `ms` have passed first. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms / 1000} s`)), ms); });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

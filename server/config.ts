@@ -46,15 +46,24 @@ export interface ClusterConfig {
   sharedStorage: string[];
   /** Whether vserverd refuses to start without etcd (true) or starts as a single host with a warning (false). */
   required: boolean;
+  /**
+   * The secret every host of the cluster shares, read from a file (never a flag: the command line
+   * is visible to every user of the host). It signs calls one host forwards to another
+   * (server/auth/host-signatures.ts); null: this host neither forwards nor accepts forwarded calls.
+   */
+  secret: string | null;
 }
+
+/** The shortest cluster secret accepted, in characters (`openssl rand -hex 32` gives 64). */
+export const CLUSTER_SECRET_MIN = 32;
 
 export class ConfigError extends Error {}
 
 const FILE_KEYS = ['host', 'port', 'dataDir', 'storageRoots', 'allowedOrigins', 'allowedHosts', 'sessionTimeoutMinutes', 'thumbnailSeconds', 'adminUser', 'hostNetworks', 'cluster'] as const;
-const CLUSTER_KEYS = ['name', 'etcd', 'hostName', 'hostAddress', 'sharedStorage', 'required'] as const;
+const CLUSTER_KEYS = ['name', 'etcd', 'hostName', 'hostAddress', 'sharedStorage', 'required', 'secretFile'] as const;
 
 export const USAGE = `usage: node dist/server/main.js [--config FILE] [--host ADDRESS] [--port N] [--data FOLDER] [--storage-root FOLDER ...] [--allowed-host NAME ...] [--no-host-networks]
-       [--cluster NAME --etcd URL[,URL] --host-name NAME --host-address HOST:PORT [--shared-storage DIR ...] [--cluster-optional]]
+       [--cluster NAME --etcd URL[,URL] --host-name NAME --host-address HOST:PORT [--shared-storage DIR ...] [--cluster-optional] [--cluster-secret-file FILE]]
   --config FILE         a JSON file with any of: ${FILE_KEYS.join(', ')}   (VSERVER_CONFIG)
   --host ADDRESS        the address to listen on; 127.0.0.1 unless set          (VSERVER_HOST)
   --port N              the port; 8080 unless set, 0 for any free one          (VSERVER_PORT)
@@ -79,6 +88,9 @@ export const USAGE = `usage: node dist/server/main.js [--config FILE] [--host AD
                         (repeat for more)                             (VSERVER_SHARED_STORAGE, colon-separated, "cluster": {"sharedStorage"})
   --cluster-optional    start as a single host, with a warning, when etcd cannot be reached (else vserverd stops)
                                                                       (VSERVER_CLUSTER_OPTIONAL=1, "cluster": {"required": false})
+  --cluster-secret-file FILE  a file holding the secret every host of the cluster shares (at least ${CLUSTER_SECRET_MIN} characters);
+                        it signs the API calls one host forwards to another; without it none is forwarded
+                                                                      (VSERVER_CLUSTER_SECRET_FILE, "cluster": {"secretFile"})
   VSERVER_ADMIN_PASSWORD sets the first administrator's password (else one is generated and shown once).`;
 
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: string): ServerConfig {
@@ -90,7 +102,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
         config: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, data: { type: 'string' },
         'storage-root': { type: 'string', multiple: true }, 'allowed-host': { type: 'string', multiple: true }, 'no-host-networks': { type: 'boolean' },
         cluster: { type: 'string' }, etcd: { type: 'string' }, 'host-name': { type: 'string' }, 'host-address': { type: 'string' },
-        'shared-storage': { type: 'string', multiple: true }, 'cluster-optional': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        'shared-storage': { type: 'string', multiple: true }, 'cluster-optional': { type: 'boolean' }, 'cluster-secret-file': { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
       strict: true,
     }));
@@ -117,7 +129,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
       : file.allowedHosts !== undefined ? listSetting(file.allowedHosts, 'allowedHosts') : [];
   const badHost = extraHosts.find((h) => !HOST_ENTRY.test(h));
   if (badHost !== undefined) throw new ConfigError(`"${badHost}" is not a host name or address, with an optional :PORT (--allowed-host, VSERVER_ALLOWED_HOSTS or "allowedHosts")`);
-  const allowedHosts = [...new Set([...defaultHosts(host), ...extraHosts].map((h) => h.toLowerCase()))];
+  const cluster = clusterSettings(values, env, file.cluster, fromFile, host, port);
+  // The other hosts of the cluster call this one by its cluster address.
+  const allowedHosts = [...new Set([...defaultHosts(host), ...extraHosts, ...(cluster ? [cluster.hostAddress] : [])].map((h) => h.toLowerCase()))];
   const minutesText = env.VSERVER_SESSION_MINUTES ?? (file.sessionTimeoutMinutes === undefined ? '30' : String(file.sessionTimeoutMinutes));
   const sessionTimeoutMinutes = Number(minutesText);
   if (!Number.isInteger(sessionTimeoutMinutes) || sessionTimeoutMinutes < 1 || sessionTimeoutMinutes > 7 * 24 * 60) {
@@ -132,7 +146,6 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, projectRoot: 
   if (file.hostNetworks !== undefined && typeof file.hostNetworks !== 'boolean') throw new ConfigError(`hostNetworks must be true or false, not ${JSON.stringify(file.hostNetworks)}`);
   if (env.VSERVER_HOST_NETWORKS !== undefined && !['0', '1'].includes(env.VSERVER_HOST_NETWORKS)) throw new ConfigError(`VSERVER_HOST_NETWORKS must be 0 or 1, not "${env.VSERVER_HOST_NETWORKS}"`);
   const hostNetworks = values['no-host-networks'] ? false : env.VSERVER_HOST_NETWORKS !== undefined ? env.VSERVER_HOST_NETWORKS === '1' : file.hostNetworks ?? true;
-  const cluster = clusterSettings(values, env, file.cluster, fromFile, host, port);
   return { host, port, dataDir, storageRoots: roots, allowedOrigins, allowedHosts, sessionTimeoutMinutes, thumbnailSeconds, adminUser, hostNetworks, cluster };
 }
 
@@ -141,7 +154,7 @@ export const CLUSTER_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 const ETCD_URL = /^https?:\/\/(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]):\d{1,5}\/?$/i;
 const HOST_PORT = /^(?:[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]):(\d{1,5})$/i;
 
-interface ClusterFlags { cluster?: string; etcd?: string; 'host-name'?: string; 'host-address'?: string; 'shared-storage'?: string[]; 'cluster-optional'?: boolean }
+interface ClusterFlags { cluster?: string; etcd?: string; 'host-name'?: string; 'host-address'?: string; 'shared-storage'?: string[]; 'cluster-optional'?: boolean; 'cluster-secret-file'?: string }
 
 /** The cluster settings, or null when none is given; a partial or malformed set is a ConfigError. */
 function clusterSettings(values: ClusterFlags, env: NodeJS.ProcessEnv, fileValue: unknown, fromFile: (p: unknown) => string, listenHost: string, port: number): ClusterConfig | null {
@@ -152,9 +165,10 @@ function clusterSettings(values: ClusterFlags, env: NodeJS.ProcessEnv, fileValue
   const name = values.cluster ?? env.VSERVER_CLUSTER ?? stringSetting(file.name, 'cluster.name');
   const etcdText = values.etcd ?? env.VSERVER_ETCD;
   const etcd = etcdText !== undefined ? etcdText.split(',').map((u) => u.trim()).filter(Boolean) : file.etcd !== undefined ? listSetting(file.etcd, 'cluster.etcd') : undefined;
-  const given = [values['host-name'] ?? env.VSERVER_HOST_NAME ?? file.hostName, values['host-address'] ?? env.VSERVER_HOST_ADDRESS ?? file.hostAddress, values['shared-storage'] ?? env.VSERVER_SHARED_STORAGE ?? file.sharedStorage];
+  const secretFile = values['cluster-secret-file'] ?? env.VSERVER_CLUSTER_SECRET_FILE ?? (file.secretFile !== undefined ? fromFile(stringSetting(file.secretFile, 'cluster.secretFile')) : undefined);
+  const given = [values['host-name'] ?? env.VSERVER_HOST_NAME ?? file.hostName, values['host-address'] ?? env.VSERVER_HOST_ADDRESS ?? file.hostAddress, values['shared-storage'] ?? env.VSERVER_SHARED_STORAGE ?? file.sharedStorage, secretFile];
   if (name === undefined && etcd === undefined) {
-    if (given.some((v) => v !== undefined) || values['cluster-optional']) throw new ConfigError('--host-name, --host-address, --shared-storage and --cluster-optional need --cluster NAME and --etcd URL (or VSERVER_CLUSTER and VSERVER_ETCD, or "cluster" in the config file)');
+    if (given.some((v) => v !== undefined) || values['cluster-optional']) throw new ConfigError('--host-name, --host-address, --shared-storage, --cluster-secret-file and --cluster-optional need --cluster NAME and --etcd URL (or VSERVER_CLUSTER and VSERVER_ETCD, or "cluster" in the config file)');
     return null;
   }
   if (name === undefined) throw new ConfigError('--etcd needs --cluster NAME (VSERVER_CLUSTER or "cluster": {"name"}): the cluster\'s name');
@@ -174,7 +188,18 @@ function clusterSettings(values: ClusterFlags, env: NodeJS.ProcessEnv, fileValue
   if (file.required !== undefined && typeof file.required !== 'boolean') throw new ConfigError(`"cluster": {"required"} must be true or false, not ${JSON.stringify(file.required)}`);
   if (env.VSERVER_CLUSTER_OPTIONAL !== undefined && !['0', '1'].includes(env.VSERVER_CLUSTER_OPTIONAL)) throw new ConfigError(`VSERVER_CLUSTER_OPTIONAL must be 0 or 1, not "${env.VSERVER_CLUSTER_OPTIONAL}"`);
   const required = values['cluster-optional'] ? false : env.VSERVER_CLUSTER_OPTIONAL !== undefined ? env.VSERVER_CLUSTER_OPTIONAL !== '1' : file.required ?? true;
-  return { name, etcd: etcd.map((u) => u.replace(/\/$/, '')), hostName, hostAddress, sharedStorage, required };
+  return { name, etcd: etcd.map((u) => u.replace(/\/$/, '')), hostName, hostAddress, sharedStorage, required, secret: secretFile === undefined ? null : readSecret(secretFile) };
+}
+
+function readSecret(file: string): string {
+  let secret: string;
+  try {
+    secret = fs.readFileSync(file, 'utf8').trim();
+  } catch (e) {
+    throw new ConfigError(`cannot read the cluster secret file ${file}: ${(e as Error).message} (--cluster-secret-file, VSERVER_CLUSTER_SECRET_FILE or "cluster": {"secretFile"})`, { cause: e });
+  }
+  if (secret.length < CLUSTER_SECRET_MIN) throw new ConfigError(`the cluster secret in ${file} has ${secret.length} characters; it needs at least ${CLUSTER_SECRET_MIN} (openssl rand -hex 32 makes one)`);
+  return secret;
 }
 
 /** A Host header's form: a name or IPv4 address, or an IPv6 address in brackets; then an optional port. */

@@ -108,6 +108,8 @@ export const ERRORS = {
   VM_E_NOT_SHARED_STORAGE: named(409, 'the VM has a file (its .vmc, a disk and its chain, its saved state) outside the shared storage every host sees (--shared-storage), so no other host could start it; the message names the first'),
   VM_E_HOST_UNKNOWN: named(404, 'no host of that name ever joined the cluster; the message lists those that did'),
   VM_E_CLUSTER_UNAVAILABLE: named(503, 'etcd did not answer in time or has lost its quorum; running VMs go on, nothing is moved, and the message says which endpoints failed'),
+  VM_E_HOST_UNREACHABLE: named(503, 'the call is about a VM (or a task) on another host of the cluster, and that host is Down (nothing was done), or did not answer the forwarded call in time (it may have done it: read the VM\'s state); the message names the host'),
+  VM_E_CLUSTER_NO_SECRET: named(503, 'the call is about a VM (or a task) on another host, and this host has no cluster secret (--cluster-secret-file) to forward it with; the message names the host. Call that host, or give every host the secret'),
   // Files
   VM_E_HD_IMAGE_NOT_FOUND: named(404, 'the disk file does not exist'),
   VM_E_FILE_NOT_FOUND: named(400, 'the file does not exist'),

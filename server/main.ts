@@ -32,6 +32,8 @@ import { recoverLayers } from './layer-recovery.js';
 import { Snapshots } from './snapshots.js';
 import { VirtualNetworks } from './virtual-networks.js';
 import { ClusterAgent } from './cluster/agent.js';
+import { CallForwarder } from './cluster/forward.js';
+import { HostSignatures } from './auth/host-signatures.js';
 import { EtcdUnreachableError } from './cluster/etcd-client.js';
 import { HostNameInUseError } from './cluster/membership.js';
 import { isErrorName } from './error-catalogue.js';
@@ -42,7 +44,7 @@ const projectRoot = path.resolve(import.meta.dirname, '..', '..');
 const version = (JSON.parse(fs.readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version;
 
 /** vserverd itself, when it acts on its own (auto-start). */
-const SERVICE_PRINCIPAL = { user: SERVICE, userRole: 'Administrator', role: 'Administrator', tokenId: null } as const;
+const SERVICE_PRINCIPAL = { user: SERVICE, userRole: 'Administrator', role: 'Administrator', tokenId: null, answerHere: true } as const;
 
 async function main(): Promise<void> {
   const config = loadConfig(process.argv.slice(2), process.env, projectRoot);
@@ -57,10 +59,10 @@ async function main(): Promise<void> {
     (severity, message, object) => events.log('Virtual Network', severity, message, SERVICE, object));
   const layers = new DiskLayers(new LayerStore(db), machines, (severity, message, object) => events.log('Virtual Machine', severity, message, SERVICE, object));
   const services: Services = {
-    db, users, machines, networks, tasks: new Tasks(db), events, access: new AccessControl(db),
+    db, users, machines, networks, tasks: new Tasks(db, config.cluster?.hostName ?? null), events, access: new AccessControl(db),
     layers, snapshots: new Snapshots(layers), backups: new Backups(layers),
     roots, files: new FileWorkers(roots.roots), sessions: new Sessions(config.sessionTimeoutMinutes * 60_000),
-    cluster: null, hostName: os.hostname(), version, startedAt: Date.now(),
+    cluster: null, forwarder: null, hostName: os.hostname(), version, startedAt: Date.now(),
   };
   if (admin.generated) {
     console.log(`vserverd: created the administrator "${config.adminUser}" with the password ${admin.generated}`);
@@ -80,6 +82,8 @@ async function main(): Promise<void> {
   // After reattach (the VMs found running keep their owners) and before any turn on (each takes its ownership).
   const agent = await joinCluster(config, services);
   services.cluster = agent;
+  const secret = config.cluster?.secret;
+  if (agent) services.forwarder = new CallForwarder(agent, services.machines, secret ? new HostSignatures(secret, agent.hostName) : null);
   services.events.log('Virtual Server', 'Information', `vserverd ${version} started${reattached.length ? `; reattached to ${reattached.map((vm) => vm.name).join(', ')}` : ''}`);
 
   const server = http.createServer(createApp({ services, allowedOrigins: config.allowedOrigins, allowedHosts: config.allowedHosts, projectRoot, sessionTimeoutMinutes: config.sessionTimeoutMinutes, thumbnailSeconds: config.thumbnailSeconds }));

@@ -1,8 +1,10 @@
 // The grammar of object references ("VirtualMachine/<id>", "HardDiskConnection/<vm id>/scsi0-1",
-// ...): how one is built and split, and which object's access entries guard it. Devices of a
+// "Task/<uuid>@<host>", ...): how one is built and split, and which object's access entries guard it. Devices of a
 // VM are guarded by the VM; disks, tasks without a VM, the cluster ("Cluster/<name>") and its
 // hosts ("Host/<name>") and the server by the server. A leaf
 // module: the access checks read it without loading the API.
+
+import { randomUUID } from 'node:crypto';
 
 export const SERVER_REF = 'VirtualServer';
 
@@ -31,4 +33,18 @@ export function vmIdOf(reference: string): string | null {
 export function splitRef(reference: string): { iface: string; rest: string } {
   const slash = reference.indexOf('/');
   return slash < 0 ? { iface: reference, rest: '' } : { iface: reference.slice(0, slash), rest: reference.slice(slash + 1) };
+}
+
+/**
+ * A task's id: a UUID, and on a host of a cluster "@" and the host's name, so that any host can
+ * tell where a task lives and forward calls about it there (server/cluster/forward.ts).
+ */
+export function newTaskId(host: string | null): string {
+  return host ? `${randomUUID()}@${host}` : randomUUID();
+}
+
+/** The host a task's id names, or null for a task of a host without a cluster. */
+export function hostOfTask(id: string): string | null {
+  const at = id.lastIndexOf('@');
+  return at < 0 ? null : id.slice(at + 1);
 }

@@ -8,7 +8,7 @@
 // value is not lost; the log gets a line per phase of the work, never one per chunk.
 
 import { EventEmitter } from 'node:events';
-import { randomUUID } from 'node:crypto';
+import { newTaskId } from './references.js';
 import { finishesWithin } from '../host/time.js';
 import { type Catalog, prepared } from './catalog/database.js';
 import { ApiError, toApiError } from './errors.js';
@@ -71,14 +71,15 @@ export const SERVICE_STOPPED = (more = ''): ApiError => new ApiError('VM_E_SERVI
 export class Tasks extends EventEmitter<{ progress: [TaskState] }> {
   private readonly running = new Map<string, Live>();
 
-  constructor(private readonly db: Catalog) {
+  /** `host`: this host's name in a cluster, written into each task's id (server/references.ts), or null. */
+  constructor(private readonly db: Catalog, private readonly host: string | null = null) {
     super();
   }
 
   /** Starts `work` as a task and returns at once; the work's result or error settles the task. */
   start(description: string, object: string | null, owner: string, options: { cancelable?: boolean; kind?: string }, work: (task: TaskHandle) => Promise<unknown>): TaskState {
     const state: TaskState = {
-      id: randomUUID(), description, object, owner, kind: options.kind ?? null, cancelable: options.cancelable ?? false, started: new Date().toISOString(),
+      id: newTaskId(this.host), description, object, owner, kind: options.kind ?? null, cancelable: options.cancelable ?? false, started: new Date().toISOString(),
       finished: null, percent: 0, result: null, error: null, log: [],
     };
     this.appendLog(state, description);

@@ -1,5 +1,5 @@
 // vserverd's cluster agent against a real etcd (test/helpers/etcd.ts: free loopback ports) and
-// two real vserverds (hosts a and b) sharing one storage folder: membership, VM ownership, the
+// two real vserverds (hosts a and b) sharing one storage folder and the cluster secret: membership, VM ownership, the
 // shared-storage rule of HA, a kill -9 of the owner's vserverd, and etcd unreachable at start.
 
 import assert from 'node:assert/strict';
@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Etcd3 } from 'etcd3';
+import { HostSignatures } from '../server/auth/host-signatures.js';
 import { clusterKeys } from '../server/cluster/model.js';
 import { VmPaths } from '../vmm/paths.js';
 import { type ApiGuest, createApiGuest, finishTask, type Ref, turnOffApiGuest } from './helpers/api-guests.js';
@@ -17,8 +18,21 @@ import { delay } from './helpers/wait.js';
 
 const CLUSTER = 'agent-test';
 const KEYS = clusterKeys(CLUSTER);
+const SECRET = 'the-agent-test-cluster-secret-0123456789';
 function clusterArgs(etcdUrl: string, host: string, shared: string): string[] {
-  return ['--cluster', CLUSTER, '--etcd', etcdUrl, '--host-name', host, '--host-address', `127.0.0.1:${host === 'a' ? 18001 : 18002}`, '--shared-storage', shared];
+  const secretFile = path.join(shared, 'cluster.secret');
+  fs.writeFileSync(secretFile, SECRET);
+  return ['--cluster', CLUSTER, '--etcd', etcdUrl, '--host-name', host, '--host-address', `127.0.0.1:${host === 'a' ? 18001 : 18002}`, '--shared-storage', shared,
+    '--cluster-secret-file', secretFile];
+}
+
+/** A call that `server` (host `to`) answers itself, as one another host forwarded to it (never forwarded again). */
+async function answeredBy<T>(server: TestServer, to: string, method: string, params: Record<string, unknown>): Promise<T> {
+  const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method, params });
+  const headers = new HostSignatures(SECRET, 'a').sign(to, '/api/rpc', body, 'admin', 'Administrator');
+  const answer = await (await fetch(`${server.url}/api/rpc`, { method: 'POST', headers, body })).json() as { result?: T; error?: { message: string } };
+  if (answer.error) assert.fail(`${method} on ${to}: ${answer.error.message}`);
+  return answer.result as T;
 }
 
 /** Starts a vserverd expected to refuse to start, in folders of its own removed afterwards; resolves with the error. */
@@ -128,12 +142,17 @@ describe('cluster agent', { timeout: 600_000 }, () => {
     const vmc = await a.call<string>('VirtualMachine.get_File', { this: vm.ref });
     const onB = await b.call<Ref>('VirtualServer.RegisterVirtualMachine', { path: vmc });
     assert.equal(onB.$ref, vm.ref, 'b registers the VM under the id of its .vmc');
-    const task = await b.call<Ref>('VirtualMachine.Startup', { this: onB.$ref });
+    // Through b's API the call is forwarded to a, where the VM runs (test/api-forward.test.ts); a's
+    // address here is a placeholder nobody listens on, so the forward is refused by name, not answered from b's view.
+    await rejectsWith(b.call('VirtualMachine.Startup', { this: onB.$ref }), 'VM_E_HOST_UNREACHABLE', /host a.*127\.0\.0\.1:18001/);
+    // b's own turn on (a call forwarded to b just as the VM started on a, say) is refused by etcd.
+    const task = await answeredBy<Ref>(b, 'b', 'VirtualMachine.Startup', { this: onB.$ref });
+    assert.match(task.$ref, /@b$/);
     assert.equal(await b.call('Task.WaitForCompletion', { this: task.$ref, timeoutMs: 30_000 }), true);
     const error = await b.call<{ name: string; message: string } | null>('Task.get_Error', { this: task.$ref });
     assert.equal(error?.name, 'VM_E_OWNED_ELSEWHERE');
     assert.match(error.message, /VM owned is running on host a/);
-    assert.equal(await b.call('VirtualMachine.get_State', { this: onB.$ref }), 'TurnedOff');
+    assert.equal(await answeredBy(b, 'b', 'VirtualMachine.get_State', { this: onB.$ref }), 'TurnedOff');
     assert.equal((await client.get(KEYS.owner(vm.id)).json() as { host: string }).host, 'a', 'the refusal leaves a\'s ownership alone');
 
     await turnOffApiGuest(a, vm);

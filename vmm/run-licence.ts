@@ -35,11 +35,12 @@ export const HOST_LEASE_TTL_S = 5;
 /**
  * A worker whose renewals fail keeps its VM running while it can prove that etcd has no quorum
  * anywhere: so many of the cluster's members refuse connections (their etcd processes are not
- * running) that the rest are no majority, and have for this long. An etcd leader steps down
- * within two election timeouts without a majority (CheckQuorum; 1 s each by default, hence 2 s
- * and slack), so after this hold no leader is left that could expire a lease, and a leader
- * elected later gives every lease its full TTL again (etcd without lease checkpoints). Each
- * round that proves it counts as a renewal sent at its own send time.
+ * running) that the rest are no majority, and either every other member answers that it has no
+ * leader, or the refusals have lasted this long. An etcd leader steps down within two election
+ * timeouts without a majority (CheckQuorum; 1 s each by default, hence 2 s and slack), so then
+ * no leader is left that could expire a lease, and a leader elected later gives every lease its
+ * full TTL again (etcd without lease checkpoints). Each round that proves it counts as a
+ * renewal sent at its own send time.
  */
 export const QUORUM_PROOF_HOLD_MS = 2_500;
 /** How often a worker reads etcd's member list again while its renewals succeed. */

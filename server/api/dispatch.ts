@@ -65,6 +65,12 @@ export async function call(method: string, rawParams: unknown, principal: Princi
     throw invalidParams(`${method} takes its parameters by name, as an object`);
   }
   const given = { ...(rawParams as Record<string, unknown> | undefined) };
+  // A call about a VM or a task of another host is answered there (docs/cluster.md, "Forwarding").
+  const forwarder = principal.answerHere ? null : services.forwarder;
+  if (forwarder && iface !== 'VirtualServer' && typeof given.this === 'string') {
+    const host = await forwarder.hostFor(given.this);
+    if (host) return forwarder.send(host, method, given, principal);
+  }
 
   const thisRef = takeThis(iface, method, given);
   const self = iface === 'VirtualServer' ? null : await resolveRef(services, iface, thisRef);

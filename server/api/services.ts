@@ -14,6 +14,7 @@ import type { Backups } from '../backups.js';
 import type { DiskLayers } from '../disk-layers.js';
 import type { Snapshots } from '../snapshots.js';
 import type { ClusterService } from '../cluster/model.js';
+import type { CallForwarder } from '../cluster/forward.js';
 
 export interface Services {
   db: Catalog;
@@ -35,6 +36,8 @@ export interface Services {
   sessions: Sessions;
   /** The host cluster this vserverd belongs to; null on a host without cluster settings. */
   cluster: ClusterService | null;
+  /** Sends calls about VMs and tasks of other hosts there; null on a host without cluster settings. */
+  forwarder: CallForwarder | null;
   hostName: string;
   version: string;
   startedAt: number;

@@ -18,6 +18,11 @@ export interface Principal {
   /** What this call may do at most: the user's role, or the token's when that is narrower. */
   role: Role;
   tokenId: string | null;
+  /**
+   * A call this host answers whatever the cluster says of its VM: vserverd's own calls, and those
+   * another host forwarded here (never forwarded again, so no call goes round the cluster).
+   */
+  answerHere?: true;
 }
 
 export interface UserInfo { name: string; role: Role; created: string }

@@ -10,7 +10,7 @@ import type { ClusterConfig } from '../config.js';
 import { ApiError } from '../errors.js';
 import type { Machines } from '../machines.js';
 import type { StateChange, VmRecord } from '../vm-record.js';
-import { checkReachable, memberUrls, openEtcd, readAll, watchPrefix } from './etcd-client.js';
+import { checkReachable, memberUrls, openEtcd, readAll, readJson, watchPrefix } from './etcd-client.js';
 import { diagnoseEtcd } from './etcd-health.js';
 import { FailoverTarget, type LocalVms } from './failover.js';
 import { Leader } from './leader.js';
@@ -291,6 +291,19 @@ export class ClusterAgent implements ClusterService {
 
   vmHost(vmId: string): Promise<string | null> {
     return this.fromEtcd(async () => (await this.records.get(vmId))?.host ?? null);
+  }
+
+  async vmPlace(vmId: string): Promise<{ owner: string | null; lastHost: string | null }> {
+    const [owner, record] = await Promise.all([this.ownership.owner(vmId), this.records.get(vmId)]);
+    return { owner: owner?.host ?? null, lastHost: record?.host ?? null };
+  }
+
+  async liveAddress(host: string): Promise<string | null> {
+    return (await readJson<HostRecord>(this.client, this.keys.host(host)))?.address ?? null;
+  }
+
+  async vmIds(): Promise<string[]> {
+    return (await this.records.list()).map((r) => r.id);
   }
 
   haSettings(vmId: string): Promise<HaSettings> {

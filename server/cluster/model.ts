@@ -118,6 +118,12 @@ export interface ClusterService {
   history(since?: string): Promise<FailoverRecord[]>;
   /** The host a VM runs on or last ran on, or null when the cluster does not know it. */
   vmHost(vmId: string): Promise<string | null>;
+  /** Where a VM is: the host whose lease lets it run now (owners/), and the host it last ran on (vms/); each null when none. */
+  vmPlace(vmId: string): Promise<{ owner: string | null; lastHost: string | null }>;
+  /** Where a live host (Up, Maintenance or Joining) takes API calls, HOST:PORT; null when it is Down. */
+  liveAddress(host: string): Promise<string | null>;
+  /** The ids of every VM the cluster knows (vms/), on any host. */
+  vmIds(): Promise<string[]>;
   haSettings(vmId: string): Promise<HaSettings>;
   /** Checks (shared storage: VM_E_NOT_SHARED_STORAGE) and stores a VM's HA settings. */
   setHaSettings(vmId: string, settings: HaSettings): Promise<void>;

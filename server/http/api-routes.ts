@@ -9,7 +9,7 @@ import { originAllowed } from './authenticate.js';
 import { sendRpcRefusal } from './error-responses.js';
 import type { AuthedRequest } from './require-caller.js';
 
-const MAX_BODY = '1mb';
+export const MAX_BODY = '1mb';
 
 export function apiRoutes({ services, allowedOrigins }: { services: Services; allowedOrigins: string[] }): express.Router {
   const router = express.Router();

@@ -1,5 +1,6 @@
 // vserverd's HTTP side, assembled: /healthz and signing in are open (sign-in.ts); everything
-// else needs a bearer token or a session (require-caller.ts). The API is JSON-RPC at POST
+// else needs a bearer token or a session (require-caller.ts), or, for a call another host of the
+// cluster forwarded, that host's signature (forwarded-caller.ts). The API is JSON-RPC at POST
 // /api/rpc (and over /api/ws, see websocket.ts) with the schema at GET /api/schema
 // (api-routes.ts); the website is site/. Refusals at this level are error-responses.ts's.
 
@@ -10,6 +11,7 @@ import type { Services } from '../api/services.js';
 import { createSite } from '../site/index.js';
 import { apiRoutes } from './api-routes.js';
 import { lastResort, notFound } from './error-responses.js';
+import { forwardedCaller } from './forwarded-caller.js';
 import { requireCaller } from './require-caller.js';
 import { hostGate, securityHeaders } from './response-guards.js';
 import { signInRoutes, signOutRoute } from './sign-in.js';
@@ -33,6 +35,7 @@ export function createApp({ services, allowedOrigins, allowedHosts, projectRoot,
   app.use(signInRoutes({ services, allowedOrigins, loginStyles }));
 
   // Everything below needs a caller.
+  app.use(forwardedCaller(services));
   app.use(requireCaller(services));
   app.use(signOutRoute({ services, allowedOrigins }));
   app.use('/static', express.static(path.join(projectRoot, 'static')));

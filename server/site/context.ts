@@ -29,6 +29,18 @@ export async function api<T = unknown>(ctx: SiteContext, req: SiteRequest, metho
   }
 }
 
+/**
+ * Reads each of a list (the VMs of the cluster, say); one whose read fails (its host is Down)
+ * becomes a message beside the others instead of the whole page's failure.
+ */
+export async function readEach<T, R>(items: readonly T[], read: (item: T) => Promise<R>): Promise<{ values: R[]; refusals: string[] }> {
+  const settled = await Promise.allSettled(items.map(read));
+  return {
+    values: settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : [])),
+    refusals: settled.flatMap((s) => (s.status === 'rejected' ? [refusalMessage(s.reason)] : [])),
+  };
+}
+
 /** Whether the caller holds `right` on `object` (a reference such as VirtualMachine/<id>). */
 export function can(ctx: SiteContext, req: SiteRequest, right: Right, object: string): boolean {
   return ctx.services.access.rightsOn(req.caller!.principal, object).has(right);

@@ -154,8 +154,9 @@ async function vmsUsing(ctx: SiteContext, req: SiteRequest, file: string): Promi
   const vms = await api<Ref[]>(ctx, req, 'VirtualServer.get_VirtualMachines');
   const using: { id: string; name: string }[] = [];
   for (const vm of vms) {
-    const config = await api<VmConfig>(ctx, req, 'VirtualMachine.get_Configuration', { this: vm.$ref });
-    if (hardDisks(config).some((d) => d.path === file)) using.push({ id: vm.$ref.slice('VirtualMachine/'.length), name: config.name });
+    // A VM whose host cannot answer (Down) is left out.
+    const config = await api<VmConfig>(ctx, req, 'VirtualMachine.get_Configuration', { this: vm.$ref }).catch(() => null);
+    if (config && hardDisks(config).some((d) => d.path === file)) using.push({ id: vm.$ref.slice('VirtualMachine/'.length), name: config.name });
   }
   return using;
 }

@@ -7,7 +7,7 @@
 import type { Response, Router } from 'express';
 import { EVENT_CATEGORIES, SEVERITIES } from '../api/schema.js';
 import type { LoggedEvent } from '../event-log.js';
-import { type FieldErrors, type SiteContext, type SiteRequest, api, fieldErrors, refuseFor, refusalMessage, refusalStatus } from './context.js';
+import { type FieldErrors, type SiteContext, type SiteRequest, api, fieldErrors, readEach, refuseFor, refusalMessage, refusalStatus } from './context.js';
 import { type EventFilter, type ReadEvents, readNewer, readPage } from './event-reader.js';
 import { text } from './forms.js';
 
@@ -67,7 +67,7 @@ function readAs(ctx: SiteContext, req: SiteRequest): ReadEvents {
 
 export async function visibleVms(ctx: SiteContext, req: SiteRequest): Promise<Vm[]> {
   const refs = await api<{ $ref: string }[]>(ctx, req, 'VirtualServer.get_VirtualMachines');
-  const vms = await Promise.all(refs.map(async ({ $ref }) => ({ id: $ref.slice('VirtualMachine/'.length), name: await api<string>(ctx, req, 'VirtualMachine.get_Name', { this: $ref }) })));
+  const vms = (await readEach(refs, async ({ $ref }) => ({ id: $ref.slice('VirtualMachine/'.length), name: await api<string>(ctx, req, 'VirtualMachine.get_Name', { this: $ref }) }))).values;
   return vms.sort((a, b) => a.name.localeCompare(b.name));
 }
 

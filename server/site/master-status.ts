@@ -5,9 +5,9 @@
 
 import type { Response, Router } from 'express';
 import { SCHEMA } from '../api/schema.js';
-import { type SiteContext, type SiteRequest, api, backTo, can, refuseFor, refusalMessage, refusalStatus, refusePage } from './context.js';
+import { type SiteContext, type SiteRequest, api, backTo, can, readEach, refuseFor, refusalMessage, refusalStatus, refusePage } from './context.js';
 import { CpuUsage } from './cpu-usage.js';
-import { type VmState, isLive } from '../../vmm/state.js';
+import { type VmState, isActive, isLive } from '../../vmm/state.js';
 import { answerDone } from './forms.js';
 
 interface Action { action: string; label: string; method: string; self: (id: string) => string; danger?: boolean }
@@ -58,6 +58,9 @@ export async function vmRow(ctx: SiteContext, req: SiteRequest, id: string): Pro
   const live = isLive(state);
   const status = ctx.services.machines.status(id);
   const control = can(ctx, req, 'control', self);
+  // A VM running on another host of the cluster: its console is on that host's site.
+  const here = ctx.services.machines.get(id);
+  const runsHere = here !== null && isActive(ctx.services.machines.state(here));
   return {
     id,
     name: await api<string>(ctx, req, 'VirtualMachine.get_Name', { this: self }),
@@ -67,7 +70,7 @@ export async function vmRow(ctx: SiteContext, req: SiteRequest, id: string): Pro
     crash: (await api<{ reason: string } | null>(ctx, req, 'VirtualMachine.get_LastCrash', { this: self }))?.reason ?? null,
     engine: status?.engine ?? null,
     actions: control ? (ACTIONS_BY_STATE[state] ?? []).map((a) => POWER[a]) : [],
-    canRemoteControl: control && live,
+    canRemoteControl: control && live && runsHere,
     canConfigure: can(ctx, req, 'change', self),
     live,
     undoable: await api<boolean>(ctx, req, 'VirtualMachine.get_Undoable', { this: self }),
@@ -86,8 +89,8 @@ export function formatUptime(seconds: number | null): string {
 export function masterStatusRoutes(router: Router, ctx: SiteContext): void {
   router.get('/', async (req: SiteRequest, res: Response) => {
     const refs = await api<{ $ref: string }[]>(ctx, req, 'VirtualServer.get_VirtualMachines');
-    const rows = await Promise.all(refs.map((r) => vmRow(ctx, req, r.$ref.slice('VirtualMachine/'.length))));
-    res.render('master-status', { title: 'Master Status', rows, formatUptime, thumbnailSeconds: ctx.thumbnailSeconds, canCreate: can(ctx, req, 'change', 'VirtualServer') });
+    const read = await readEach(refs, (r) => vmRow(ctx, req, r.$ref.slice('VirtualMachine/'.length)));
+    res.render('master-status', { title: 'Master Status', rows: read.values, unreadable: read.refusals, formatUptime, thumbnailSeconds: ctx.thumbnailSeconds, canCreate: can(ctx, req, 'change', 'VirtualServer') });
   });
 
   router.get('/status/rows/:id', async (req: SiteRequest, res: Response) => {

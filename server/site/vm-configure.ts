@@ -41,8 +41,11 @@ export interface VmView {
   usb: string[];
   /** IDE positions ("1:0") that hold nothing yet. */
   freeIde: string[];
-  /** In a cluster: the host it runs on (or last ran on) and its high availability; null on a host alone. */
-  cluster: { host: string | null; ha: HaSettings } | null;
+  /**
+   * In a cluster: the host it runs on (or last ran on), that host's API address when it is
+   * another host (this page then shows what that host answers), and its high availability; null on a host alone.
+   */
+  cluster: { host: string | null; elsewhere: { address: string } | null; ha: HaSettings } | null;
 }
 
 export async function readVm(ctx: SiteContext, req: SiteRequest, id: string): Promise<VmView> {
@@ -81,11 +84,14 @@ export async function readVm(ctx: SiteContext, req: SiteRequest, id: string): Pr
     floppy: await get<{ image: string | null } | null>('get_FloppyDrive'),
     usb: config.usb,
     freeIde: positions.filter((p) => !taken.has(p)),
-    cluster: ctx.services.cluster ? {
-      host: (await get<{ $ref: string } | null>('get_Host'))?.$ref.split('/').at(-1) ?? null,
-      ha: await get<HaSettings>('get_HighAvailability'),
-    } : null,
+    cluster: ctx.services.cluster ? await clusterView(ctx, req, ctx.services.cluster.hostName, get) : null,
   };
+}
+
+async function clusterView(ctx: SiteContext, req: SiteRequest, thisHost: string, get: <T>(member: string) => Promise<T>): Promise<VmView['cluster']> {
+  const host = (await get<{ $ref: string } | null>('get_Host'))?.$ref.split('/').at(-1) ?? null;
+  const elsewhere = host && host !== thisHost ? { address: await api<string>(ctx, req, 'Host.get_Address', { this: `Host/${host}` }) } : null;
+  return { host, elsewhere, ha: await get<HaSettings>('get_HighAvailability') };
 }
 
 /** A declared parameter's choices (server/api/fields.ts), for a select or a set of checkboxes. */

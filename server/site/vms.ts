@@ -12,7 +12,7 @@ import { PROFILE } from '../../vmm/profile.js';
 import { knownErrorName } from '../error-catalogue.js';
 import { ApiError, toApiError } from '../errors.js';
 import { SERVER_REF } from '../api/objects.js';
-import { type FieldErrors, type SiteContext, type SiteRequest, api, can, errorName, refusalStatus, refusePage } from './context.js';
+import { type FieldErrors, type SiteContext, type SiteRequest, api, can, errorName, readEach, refusalStatus, refusePage } from './context.js';
 import { type Form, Refusal, answerDone, beside, problem, refusalErrors, refuseForm, text, wholeNumber } from './forms.js';
 import { CHANGES, CHOICES, memoryOf, readVm, renderConfigure, vmForPage } from './vm-configure.js';
 
@@ -117,12 +117,12 @@ async function renderRemove(ctx: SiteContext, req: SiteRequest, res: Response, i
 export function vmRoutes(router: Router, ctx: SiteContext): void {
   router.get('/vms', async (req: SiteRequest, res: Response) => {
     const refs = await api<Ref[]>(ctx, req, 'VirtualServer.get_VirtualMachines');
-    const rows = await Promise.all(refs.map(async ({ $ref }) => {
+    const read = await readEach(refs, async ({ $ref }) => {
       const config = await api<VmConfig>(ctx, req, 'VirtualMachine.get_Configuration', { this: $ref });
       const state = await api<string>(ctx, req, 'VirtualMachine.get_State', { this: $ref });
       return { id: config.id, name: config.name, state, memoryMB: config.memoryMB, disks: hardDisks(config).length, nics: config.networkAdapters.length };
-    }));
-    res.render('vms/list', { title: 'Configure', rows, canCreate: can(ctx, req, 'change', SERVER_REF) });
+    });
+    res.render('vms/list', { title: 'Configure', rows: read.values, unreadable: read.refusals, canCreate: can(ctx, req, 'change', SERVER_REF) });
   });
 
   router.get('/vms/create', (req: SiteRequest, res: Response) => {

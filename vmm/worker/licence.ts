@@ -126,7 +126,7 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
     }
     if (outcome.kind === 'unanswered') {
       this.log(`licence: renewal failed: ${outcome.why}`);
-      return this.noteQuorumProof(outcome.refused, sentAt, wallSent) ?? outcome.why;
+      return await this.noteQuorumProof(outcome.refused, sentAt, wallSent) ?? outcome.why;
     }
     if (this.runningOnProof) this.log('licence: etcd has a quorum again; renewals are acknowledged');
     this.provenSince = null;
@@ -137,12 +137,13 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
   }
 
   /**
-   * A round no endpoint answered: when a majority of etcd's members refused it, and had for
+   * A round no endpoint answered: when so many of etcd's members refused it that the rest are no
+   * majority, and either every other member says it has no leader or the refusals have lasted
    * QUORUM_PROOF_HOLD_MS, no leader exists that could expire the lease, and any later leader
    * gives it its full TTL again: the round counts as a renewal sent at its send time. Says so,
    * or returns null when the round proves nothing.
    */
-  private noteQuorumProof(refused: string[], sentAt: number, wallSent: Date): string | null {
+  private async noteQuorumProof(refused: string[], sentAt: number, wallSent: Date): Promise<string | null> {
     const members = this.members;
     const down = this.majorityDown(refused);
     if (!members || !down.length) {
@@ -150,13 +151,33 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
       return null;
     }
     this.provenSince ??= sentAt;
-    if (sentAt - this.provenSince < this.timing.quorumProofMs) return null;
+    const held = sentAt - this.provenSince >= this.timing.quorumProofMs;
+    if (!held && !await this.noneLed(members.filter((url) => !down.includes(url)))) return null;
+    // The probe's answers may come after the deadline: then it is too late.
+    if (performance.now() >= this.deadline) {
+      this.lose(this.deadlinePassed());
+      return this.lostReason;
+    }
     if (!this.runningOnProof) {
       this.runningOnProof = true;
       this.log(`licence: etcd has lost quorum (${down.length} of ${members.length} members refuse connections: ${down.join(', ')}); no leader can expire the lease, the VM runs on`);
     }
     this.extend(sentAt, wallSent, this.licence.ttlSeconds);
     return `etcd without quorum (${down.join(', ')} refuse connections): the VM runs on`;
+  }
+
+  /** Whether every one of these members answers that it has no leader (a leader that lost its majority has stepped down). */
+  private async noneLed(members: string[]): Promise<boolean> {
+    const answers = await Promise.all(members.map(async (url) => {
+      try {
+        const answer = await fetch(`${url}/v3/maintenance/status`, { method: 'POST', body: '{}', signal: AbortSignal.timeout(this.timing.renewMs / 2) });
+        const body = await answer.json() as { leader?: string };
+        return answer.ok && Number(body.leader ?? 0) === 0;
+      } catch {
+        return false;
+      }
+    }));
+    return answers.every(Boolean);
   }
 
   /** The members that refused, when they are too many for a quorum among the rest (else none). */

@@ -9,6 +9,8 @@ import { DEFAULT_DISK_SIZE } from '../../../storage/vhd/format.js';
 import { probeEngine } from '../../../vmm/engine.js';
 import { PROFILE, VIRTUAL_SERVER_LIMITS } from '../../../vmm/profile.js';
 import { isActive } from '../../../vmm/state.js';
+import { within } from '../../../host/time.js';
+import { LOOKUP_MS } from '../../cluster/forward.js';
 import { narrower } from '../../auth/users.js';
 import type { DiskJobArgs } from '../../disk-jobs.js';
 import { ApiError } from '../../errors.js';
@@ -90,8 +92,14 @@ export const virtualServer: InterfaceRecord = {
     get_MaximumFloppyDrivesPerVM: get('Floppy drives per VM.', integer, PROFILE.floppyDrives, () => PROFILE.floppyDrives),
     get_StorageRoots: get('The folders every file path given to the API must lie in; the first is where relative paths start.', listOf(string), ['/var/lib/vserver'],
       ({ services }) => services.roots.roots),
-    get_VirtualMachines: get('Every registered VM the caller may read.', refsOf('VirtualMachine'), [{ $ref: VM_EXAMPLE }],
-      (call) => call.services.machines.list().filter((vm) => canRead(call, `VirtualMachine/${vm.id}`)).map((vm) => ref('VirtualMachine', vm.id))),
+    get_VirtualMachines: get('Every VM registered here that the caller may read; in a cluster, then every VM the cluster knows on other hosts (VirtualMachine.get_Host says where each runs; calls about them are forwarded there), read access judged by this host\'s roles and access entries.', refsOf('VirtualMachine'), [{ $ref: VM_EXAMPLE }],
+      async (call) => {
+        const here = call.services.machines.list().map((vm) => vm.id);
+        // While etcd does not answer, the VMs registered here.
+        const known = call.services.cluster ? await within(call.services.cluster.vmIds(), LOOKUP_MS, 'etcd').catch(() => []) : [];
+        const elsewhere = known.filter((id) => !here.includes(id)).sort();
+        return [...here, ...elsewhere].filter((id) => canRead(call, `VirtualMachine/${id}`)).map((id) => ref('VirtualMachine', id));
+      }),
     CreateVirtualMachine: method(`Creates a VM (${PROFILE.processors} processor, fixed; ${PROFILE.memoryMB.default} MB, no disks) and writes its configuration as NAME.vmc in its folder (PATH, or NAME/ under the first storage root).`, {
       params: { name: param({ type: 'string', maxLength: 64 }, 'The VM\'s name, unique on this host: no control characters, "/" or "\\", and not only dots.'), path: path('The folder for its files (NAME under the first storage root when omitted).', true) },
       returns: refOf('VirtualMachine'), right: 'change', errors: ['VM_E_NAME_IN_USE', 'VM_E_CONFIG_INVALID'],
