@@ -10,7 +10,7 @@ import { loadScenario, type Scenario } from './scenario.js';
 import { Cluster } from './topology.js';
 
 export const CLUSTER_TEST_USAGE = `usage: cluster-test [SCENARIO | --short | --full] [--json] [--keep] [--no-network] [--topology-only]
-  SCENARIO         a bundled scenario's name (short, full) or a scenario file (.json); --short by default
+  SCENARIO         a bundled scenario's name (short, each, full) or a scenario file (.json); --short by default
   --json           one JSON document on stdout: {scenario, hosts, faults: [...], invariantsHeld}
   --keep           keep the work folder (logs, etcd data, disks) and print its path
   --no-network     no host network or DHCP for the guests: their liveness is their records alone

@@ -36,7 +36,7 @@ export class ScenarioError extends HarnessError {}
 
 export const BUNDLED_DIR = path.resolve(import.meta.dirname, '..', '..', 'harness', 'scenarios');
 
-/** A bundled scenario by name ("short", "full"), or a file path. */
+/** A bundled scenario by name ("short", "each", "full"), or a file path. */
 export function loadScenario(nameOrPath: string): Scenario {
   const file = /^[a-z0-9-]+$/.test(nameOrPath) ? path.join(BUNDLED_DIR, `${nameOrPath}.json`) : path.resolve(nameOrPath);
   let raw: unknown;

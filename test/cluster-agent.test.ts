@@ -246,9 +246,14 @@ describe('cluster agent', { timeout: 600_000 }, () => {
     }
     const record = await client.get(KEYS.vm(vm.id)).json() as { restarts: number; failed: string | null; host: string };
     assert.deepEqual([record.restarts, record.failed, record.host], [1, null, 'b']);
-    const restart = Object.values(await client.getAll().prefix(KEYS.history).json() as Record<string, { vm: string; from: string; to: string; running: string | null }>)
-      .find((r) => r.vm === vm.id && r.from === 'b' && r.to === 'b');
-    assert.ok(restart?.running, `a history record of the restart: ${JSON.stringify(restart)}`);
+    // The restart's history record is written once the VM runs: a moment after its status says so.
+    for (;;) {
+      const restart = Object.values(await client.getAll().prefix(KEYS.history).json() as Record<string, { vm: string; from: string; to: string; running: string | null }>)
+        .find((r) => r.vm === vm.id && r.from === 'b' && r.to === 'b');
+      if (restart?.running) break;
+      assert.ok(Date.now() < deadline, `a history record of the restart: ${JSON.stringify(restart)}`);
+      await delay(250);
+    }
 
     process.kill(paths.readStatus()!.qemuPid!, 'SIGKILL');
     for (;;) {
