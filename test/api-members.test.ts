@@ -1539,8 +1539,11 @@ describe('virtual networks and their DHCP servers (catalog objects: this server 
     assert.ok((await call<Ref[]>('VirtualServer.get_UnconnectedNetworkAdapters')).some((a) => a.$ref === nic.$ref));
     assert.equal(await call('NetworkAdapter.AttachToVirtualNetwork', { ...self, network: fixture.VirtualNetwork }), null);
     assert.deepEqual(await call('NetworkAdapter.get_VirtualNetwork', self), { $ref: fixture.VirtualNetwork });
+    const networkName = await call<string>('VirtualNetwork.get_Name', { this: fixture.VirtualNetwork });
+    assert.equal(await call('NetworkAdapter.get_VirtualNetworkName', self), networkName);
     assert.equal(await call('NetworkAdapter.DetachFromVirtualNetwork', self), null);
     assert.equal(await call('NetworkAdapter.get_VirtualNetwork', self), null);
+    assert.equal(await call('NetworkAdapter.get_VirtualNetworkName', self), null, 'detached, it waits for no network');
     assert.equal(await call('NetworkAdapter.get_IsEthernetAddressDynamic', self), true);
     assert.equal(await call('NetworkAdapter.put_EthernetAddress', { ...self, value: '00:03:FF:77:66:55' }), null);
     assert.equal(await call('NetworkAdapter.get_IsEthernetAddressDynamic', self), false);

@@ -358,7 +358,7 @@ describe('Configure: each form reaches the configuration', () => {
 
   test('a network adapter is added with the model and MAC given, and removed', async () => {
     await submit(admin, vm, 'nics/add', { 'nic-model': 'virtio', 'nic-mac': '00-03-ff-0a-0b-0c' });
-    assert.deepEqual((await configOf(vm)).networkAdapters, [{ model: 'virtio', mac: '00:03:FF:0A:0B:0C', network: null, dynamicMac: false }]);
+    assert.deepEqual((await configOf(vm)).networkAdapters, [{ model: 'virtio', mac: '00:03:FF:0A:0B:0C', network: null, networkName: null, dynamicMac: false }]);
     assert.match(await admin.text(`/vms/${idOf(vm)}`), /<code>00:03:FF:0A:0B:0C<\/code>/);
     await submit(admin, vm, 'nics/remove', { adapter: `NetworkAdapter/${idOf(vm)}/0` });
     assert.deepEqual((await configOf(vm)).networkAdapters, []);
