@@ -8,6 +8,7 @@
 
 import { EventEmitter } from 'node:events';
 import { FENCE_MARGIN_MS, LICENCE_RENEW_MS, MEMBER_LIST_REFRESH_MS, QUORUM_PROOF_HOLD_MS, type RunLicence } from '../run-licence.js';
+import { causeOf, memberStatus, quorumImpossible } from '../etcd-members.js';
 import { VmError } from '../state.js';
 
 export interface LicenceTiming {
@@ -168,22 +169,14 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
 
   /** Whether every one of these members answers that it has no leader (a leader that lost its majority has stepped down). */
   private async noneLed(members: string[]): Promise<boolean> {
-    const answers = await Promise.all(members.map(async (url) => {
-      try {
-        const answer = await fetch(`${url}/v3/maintenance/status`, { method: 'POST', body: '{}', signal: AbortSignal.timeout(this.timing.renewMs / 2) });
-        const body = await answer.json() as { leader?: string };
-        return answer.ok && Number(body.leader ?? 0) === 0;
-      } catch {
-        return false;
-      }
-    }));
-    return answers.every(Boolean);
+    const answers = await Promise.all(members.map((url) => memberStatus(url, this.timing.renewMs / 2)));
+    return answers.every((a) => a.outcome === 'leaderless');
   }
 
   /** The members that refused, when they are too many for a quorum among the rest (else none). */
   private majorityDown(refused: string[]): string[] {
     const down = this.members?.filter((url) => url && refused.includes(url)) ?? [];
-    return this.members && down.length >= Math.ceil(this.members.length / 2) ? down : [];
+    return this.members && quorumImpossible(down.length, this.members.length) ? down : [];
   }
 
   /** Moves the deadline to (send time + TTL − margin) of a round that renewed (or proved no quorum). */
@@ -281,7 +274,3 @@ export class LicenceKeeper extends EventEmitter<{ fence: [string]; renewed: [Ren
   }
 }
 
-function causeOf(e: unknown): string {
-  const error = e as Error & { cause?: { code?: string; message?: string } };
-  return error.cause?.code ?? error.cause?.message ?? error.message;
-}
