@@ -144,7 +144,9 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
       let ok = true;
       let undone = false;
       const undo = async (): Promise<void> => { if (!undone) { undone = true; await injected.undo(); } };
-      const holdTimer = setTimeout(() => { void undo().catch((e: Error) => log(`undo failed: ${e.message}`)); }, step.holdSeconds * 1000);
+      // A moving fault lasts until the VM runs on a survivor (or its time is up), and at least
+      // holdSeconds: undone sooner, the host could take its own VM back, which is no failover.
+      const holdTimer = moving ? null : setTimeout(() => { void undo().catch((e: Error) => log(`undo failed: ${e.message}`)); }, step.holdSeconds * 1000);
       const detection = (async () => {
         const deadline = t0 + step.timeoutSeconds * 1000;
         while (options.clustered && Date.now() < deadline && detectionSeconds === null) {
@@ -188,7 +190,8 @@ export async function runScenario(cluster: Cluster, scenario: Scenario, options:
         ok = false;
         log(`  ${(e as Error).message}`);
       }
-      clearTimeout(holdTimer);
+      if (holdTimer) clearTimeout(holdTimer);
+      else await delay(Math.max(0, t0 + step.holdSeconds * 1000 - Date.now()));
       await undo();
       await detection;
       for (const h of cluster.hosts) await cluster.restore(h);
