@@ -150,6 +150,32 @@ describe('API forwarding between the hosts of a cluster', { timeout: 300_000 }, 
     assert.match((await toH3.json() as { error: { message: string } }).error.message, /h3\) has no cluster secret/);
   });
 
+  test('VirtualServer calls naming the VM go to h2; FindVirtualMachine finds it through h3, which never registered it; h2\'s maintenance set through h1 is kept by h2', async () => {
+    // h2 answers: the VM runs there (h1's own catalog row of it is not what is asked).
+    await rejectsWith(h1.call('VirtualServer.UnregisterVirtualMachine', { vm }), 'VM_E_VM_RUNNING');
+    await rejectsWith(h1.call('VirtualServer.DeleteVirtualMachine', { vm }), 'VM_E_VM_RUNNING');
+    assert.deepEqual(await h3.call('VirtualServer.FindVirtualMachine', { name: 'fwd' }), { $ref: vm });
+    assert.equal(await h3.call('VirtualServer.FindVirtualMachine', { name: 'no-such-vm' }), null);
+    const local = (await h1.call<Ref>('VirtualServer.CreateVirtualMachine', { name: 'fwd-here' })).$ref;
+    await rejectsWith(h1.call('VirtualServer.BackupVirtualMachines', { vms: [vm, local], path: 'backups' }), 'VM_E_INVALID_PARAMS', /several hosts .*on h2.*on h1|several hosts .*on h1.*on h2/);
+    await h1.call('VirtualServer.DeleteVirtualMachine', { vm: local });
+
+    assert.equal(await h1.call('Host.EnterMaintenance', { this: 'Host/h2' }), null);
+    assert.equal(await h2.call('Host.get_State', { this: 'Host/h2' }), 'Maintenance');
+    // h2 rewrites its record when a VM of its stops (its memory changed): its state stays its own.
+    const other = (await h2.call<Ref>('VirtualServer.CreateVirtualMachine', { name: 'fwd-other' })).$ref;
+    await h2.call('VirtualMachine.put_Memory', { this: other, value: 32 });
+    for (const verb of ['Startup', 'TurnOff']) {
+      const task = await h2.call<Ref>(`VirtualMachine.${verb}`, { this: other });
+      assert.equal(await h2.call('Task.WaitForCompletion', { this: task.$ref, timeoutMs: WAIT_MS }), true);
+      assert.equal(await h2.call('Task.get_Error', { this: task.$ref }), null);
+    }
+    await h2.call('VirtualServer.DeleteVirtualMachine', { vm: other });
+    assert.equal(await h1.call('Host.get_State', { this: 'Host/h2' }), 'Maintenance');
+    assert.equal(await h1.call('Host.ExitMaintenance', { this: 'Host/h2' }), null);
+    assert.equal(await h2.call('Host.get_State', { this: 'Host/h2' }), 'Up');
+  });
+
   test('h2 Down (its vserverd killed, the VM running on): h1 answers VM_E_HOST_UNREACHABLE naming h2 at once, not its own stale view', async () => {
     await h2.stop('SIGKILL');
     await until('h2 Down', () => h1.call<string>('Host.get_State', { this: 'Host/h2' }), (s) => s === 'Down');

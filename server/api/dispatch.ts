@@ -67,8 +67,9 @@ export async function call(method: string, rawParams: unknown, principal: Princi
   const given = { ...(rawParams as Record<string, unknown> | undefined) };
   // A call about a VM or a task of another host is answered there (docs/cluster.md, "Forwarding").
   const forwarder = principal.answerHere ? null : services.forwarder;
-  if (forwarder && iface !== 'VirtualServer' && typeof given.this === 'string') {
-    const host = await forwarder.hostFor(given.this);
+  if (forwarder) {
+    const host = iface === 'VirtualServer' ? await forwarder.hostForVms(method, vmParams(spec, given))
+      : typeof given.this === 'string' ? await forwarder.hostFor(given.this, member) : null;
     if (host) return forwarder.send(host, method, given, principal);
   }
 
@@ -93,6 +94,19 @@ export async function call(method: string, rawParams: unknown, principal: Princi
     throw new Error(`${method} returned a result that does not fit its declaration`);
   }
   return result;
+}
+
+/** The well-formed VM references among a call's parameters, as its declaration types them (checked later, with the rest). */
+function vmParams(spec: MemberSpec, given: Record<string, unknown>): string[] {
+  const refs: string[] = [];
+  for (const [name, p] of Object.entries(spec.params ?? {})) {
+    const value = given[name];
+    if (p.type === 'ref' && p.interface === 'VirtualMachine' && typeof value === 'string') refs.push(value);
+    if (p.type === 'array' && p.items.type === 'ref' && p.items.interface === 'VirtualMachine' && Array.isArray(value)) {
+      refs.push(...value.filter((v): v is string => typeof v === 'string'));
+    }
+  }
+  return refs.filter((r) => vmIdOf(r) !== null);
 }
 
 function takeThis(iface: string, method: string, given: Record<string, unknown>): string {

@@ -76,7 +76,10 @@ export class ClusterAgent implements ClusterService {
     this.records = new ClusterVmRecords(client, config.name);
     const warn = (message: string): void => vserverd.log('Warning', message);
     this.leaderRole = new Leader(client, config, this.records, (r) => this.announceFailover(r, true), warn);
-    const local: LocalVms = { get: (id) => vserverd.machines.get(id), register: (vmcPath) => vserverd.registerVm(vmcPath), start: (vm) => vserverd.startVm(vm) };
+    const local: LocalVms = {
+      get: (id) => vserverd.machines.get(id), register: (vmcPath) => vserverd.registerVm(vmcPath), start: (vm) => vserverd.startVm(vm),
+      running: (vm) => vserverd.machines.state(vm) === 'Running',
+    };
     this.target = new FailoverTarget(client, config, this.records, local, (r) => this.announceFailover(r, false), warn);
   }
 
@@ -125,8 +128,8 @@ export class ClusterAgent implements ClusterService {
     await this.watchHistory();
     await this.target.start();
     this.leaderRole.start();
-    await this.membership.setState('Up');
-    this.vserverd.log('Information', `joined the cluster ${this.name} as ${this.hostName} (${this.config.hostAddress}); etcd at ${this.config.etcd.join(', ')}`);
+    await this.membership.setState(this.membership.joinedState);
+    this.vserverd.log('Information', `joined the cluster ${this.name} as ${this.hostName} (${this.config.hostAddress}); etcd at ${this.config.etcd.join(', ')}${this.membership.joinedState === 'Maintenance' ? '; in Maintenance, as it left (ExitMaintenance to take VMs again)' : ''}`);
   }
 
   /** A VM here stopped: its ownership goes; a crash of an HA VM meant to run restarts it here, up to its limit. */
@@ -135,6 +138,8 @@ export class ClusterAgent implements ClusterService {
     if (previous === null || previous === 'TurnedOff' || previous === 'Saved') return;
     await this.ownership.release(vm.id);
     void this.membership.write().catch(() => undefined);
+    // A failed attempt of a failover to here: the failover tries again itself (two starts would race).
+    if (this.target.taking(vm.id)) return;
     // A fence is the cluster's doing, not the VM's: it is meant to run on, here or elsewhere.
     if (status?.fenced) return this.restartAfterFence(vm, status.fenced.reason);
     const record = await this.records.get(vm.id);
@@ -302,8 +307,8 @@ export class ClusterAgent implements ClusterService {
     return (await readJson<HostRecord>(this.client, this.keys.host(host)))?.address ?? null;
   }
 
-  async vmIds(): Promise<string[]> {
-    return (await this.records.list()).map((r) => r.id);
+  async knownVms(): Promise<{ id: string; name: string }[]> {
+    return (await this.records.list()).map(({ id, name }) => ({ id, name }));
   }
 
   haSettings(vmId: string): Promise<HaSettings> {
@@ -326,20 +331,15 @@ export class ClusterAgent implements ClusterService {
   enterMaintenance(host: string): Promise<void> { return this.fromEtcd(() => this.setHostState(host, 'Maintenance')); }
   exitMaintenance(host: string): Promise<void> { return this.fromEtcd(() => this.setHostState(host, 'Up')); }
 
-  /** This host's state is written by its membership; another live host's is rewritten under that host's own lease. */
+  /** A host's state is written by its own membership: a call about another live host is forwarded there (forward.ts). */
   private async setHostState(host: string, state: 'Up' | 'Maintenance'): Promise<void> {
     if (host === this.hostName) {
       await this.membership.setState(state);
       return;
     }
-    const key = this.keys.host(host);
-    const found = await this.client.get(key).exec();
-    const kv = found.kvs[0];
-    if (!kv) throw new ApiError('VM_E_HOST_UNKNOWN', `host ${host} is not Up in the cluster ${this.name}`);
-    const record = JSON.parse(kv.value.toString()) as HostRecord;
-    record.state = state;
-    // Only if its lease is still the one read: a host that rejoined meanwhile writes its own state.
-    await this.client.if(key, 'Mod', '==', kv.mod_revision).then(this.client.put(key).value(JSON.stringify(record)).lease(kv.lease)).commit();
+    const live = await this.client.get(this.keys.host(host)).exec();
+    if (!live.kvs.length) throw new ApiError('VM_E_HOST_UNKNOWN', `host ${host} is not Up in the cluster ${this.name}`);
+    throw new ApiError('VM_E_HOST_UNREACHABLE', `host ${host} sets its own state, and the call could not be sent to it`, { host });
   }
 
   /** vserverd's orderly stop: leaves the cluster; the VMs run on, their workers renewing their leases. */

@@ -21,6 +21,7 @@ export interface LocalVms {
   register(vmcPath: string): Promise<VmRecord>;
   /** Turns the VM on and resolves when it runs. */
   start(vm: VmRecord): Promise<void>;
+  running(vm: VmRecord): boolean;
 }
 
 export class FailoverTarget {
@@ -82,7 +83,8 @@ export class FailoverTarget {
         try {
           const vm = this.vms.get(vmId) ?? await this.vms.register(clustered.vmcPath);
           await update((r) => { r.started ??= new Date().toISOString(); });
-          await this.vms.start(vm);
+          // Turned on here meanwhile (by a user, between two attempts): the failover's aim is met.
+          if (!this.vms.running(vm)) await this.vms.start(vm);
           lastError = null;
           break;
         } catch (e) {
@@ -109,6 +111,11 @@ export class FailoverTarget {
       await this.client.delete().key(this.keys.placement(vmId)).catch(() => undefined);
       this.busy.delete(vmId);
     }
+  }
+
+  /** Whether a failover is turning this VM on here: its attempts are then the only starts. */
+  taking(vmId: string): boolean {
+    return this.busy.has(vmId);
   }
 
   async close(): Promise<void> {

@@ -1,14 +1,15 @@
 // API forwarding (docs/cluster.md, "Forwarding"): a call about a VM, a part of one, or a task
 // that lives on another host of the cluster is sent to that host's API, signed as the caller
 // (server/auth/host-signatures.ts), and its answer comes back as it was given: the result, or
-// the same named error. Calls about VMs running here, or off and registered here while the host
-// they last ran on is Down, are answered here; a host that is Down or does not answer in time is
-// VM_E_HOST_UNREACHABLE.
+// the same named error. So are VirtualServer calls whose VM parameters are all on one other host,
+// and a host's actions (maintenance). Calls about VMs running here, or off and registered here
+// while the host they last ran on is Down, are answered here; a host that is Down or does not
+// answer in time is VM_E_HOST_UNREACHABLE.
 
 import type { HostSignatures } from '../auth/host-signatures.js';
 import type { Principal } from '../auth/users.js';
 import { knownErrorName } from '../error-catalogue.js';
-import { ApiError } from '../errors.js';
+import { ApiError, invalidParams } from '../errors.js';
 import type { Machines } from '../machines.js';
 import { hostOfTask, splitRef, vmIdOf } from '../references.js';
 import { isActive } from '../../vmm/state.js';
@@ -27,27 +28,64 @@ export class CallForwarder {
   /** `signatures`: null when this host has no cluster secret; it then forwards nothing (VM_E_CLUSTER_NO_SECRET). */
   constructor(private readonly cluster: ClusterService, private readonly machines: Machines, readonly signatures: HostSignatures | null) {}
 
-  /** The host that answers calls on `reference` when it is another one; null: this host answers. */
-  async hostFor(reference: string): Promise<string | null> {
+  /**
+   * The host that answers `member` of `reference` when it is another one; null: this host answers.
+   * A host's properties are read from etcd here; its actions (maintenance) are that host's own.
+   */
+  async hostFor(reference: string, member: string): Promise<string | null> {
     const me = this.cluster.hostName;
     const { iface, rest } = splitRef(reference);
     if (iface === 'Task') {
       const host = hostOfTask(rest);
       return host && host !== me ? host : null;
     }
+    if (iface === 'Host') {
+      if (rest === me || member.startsWith('get_')) return null;
+      // A host that is Down or unknown is answered here (VM_E_HOST_UNKNOWN).
+      return await within(this.cluster.liveAddress(rest), LOOKUP_MS, 'etcd').catch(() => null) ? rest : null;
+    }
     const vmId = vmIdOf(reference);
-    if (!vmId) return null;
+    return vmId ? this.hostForVm(vmId, false) : null;
+  }
+
+  /**
+   * The host that answers about VM `vmId` when it is another one: its owner while it runs, else
+   * (unless `registeredHereAnswers` and it is registered here) the live host it last ran on.
+   */
+  private async hostForVm(vmId: string, registeredHereAnswers: boolean): Promise<string | null> {
+    const me = this.cluster.hostName;
     const local = this.machines.get(vmId);
     // A VM running here is answered here without asking etcd, which may be unavailable.
     if (local && isActive(this.machines.state(local))) return null;
     const place = await within(this.cluster.vmPlace(vmId), LOOKUP_MS, 'etcd').catch(() => null);
     if (!place) return null;
     if (place.owner) return place.owner === me ? null : place.owner;
-    if (!place.lastHost || place.lastHost === me) return null;
+    if (!place.lastHost || place.lastHost === me || (local && registeredHereAnswers)) return null;
     // Off everywhere: the host it last ran on knows it best (a saved state made there, say), while
     // that host lives; once it is Down, a VM registered here is answered here.
     if (!local) return place.lastHost;
     return await within(this.cluster.liveAddress(place.lastHost), LOOKUP_MS, 'etcd').catch(() => null) ? place.lastHost : null;
+  }
+
+  /**
+   * The one host that answers a `VirtualServer` call about `vms` (the VM references among its
+   * parameters); null: this host answers. A VM registered here and running nowhere else is this
+   * host's (its catalog is what Unregister changes). VMs on several hosts are refused: a caller
+   * splits the call.
+   */
+  async hostForVms(method: string, vms: string[]): Promise<string | null> {
+    const hosts = new Map<string, string[]>();
+    for (const vm of vms) {
+      const vmId = vmIdOf(vm);
+      const host = (vmId ? await this.hostForVm(vmId, true) : null) ?? this.cluster.hostName;
+      hosts.set(host, [...hosts.get(host) ?? [], vm]);
+    }
+    if (hosts.size > 1) {
+      const where = [...hosts].map(([host, refs]) => `${refs.join(', ')} on ${host}`).join('; ');
+      throw invalidParams(`${method} names VMs of several hosts (${where}): call it once per host`, { hosts: [...hosts.keys()] });
+    }
+    const [host] = hosts.keys();
+    return host === undefined || host === this.cluster.hostName ? null : host;
   }
 
   /** Sends the call to `host` as `principal` and returns its result, or throws its error. */

@@ -16,6 +16,7 @@ const NAME_POLL_MS = 250;
 
 export class Membership extends EventEmitter<{ state: [HostState, HostState | null]; rejoined: [] }> {
   private lease: Lease | null = null;
+  private member: MemberRecord | null = null;
   private state: Exclude<HostState, 'Down'> = 'Joining';
   private since = new Date().toISOString();
   private closed = false;
@@ -50,16 +51,24 @@ export class Membership extends EventEmitter<{ state: [HostState, HostState | nu
     }
     this.lease = lease;
     lease.on('lost', () => { if (!this.closed) void this.rejoin(); });
-    const member: MemberRecord = { name: this.config.hostName, address: this.config.hostAddress, joined: new Date().toISOString() };
-    await this.client.put(this.keys.member(this.config.hostName)).value(JSON.stringify(member));
+    const before = await readJson<MemberRecord>(this.client, this.keys.member(this.config.hostName));
+    this.member = { name: this.config.hostName, address: this.config.hostAddress, joined: new Date().toISOString(), maintenance: before?.maintenance === true };
+    await this.client.put(this.keys.member(this.config.hostName)).value(JSON.stringify(this.member));
     this.emit('state', this.state, null);
   }
 
-  /** Changes this host's state (Up once reconciled, Maintenance), written under its lease. */
+  /** The state this host takes once it has joined and reconciled: Maintenance when it left in it. */
+  get joinedState(): 'Up' | 'Maintenance' { return this.member?.maintenance ? 'Maintenance' : 'Up'; }
+
+  /** Changes this host's state (Up once reconciled, Maintenance), written under its lease; maintenance is also kept in members/. */
   async setState(state: Exclude<HostState, 'Down'>): Promise<void> {
     const previous = this.state;
     this.state = state;
     await this.write();
+    if (this.member && state !== 'Joining' && this.member.maintenance !== (state === 'Maintenance')) {
+      this.member = { ...this.member, maintenance: state === 'Maintenance' };
+      await this.client.put(this.keys.member(this.config.hostName)).value(JSON.stringify(this.member));
+    }
     if (previous !== state) this.emit('state', state, previous);
   }
 

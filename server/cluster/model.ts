@@ -29,8 +29,11 @@ export interface HostRecord {
   since: string;
 }
 
-/** `members/<name>`, without a lease: every host that ever joined, so that Down hosts are listed. */
-export interface MemberRecord { name: string; address: string; joined: string }
+/**
+ * `members/<name>`, without a lease: every host that ever joined, so that Down hosts are listed;
+ * `maintenance` outlives the host's restarts (it joins again in Maintenance).
+ */
+export interface MemberRecord { name: string; address: string; joined: string; maintenance?: boolean }
 
 /** `vms/<id>`, without a lease: a clustered VM as every host sees it. */
 export interface ClusterVmRecord {
@@ -122,8 +125,8 @@ export interface ClusterService {
   vmPlace(vmId: string): Promise<{ owner: string | null; lastHost: string | null }>;
   /** Where a live host (Up, Maintenance or Joining) takes API calls, HOST:PORT; null when it is Down. */
   liveAddress(host: string): Promise<string | null>;
-  /** The ids of every VM the cluster knows (vms/), on any host. */
-  vmIds(): Promise<string[]>;
+  /** Every VM the cluster knows (vms/), on any host: its id and name. */
+  knownVms(): Promise<{ id: string; name: string }[]>;
   haSettings(vmId: string): Promise<HaSettings>;
   /** Checks (shared storage: VM_E_NOT_SHARED_STORAGE) and stores a VM's HA settings. */
   setHaSettings(vmId: string, settings: HaSettings): Promise<void>;

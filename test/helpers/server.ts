@@ -157,13 +157,20 @@ export async function login(url: string, user: string, password: string): Promis
 }
 
 let nextId = 1;
+let lastRpcAt = 0;
+const KEEP_ALIVE_SAFE_MS = 4_000;
 export async function rpc<T = unknown>(url: string, method: string, params: Record<string, unknown>, token?: string): Promise<T> {
+  // After an idle while (often a synchronous vsctl step that blocked this process), a kept-alive
+  // socket may have been closed by vserverd (its keep-alive timeout is 5 s) without this process
+  // having seen it yet: a short wait lets it see that, instead of sending on it ("other side closed").
+  if (Date.now() - lastRpcAt > KEEP_ALIVE_SAFE_MS) await new Promise((resolve) => setTimeout(resolve, 20));
   const response = await fetch(`${url}/api/rpc`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
     body: JSON.stringify({ jsonrpc: '2.0', id: nextId++, method, params }),
   });
   const body = await response.json() as { result?: T; error?: { code: number; message: string; data: { name: string } } };
+  lastRpcAt = Date.now();
   if (body.error) throw new RpcError(body.error.code, body.error.message, body.error.data);
   return body.result as T;
 }

@@ -116,9 +116,9 @@ export const clusterInterface: InterfaceRecord = {
 };
 
 const maintenance = (enter: boolean) => host.method(enter
-  ? 'Puts the host in Maintenance: it takes no VMs from the cluster (failovers and placements go elsewhere); its running VMs go on running. Its state is Maintenance until ExitMaintenance.'
+  ? 'Puts the host in Maintenance: it takes no VMs from the cluster (failovers and placements go elsewhere); its running VMs go on running. Its state is Maintenance until ExitMaintenance, also across restarts of its vserverd. Called through another host, it is sent to this one, which keeps its own state.'
   : 'Takes the host out of Maintenance: it is Up and may take VMs again.', {
-  returns: nothing, right: 'change', errors: HOST_ERRORS,
+  returns: nothing, right: 'change', errors: [...HOST_ERRORS, 'VM_E_HOST_UNREACHABLE'],
   example: { params: {}, result: null },
   handler: async ({ services, self }) => {
     const service = clusterOf(services);

@@ -35,6 +35,11 @@ function readQemuVersion(): Promise<string> {
   return qemuVersion;
 }
 
+/** The VMs the cluster knows on any host (none when alone, or while etcd does not answer in LOOKUP_MS). */
+async function knownVms(call: ServerCall): Promise<{ id: string; name: string }[]> {
+  return call.services.cluster ? await within(call.services.cluster.knownVms(), LOOKUP_MS, 'etcd').catch(() => []) : [];
+}
+
 function canRead(call: ServerCall, object: string): boolean {
   return call.services.access.canRead(call.principal, object);
 }
@@ -96,7 +101,7 @@ export const virtualServer: InterfaceRecord = {
       async (call) => {
         const here = call.services.machines.list().map((vm) => vm.id);
         // While etcd does not answer, the VMs registered here.
-        const known = call.services.cluster ? await within(call.services.cluster.vmIds(), LOOKUP_MS, 'etcd').catch(() => []) : [];
+        const known = (await knownVms(call)).map((vm) => vm.id);
         const elsewhere = known.filter((id) => !here.includes(id)).sort();
         return [...here, ...elsewhere].filter((id) => canRead(call, `VirtualMachine/${id}`)).map((id) => ref('VirtualMachine', id));
       }),
@@ -139,12 +144,12 @@ export const virtualServer: InterfaceRecord = {
         await services.networks.adaptersRemoved(vm.id, 0, vm.config.networkAdapters.length);
       },
     }),
-    FindVirtualMachine: method('The VM with this name, or null.', {
+    FindVirtualMachine: method('The VM with this name, or null: one registered here, else (in a cluster) one the cluster knows on another host.', {
       params: { name: param(string, 'The name.') }, returns: orNull(refOf('VirtualMachine')), right: 'read',
       example: { params: { name: 'web' }, result: { $ref: VM_EXAMPLE } },
-      handler: (call) => {
-        const vm = call.services.machines.findByName(call.params.name);
-        return vm && canRead(call, `VirtualMachine/${vm.id}`) ? ref('VirtualMachine', vm.id) : null;
+      handler: async (call) => {
+        const id = call.services.machines.findByName(call.params.name)?.id ?? (await knownVms(call)).find((vm) => vm.name === call.params.name)?.id;
+        return id && canRead(call, `VirtualMachine/${id}`) ? ref('VirtualMachine', id) : null;
       },
     }),
     get_VirtualNetworks: get('Every registered virtual network.', refsOf('VirtualNetwork'), [{ $ref: NETWORK_EXAMPLE }],
